@@ -1,0 +1,299 @@
+//! `agentnexus`: the server and its admin CLI, working directly on the store.
+#![forbid(unsafe_code)]
+
+mod policy_files;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use agentnexus_server::{AppState, Config, accounts};
+use agentnexus_store::{Actor, Scope, Store, StoreConfig, Tenant, Verification};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "agentnexus", version, about = "AgentNexus: a governance runtime for AI agents")]
+struct Cli {
+    /// The store: sqlite://FILE (created when missing) or postgres://…
+    #[arg(
+        long,
+        global = true,
+        env = "AGENTNEXUS_DATABASE_URL",
+        default_value = "sqlite://agentnexus.db",
+        hide_env_values = true
+    )]
+    database: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (API, background workers); bootstraps an empty store.
+    Serve(Config),
+    /// Create or upgrade the store's schema, then exit.
+    Migrate,
+    /// Workspaces (tenants).
+    #[command(subcommand)]
+    Workspace(WorkspaceCommand),
+    /// API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Policy documents: apply, lint, test.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// The audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Print the OpenAPI document.
+    Openapi,
+}
+
+#[derive(Subcommand)]
+enum WorkspaceCommand {
+    /// Create a workspace with an owner and an admin key; prints them as JSON.
+    Create {
+        name: String,
+        #[arg(long)]
+        owner_email: String,
+        /// Generated (and printed) when absent.
+        #[arg(long)]
+        owner_password: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a key; prints it alone (it is never shown again).
+    Create {
+        #[arg(long)]
+        workspace: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_parser = ["agent", "admin"])]
+        scope: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Validate and store policy files as new versions (all or nothing).
+    Apply {
+        #[arg(long)]
+        workspace: String,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Validate policy files without storing them.
+    Lint {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Run the *_test.yaml files in DIR against the policies in DIR.
+    Test { dir: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Recompute the hash chain; exit 1 when it is broken.
+    Verify {
+        /// One workspace; all when absent.
+        #[arg(long)]
+        workspace: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Commands that need no store run without a runtime.
+    match &cli.command {
+        Command::Openapi => {
+            println!("{}", agentnexus_server::openapi::document());
+            return ExitCode::SUCCESS;
+        }
+        Command::Policy(PolicyCommand::Lint { files }) => return policy_files::lint(files),
+        Command::Policy(PolicyCommand::Test { dir }) => return policy_files::test(dir),
+        _ => {}
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type AnyError = Box<dyn std::error::Error + Send + Sync>;
+
+async fn open(database: &str, max_connections: u32) -> Result<Store, AnyError> {
+    let mut config = StoreConfig::new(database);
+    config.max_connections = max_connections;
+    Store::open(config)
+        .await
+        .map_err(|e| format!("cannot open {}: {e}", agentnexus_store::redact(database)).into())
+}
+
+async fn tenant(store: &Store, workspace: &str) -> Result<Tenant, AnyError> {
+    match store.workspace_by_name(workspace).await? {
+        Some((_, tenant)) => Ok(tenant),
+        None => Err(format!("no workspace named `{workspace}`").into()),
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
+    match cli.command {
+        Command::Serve(config) => serve(&cli.database, config).await,
+        Command::Migrate => {
+            open(&cli.database, 2).await?.close().await;
+            println!("migrated {}", agentnexus_store::redact(&cli.database));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Workspace(WorkspaceCommand::Create {
+            name,
+            owner_email,
+            owner_password,
+        }) => {
+            if !agentnexus_engine::valid_policy_name(&name) {
+                return Err("a workspace name is 1-64 of a-z 0-9 - _ .".into());
+            }
+            let store = open(&cli.database, 2).await?;
+            let created = accounts::create_workspace(
+                &store,
+                &name,
+                &owner_email,
+                owner_password,
+                Actor::Cli,
+            )
+            .await;
+            store.close().await;
+            println!("{}", serde_json::to_string(&created?)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keys(KeysCommand::Create {
+            workspace,
+            name,
+            scope,
+        }) => {
+            let store = open(&cli.database, 2).await?;
+            let tenant = tenant(&store, &workspace).await?;
+            let scope = Scope::parse(&scope).ok_or("scope is agent or admin")?;
+            let key = store
+                .create_key(&tenant, &name, scope, Actor::Cli, chrono::Utc::now())
+                .await;
+            store.close().await;
+            println!("{}", key?.secret);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Policy(PolicyCommand::Apply { workspace, files }) => {
+            let store = open(&cli.database, 2).await?;
+            let tenant = tenant(&store, &workspace).await?;
+            let code = policy_files::apply(&store, &tenant, &files).await;
+            store.close().await;
+            code
+        }
+        Command::Audit(AuditCommand::Verify { workspace }) => {
+            let store = open(&cli.database, 2).await?;
+            let targets = match workspace {
+                Some(name) => vec![(name.clone(), tenant(&store, &name).await?)],
+                None => store
+                    .workspaces()
+                    .await?
+                    .into_iter()
+                    .map(|(ws, t)| (ws.name, t))
+                    .collect(),
+            };
+            let single = targets.len() == 1;
+            let mut code = ExitCode::SUCCESS;
+            for (name, tenant) in targets {
+                let prefix = if single { String::new() } else { format!("{name}: ") };
+                match store.verify_audit(&tenant).await? {
+                    Verification::Ok {
+                        events, head_hash, ..
+                    } => println!("{prefix}ok {events} {head_hash}"),
+                    Verification::Broken {
+                        broken_at_seq,
+                        reason,
+                        ..
+                    } => {
+                        println!("{prefix}broken at seq {broken_at_seq}: {reason}");
+                        code = ExitCode::FAILURE;
+                    }
+                }
+            }
+            store.close().await;
+            Ok(code)
+        }
+        Command::Openapi | Command::Policy(_) => unreachable!("handled before the runtime"),
+    }
+}
+
+async fn serve(database: &str, config: Config) -> Result<ExitCode, AnyError> {
+    init_logging();
+    let store = open(database, config.database_max_connections).await?;
+    if let Some(created) =
+        accounts::bootstrap(&store, &config.bootstrap_email, config.bootstrap_password.clone())
+            .await?
+    {
+        println!("AgentNexus bootstrapped workspace `{}`", created.workspace);
+        println!("  owner:     {}", created.owner_email);
+        if let Some(pw) = &created.owner_password {
+            println!("  password:  {pw}");
+        }
+        println!("  admin key: {}", created.admin_key);
+        println!("These are shown once: keep them somewhere safe.");
+    }
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        database = %agentnexus_store::redact(database),
+        "AgentNexus is serving"
+    );
+    let state = Arc::new(AppState::new(store, config, Arc::new(chrono::Utc::now)));
+    agentnexus_server::serve(listener, state, shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// SIGTERM (how service managers stop us) or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+/// JSON logs by default (one object per line on stderr); `AGENTNEXUS_LOG_FORMAT=text` for
+/// people. `AGENTNEXUS_LOG` filters (default `info`).
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("AGENTNEXUS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("AGENTNEXUS_LOG_FORMAT").as_deref() == Ok("text") {
+        builder.init();
+    } else {
+        builder.json().flatten_event(true).init();
+    }
+}

@@ -1,0 +1,413 @@
+//! Compiled policies and the decision of SPEC §3.2.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, LazyLock};
+
+use cel::common::ast::{Expr, LiteralValue, operators};
+use cel::{Context, Env, Program, Value};
+use serde::Serialize;
+
+use crate::document::{
+    Approval, Effect, Format, Invalid, PolicyDocument, Position, Problem, Tier, locate_expression,
+};
+use crate::proposal::{Proposal, Spend};
+
+/// The standard CEL environment, built once: every expression is compiled and run with it.
+static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| Arc::new(Env::stdlib()));
+
+/// The variables a `when` expression may use (SPEC §3.1).
+const VARIABLES: [&str; 8] = [
+    "agent_id",
+    "action",
+    "resource",
+    "amount_cents",
+    "cost_cents",
+    "params",
+    "context",
+    "spend",
+];
+
+#[derive(Debug)]
+pub struct CompiledRule {
+    pub id: String,
+    pub effect: Effect,
+    pub tier: Option<Tier>,
+    pub reason: Option<String>,
+    pub approval: Option<Approval>,
+    program: Option<Program>,
+}
+
+/// A policy whose expressions all compiled; only these are ever stored or evaluated.
+#[derive(Debug)]
+pub struct CompiledPolicy {
+    pub document: PolicyDocument,
+    pub version: i64,
+    rules: Vec<CompiledRule>,
+    uses_spend: bool,
+}
+
+impl CompiledPolicy {
+    pub fn name(&self) -> &str {
+        &self.document.name
+    }
+
+    pub fn rules(&self) -> &[CompiledRule] {
+        &self.rules
+    }
+}
+
+/// Parses and compiles a document; every problem found is reported at once.
+pub fn compile_policy(text: &str, format: Format) -> Result<CompiledPolicy, Invalid> {
+    let document = PolicyDocument::parse(text, format)?;
+    compile_document(document, Some(text))
+}
+
+/// Compiles an already parsed document. With the source `text`, positions of expression
+/// errors are given in the document; without it, inside the expression.
+pub fn compile_document(
+    document: PolicyDocument,
+    text: Option<&str>,
+) -> Result<CompiledPolicy, Invalid> {
+    let mut problems = Vec::new();
+    let mut rules = Vec::with_capacity(document.rules.len());
+    let mut uses_spend = false;
+    for rule in &document.rules {
+        let program = match rule.when.as_deref() {
+            None => None,
+            Some(when) => match ENV.compile(when) {
+                Ok(p) => {
+                    let refs = p.references();
+                    uses_spend |= refs.has_variable("spend");
+                    for var in refs.variables() {
+                        if !VARIABLES.contains(&var) {
+                            problems.push(Problem {
+                                rule: Some(rule.id.clone()),
+                                field: Some("when".into()),
+                                position: text.and_then(|t| locate_expression(t, &rule.id, when)),
+                                message: format!(
+                                    "unknown variable `{var}`; known: {}",
+                                    VARIABLES.join(", ")
+                                ),
+                            });
+                        }
+                    }
+                    Some(p)
+                }
+                Err(errors) => {
+                    for e in errors.errors {
+                        let (line, col) = (e.pos.0.max(1) as usize, e.pos.1.max(0) as usize + 1);
+                        let position = match text.and_then(|t| locate_expression(t, &rule.id, when))
+                        {
+                            Some(at) if line == 1 => Position {
+                                line: at.line,
+                                column: at.column + col - 1,
+                            },
+                            Some(at) => Position {
+                                line: at.line + line - 1,
+                                column: col,
+                            },
+                            None => Position { line, column: col },
+                        };
+                        problems.push(Problem {
+                            rule: Some(rule.id.clone()),
+                            field: Some("when".into()),
+                            position: Some(position),
+                            message: format!("does not compile: {}", e.msg),
+                        });
+                    }
+                    None
+                }
+            },
+        };
+        rules.push(CompiledRule {
+            id: rule.id.clone(),
+            effect: rule.effect,
+            tier: rule.tier,
+            reason: rule.reason.clone(),
+            approval: rule.approval.clone(),
+            program,
+        });
+    }
+    if !problems.is_empty() {
+        return Err(Invalid(problems));
+    }
+    Ok(CompiledPolicy {
+        document,
+        version: 0,
+        rules,
+        uses_spend,
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct RuleRef {
+    policy: u32,
+    rule: u32,
+}
+
+/// The enabled policies of a workspace, ready to decide. Rules are indexed by the action
+/// literals their `when` pins down (`action == "x" && …`, `action in ["x", "y"]`), so a
+/// decision only runs the expressions that can match its action.
+#[derive(Debug, Default)]
+pub struct PolicySet {
+    policies: Vec<Arc<CompiledPolicy>>,
+    by_action: HashMap<String, Vec<RuleRef>>,
+    any_action: Vec<RuleRef>,
+    uses_spend: bool,
+}
+
+impl PolicySet {
+    /// Builds the set from compiled policies; disabled ones are left out.
+    pub fn new(policies: impl IntoIterator<Item = Arc<CompiledPolicy>>) -> PolicySet {
+        let mut policies: Vec<_> = policies
+            .into_iter()
+            .filter(|p| p.document.enabled)
+            .collect();
+        policies.sort_by(|a, b| a.name().cmp(b.name()));
+        let mut set = PolicySet {
+            uses_spend: policies.iter().any(|p| p.uses_spend),
+            ..PolicySet::default()
+        };
+        for (pi, policy) in policies.iter().enumerate() {
+            for (ri, rule) in policy.rules.iter().enumerate() {
+                let r = RuleRef {
+                    policy: pi as u32,
+                    rule: ri as u32,
+                };
+                match rule.program.as_ref().and_then(|p| pinned_actions(p.expression())) {
+                    Some(actions) => {
+                        for a in actions {
+                            set.by_action.entry(a).or_default().push(r);
+                        }
+                    }
+                    None => set.any_action.push(r),
+                }
+            }
+        }
+        set.policies = policies;
+        set
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.policies.is_empty()
+    }
+
+    /// Whether any expression reads `spend`, so callers only look spend up when it matters.
+    pub fn uses_spend(&self) -> bool {
+        self.uses_spend
+    }
+
+    pub fn policies(&self) -> &[Arc<CompiledPolicy>] {
+        &self.policies
+    }
+
+    /// Decides a proposal: SPEC §3.2.
+    pub fn decide(&self, proposal: &Proposal, spend: Spend) -> Decision {
+        let mut candidates: Vec<RuleRef> = self.any_action.clone();
+        if let Some(pinned) = self.by_action.get(proposal.action.as_str()) {
+            candidates.extend_from_slice(pinned);
+            candidates.sort_unstable();
+            candidates.dedup();
+        }
+        let ctx = if candidates
+            .iter()
+            .any(|r| self.rule(*r).program.is_some())
+        {
+            Some(cel_context(proposal, spend))
+        } else {
+            None
+        };
+
+        let mut matched = Vec::new();
+        let mut errors = Vec::new();
+        let mut winner: Option<(RuleRef, Effect, Tier)> = None;
+        for r in candidates {
+            let policy = &self.policies[r.policy as usize];
+            let rule = &policy.rules[r.rule as usize];
+            let outcome = match (&rule.program, &ctx) {
+                (Some(p), Some(ctx)) => match p.execute(ctx) {
+                    Ok(Value::Bool(b)) => Ok(b),
+                    Ok(other) => Err(format!(
+                        "`when` must be a bool, it evaluated to {:?}",
+                        other.type_of()
+                    )),
+                    Err(e) => Err(e.to_string()),
+                },
+                _ => Ok(true),
+            };
+            let is_match = match outcome {
+                Ok(b) => b,
+                Err(message) => {
+                    // Fail closed: an erroring deny or approval rule still holds the agent back;
+                    // an erroring allow rule never lets it through.
+                    errors.push(RuleError {
+                        policy: policy.name().to_owned(),
+                        rule: rule.id.clone(),
+                        message,
+                    });
+                    rule.effect != Effect::Allow
+                }
+            };
+            if !is_match {
+                continue;
+            }
+            matched.push(MatchedRule {
+                policy: policy.name().to_owned(),
+                rule: rule.id.clone(),
+                effect: rule.effect,
+            });
+            let tier = rule.tier.unwrap_or(Tier::Medium);
+            // Candidates come in (policy name, rule order), so on a tie the earlier one stays.
+            let better = match winner {
+                None => true,
+                Some((_, effect, best_tier)) => {
+                    rule.effect > effect
+                        || (rule.effect == effect
+                            && effect == Effect::RequireApproval
+                            && tier > best_tier)
+                }
+            };
+            if better {
+                winner = Some((r, rule.effect, tier));
+            }
+        }
+
+        let policy_versions = self
+            .policies
+            .iter()
+            .map(|p| (p.name().to_owned(), p.version))
+            .collect();
+        let Some((r, effect, tier)) = winner else {
+            return Decision {
+                effect: Effect::Deny,
+                reason: "no matching rule".into(),
+                matched_rules: matched,
+                errors,
+                approval: None,
+                policy_versions,
+            };
+        };
+        let policy = &self.policies[r.policy as usize];
+        let rule = &policy.rules[r.rule as usize];
+        Decision {
+            effect,
+            reason: rule.reason.clone().unwrap_or_else(|| {
+                format!("{} by rule {}/{}", effect.past_tense(), policy.name(), rule.id)
+            }),
+            matched_rules: matched,
+            errors,
+            approval: match (effect, &rule.approval) {
+                (Effect::RequireApproval, Some(a)) => Some(ApprovalDecision {
+                    tier,
+                    policy: policy.name().to_owned(),
+                    rule: rule.id.clone(),
+                    approval: a.clone(),
+                }),
+                _ => None,
+            },
+            policy_versions,
+        }
+    }
+
+    fn rule(&self, r: RuleRef) -> &CompiledRule {
+        &self.policies[r.policy as usize].rules[r.rule as usize]
+    }
+}
+
+impl Effect {
+    fn past_tense(self) -> &'static str {
+        match self {
+            Effect::Allow => "allowed",
+            Effect::RequireApproval => "approval required",
+            Effect::Deny => "denied",
+        }
+    }
+}
+
+/// The actions a `when` expression can only match, when it says so in a way we can read:
+/// a top-level conjunction with `action == "x"` or `action in ["x", …]`.
+fn pinned_actions(expr: &cel::IdedExpr) -> Option<Vec<String>> {
+    let Expr::Call(call) = &expr.expr else {
+        return None;
+    };
+    let is_action = |e: &cel::IdedExpr| matches!(&e.expr, Expr::Ident(n) if n == "action");
+    let literal = |e: &cel::IdedExpr| match &e.expr {
+        Expr::Literal(LiteralValue::String(s)) => Some(s.inner().to_owned()),
+        _ => None,
+    };
+    match (call.func_name.as_str(), call.args.as_slice()) {
+        (operators::LOGICAL_AND, [a, b]) => pinned_actions(a).or_else(|| pinned_actions(b)),
+        (operators::EQUALS, [a, b]) if is_action(a) => literal(b).map(|s| vec![s]),
+        (operators::EQUALS, [a, b]) if is_action(b) => literal(a).map(|s| vec![s]),
+        (operators::IN, [a, b]) if is_action(a) => match &b.expr {
+            Expr::List(list) => list.elements.iter().map(literal).collect(),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// One context per decision, shared by every expression: building it is the expensive part.
+fn cel_context<'a>(proposal: &Proposal, spend: Spend) -> Context<'a, 'a> {
+    let mut ctx = Context::with_env(ENV.clone());
+    ctx.add_variable_from_value("agent_id", proposal.agent_id.as_str());
+    ctx.add_variable_from_value("action", proposal.action.as_str());
+    ctx.add_variable_from_value(
+        "resource",
+        proposal
+            .resource
+            .as_deref()
+            .map_or(Value::Null, Value::from),
+    );
+    ctx.add_variable_from_value("amount_cents", proposal.amount_cents);
+    ctx.add_variable_from_value("cost_cents", proposal.cost_cents);
+    ctx.add_variable_from_value("params", crate::value::to_cel(&proposal.params));
+    ctx.add_variable_from_value("context", crate::value::to_cel(&proposal.context));
+    let spend_map: HashMap<&str, i64> = [
+        ("today_cents", spend.today_cents),
+        ("month_cents", spend.month_cents),
+    ]
+    .into();
+    ctx.add_variable_from_value("spend", spend_map);
+    ctx
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MatchedRule {
+    pub policy: String,
+    pub rule: String,
+    pub effect: Effect,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RuleError {
+    pub policy: String,
+    pub rule: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApprovalDecision {
+    pub tier: Tier,
+    pub policy: String,
+    pub rule: String,
+    pub approval: Approval,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub effect: Effect,
+    pub reason: String,
+    pub matched_rules: Vec<MatchedRule>,
+    pub errors: Vec<RuleError>,
+    pub approval: Option<ApprovalDecision>,
+    pub policy_versions: BTreeMap<String, i64>,
+}
+
+impl CompiledPolicy {
+    /// The same policy marked with its stored version number.
+    pub fn with_version(mut self, version: i64) -> CompiledPolicy {
+        self.version = version;
+        self
+    }
+}

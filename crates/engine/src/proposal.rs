@@ -1,0 +1,144 @@
+//! The proposal an agent makes, parsed at the edge into a value nothing downstream re-checks.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// A proposed action, valid by construction (see [`Proposal::new`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Proposal {
+    pub agent_id: String,
+    pub action: String,
+    pub resource: Option<String>,
+    pub amount_cents: i64,
+    pub cost_cents: i64,
+    pub params: Value,
+    pub context: Value,
+}
+
+/// The agent's attributed cost so far (SPEC §8), as seen by `spend` in expressions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Spend {
+    #[serde(default)]
+    pub today_cents: i64,
+    #[serde(default)]
+    pub month_cents: i64,
+}
+
+/// A field of a proposal that cannot be accepted, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct FieldError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+fn field_error(field: &'static str, message: impl Into<String>) -> FieldError {
+    FieldError {
+        field,
+        message: message.into(),
+    }
+}
+
+/// The raw fields of a proposal as a client sends them.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ProposalFields {
+    pub agent_id: Option<String>,
+    pub action: Option<String>,
+    pub resource: Option<String>,
+    pub amount_cents: Option<i64>,
+    pub cost_cents: Option<i64>,
+    pub params: Option<Value>,
+    pub context: Option<Value>,
+}
+
+fn identifier(field: &'static str, value: Option<String>) -> Result<String, FieldError> {
+    let value = value.ok_or_else(|| field_error(field, "is required"))?;
+    if value.is_empty() || value.chars().count() > 256 {
+        return Err(field_error(field, "must be 1 to 256 characters"));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(field_error(field, "must not contain control characters"));
+    }
+    Ok(value)
+}
+
+fn object(field: &'static str, value: Option<Value>) -> Result<Value, FieldError> {
+    match value {
+        None | Some(Value::Null) => Ok(Value::Object(Map::new())),
+        Some(v @ Value::Object(_)) => Ok(v),
+        Some(_) => Err(field_error(field, "must be an object")),
+    }
+}
+
+impl Proposal {
+    pub fn new(f: ProposalFields) -> Result<Proposal, FieldError> {
+        let resource = match f.resource {
+            Some(r) if r.chars().count() > 1024 => {
+                return Err(field_error("resource", "must be at most 1024 characters"));
+            }
+            r => r,
+        };
+        let cents = |field, v: Option<i64>| match v.unwrap_or(0) {
+            n if n < 0 => Err(field_error(field, "must not be negative")),
+            n => Ok(n),
+        };
+        Ok(Proposal {
+            agent_id: identifier("agent_id", f.agent_id)?,
+            action: identifier("action", f.action)?,
+            resource,
+            amount_cents: cents("amount_cents", f.amount_cents)?,
+            cost_cents: cents("cost_cents", f.cost_cents)?,
+            params: object("params", f.params)?,
+            context: object("context", f.context)?,
+        })
+    }
+
+    /// SHA-256 (hex) of the proposal's canonical JSON (RFC 8785): the object of the seven
+    /// proposal fields with defaults filled in (`resource` null when absent). An executing
+    /// system recomputes it to check that what it runs is exactly what was decided.
+    pub fn hash(&self) -> String {
+        crate::canonical::sha256_hex(&crate::canonical::to_vec(self))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn fields(v: Value) -> ProposalFields {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn required_fields_are_checked() {
+        let e = Proposal::new(fields(json!({"action": "x"}))).unwrap_err();
+        assert_eq!(e.field, "agent_id");
+        let e = Proposal::new(fields(json!({"agent_id": "a", "action": ""}))).unwrap_err();
+        assert_eq!(e.field, "action");
+        let e = Proposal::new(fields(json!({"agent_id": "a".repeat(257), "action": "x"})))
+            .unwrap_err();
+        assert_eq!(e.field, "agent_id");
+        let e = Proposal::new(fields(json!({"agent_id": "a", "action": "x", "params": [1]})))
+            .unwrap_err();
+        assert_eq!(e.field, "params");
+        let e = Proposal::new(fields(json!({"agent_id": "a", "action": "x", "amount_cents": -1})))
+            .unwrap_err();
+        assert_eq!(e.field, "amount_cents");
+    }
+
+    #[test]
+    fn hash_ignores_key_order_and_defaults() {
+        let a = Proposal::new(fields(json!({"agent_id": "a", "action": "x",
+            "params": {"b": 1, "a": 2}}))).unwrap();
+        let b = Proposal::new(fields(json!({"params": {"a": 2, "b": 1}, "action": "x",
+            "agent_id": "a", "amount_cents": 0, "context": {}}))).unwrap();
+        assert_eq!(a.hash(), b.hash());
+        // The documented recipe: SHA-256 of the canonical object with defaults filled in.
+        let canonical = r#"{"action":"x","agent_id":"a","amount_cents":0,"context":{},"cost_cents":0,"params":{"a":2,"b":1},"resource":null}"#;
+        assert_eq!(a.hash(), crate::canonical::sha256_hex(canonical.as_bytes()));
+        let c = Proposal::new(fields(json!({"agent_id": "a", "action": "x", "amount_cents": 1})))
+            .unwrap();
+        assert_ne!(a.hash(), c.hash());
+    }
+}

@@ -1,0 +1,123 @@
+//! The audit trail over HTTP (SPEC §7).
+
+use std::sync::Arc;
+
+use agentnexus_store::AuditEvent;
+use axum::extract::State;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::auth::{Admin, Caller};
+use crate::error::{ApiError, ApiResult, Problem};
+use crate::extract::{Path, Query};
+use crate::state::AppState;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventView {
+    pub seq: i64,
+    pub occurred_at: DateTime<Utc>,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `key:ID`, `member:EMAIL`, `cli` or `system`.
+    pub actor: String,
+    pub evaluation_id: Option<String>,
+    #[schema(value_type = Object)]
+    pub data: Value,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+impl From<AuditEvent> for EventView {
+    fn from(e: AuditEvent) -> Self {
+        EventView {
+            seq: e.seq,
+            occurred_at: e.occurred_at,
+            kind: e.kind,
+            actor: e.actor,
+            evaluation_id: e.evaluation_id,
+            data: e.data,
+            prev_hash: e.prev_hash,
+            hash: e.hash,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Timeline {
+    pub events: Vec<EventView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditPage {
+    pub events: Vec<EventView>,
+    /// Pass as `after_seq` for the next page; null when this page is the last.
+    pub next_after_seq: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageParams {
+    /// Events after this sequence number (default 0: from the start).
+    pub after_seq: Option<i64>,
+    /// Page size, 1-1000 (default 100).
+    pub limit: Option<u32>,
+}
+
+/// The workspace's audit log, oldest first.
+#[utoipa::path(get, path = "/api/v1/audit", tag = "audit", params(PageParams),
+    responses((status = 200, body = AuditPage), (status = 422, body = Problem, content_type = "application/problem+json")),
+    security(("api_key" = [])))]
+pub async fn page(
+    State(state): State<Arc<AppState>>,
+    Admin(caller): Admin,
+    Query(params): Query<PageParams>,
+) -> ApiResult<axum::Json<AuditPage>> {
+    let limit = params.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::field("limit", "must be 1 to 1000"));
+    }
+    let after = params.after_seq.unwrap_or(0);
+    if after < 0 {
+        return Err(ApiError::field("after_seq", "must not be negative"));
+    }
+    let events = state.store.audit_page(&caller.tenant, after, limit).await?;
+    let next_after_seq = (events.len() == limit as usize)
+        .then(|| events.last().map(|e| e.seq))
+        .flatten();
+    Ok(axum::Json(AuditPage {
+        events: events.into_iter().map(Into::into).collect(),
+        next_after_seq,
+    }))
+}
+
+/// Recompute the workspace's hash chain.
+#[utoipa::path(get, path = "/api/v1/audit/verify", tag = "audit",
+    responses((status = 200, description = "`{\"ok\": true, \"events\", \"head_hash\"}` or `{\"ok\": false, \"broken_at_seq\", \"events_checked\", \"reason\"}`", body = Object)),
+    security(("api_key" = [])))]
+pub async fn verify(
+    State(state): State<Arc<AppState>>,
+    Admin(caller): Admin,
+) -> ApiResult<axum::Json<agentnexus_store::Verification>> {
+    Ok(axum::Json(state.store.verify_audit(&caller.tenant).await?))
+}
+
+/// Every audit event of one evaluation, oldest first.
+#[utoipa::path(get, path = "/api/v1/evaluations/{id}/timeline", tag = "audit",
+    params(("id" = String, Path)),
+    responses((status = 200, body = Timeline), (status = 404, body = Problem, content_type = "application/problem+json")),
+    security(("api_key" = [])))]
+pub async fn timeline(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<Timeline>> {
+    let events = state.store.timeline(&caller.tenant, &id).await?;
+    if events.is_empty() {
+        return Err(ApiError::NotFound);
+    }
+    Ok(axum::Json(Timeline {
+        events: events.into_iter().map(Into::into).collect(),
+    }))
+}

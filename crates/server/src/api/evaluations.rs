@@ -1,0 +1,417 @@
+//! Evaluate (SPEC §4) and reading evaluations back.
+
+use std::sync::Arc;
+
+use agentnexus_engine::{Proposal, ProposalFields, Spend};
+use agentnexus_store::{Evaluation, EvaluationFilter, NewEvaluation, Recorded, StageRecord, Status};
+use axum::extract::State;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::auth::{Admin, Caller};
+use crate::error::{ApiError, ApiResult, Problem};
+use crate::extract::{Json, Path, Query};
+use crate::state::AppState;
+
+/// A proposed action.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluateRequest {
+    /// The agent proposing the action (1-256 characters).
+    #[schema(example = "billing-bot")]
+    pub agent_id: Option<String>,
+    /// What it wants to do (1-256 characters).
+    #[schema(example = "stripe.refund")]
+    pub action: Option<String>,
+    #[schema(example = "customer/cus_123")]
+    pub resource: Option<String>,
+    /// Money the action moves, in cents; 0 when absent.
+    pub amount_cents: Option<i64>,
+    /// What the agent spent to get here, in cents, attributed to `agent_id`.
+    pub cost_cents: Option<i64>,
+    #[schema(value_type = Option<Object>)]
+    pub params: Option<Value>,
+    #[schema(value_type = Option<Object>)]
+    pub context: Option<Value>,
+    /// Trace metadata (`trace_id`, `span_id`, `session_id`, …), stored with the evaluation.
+    #[schema(value_type = Option<Object>)]
+    pub trace: Option<Value>,
+    /// The same key within 24 hours returns the first evaluation.
+    pub idempotency_key: Option<String>,
+    /// Where to POST `approval_required` and `terminal_outcome` events.
+    pub webhook_url: Option<String>,
+}
+
+/// Parses everything around the proposal itself.
+struct Extras {
+    trace: Option<Value>,
+    idempotency_key: Option<String>,
+    webhook_url: Option<String>,
+}
+
+fn parse(req: EvaluateRequest) -> ApiResult<(Proposal, Extras)> {
+    let proposal = Proposal::new(ProposalFields {
+        agent_id: req.agent_id,
+        action: req.action,
+        resource: req.resource,
+        amount_cents: req.amount_cents,
+        cost_cents: req.cost_cents,
+        params: req.params,
+        context: req.context,
+    })
+    .map_err(|e| ApiError::field(e.field, e.message))?;
+    let trace = match req.trace {
+        None | Some(Value::Null) => None,
+        Some(t @ Value::Object(_)) => Some(t),
+        Some(_) => return Err(ApiError::field("trace", "must be an object")),
+    };
+    if let Some(k) = &req.idempotency_key {
+        if k.is_empty() || k.chars().count() > 256 {
+            return Err(ApiError::field("idempotency_key", "must be 1 to 256 characters"));
+        }
+    }
+    if let Some(url) = &req.webhook_url {
+        let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
+        if !scheme_ok || url.len() > 2048 || url.contains(char::is_whitespace) {
+            return Err(ApiError::field("webhook_url", "must be an http(s) URL"));
+        }
+    }
+    Ok((
+        proposal,
+        Extras {
+            trace,
+            idempotency_key: req.idempotency_key,
+            webhook_url: req.webhook_url,
+        },
+    ))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StageView {
+    pub index: i64,
+    pub name: String,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApprovalView {
+    /// `low`, `medium`, `high` or `critical`.
+    pub tier: String,
+    pub policy: String,
+    pub rule: String,
+    /// The stage waiting now; absent once the evaluation is final.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stage: Option<StageView>,
+}
+
+/// The answer to an evaluation.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EvaluationResponse {
+    #[schema(example = "ev_01jq5v6m1x7r0c1t2a3b4c5d6e")]
+    pub evaluation_id: String,
+    /// `allow`, `deny` or `require_approval`.
+    pub decision: &'static str,
+    /// `allowed`, `denied`, `pending`, `approved`, `rejected` or `expired`.
+    pub status: &'static str,
+    pub reason: String,
+    /// `[{"policy", "rule", "effect"}]`
+    #[schema(value_type = Vec<Object>)]
+    pub matched_rules: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalView>,
+    /// Policy name to the version that decided.
+    #[schema(value_type = Object)]
+    pub policy_versions: Value,
+    /// SHA-256 of the canonical proposal (RFC 8785).
+    pub proposal_hash: String,
+    /// Rules whose expression failed at run time: `[{"policy", "rule", "message"}]`.
+    #[serde(skip_serializing_if = "is_empty_list")]
+    #[schema(value_type = Vec<Object>)]
+    pub errors: Value,
+    pub created_at: DateTime<Utc>,
+}
+
+fn is_empty_list(v: &Value) -> bool {
+    v.as_array().is_none_or(Vec::is_empty)
+}
+
+/// An evaluation with its proposal, stages and human decisions.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EvaluationDetail {
+    #[serde(flatten)]
+    pub summary: EvaluationResponse,
+    pub agent_id: String,
+    pub action: String,
+    pub resource: Option<String>,
+    pub amount_cents: i64,
+    pub cost_cents: i64,
+    #[schema(value_type = Object)]
+    pub params: Value,
+    #[schema(value_type = Object)]
+    pub context: Value,
+    #[schema(value_type = Option<Object>)]
+    pub trace: Option<Value>,
+    pub idempotency_key: Option<String>,
+    pub stages: Vec<StageDetail>,
+    /// Human decisions so far, oldest first.
+    #[schema(value_type = Vec<Object>)]
+    pub decisions: Vec<Value>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StageDetail {
+    pub index: i64,
+    pub name: String,
+    pub approvers: Vec<String>,
+    pub required: i64,
+    pub channels: Vec<String>,
+    pub timeout_secs: Option<i64>,
+    pub on_timeout: String,
+    /// `waiting`, `queued`, `passed`, `rejected`, `expired` or `skipped`.
+    pub status: String,
+    pub started_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub decided_at: Option<DateTime<Utc>>,
+}
+
+impl From<StageRecord> for StageDetail {
+    fn from(s: StageRecord) -> Self {
+        StageDetail {
+            index: s.index,
+            name: s.name,
+            approvers: s.approvers,
+            required: s.required,
+            channels: s.channels,
+            timeout_secs: s.timeout_secs,
+            on_timeout: s.on_timeout,
+            status: s.status,
+            started_at: s.started_at,
+            expires_at: s.expires_at,
+            decided_at: s.decided_at,
+        }
+    }
+}
+
+fn summary(ev: &Evaluation) -> EvaluationResponse {
+    let approval = ev.approval.as_ref().map(|a| {
+        let text = |k: &str| a.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
+        let stage = ev
+            .current_stage
+            .filter(|_| ev.status == Status::Pending)
+            .and_then(|i| ev.stages.iter().find(|s| s.index == i))
+            .map(|s| StageView {
+                index: s.index,
+                name: s.name.clone(),
+                expires_at: s.expires_at,
+            });
+        ApprovalView {
+            tier: text("tier"),
+            policy: text("policy"),
+            rule: text("rule"),
+            stage,
+        }
+    });
+    EvaluationResponse {
+        evaluation_id: ev.id.clone(),
+        decision: ev.decision.as_str(),
+        status: ev.status.as_str(),
+        reason: ev.reason.clone(),
+        matched_rules: ev.matched_rules.clone(),
+        approval,
+        policy_versions: ev.policy_versions.clone(),
+        proposal_hash: ev.proposal_hash.clone(),
+        errors: ev.errors.clone(),
+        created_at: ev.created_at,
+    }
+}
+
+pub fn detail(ev: Evaluation) -> EvaluationDetail {
+    EvaluationDetail {
+        summary: summary(&ev),
+        agent_id: ev.agent_id,
+        action: ev.action,
+        resource: ev.resource,
+        amount_cents: ev.amount_cents,
+        cost_cents: ev.cost_cents,
+        params: ev.params,
+        context: ev.context,
+        trace: ev.trace,
+        idempotency_key: ev.idempotency_key,
+        stages: ev.stages.into_iter().map(StageDetail::from).collect(),
+        decisions: Vec::new(),
+        updated_at: ev.updated_at,
+    }
+}
+
+/// Decide a proposed action.
+#[utoipa::path(
+    post, path = "/api/v1/evaluate", tag = "evaluate",
+    request_body = EvaluateRequest,
+    responses(
+        (status = 200, description = "The decision, recorded with its audit event", body = EvaluationResponse),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, unknown or revoked key", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited; see Retry-After", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn evaluate(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Json(req): Json<EvaluateRequest>,
+) -> ApiResult<axum::Json<EvaluationResponse>> {
+    let (proposal, extras) = parse(req)?;
+    let tenant = &caller.tenant;
+    let now = state.now();
+    if let Some(key) = &extras.idempotency_key {
+        if let Some(id) = state.store.idempotent_evaluation(tenant, key, now).await? {
+            return existing(&state, &caller, &id).await;
+        }
+    }
+    let policies = state.policy_set(tenant).await?;
+    let spend = if policies.set.uses_spend() {
+        state.store.spend(tenant, &proposal.agent_id, now).await?
+    } else {
+        Spend::default()
+    };
+    let decision = policies.set.decide(&proposal, spend);
+    let (approval, stages) = match decision.approval {
+        Some(a) => (
+            Some(serde_json::json!({"tier": a.tier, "policy": a.policy, "rule": a.rule})),
+            a.approval.stages,
+        ),
+        None => (None, Vec::new()),
+    };
+    let new = NewEvaluation {
+        id: agentnexus_store::new_evaluation_id(),
+        tenant: tenant.clone(),
+        key_id: Some(caller.key_id.clone()),
+        proposal_hash: proposal.hash(),
+        proposal,
+        trace: extras.trace,
+        idempotency_key: extras.idempotency_key,
+        webhook_url: extras.webhook_url,
+        decision: decision.effect,
+        reason: decision.reason,
+        matched_rules: decision.matched_rules,
+        errors: decision.errors,
+        approval,
+        stages,
+        policy_versions: decision.policy_versions,
+        created_at: now,
+    };
+    let view = new.to_evaluation();
+    match state.store.record_evaluation(new).await? {
+        Recorded::Created => {
+            metrics::counter!("agentnexus_decisions_total", "effect" => view.decision.as_str())
+                .increment(1);
+            Ok(axum::Json(summary(&view)))
+        }
+        Recorded::Existing(id) => existing(&state, &caller, &id).await,
+    }
+}
+
+async fn existing(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> ApiResult<axum::Json<EvaluationResponse>> {
+    let ev = state
+        .store
+        .evaluation(&caller.tenant, id)
+        .await?
+        .ok_or_else(|| ApiError::Internal(format!("idempotency key names missing {id}")))?;
+    Ok(axum::Json(summary(&ev)))
+}
+
+/// One evaluation with its current status, stages and decisions.
+#[utoipa::path(
+    get, path = "/api/v1/evaluations/{id}", tag = "evaluate",
+    params(("id" = String, Path, description = "Evaluation id")),
+    responses(
+        (status = 200, body = EvaluationDetail),
+        (status = 404, description = "No such evaluation in this workspace", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn get_evaluation(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<EvaluationDetail>> {
+    let ev = state
+        .store
+        .evaluation(&caller.tenant, &id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    Ok(axum::Json(detail(ev)))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// Only this status.
+    pub status: Option<String>,
+    /// Only this agent.
+    pub agent_id: Option<String>,
+    /// Page size, 1-500 (default 50).
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EvaluationList {
+    pub evaluations: Vec<EvaluationDetail>,
+    /// Pass as `cursor` for the next page; null on the last.
+    pub next_cursor: Option<String>,
+}
+
+/// Evaluations of the workspace, newest first.
+#[utoipa::path(
+    get, path = "/api/v1/evaluations", tag = "evaluate", params(ListParams),
+    responses(
+        (status = 200, body = EvaluationList),
+        (status = 403, description = "Not an admin key", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Bad filter", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn list_evaluations(
+    State(state): State<Arc<AppState>>,
+    Admin(caller): Admin,
+    Query(params): Query<ListParams>,
+) -> ApiResult<axum::Json<EvaluationList>> {
+    let status = match params.status.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(Status::parse(s).ok_or_else(|| {
+            ApiError::field(
+                "status",
+                "must be allowed, denied, pending, approved, rejected or expired",
+            )
+        })?),
+    };
+    let limit = params.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::field("limit", "must be 1 to 500"));
+    }
+    let filter = EvaluationFilter {
+        status,
+        agent_id: params.agent_id.filter(|a| !a.is_empty()),
+        before: params.cursor.filter(|c| !c.is_empty()),
+        limit,
+    };
+    let page = state.store.evaluations(&caller.tenant, &filter).await?;
+    let next_cursor = (page.len() == limit as usize)
+        .then(|| page.last().map(|e| e.id.clone()))
+        .flatten();
+    Ok(axum::Json(EvaluationList {
+        evaluations: page.into_iter().map(detail).collect(),
+        next_cursor,
+    }))
+}

@@ -1,0 +1,39 @@
+//! The REST API (`/api/v1`).
+
+pub mod audit;
+pub mod evaluations;
+pub mod keys;
+pub mod policies;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post};
+
+use crate::state::AppState;
+
+pub fn router() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/api/v1/evaluate", post(evaluations::evaluate))
+        .route("/v1/evaluate", post(evaluations::evaluate))
+        .route("/api/v1/evaluations", get(evaluations::list_evaluations))
+        .route("/api/v1/evaluations/{id}", get(evaluations::get_evaluation))
+        .route("/api/v1/evaluations/{id}/timeline", get(audit::timeline))
+        .route("/api/v1/keys", get(keys::list).post(keys::create))
+        .route("/api/v1/keys/{id}", axum::routing::delete(keys::revoke))
+        .route("/api/v1/policies", get(policies::list))
+        .route("/api/v1/policies/validate", post(policies::validate))
+        .route("/api/v1/policies/simulate", post(policies::simulate))
+        .route(
+            "/api/v1/policies/{name}",
+            get(policies::get).put(policies::put).delete(policies::delete),
+        )
+        .route("/api/v1/policies/{name}/versions", get(policies::versions))
+        .route(
+            "/api/v1/policies/{name}/versions/{version}",
+            get(policies::version),
+        )
+        .route("/api/v1/policies/{name}/rollback", post(policies::rollback))
+        .route("/api/v1/audit", get(audit::page))
+        .route("/api/v1/audit/verify", get(audit::verify))
+}

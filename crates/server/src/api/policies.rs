@@ -1,0 +1,447 @@
+//! Policies: documents, versions, rollback, validation and simulation (SPEC §3).
+
+use std::sync::Arc;
+
+use agentnexus_engine::{Format, PolicySet, Proposal, ProposalFields, Spend, compile_policy};
+use agentnexus_store::{PolicyChange, PolicySource, PolicySummary, PolicyVersion, Tenant};
+use axum::extract::{Request, State};
+use axum::http::header::CONTENT_TYPE;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use utoipa::ToSchema;
+
+use crate::auth::Admin;
+use crate::error::{ApiError, ApiResult, Problem};
+use crate::extract::{Json, Path, body_bytes};
+use crate::state::AppState;
+
+/// A policy document as sent: its format from the content type, or sniffed when absent.
+struct Document {
+    text: String,
+    format: Format,
+}
+
+async fn document(req: Request, state: &Arc<AppState>) -> ApiResult<Document> {
+    let content_type = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+    let bytes = body_bytes(req, state).await?;
+    let text = String::from_utf8(bytes.to_vec())
+        .map_err(|_| ApiError::Malformed("the document is not UTF-8".into()))?;
+    let format = match content_type.as_deref() {
+        Some("application/json") => Format::Json,
+        Some("application/yaml" | "application/x-yaml" | "text/yaml" | "text/x-yaml") => {
+            Format::Yaml
+        }
+        // curl -d sends form encoding; YAML reads JSON too, so sniffing is safe.
+        None | Some("text/plain" | "application/x-www-form-urlencoded") => {
+            if text.trim_start().starts_with('{') {
+                Format::Json
+            } else {
+                Format::Yaml
+            }
+        }
+        Some(other) => {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "send the document as application/yaml or application/json, not {other}"
+            )));
+        }
+    };
+    Ok(Document { text, format })
+}
+
+fn invalid(e: agentnexus_engine::Invalid) -> ApiError {
+    ApiError::invalid(
+        format!("the policy is invalid: {e}"),
+        serde_json::to_value(&e.0).unwrap_or_default(),
+    )
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PolicyView {
+    pub name: String,
+    pub version: i64,
+    pub enabled: bool,
+    pub description: Option<String>,
+    /// The document as written.
+    pub document: String,
+    /// `yaml` or `json`.
+    pub format: String,
+    pub author: String,
+    /// `api`, `dashboard`, `cli` or `git:SHA`.
+    pub source: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<PolicyVersion> for PolicyView {
+    fn from(v: PolicyVersion) -> Self {
+        let format = if v.format == "json" { Format::Json } else { Format::Yaml };
+        let description = agentnexus_engine::PolicyDocument::parse(&v.document, format)
+            .ok()
+            .and_then(|d| d.description);
+        PolicyView {
+            name: v.name,
+            version: v.version,
+            enabled: v.enabled,
+            description,
+            document: v.document,
+            format: v.format,
+            author: v.author,
+            source: v.source,
+            created_at: v.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PolicySummaryView {
+    pub name: String,
+    pub version: i64,
+    pub enabled: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<PolicySummary> for PolicySummaryView {
+    fn from(p: PolicySummary) -> Self {
+        PolicySummaryView {
+            name: p.name,
+            version: p.version,
+            enabled: p.enabled,
+            created_at: p.created_at,
+            updated_at: p.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PolicyList {
+    pub policies: Vec<PolicySummaryView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VersionList {
+    pub versions: Vec<PolicyView>,
+}
+
+/// Makes a change visible to this server's next request.
+async fn changed(state: &AppState, tenant: &Tenant) -> ApiResult<()> {
+    state.reload_policies(tenant).await.map(|_| ())
+}
+
+/// The policies of the workspace.
+#[utoipa::path(get, path = "/api/v1/policies", tag = "policies",
+    responses((status = 200, body = PolicyList)), security(("api_key" = [])))]
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    Admin(caller): Admin,
+) -> ApiResult<axum::Json<PolicyList>> {
+    let policies = state.store.policies(&caller.tenant).await?;
+    Ok(axum::Json(PolicyList {
+        policies: policies.into_iter().map(Into::into).collect(),
+    }))
+}
+
+/// The active version of a policy.
+#[utoipa::path(get, path = "/api/v1/policies/{name}", tag = "policies",
+    params(("name" = String, Path)),
+    responses((status = 200, body = PolicyView), (status = 404, body = Problem, content_type = "application/problem+json")),
+    security(("api_key" = [])))]
+pub async fn get(
+    State(state): State<Arc<AppState>>,
+    Admin(caller): Admin,
+    Path(name): Path<String>,
+) -> ApiResult<axum::Json<PolicyView>> {
+    let v = state
+        .store
+        .policy(&caller.tenant, &name)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    Ok(axum::Json(v.into()))
+}
+
+/// Create or replace a policy; the document is compiled first and refused whole if invalid.
+#[utoipa::path(put, path = "/api/v1/policies/{name}", tag = "policies",
+    params(("name" = String, Path)),
+    request_body(content = String, description = "The policy document", content_type = "application/yaml"),
+    responses(
+        (status = 200, description = "The new active version", body = PolicyView),
+        (status = 415, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid document; `errors` name rule and position", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = [])))]
+pub async fn put(
+    State(state): State<Arc<AppState>>,
+    Admin(caller): Admin,
+    Path(name): Path<String>,
+    req: Request,
+) -> ApiResult<axum::Json<PolicyView>> {
+    let doc = document(req, &state).await?;
+    let compiled = compile_policy(&doc.text, doc.format).map_err(invalid)?;
+    if compiled.name() != name {
+        return Err(ApiError::field(
+            "name",
+            format!(
+                "the document is named `{}` but the path says `{name}`",
+                compiled.name()
+            ),
+        ));
+    }
+    let version = state
+        .store
+        .put_policy(
+            &caller.tenant,
+            PolicyChange {
+                name: &name,
+                document: &doc.text,
+                format: doc.format.as_str(),
+                enabled: compiled.document.enabled,
+                actor: caller.actor(),
+                source: PolicySource::Api,
+                now: state.now(),
+            },
+        )
+        .await?;
+    changed(&state, &caller.tenant).await?;
+    Ok(axum::Json(version.into()))
+}
+
+/// Disable a policy (a new version; history stays).
+#[utoipa::path(delete, path = "/api/v1/policies/{name}", tag = "policies",
+    params(("name" = String, Path)),
+    responses((status = 200, body = PolicyView), (status = 404, body = Problem, content_type = "application/problem+json")),
+    security(("api_key" = [])))]
+pub async fn delete(
+    State(state): State<Arc<AppState>>,
+    Admin(caller): Admin,
+    Path(name): Path<String>,
+) -> ApiResult<axum::Json<PolicyView>> {
+    let v = state
+        .store
+        .disable_policy(&caller.tenant, &name, caller.actor(), PolicySource::Api, state.now())
+        .await?;
+    changed(&state, &caller.tenant).await?;
+    Ok(axum::Json(v.into()))
+}
+
+/// Every version of a policy, newest first.
+#[utoipa::path(get, path = "/api/v1/policies/{name}/versions", tag = "policies",
+    params(("name" = String, Path)),
+    responses((status = 200, body = VersionList), (status = 404, body = Problem, content_type = "application/problem+json")),
+    security(("api_key" = [])))]
+pub async fn versions(
+    State(state): State<Arc<AppState>>,
+    Admin(caller): Admin,
+    Path(name): Path<String>,
+) -> ApiResult<axum::Json<VersionList>> {
+    let versions = state.store.policy_versions(&caller.tenant, &name).await?;
+    if versions.is_empty() {
+        return Err(ApiError::NotFound);
+    }
+    Ok(axum::Json(VersionList {
+        versions: versions.into_iter().map(Into::into).collect(),
+    }))
+}
+
+/// One version of a policy.
+#[utoipa::path(get, path = "/api/v1/policies/{name}/versions/{version}", tag = "policies",
+    params(("name" = String, Path), ("version" = i64, Path)),
+    responses((status = 200, body = PolicyView), (status = 404, body = Problem, content_type = "application/problem+json")),
+    security(("api_key" = [])))]
+pub async fn version(
+    State(state): State<Arc<AppState>>,
+    Admin(caller): Admin,
+    Path((name, version)): Path<(String, i64)>,
+) -> ApiResult<axum::Json<PolicyView>> {
+    let v = state
+        .store
+        .policy_version(&caller.tenant, &name, version)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    Ok(axum::Json(v.into()))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackRequest {
+    /// The version to make active again (as a new version).
+    pub version: i64,
+}
+
+/// Re-activate an older version as a new version.
+#[utoipa::path(post, path = "/api/v1/policies/{name}/rollback", tag = "policies",
+    params(("name" = String, Path)), request_body = RollbackRequest,
+    responses((status = 200, description = "The new active version", body = PolicyView),
+        (status = 404, description = "No such policy or version", body = Problem, content_type = "application/problem+json")),
+    security(("api_key" = [])))]
+pub async fn rollback(
+    State(state): State<Arc<AppState>>,
+    Admin(caller): Admin,
+    Path(name): Path<String>,
+    Json(req): Json<RollbackRequest>,
+) -> ApiResult<axum::Json<PolicyView>> {
+    let v = state
+        .store
+        .rollback_policy(
+            &caller.tenant,
+            &name,
+            req.version,
+            caller.actor(),
+            PolicySource::Api,
+            state.now(),
+        )
+        .await?;
+    changed(&state, &caller.tenant).await?;
+    Ok(axum::Json(v.into()))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Validation {
+    pub valid: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rules: Option<usize>,
+    /// `[{"rule", "field", "position": {"line", "column"}, "message"}]`
+    #[schema(value_type = Vec<Object>)]
+    pub errors: Value,
+}
+
+/// Check a document without saving it.
+#[utoipa::path(post, path = "/api/v1/policies/validate", tag = "policies",
+    request_body(content = String, description = "The policy document", content_type = "application/yaml"),
+    responses((status = 200, description = "Whether the document is valid, and why not", body = Validation)),
+    security(("api_key" = [])))]
+pub async fn validate(
+    State(state): State<Arc<AppState>>,
+    Admin(_caller): Admin,
+    req: Request,
+) -> ApiResult<axum::Json<Validation>> {
+    let doc = document(req, &state).await?;
+    Ok(axum::Json(match compile_policy(&doc.text, doc.format) {
+        Ok(p) => Validation {
+            valid: true,
+            name: Some(p.name().to_owned()),
+            rules: Some(p.rules().len()),
+            errors: json!([]),
+        },
+        Err(e) => Validation {
+            valid: false,
+            name: None,
+            rules: None,
+            errors: serde_json::to_value(&e.0).unwrap_or_default(),
+        },
+    }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SimulateRequest {
+    /// The proposal, as for evaluate.
+    #[schema(value_type = Object)]
+    pub proposal: Value,
+    /// Policy documents (YAML or JSON text, or JSON objects) to decide with instead of the
+    /// stored ones.
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub policies: Option<Vec<Value>>,
+    /// The agent's spend to assume; its real spend when absent.
+    pub spend: Option<SpendInput>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SpendInput {
+    #[serde(default)]
+    pub today_cents: i64,
+    #[serde(default)]
+    pub month_cents: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Simulation {
+    pub decision: &'static str,
+    pub reason: String,
+    #[schema(value_type = Vec<Object>)]
+    pub matched_rules: Value,
+    #[schema(value_type = Vec<Object>)]
+    pub errors: Value,
+    /// `{"tier", "policy", "rule", "stages"}` when approval would be required.
+    #[schema(value_type = Option<Object>)]
+    pub approval: Option<Value>,
+    #[schema(value_type = Object)]
+    pub policy_versions: Value,
+    pub proposal_hash: String,
+}
+
+/// Decide a proposal against given or stored policies, recording nothing.
+#[utoipa::path(post, path = "/api/v1/policies/simulate", tag = "policies",
+    request_body = SimulateRequest,
+    responses((status = 200, body = Simulation),
+        (status = 422, description = "Invalid proposal or policy", body = Problem, content_type = "application/problem+json")),
+    security(("api_key" = [])))]
+pub async fn simulate(
+    State(state): State<Arc<AppState>>,
+    Admin(caller): Admin,
+    Json(req): Json<SimulateRequest>,
+) -> ApiResult<axum::Json<Simulation>> {
+    let fields: ProposalFields = serde_json::from_value(req.proposal)
+        .map_err(|e| ApiError::field("proposal", e))?;
+    let proposal = Proposal::new(fields).map_err(|e| ApiError::field(e.field, e.message))?;
+    let stored;
+    let given;
+    let set: &PolicySet = match req.policies {
+        Some(docs) => {
+            let mut compiled = Vec::with_capacity(docs.len());
+            for (i, doc) in docs.into_iter().enumerate() {
+                let (text, format) = match doc {
+                    Value::String(s) => {
+                        let f = if s.trim_start().starts_with('{') { Format::Json } else { Format::Yaml };
+                        (s, f)
+                    }
+                    other => (other.to_string(), Format::Json),
+                };
+                let p = compile_policy(&text, format).map_err(|e| {
+                    ApiError::invalid(
+                        format!("policies[{i}] is invalid: {e}"),
+                        serde_json::to_value(&e.0).unwrap_or_default(),
+                    )
+                })?;
+                compiled.push(Arc::new(p));
+            }
+            given = PolicySet::new(compiled);
+            &given
+        }
+        None => {
+            stored = state.policy_set(&caller.tenant).await?;
+            &stored.set
+        }
+    };
+    let spend = match req.spend {
+        Some(s) => Spend {
+            today_cents: s.today_cents,
+            month_cents: s.month_cents,
+        },
+        None if set.uses_spend() => {
+            state
+                .store
+                .spend(&caller.tenant, &proposal.agent_id, state.now())
+                .await?
+        }
+        None => Spend::default(),
+    };
+    let d = set.decide(&proposal, spend);
+    Ok(axum::Json(Simulation {
+        decision: d.effect.as_str(),
+        reason: d.reason,
+        matched_rules: serde_json::to_value(&d.matched_rules).unwrap_or_default(),
+        errors: serde_json::to_value(&d.errors).unwrap_or_default(),
+        approval: d.approval.map(|a| {
+            json!({"tier": a.tier, "policy": a.policy, "rule": a.rule, "stages": a.approval.stages})
+        }),
+        policy_versions: serde_json::to_value(&d.policy_versions).unwrap_or_default(),
+        proposal_hash: proposal.hash(),
+    }))
+}

@@ -1,0 +1,123 @@
+//! The AgentNexus server: REST API and operations endpoints over one store.
+#![forbid(unsafe_code)]
+
+pub mod accounts;
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod openapi;
+pub mod ops;
+pub mod state;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::header;
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use config::Config;
+pub use state::{AppState, Clock};
+
+use crate::error::ApiError;
+
+/// Every route, with body limit, metrics and problem+json for unknown paths.
+pub fn router(state: Arc<AppState>) -> Router {
+    api::router()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route(
+            "/api/openapi.json",
+            get(|| async { ([(header::CONTENT_TYPE, "application/json")], openapi::document()) }),
+        )
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
+        .layer(axum::middleware::from_fn(ops::track))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` resolves, then lets in-flight requests finish (up to the grace
+/// period), writes what is queued, and closes the store.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    ops::prometheus();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let background = tokio::spawn(refresh_loop(state.clone(), stop_rx.clone()));
+    let grace = Duration::from_secs(state.config.shutdown_grace_secs);
+    let mut stopping = stop_rx.clone();
+    let server = axum::serve(listener, router(state.clone())).with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        let _ = stop_tx.send(true);
+    });
+    tokio::select! {
+        result = server => result?,
+        _ = async {
+            let _ = stopping.wait_for(|s| *s).await;
+            tokio::time::sleep(grace).await;
+        } => tracing::warn!(?grace, "requests still running after the grace period; stopping"),
+    }
+    let _ = background.await;
+    flush_key_uses(&state).await;
+    state.store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Picks up what changed elsewhere (policies, revocations) and records key use, every
+/// `refresh_secs`.
+async fn refresh_loop(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
+    let period = Duration::from_secs(state.config.refresh_secs.max(1));
+    let mut revoked_since = state.now().timestamp_micros();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        match state.store.policy_generations().await {
+            Ok(generations) => {
+                let cached: std::collections::HashMap<_, _> =
+                    state.policies.generations().into_iter().collect();
+                for (tenant, generation) in generations {
+                    if cached
+                        .get(tenant.workspace_id())
+                        .is_some_and(|g| *g != generation)
+                    {
+                        if let Err(e) = state.reload_policies(&tenant).await {
+                            tracing::error!(error = %e, "reloading policies failed");
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "checking policy changes failed"),
+        }
+        match state.store.revoked_since(revoked_since).await {
+            Ok((ids, latest)) => {
+                state.keys.forget(&ids);
+                revoked_since = latest;
+            }
+            Err(e) => tracing::warn!(error = %e, "checking key revocations failed"),
+        }
+        flush_key_uses(&state).await;
+    }
+}
+
+async fn flush_key_uses(state: &AppState) {
+    let uses = state.keys.take_uses();
+    if !uses.is_empty() {
+        if let Err(e) = state.store.touch_keys(&uses).await {
+            tracing::warn!(error = %e, "recording key use failed");
+        }
+    }
+}

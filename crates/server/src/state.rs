@@ -1,0 +1,224 @@
+//! Shared state: the store, and the caches that keep the evaluate path off the database.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use agentnexus_engine::{CompiledPolicy, Format, PolicySet, compile_policy};
+use agentnexus_store::{KeyIdentity, Store, Tenant, key_hash};
+use chrono::{DateTime, Utc};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use crate::config::Config;
+use crate::error::{ApiError, ApiResult};
+
+/// Where "now" comes from; tests move it.
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+pub struct AppState {
+    pub store: Store,
+    pub config: Config,
+    pub clock: Clock,
+    pub keys: KeyCache,
+    pub policies: PolicyCache,
+    limiter: Option<DefaultKeyedRateLimiter<String>>,
+}
+
+impl AppState {
+    pub fn new(store: Store, config: Config, clock: Clock) -> AppState {
+        let limiter = NonZeroU32::new(config.rate_limit_per_second).map(|rate| {
+            let burst = config
+                .rate_limit_burst
+                .and_then(NonZeroU32::new)
+                .unwrap_or(rate);
+            RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
+        });
+        AppState {
+            store,
+            config,
+            clock,
+            keys: KeyCache::default(),
+            policies: PolicyCache::default(),
+            limiter,
+        }
+    }
+
+    /// Now, to the microsecond: the precision the store keeps, so an answer and a later
+    /// read of the same evaluation show the same times.
+    pub fn now(&self) -> DateTime<Utc> {
+        let t = (self.clock)();
+        DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
+    }
+
+    /// The identity behind a key, from the cache or the store; `None` if unknown or revoked.
+    pub async fn authenticate(&self, secret: &str) -> ApiResult<Option<Arc<CachedKey>>> {
+        let hash = key_hash(secret);
+        if let Some(k) = self.keys.get(&hash) {
+            return Ok(Some(k));
+        }
+        let Some(identity) = self.store.authenticate(secret).await? else {
+            return Ok(None);
+        };
+        Ok(Some(self.keys.insert(hash, identity)))
+    }
+
+    /// Counts a request against the key's rate limit.
+    pub fn check_rate(&self, key_id: &str) -> ApiResult<()> {
+        let Some(limiter) = &self.limiter else {
+            return Ok(());
+        };
+        // governor's keyed limiter wants an owned key; a key id is short.
+        limiter.check_key(&key_id.to_owned()).map_err(|not_until| {
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(
+                &governor::clock::DefaultClock::default(),
+            ));
+            ApiError::RateLimited {
+                retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+            }
+        })
+    }
+
+    /// The workspace's enabled policies, compiled; loaded on first use and after changes.
+    pub async fn policy_set(&self, tenant: &Tenant) -> ApiResult<Arc<LoadedPolicies>> {
+        if let Some(set) = self.policies.get(tenant.workspace_id()) {
+            return Ok(set);
+        }
+        self.reload_policies(tenant).await
+    }
+
+    /// Reads and compiles a workspace's policies and swaps them in.
+    pub async fn reload_policies(&self, tenant: &Tenant) -> ApiResult<Arc<LoadedPolicies>> {
+        // Generation first: a change landing between the two reads makes the next refresh
+        // reload again rather than keep a stale set.
+        let generation = self.store.policy_generation(tenant).await?;
+        let versions = self.store.active_policies(tenant).await?;
+        let mut compiled = Vec::with_capacity(versions.len());
+        for v in versions.into_iter().filter(|v| v.enabled) {
+            let format = if v.format == "json" {
+                Format::Json
+            } else {
+                Format::Yaml
+            };
+            let policy = compile_policy(&v.document, format).map_err(|e| {
+                ApiError::Unavailable(format!(
+                    "stored policy `{}` version {} no longer compiles: {e}",
+                    v.name, v.version
+                ))
+            })?;
+            let mut policy: CompiledPolicy = policy.with_version(v.version);
+            // The version's flag is authoritative: disabling keeps the document as written.
+            policy.document.enabled = true;
+            compiled.push(Arc::new(policy));
+        }
+        let loaded = Arc::new(LoadedPolicies {
+            generation,
+            set: PolicySet::new(compiled),
+        });
+        self.policies.insert(tenant.workspace_id(), loaded.clone());
+        Ok(loaded)
+    }
+}
+
+/// An authenticated key, cached; `last_used` is flushed to the store in the background.
+pub struct CachedKey {
+    pub identity: KeyIdentity,
+    last_used: AtomicI64,
+    flushed: AtomicI64,
+}
+
+impl CachedKey {
+    pub fn touch(&self, now: DateTime<Utc>) {
+        self.last_used
+            .fetch_max(now.timestamp_micros(), Ordering::Relaxed);
+    }
+}
+
+#[derive(Default)]
+pub struct KeyCache {
+    by_hash: RwLock<HashMap<String, Arc<CachedKey>>>,
+}
+
+impl KeyCache {
+    fn get(&self, hash: &str) -> Option<Arc<CachedKey>> {
+        self.by_hash.read().expect("key cache").get(hash).cloned()
+    }
+
+    fn insert(&self, hash: String, identity: KeyIdentity) -> Arc<CachedKey> {
+        let key = Arc::new(CachedKey {
+            identity,
+            last_used: AtomicI64::new(0),
+            flushed: AtomicI64::new(0),
+        });
+        self.by_hash
+            .write()
+            .expect("key cache")
+            .insert(hash, key.clone());
+        key
+    }
+
+    /// Forgets revoked keys at once, so their next request goes to the store and fails.
+    pub fn forget(&self, key_ids: &[String]) {
+        if key_ids.is_empty() {
+            return;
+        }
+        self.by_hash
+            .write()
+            .expect("key cache")
+            .retain(|_, k| !key_ids.contains(&k.identity.key_id));
+    }
+
+    /// Uses not yet written to the store, marked as written.
+    pub fn take_uses(&self) -> Vec<(String, DateTime<Utc>)> {
+        let keys = self.by_hash.read().expect("key cache");
+        keys.values()
+            .filter_map(|k| {
+                let used = k.last_used.load(Ordering::Relaxed);
+                let flushed = k.flushed.swap(used, Ordering::Relaxed);
+                (used > flushed).then(|| {
+                    (
+                        k.identity.key_id.clone(),
+                        DateTime::from_timestamp_micros(used).unwrap_or_default(),
+                    )
+                })
+            })
+            .collect()
+    }
+}
+
+pub struct LoadedPolicies {
+    pub generation: i64,
+    pub set: PolicySet,
+}
+
+#[derive(Default)]
+pub struct PolicyCache {
+    by_workspace: RwLock<HashMap<String, Arc<LoadedPolicies>>>,
+}
+
+impl PolicyCache {
+    fn get(&self, workspace_id: &str) -> Option<Arc<LoadedPolicies>> {
+        self.by_workspace
+            .read()
+            .expect("policy cache")
+            .get(workspace_id)
+            .cloned()
+    }
+
+    fn insert(&self, workspace_id: &str, loaded: Arc<LoadedPolicies>) {
+        self.by_workspace
+            .write()
+            .expect("policy cache")
+            .insert(workspace_id.to_owned(), loaded);
+    }
+
+    /// The cached workspaces and the generation each was loaded at.
+    pub fn generations(&self) -> Vec<(String, i64)> {
+        self.by_workspace
+            .read()
+            .expect("policy cache")
+            .iter()
+            .map(|(ws, l)| (ws.clone(), l.generation))
+            .collect()
+    }
+}

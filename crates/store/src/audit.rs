@@ -1,0 +1,251 @@
+//! The audit trail (SPEC §7): a per-workspace hash chain with gap-free sequence numbers.
+//!
+//! Appending locks the workspace's head row first (`UPDATE … RETURNING`, a row lock on
+//! PostgreSQL and the database write lock on SQLite), so concurrent writers, in this process
+//! or another, queue behind each other instead of forking the chain.
+
+use agentnexus_engine::canonical::{self, AuditFields, GENESIS_HASH};
+use chrono::{DateTime, SecondsFormat, Utc};
+use sqlx::{AnyConnection, Row};
+
+use crate::{AuditEvent, NewAuditEvent, Result, Store, StoreError, Tenant, Verification};
+
+pub(crate) fn timestamp_text(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// A workspace's chain head, locked for the rest of the transaction.
+pub(crate) struct Chain {
+    workspace_id: String,
+    seq: i64,
+    hash: String,
+}
+
+impl Chain {
+    pub(crate) fn workspace_id(&self) -> &str {
+        &self.workspace_id
+    }
+
+    pub(crate) async fn lock(conn: &mut AnyConnection, workspace_id: &str) -> Result<Chain> {
+        let row = sqlx::query(
+            "UPDATE audit_heads SET seq = seq WHERE workspace_id = $1 RETURNING seq, hash",
+        )
+        .bind(workspace_id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        Ok(Chain {
+            workspace_id: workspace_id.to_owned(),
+            seq: row.try_get(0)?,
+            hash: row.try_get(1)?,
+        })
+    }
+
+    /// The head row every workspace starts with.
+    pub(crate) async fn create(conn: &mut AnyConnection, workspace_id: &str) -> Result<Chain> {
+        sqlx::query("INSERT INTO audit_heads (workspace_id, seq, hash) VALUES ($1, 0, $2)")
+            .bind(workspace_id)
+            .bind(GENESIS_HASH)
+            .execute(&mut *conn)
+            .await?;
+        Ok(Chain {
+            workspace_id: workspace_id.to_owned(),
+            seq: 0,
+            hash: GENESIS_HASH.to_owned(),
+        })
+    }
+
+    pub(crate) async fn append(
+        &mut self,
+        conn: &mut AnyConnection,
+        event: &NewAuditEvent,
+    ) -> Result<i64> {
+        let seq = self.seq + 1;
+        let occurred_at = crate::micros(event.occurred_at);
+        let data = canonical::to_string(&event.data);
+        let actor = event.actor.label();
+        let fields = AuditFields {
+            workspace_id: &self.workspace_id,
+            seq,
+            occurred_at: &timestamp_text(crate::from_micros(occurred_at)),
+            kind: event.kind,
+            actor: &actor,
+            evaluation_id: event.evaluation_id.as_deref(),
+            data: &data,
+        };
+        let hash = canonical::chain_hash(&self.hash, &fields.canonical());
+        sqlx::query(
+            "INSERT INTO audit_events (workspace_id, seq, occurred_at, type, actor, evaluation_id, \
+             data, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&self.workspace_id)
+        .bind(seq)
+        .bind(occurred_at)
+        .bind(event.kind)
+        .bind(&actor)
+        .bind(event.evaluation_id.as_deref())
+        .bind(&data)
+        .bind(&self.hash)
+        .bind(&hash)
+        .execute(&mut *conn)
+        .await?;
+        self.seq = seq;
+        self.hash = hash;
+        Ok(seq)
+    }
+
+    /// Writes the new head; call once before commit.
+    pub(crate) async fn save(&self, conn: &mut AnyConnection) -> Result<()> {
+        sqlx::query("UPDATE audit_heads SET seq = $2, hash = $3 WHERE workspace_id = $1")
+            .bind(&self.workspace_id)
+            .bind(self.seq)
+            .bind(&self.hash)
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+}
+
+const EVENT_COLUMNS: &str =
+    "seq, occurred_at, type, actor, evaluation_id, data, prev_hash, hash";
+
+fn event_from_row(row: &sqlx::any::AnyRow) -> Result<AuditEvent> {
+    let data: String = row.try_get(5)?;
+    Ok(AuditEvent {
+        seq: row.try_get(0)?,
+        occurred_at: crate::from_micros(row.try_get(1)?),
+        kind: row.try_get(2)?,
+        actor: row.try_get(3)?,
+        evaluation_id: row.try_get(4)?,
+        data: serde_json::from_str(&data)?,
+        prev_hash: row.try_get(6)?,
+        hash: row.try_get(7)?,
+    })
+}
+
+/// Rows read per query while verifying: bounded memory for any chain length.
+const VERIFY_CHUNK: i64 = 20_000;
+
+impl Store {
+    /// Appends events in their own transaction (for changes that have no other writes).
+    pub async fn append_audit(&self, tenant: &Tenant, events: &[NewAuditEvent]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let mut chain = Chain::lock(&mut tx, tenant.workspace_id()).await?;
+        for e in events {
+            chain.append(&mut tx, e).await?;
+        }
+        chain.save(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Events after `after_seq`, oldest first.
+    pub async fn audit_page(
+        &self,
+        tenant: &Tenant,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<AuditEvent>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM audit_events WHERE workspace_id = $1 AND seq > $2 \
+             ORDER BY seq LIMIT $3"
+        ))
+        .bind(tenant.workspace_id())
+        .bind(after_seq)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    /// Every event of one evaluation, oldest first.
+    pub async fn timeline(&self, tenant: &Tenant, evaluation_id: &str) -> Result<Vec<AuditEvent>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM audit_events WHERE evaluation_id = $1 \
+             AND workspace_id = $2 ORDER BY seq"
+        ))
+        .bind(evaluation_id)
+        .bind(tenant.workspace_id())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    /// Recomputes the whole chain: every seq in order from 1, every `prev_hash` equal to the
+    /// hash before it, every hash recomputed from the columns, the head matching the end.
+    pub async fn verify_audit(&self, tenant: &Tenant) -> Result<Verification> {
+        let ws = tenant.workspace_id();
+        // The head is read first: events appended while verifying are after it and wait for
+        // the next run, so a busy workspace never looks broken.
+        let head = sqlx::query("SELECT seq, hash FROM audit_heads WHERE workspace_id = $1")
+            .bind(ws)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let (head_seq, head_hash): (i64, String) = (head.try_get(0)?, head.try_get(1)?);
+        let mut prev = GENESIS_HASH.to_owned();
+        let mut expected_seq = 1;
+        let broken = |seq: i64, reason: String| Verification::Broken {
+            ok: false,
+            broken_at_seq: seq,
+            events_checked: seq - 1,
+            reason,
+        };
+        while expected_seq <= head_seq {
+            let rows = sqlx::query(&format!(
+                "SELECT {EVENT_COLUMNS} FROM audit_events WHERE workspace_id = $1 \
+                 AND seq >= $2 AND seq <= $3 ORDER BY seq LIMIT $4"
+            ))
+            .bind(ws)
+            .bind(expected_seq)
+            .bind(head_seq)
+            .bind(VERIFY_CHUNK)
+            .fetch_all(&self.pool)
+            .await?;
+            if rows.is_empty() {
+                break;
+            }
+            for row in &rows {
+                let seq: i64 = row.try_get(0)?;
+                if seq != expected_seq {
+                    return Ok(broken(expected_seq, format!("event {expected_seq} is missing")));
+                }
+                let prev_hash: String = row.try_get(6)?;
+                if prev_hash != prev {
+                    return Ok(broken(seq, "prev_hash does not match the event before".into()));
+                }
+                let occurred_at = timestamp_text(crate::from_micros(row.try_get(1)?));
+                let kind: String = row.try_get(2)?;
+                let actor: String = row.try_get(3)?;
+                let evaluation_id: Option<String> = row.try_get(4)?;
+                let data: String = row.try_get(5)?;
+                let fields = AuditFields {
+                    workspace_id: ws,
+                    seq,
+                    occurred_at: &occurred_at,
+                    kind: &kind,
+                    actor: &actor,
+                    evaluation_id: evaluation_id.as_deref(),
+                    data: &data,
+                };
+                let hash: String = row.try_get(7)?;
+                if canonical::chain_hash(&prev, &fields.canonical()) != hash {
+                    return Ok(broken(seq, "hash does not match the event".into()));
+                }
+                prev = hash;
+                expected_seq += 1;
+            }
+        }
+        if expected_seq <= head_seq {
+            return Ok(broken(expected_seq, format!("event {expected_seq} is missing")));
+        }
+        if prev != head_hash {
+            return Ok(broken(head_seq, "the chain head does not match the last event".into()));
+        }
+        Ok(Verification::Ok {
+            ok: true,
+            events: head_seq,
+            head_hash: prev,
+        })
+    }
+}

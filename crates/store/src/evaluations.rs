@@ -1,0 +1,435 @@
+//! Evaluations: recorded through the group-commit writer, read back with their stages.
+
+use agentnexus_engine::{Channel, Effect, OnTimeout, Spend};
+use chrono::{DateTime, Datelike, Duration, Utc};
+use serde_json::{Value, json};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+
+use crate::audit::Chain;
+use crate::{
+    Evaluation, EvaluationFilter, NewAuditEvent, NewEvaluation, Recorded, Result, StageRecord,
+    Status, Store, StoreError, Tenant, from_micros, micros,
+};
+
+/// How long an idempotency key returns the first evaluation (SPEC §4).
+pub const IDEMPOTENCY_WINDOW: Duration = Duration::hours(24);
+
+/// Writes one evaluation inside the writer's transaction; see `writer`.
+pub(crate) async fn insert(
+    conn: &mut AnyConnection,
+    chain: &mut Chain,
+    ev: &NewEvaluation,
+) -> Result<Recorded> {
+    let ws = ev.tenant.workspace_id();
+    let now = micros(ev.created_at);
+    if let Some(key) = &ev.idempotency_key {
+        let existing = sqlx::query(
+            "SELECT evaluation_id, created_at FROM idempotency_keys \
+             WHERE workspace_id = $1 AND key = $2",
+        )
+        .bind(ws)
+        .bind(key)
+        .fetch_optional(&mut *conn)
+        .await?;
+        match existing {
+            Some(row) if row.try_get::<i64, _>(1)? > micros(ev.created_at - IDEMPOTENCY_WINDOW) => {
+                return Ok(Recorded::Existing(row.try_get(0)?));
+            }
+            Some(_) => {
+                sqlx::query(
+                    "UPDATE idempotency_keys SET evaluation_id = $3, created_at = $4 \
+                     WHERE workspace_id = $1 AND key = $2",
+                )
+                .bind(ws)
+                .bind(key)
+                .bind(&ev.id)
+                .bind(now)
+                .execute(&mut *conn)
+                .await?;
+            }
+            None => {
+                sqlx::query(
+                    "INSERT INTO idempotency_keys (workspace_id, key, evaluation_id, created_at) \
+                     VALUES ($1, $2, $3, $4)",
+                )
+                .bind(ws)
+                .bind(key)
+                .bind(&ev.id)
+                .bind(now)
+                .execute(&mut *conn)
+                .await?;
+            }
+        }
+    }
+
+    let status = Status::initial(ev.decision);
+    let p = &ev.proposal;
+    let matched = serde_json::to_string(&ev.matched_rules)?;
+    let errors = serde_json::to_string(&ev.errors)?;
+    let versions = serde_json::to_string(&ev.policy_versions)?;
+    sqlx::query(
+        "INSERT INTO evaluations (id, workspace_id, key_id, agent_id, action, resource, \
+         amount_cents, cost_cents, params, context, trace, idempotency_key, webhook_url, decision, \
+         status, reason, matched_rules, errors, approval, current_stage, policy_versions, \
+         proposal_hash, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
+         $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $23)",
+    )
+    .bind(&ev.id)
+    .bind(ws)
+    .bind(ev.key_id.as_deref())
+    .bind(&p.agent_id)
+    .bind(&p.action)
+    .bind(p.resource.as_deref())
+    .bind(p.amount_cents)
+    .bind(p.cost_cents)
+    .bind(p.params.to_string())
+    .bind(p.context.to_string())
+    .bind(ev.trace.as_ref().map(Value::to_string))
+    .bind(ev.idempotency_key.as_deref())
+    .bind(ev.webhook_url.as_deref())
+    .bind(ev.decision.as_str())
+    .bind(status.as_str())
+    .bind(&ev.reason)
+    .bind(&matched)
+    .bind(&errors)
+    .bind(ev.approval.as_ref().map(Value::to_string))
+    .bind((!ev.stages.is_empty()).then_some(0i64))
+    .bind(&versions)
+    .bind(&ev.proposal_hash)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+
+    for stage in ev.stage_records() {
+        sqlx::query(
+            "INSERT INTO evaluation_stages (evaluation_id, idx, workspace_id, name, approvers, \
+             required, channels, timeout_secs, on_timeout, status, started_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        )
+        .bind(&ev.id)
+        .bind(stage.index)
+        .bind(ws)
+        .bind(&stage.name)
+        .bind(serde_json::to_string(&stage.approvers)?)
+        .bind(stage.required)
+        .bind(serde_json::to_string(&stage.channels)?)
+        .bind(stage.timeout_secs)
+        .bind(&stage.on_timeout)
+        .bind(&stage.status)
+        .bind(stage.started_at.map(micros))
+        .bind(stage.expires_at.map(micros))
+        .execute(&mut *conn)
+        .await?;
+    }
+
+    sqlx::query(
+        "INSERT INTO agent_costs (workspace_id, agent_id, day, cents, evaluations) \
+         VALUES ($1, $2, $3, $4, 1) ON CONFLICT (workspace_id, agent_id, day) DO UPDATE SET \
+         cents = agent_costs.cents + excluded.cents, evaluations = agent_costs.evaluations + 1",
+    )
+    .bind(ws)
+    .bind(&p.agent_id)
+    .bind(day(ev.created_at))
+    .bind(p.cost_cents)
+    .execute(&mut *conn)
+    .await?;
+
+    let mut data = json!({
+        "agent_id": p.agent_id,
+        "action": p.action,
+        "resource": p.resource,
+        "amount_cents": p.amount_cents,
+        "cost_cents": p.cost_cents,
+        "decision": ev.decision,
+        "status": status,
+        "reason": ev.reason,
+        "matched_rules": ev.matched_rules,
+        "policy_versions": ev.policy_versions,
+        "proposal_hash": ev.proposal_hash,
+    });
+    let extra = data.as_object_mut().expect("an object");
+    if !ev.errors.is_empty() {
+        extra.insert("errors".into(), serde_json::to_value(&ev.errors)?);
+    }
+    if let Some(a) = &ev.approval {
+        extra.insert("approval".into(), a.clone());
+    }
+    if let Some(t) = &ev.trace {
+        extra.insert("trace".into(), t.clone());
+    }
+    let actor = match &ev.key_id {
+        Some(k) => crate::Actor::Key(k.clone()),
+        None => crate::Actor::System,
+    };
+    chain
+        .append(
+            conn,
+            &NewAuditEvent {
+                kind: "evaluation.created",
+                actor,
+                evaluation_id: Some(ev.id.clone()),
+                data,
+                occurred_at: ev.created_at,
+            },
+        )
+        .await?;
+    Ok(Recorded::Created)
+}
+
+impl NewEvaluation {
+    /// The stages as they stand when the evaluation is created: the first waiting with its
+    /// deadline running, the rest queued.
+    pub fn stage_records(&self) -> Vec<StageRecord> {
+        self.stages
+            .iter()
+            .enumerate()
+            .map(|(i, stage)| {
+                let first = i == 0;
+                let timeout = stage.timeout.map(|t| t.0 as i64);
+                StageRecord {
+                    index: i as i64,
+                    name: stage.name.clone(),
+                    approvers: stage.approvers.clone(),
+                    required: i64::from(stage.required),
+                    channels: stage
+                        .channels
+                        .iter()
+                        .map(|c| channel_name(*c).to_owned())
+                        .collect(),
+                    timeout_secs: timeout,
+                    on_timeout: match stage.on_timeout {
+                        OnTimeout::Reject => "reject".into(),
+                        OnTimeout::Escalate => "escalate".into(),
+                    },
+                    status: if first { "waiting" } else { "queued" }.into(),
+                    started_at: first.then_some(self.created_at),
+                    expires_at: timeout
+                        .filter(|_| first)
+                        .map(|t| self.created_at + Duration::seconds(t)),
+                    decided_at: None,
+                }
+            })
+            .collect()
+    }
+
+    /// The evaluation as it will read back once recorded.
+    pub fn to_evaluation(&self) -> Evaluation {
+        let p = &self.proposal;
+        Evaluation {
+            id: self.id.clone(),
+            agent_id: p.agent_id.clone(),
+            action: p.action.clone(),
+            resource: p.resource.clone(),
+            amount_cents: p.amount_cents,
+            cost_cents: p.cost_cents,
+            params: p.params.clone(),
+            context: p.context.clone(),
+            trace: self.trace.clone(),
+            idempotency_key: self.idempotency_key.clone(),
+            webhook_url: self.webhook_url.clone(),
+            decision: self.decision,
+            status: Status::initial(self.decision),
+            reason: self.reason.clone(),
+            matched_rules: serde_json::to_value(&self.matched_rules).unwrap_or_default(),
+            errors: serde_json::to_value(&self.errors).unwrap_or_default(),
+            approval: self.approval.clone(),
+            current_stage: (!self.stages.is_empty()).then_some(0),
+            policy_versions: serde_json::to_value(&self.policy_versions).unwrap_or_default(),
+            proposal_hash: self.proposal_hash.clone(),
+            key_id: self.key_id.clone(),
+            created_at: self.created_at,
+            updated_at: self.created_at,
+            stages: self.stage_records(),
+        }
+    }
+}
+
+fn channel_name(c: Channel) -> &'static str {
+    match c {
+        Channel::Email => "email",
+        Channel::Slack => "slack",
+        Channel::Teams => "teams",
+    }
+}
+
+/// The UTC day an amount is attributed to.
+fn day(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d").to_string()
+}
+
+const EVALUATION_COLUMNS: &str = "id, agent_id, action, resource, amount_cents, cost_cents, \
+    params, context, trace, idempotency_key, webhook_url, decision, status, reason, \
+    matched_rules, errors, approval, current_stage, policy_versions, proposal_hash, key_id, \
+    created_at, updated_at";
+
+fn json_column(row: &AnyRow, i: usize) -> Result<Value> {
+    let text: String = row.try_get(i)?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+fn optional_json(row: &AnyRow, i: usize) -> Result<Option<Value>> {
+    let text: Option<String> = row.try_get(i)?;
+    Ok(text.map(|t| serde_json::from_str(&t)).transpose()?)
+}
+
+fn evaluation_from_row(row: &AnyRow) -> Result<Evaluation> {
+    let decision: String = row.try_get(11)?;
+    let status: String = row.try_get(12)?;
+    Ok(Evaluation {
+        id: row.try_get(0)?,
+        agent_id: row.try_get(1)?,
+        action: row.try_get(2)?,
+        resource: row.try_get(3)?,
+        amount_cents: row.try_get(4)?,
+        cost_cents: row.try_get(5)?,
+        params: json_column(row, 6)?,
+        context: json_column(row, 7)?,
+        trace: optional_json(row, 8)?,
+        idempotency_key: row.try_get(9)?,
+        webhook_url: row.try_get(10)?,
+        decision: serde_json::from_value::<Effect>(Value::String(decision))?,
+        status: Status::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("status {status}")))?,
+        reason: row.try_get(13)?,
+        matched_rules: json_column(row, 14)?,
+        errors: json_column(row, 15)?,
+        approval: optional_json(row, 16)?,
+        current_stage: row.try_get(17)?,
+        policy_versions: json_column(row, 18)?,
+        proposal_hash: row.try_get(19)?,
+        key_id: row.try_get(20)?,
+        created_at: from_micros(row.try_get(21)?),
+        updated_at: from_micros(row.try_get(22)?),
+        stages: Vec::new(),
+    })
+}
+
+fn stage_from_row(row: &AnyRow) -> Result<StageRecord> {
+    let approvers: String = row.try_get(2)?;
+    let channels: String = row.try_get(4)?;
+    let time = |i| -> Result<Option<DateTime<Utc>>> {
+        Ok(row.try_get::<Option<i64>, _>(i)?.map(from_micros))
+    };
+    Ok(StageRecord {
+        index: row.try_get(0)?,
+        name: row.try_get(1)?,
+        approvers: serde_json::from_str(&approvers)?,
+        required: row.try_get(3)?,
+        channels: serde_json::from_str(&channels)?,
+        timeout_secs: row.try_get(5)?,
+        on_timeout: row.try_get(6)?,
+        status: row.try_get(7)?,
+        started_at: time(8)?,
+        expires_at: time(9)?,
+        decided_at: time(10)?,
+    })
+}
+
+impl Store {
+    /// Records an evaluation and its audit event durably (group commit), or finds the
+    /// evaluation its idempotency key already names.
+    pub async fn record_evaluation(&self, evaluation: NewEvaluation) -> Result<Recorded> {
+        self.writer.record(evaluation).await
+    }
+
+    /// The evaluation an idempotency key names, if used within the last 24 hours.
+    pub async fn idempotent_evaluation(
+        &self,
+        tenant: &Tenant,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<String>> {
+        let row = sqlx::query(
+            "SELECT evaluation_id FROM idempotency_keys WHERE workspace_id = $1 AND key = $2 \
+             AND created_at > $3",
+        )
+        .bind(tenant.workspace_id())
+        .bind(key)
+        .bind(micros(now - IDEMPOTENCY_WINDOW))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| r.try_get(0)).transpose()?)
+    }
+
+    /// One evaluation of this workspace, with its stages.
+    pub async fn evaluation(&self, tenant: &Tenant, id: &str) -> Result<Option<Evaluation>> {
+        let row = sqlx::query(&format!(
+            "SELECT {EVALUATION_COLUMNS} FROM evaluations WHERE id = $1 AND workspace_id = $2"
+        ))
+        .bind(id)
+        .bind(tenant.workspace_id())
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let mut ev = evaluation_from_row(&row)?;
+        if ev.decision == Effect::RequireApproval {
+            let rows = sqlx::query(
+                "SELECT idx, name, approvers, required, channels, timeout_secs, on_timeout, \
+                 status, started_at, expires_at, decided_at FROM evaluation_stages \
+                 WHERE evaluation_id = $1 ORDER BY idx",
+            )
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+            ev.stages = rows.iter().map(stage_from_row).collect::<Result<_>>()?;
+        }
+        Ok(Some(ev))
+    }
+
+    /// Evaluations newest first, filtered; stages are not loaded.
+    pub async fn evaluations(
+        &self,
+        tenant: &Tenant,
+        filter: &EvaluationFilter,
+    ) -> Result<Vec<Evaluation>> {
+        let mut sql = format!("SELECT {EVALUATION_COLUMNS} FROM evaluations WHERE workspace_id = $1");
+        let mut n = 1;
+        let mut clause = |sql: &mut String, column: &str, op: &str| {
+            n += 1;
+            sql.push_str(&format!(" AND {column} {op} ${n}"));
+        };
+        if filter.status.is_some() {
+            clause(&mut sql, "status", "=");
+        }
+        if filter.agent_id.is_some() {
+            clause(&mut sql, "agent_id", "=");
+        }
+        if filter.before.is_some() {
+            clause(&mut sql, "id", "<");
+        }
+        sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", filter.limit.clamp(1, 500)));
+        let mut q = sqlx::query(&sql).bind(tenant.workspace_id());
+        if let Some(s) = filter.status {
+            q = q.bind(s.as_str());
+        }
+        if let Some(a) = &filter.agent_id {
+            q = q.bind(a.as_str());
+        }
+        if let Some(b) = &filter.before {
+            q = q.bind(b.as_str());
+        }
+        let rows = q.fetch_all(&self.pool).await?;
+        rows.iter().map(evaluation_from_row).collect()
+    }
+
+    /// An agent's attributed cost today and this month (UTC), before the current proposal.
+    pub async fn spend(&self, tenant: &Tenant, agent_id: &str, now: DateTime<Utc>) -> Result<Spend> {
+        let month_start = now.date_naive().with_day(1).unwrap_or(now.date_naive());
+        let row = sqlx::query(
+            "SELECT CAST(COALESCE(SUM(CASE WHEN day = $3 THEN cents ELSE 0 END), 0) AS BIGINT), \
+             CAST(COALESCE(SUM(cents), 0) AS BIGINT) FROM agent_costs \
+             WHERE workspace_id = $1 AND agent_id = $2 AND day >= $4",
+        )
+        .bind(tenant.workspace_id())
+        .bind(agent_id)
+        .bind(day(now))
+        .bind(month_start.format("%Y-%m-%d").to_string())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Spend {
+            today_cents: row.try_get(0)?,
+            month_cents: row.try_get(1)?,
+        })
+    }
+}

@@ -1,0 +1,240 @@
+//! Storage for AgentNexus: one implementation over SQLite and PostgreSQL.
+//!
+//! Both backends run the same SQL through sqlx's `Any` driver; where the dialects differ
+//! (migrations, pragmas) the difference is isolated in [`Backend`]. Every tenant-owned read
+//! or write takes a [`Tenant`], which only this crate can mint, so there is no way to query
+//! a workspace's data without having resolved it from a key or a name first.
+#![forbid(unsafe_code)]
+
+mod audit;
+mod evaluations;
+mod migrations;
+mod model;
+mod policies;
+pub use policies::PolicyChange;
+pub use workspaces::{NewOwner, key_hash};
+mod workspaces;
+mod writer;
+#[doc(hidden)]
+pub mod testing;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor};
+
+pub use model::*;
+pub use writer::WriterConfig;
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is unreadable: {0}")]
+    Corrupt(String),
+    #[error("the store is shutting down")]
+    Closed,
+}
+
+impl StoreError {
+    /// A unique-constraint violation, which callers report as a conflict.
+    pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
+        matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+    }
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> Self {
+        StoreError::Corrupt(e.to_string())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn from_url(url: &str) -> Option<Backend> {
+        if url.starts_with("sqlite:") {
+            Some(Backend::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(Backend::Postgres)
+        } else {
+            None
+        }
+    }
+}
+
+/// The workspace a request acts for. Minted only by the store, from a key or a name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Tenant {
+    workspace_id: String,
+}
+
+impl Tenant {
+    pub fn workspace_id(&self) -> &str {
+        &self.workspace_id
+    }
+
+    pub(crate) fn new(workspace_id: String) -> Tenant {
+        Tenant { workspace_id }
+    }
+}
+
+/// Timestamps are stored as microseconds since the epoch: portable across both backends,
+/// cheap to compare, exact to round-trip.
+pub(crate) fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+pub(crate) fn from_micros(us: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(us).unwrap_or_default()
+}
+
+/// A new evaluation id: `ev_` and a ULID, so ids sort by creation time.
+pub fn new_evaluation_id() -> String {
+    new_id("ev")
+}
+
+pub(crate) fn new_id(prefix: &str) -> String {
+    format!("{prefix}_{}", ulid::Ulid::new().to_string().to_lowercase())
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+    writer: writer::Handle,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("backend", &self.backend).finish()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub url: String,
+    pub max_connections: u32,
+    pub writer: WriterConfig,
+}
+
+impl StoreConfig {
+    pub fn new(url: impl Into<String>) -> StoreConfig {
+        StoreConfig {
+            url: url.into(),
+            max_connections: 16,
+            writer: WriterConfig::default(),
+        }
+    }
+}
+
+impl Store {
+    /// Connects and migrates; a SQLite file is created when missing.
+    pub async fn open(config: StoreConfig) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::from_url(&config.url).ok_or_else(|| {
+            StoreError::Database(sqlx::Error::Configuration(
+                format!(
+                    "unsupported database URL `{}`: use sqlite://FILE or postgres://…",
+                    redact(&config.url)
+                )
+                .into(),
+            ))
+        })?;
+        let url = match backend {
+            Backend::Sqlite if !config.url.contains("mode=") => {
+                let sep = if config.url.contains('?') { '&' } else { '?' };
+                format!("{}{sep}mode=rwc", config.url)
+            }
+            _ => config.url.clone(),
+        };
+        let options = AnyConnectOptions::from_str(&url)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(config.max_connections.max(2))
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // WAL lets readers run beside the writer; FULL makes every commit
+                        // durable before it is acknowledged (group commit pays one fsync
+                        // for many evaluations).
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute("PRAGMA synchronous = FULL").await?;
+                        conn.execute("PRAGMA foreign_keys = ON").await?;
+                        conn.execute("PRAGMA busy_timeout = 10000").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        migrations::run(&pool, backend).await?;
+        let writer = writer::Handle::spawn(pool.clone(), config.writer);
+        Ok(Store {
+            pool,
+            backend,
+            writer,
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
+    /// Waits for queued writes to commit, then closes the pool.
+    pub async fn close(&self) {
+        self.writer.shutdown().await;
+        self.pool.close().await;
+    }
+
+    /// Direct access for tests that must do what the product never does (tamper with rows).
+    #[doc(hidden)]
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+}
+
+/// A database URL with its password hidden, for messages and logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            super::redact("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(super::redact("sqlite://x.db"), "sqlite://x.db");
+    }
+}

@@ -1,0 +1,314 @@
+//! What the store keeps, in the product's words.
+
+use std::collections::BTreeMap;
+
+use agentnexus_engine::{Effect, MatchedRule, Proposal, RuleError, Stage};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Workspace {
+    pub id: String,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Evaluate, read its workspace's evaluations, MCP.
+    Agent,
+    /// Everything in the workspace's REST API.
+    Admin,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Agent => "agent",
+            Scope::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Scope> {
+        match s {
+            "agent" => Some(Scope::Agent),
+            "admin" => Some(Scope::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// An API key as listed: never its secret, which exists only in the response that created it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApiKey {
+    pub id: String,
+    pub name: String,
+    pub scope: Scope,
+    pub prefix: String,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// A freshly created key: the only time its secret is seen.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    pub key: ApiKey,
+    pub secret: String,
+}
+
+/// What authenticating with a key yields.
+#[derive(Debug, Clone)]
+pub struct KeyIdentity {
+    pub tenant: crate::Tenant,
+    pub key_id: String,
+    pub scope: Scope,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Member {
+    pub id: String,
+    pub email: String,
+    pub name: Option<String>,
+    pub roles: Vec<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Who did something, as recorded in the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    Key(String),
+    Member(String),
+    Cli,
+    System,
+}
+
+impl Actor {
+    pub fn label(&self) -> String {
+        match self {
+            Actor::Key(id) => format!("key:{id}"),
+            Actor::Member(email) => format!("member:{email}"),
+            Actor::Cli => "cli".into(),
+            Actor::System => "system".into(),
+        }
+    }
+}
+
+/// Where a policy version came from (SPEC §3.3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicySource {
+    Api,
+    Dashboard,
+    Cli,
+    Git(String),
+}
+
+impl PolicySource {
+    pub fn label(&self) -> String {
+        match self {
+            PolicySource::Api => "api".into(),
+            PolicySource::Dashboard => "dashboard".into(),
+            PolicySource::Cli => "cli".into(),
+            PolicySource::Git(sha) => format!("git:{sha}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PolicyVersion {
+    pub name: String,
+    pub version: i64,
+    pub enabled: bool,
+    pub document: String,
+    pub format: String,
+    pub author: String,
+    pub source: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A policy as listed: its active version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PolicySummary {
+    pub name: String,
+    pub version: i64,
+    pub enabled: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Allowed,
+    Denied,
+    Pending,
+    Approved,
+    Rejected,
+    Expired,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Allowed => "allowed",
+            Status::Denied => "denied",
+            Status::Pending => "pending",
+            Status::Approved => "approved",
+            Status::Rejected => "rejected",
+            Status::Expired => "expired",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        [
+            Status::Allowed,
+            Status::Denied,
+            Status::Pending,
+            Status::Approved,
+            Status::Rejected,
+            Status::Expired,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+    }
+
+    /// The status an evaluation starts in for a decision.
+    pub fn initial(effect: Effect) -> Status {
+        match effect {
+            Effect::Allow => Status::Allowed,
+            Effect::Deny => Status::Denied,
+            Effect::RequireApproval => Status::Pending,
+        }
+    }
+}
+
+/// An evaluation about to be recorded: the decision and everything it was made from.
+#[derive(Debug, Clone)]
+pub struct NewEvaluation {
+    pub id: String,
+    pub tenant: crate::Tenant,
+    pub key_id: Option<String>,
+    pub proposal: Proposal,
+    pub proposal_hash: String,
+    pub trace: Option<Value>,
+    pub idempotency_key: Option<String>,
+    pub webhook_url: Option<String>,
+    pub decision: Effect,
+    pub reason: String,
+    pub matched_rules: Vec<MatchedRule>,
+    pub errors: Vec<RuleError>,
+    /// `{"tier", "policy", "rule"}` of the rule that asked for approval.
+    pub approval: Option<Value>,
+    pub stages: Vec<Stage>,
+    pub policy_versions: BTreeMap<String, i64>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What recording an evaluation did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    /// Written, with its audit event, durably.
+    Created,
+    /// The idempotency key was used within 24 hours: this is the first evaluation's id.
+    Existing(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StageRecord {
+    pub index: i64,
+    pub name: String,
+    pub approvers: Vec<String>,
+    pub required: i64,
+    pub channels: Vec<String>,
+    pub timeout_secs: Option<i64>,
+    pub on_timeout: String,
+    /// `waiting` (the current stage), `queued`, `passed`, `rejected`, `expired` or `skipped`.
+    pub status: String,
+    pub started_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub decided_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Evaluation {
+    pub id: String,
+    pub agent_id: String,
+    pub action: String,
+    pub resource: Option<String>,
+    pub amount_cents: i64,
+    pub cost_cents: i64,
+    pub params: Value,
+    pub context: Value,
+    pub trace: Option<Value>,
+    pub idempotency_key: Option<String>,
+    pub webhook_url: Option<String>,
+    pub decision: Effect,
+    pub status: Status,
+    pub reason: String,
+    pub matched_rules: Value,
+    pub errors: Value,
+    pub approval: Option<Value>,
+    pub current_stage: Option<i64>,
+    pub policy_versions: Value,
+    pub proposal_hash: String,
+    pub key_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub stages: Vec<StageRecord>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct EvaluationFilter {
+    pub status: Option<Status>,
+    pub agent_id: Option<String>,
+    /// Only evaluations older than this id (the previous page's last).
+    pub before: Option<String>,
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditEvent {
+    pub seq: i64,
+    pub occurred_at: DateTime<Utc>,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub actor: String,
+    pub evaluation_id: Option<String>,
+    pub data: Value,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// An audit event to append; the store gives it its seq and hashes.
+#[derive(Debug, Clone)]
+pub struct NewAuditEvent {
+    pub kind: &'static str,
+    pub actor: Actor,
+    pub evaluation_id: Option<String>,
+    pub data: Value,
+    pub occurred_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Verification {
+    Ok {
+        ok: bool,
+        events: i64,
+        head_hash: String,
+    },
+    Broken {
+        ok: bool,
+        broken_at_seq: i64,
+        events_checked: i64,
+        reason: String,
+    },
+}
+
+impl Verification {
+    pub fn is_ok(&self) -> bool {
+        matches!(self, Verification::Ok { .. })
+    }
+}

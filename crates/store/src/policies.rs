@@ -1,0 +1,288 @@
+//! Policies and their immutable versions (SPEC §3.3).
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::audit::Chain;
+use crate::{
+    Actor, NewAuditEvent, PolicySource, PolicySummary, PolicyVersion, Result, Store, StoreError,
+    Tenant, from_micros, micros,
+};
+
+const VERSION_COLUMNS: &str =
+    "v.name, v.version, v.enabled, v.document, v.format, v.author, v.source, v.created_at";
+
+fn version_from_row(row: &AnyRow) -> Result<PolicyVersion> {
+    Ok(PolicyVersion {
+        name: row.try_get(0)?,
+        version: row.try_get(1)?,
+        enabled: row.try_get::<i64, _>(2)? != 0,
+        document: row.try_get(3)?,
+        format: row.try_get(4)?,
+        author: row.try_get(5)?,
+        source: row.try_get(6)?,
+        created_at: from_micros(row.try_get(7)?),
+    })
+}
+
+/// A new version to write; the document has been compiled by the caller.
+#[derive(Debug, Clone)]
+pub struct PolicyChange<'a> {
+    pub name: &'a str,
+    pub document: &'a str,
+    pub format: &'a str,
+    pub enabled: bool,
+    pub actor: Actor,
+    pub source: PolicySource,
+    pub now: DateTime<Utc>,
+}
+
+impl Store {
+    /// Writes a new version and makes it active, audited, in one transaction.
+    pub async fn put_policy(&self, tenant: &Tenant, change: PolicyChange<'_>) -> Result<PolicyVersion> {
+        self.write_version(tenant, change, "policy.changed", json!({})).await
+    }
+
+    /// Disables a policy as a new version with the same document; history stays.
+    pub async fn disable_policy(
+        &self,
+        tenant: &Tenant,
+        name: &str,
+        actor: Actor,
+        source: PolicySource,
+        now: DateTime<Utc>,
+    ) -> Result<PolicyVersion> {
+        let active = self.policy(tenant, name).await?.ok_or(StoreError::NotFound)?;
+        let change = PolicyChange {
+            name,
+            document: &active.document,
+            format: &active.format,
+            enabled: false,
+            actor,
+            source,
+            now,
+        };
+        self.write_version(tenant, change, "policy.disabled", json!({})).await
+    }
+
+    /// Re-activates an older version's document as a new version.
+    pub async fn rollback_policy(
+        &self,
+        tenant: &Tenant,
+        name: &str,
+        version: i64,
+        actor: Actor,
+        source: PolicySource,
+        now: DateTime<Utc>,
+    ) -> Result<PolicyVersion> {
+        let old = self
+            .policy_version(tenant, name, version)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let change = PolicyChange {
+            name,
+            document: &old.document,
+            format: &old.format,
+            enabled: old.enabled,
+            actor,
+            source,
+            now,
+        };
+        self.write_version(tenant, change, "policy.rolled_back", json!({"from_version": version}))
+            .await
+    }
+
+    async fn write_version(
+        &self,
+        tenant: &Tenant,
+        c: PolicyChange<'_>,
+        kind: &'static str,
+        extra: serde_json::Value,
+    ) -> Result<PolicyVersion> {
+        let ws = tenant.workspace_id();
+        let mut tx = self.pool.begin().await?;
+        let mut chain = Chain::lock(&mut tx, ws).await?;
+        let current: Option<i64> = sqlx::query(
+            "SELECT MAX(version) FROM policy_versions WHERE workspace_id = $1 AND name = $2",
+        )
+        .bind(ws)
+        .bind(c.name)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get(0)?;
+        let version = current.unwrap_or(0) + 1;
+        let author = c.actor.label();
+        let source = c.source.label();
+        let now = micros(c.now);
+        sqlx::query(
+            "INSERT INTO policy_versions (workspace_id, name, version, document, format, enabled, \
+             author, source, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(ws)
+        .bind(c.name)
+        .bind(version)
+        .bind(c.document)
+        .bind(c.format)
+        .bind(i64::from(c.enabled))
+        .bind(&author)
+        .bind(&source)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO policies (workspace_id, name, version, enabled, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (workspace_id, name) DO UPDATE SET \
+             version = excluded.version, enabled = excluded.enabled, updated_at = excluded.updated_at",
+        )
+        .bind(ws)
+        .bind(c.name)
+        .bind(version)
+        .bind(i64::from(c.enabled))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE workspaces SET policy_generation = policy_generation + 1 WHERE id = $1",
+        )
+        .bind(ws)
+        .execute(&mut *tx)
+        .await?;
+        let mut data = json!({
+            "name": c.name,
+            "version": version,
+            "enabled": c.enabled,
+            "source": source,
+            "document_sha256": agentnexus_engine::canonical::sha256_hex(c.document.as_bytes()),
+        });
+        if let (Some(d), Some(extra)) = (data.as_object_mut(), extra.as_object()) {
+            d.extend(extra.clone());
+        }
+        chain
+            .append(
+                &mut tx,
+                &NewAuditEvent {
+                    kind,
+                    actor: c.actor.clone(),
+                    evaluation_id: None,
+                    data,
+                    occurred_at: c.now,
+                },
+            )
+            .await?;
+        chain.save(&mut tx).await?;
+        tx.commit().await?;
+        Ok(PolicyVersion {
+            name: c.name.to_owned(),
+            version,
+            enabled: c.enabled,
+            document: c.document.to_owned(),
+            format: c.format.to_owned(),
+            author,
+            source,
+            created_at: c.now,
+        })
+    }
+
+    pub async fn policies(&self, tenant: &Tenant) -> Result<Vec<PolicySummary>> {
+        let rows = sqlx::query(
+            "SELECT name, version, enabled, created_at, updated_at FROM policies \
+             WHERE workspace_id = $1 ORDER BY name",
+        )
+        .bind(tenant.workspace_id())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(PolicySummary {
+                    name: row.try_get(0)?,
+                    version: row.try_get(1)?,
+                    enabled: row.try_get::<i64, _>(2)? != 0,
+                    created_at: from_micros(row.try_get(3)?),
+                    updated_at: from_micros(row.try_get(4)?),
+                })
+            })
+            .collect()
+    }
+
+    /// The active version of a policy.
+    pub async fn policy(&self, tenant: &Tenant, name: &str) -> Result<Option<PolicyVersion>> {
+        let row = sqlx::query(&format!(
+            "SELECT {VERSION_COLUMNS} FROM policies p JOIN policy_versions v \
+             ON v.workspace_id = p.workspace_id AND v.name = p.name AND v.version = p.version \
+             WHERE p.workspace_id = $1 AND p.name = $2"
+        ))
+        .bind(tenant.workspace_id())
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(version_from_row).transpose()
+    }
+
+    /// The active version of every policy, disabled ones included.
+    pub async fn active_policies(&self, tenant: &Tenant) -> Result<Vec<PolicyVersion>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {VERSION_COLUMNS} FROM policies p JOIN policy_versions v \
+             ON v.workspace_id = p.workspace_id AND v.name = p.name AND v.version = p.version \
+             WHERE p.workspace_id = $1 ORDER BY p.name"
+        ))
+        .bind(tenant.workspace_id())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(version_from_row).collect()
+    }
+
+    /// Every version of a policy, newest first.
+    pub async fn policy_versions(&self, tenant: &Tenant, name: &str) -> Result<Vec<PolicyVersion>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {VERSION_COLUMNS} FROM policy_versions v WHERE v.workspace_id = $1 \
+             AND v.name = $2 ORDER BY v.version DESC"
+        ))
+        .bind(tenant.workspace_id())
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(version_from_row).collect()
+    }
+
+    pub async fn policy_version(
+        &self,
+        tenant: &Tenant,
+        name: &str,
+        version: i64,
+    ) -> Result<Option<PolicyVersion>> {
+        let row = sqlx::query(&format!(
+            "SELECT {VERSION_COLUMNS} FROM policy_versions v WHERE v.workspace_id = $1 \
+             AND v.name = $2 AND v.version = $3"
+        ))
+        .bind(tenant.workspace_id())
+        .bind(name)
+        .bind(version)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(version_from_row).transpose()
+    }
+
+    /// How many times a workspace's policies have changed; a cache compares it to reload.
+    pub async fn policy_generation(&self, tenant: &Tenant) -> Result<i64> {
+        let row = sqlx::query("SELECT policy_generation FROM workspaces WHERE id = $1")
+            .bind(tenant.workspace_id())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        Ok(row.try_get(0)?)
+    }
+}
+
+impl Store {
+    /// Every workspace's policy generation, for caches that refresh what changed elsewhere.
+    pub async fn policy_generations(&self) -> Result<Vec<(Tenant, i64)>> {
+        let rows = sqlx::query("SELECT id, policy_generation FROM workspaces")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((Tenant::new(r.try_get(0)?), r.try_get(1)?)))
+            .collect()
+    }
+}

@@ -1,0 +1,371 @@
+//! Workspaces, members and API keys.
+
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::audit::Chain;
+use crate::{
+    Actor, ApiKey, KeyIdentity, Member, NewAuditEvent, NewKey, Result, Scope, Store, StoreError,
+    Tenant, Workspace, from_micros, micros, new_id,
+};
+
+/// Length of the random part of a key: 40 base62 characters, about 238 bits.
+const KEY_RANDOM_CHARS: usize = 40;
+
+/// The stored form of an API key. Keys are long random strings, so one SHA-256 is enough;
+/// a slow password hash would only slow every request down.
+pub fn key_hash(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+fn generate_key() -> String {
+    let random: String = rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(KEY_RANDOM_CHARS)
+        .map(char::from)
+        .collect();
+    format!("anx_{random}")
+}
+
+/// The owner account a new workspace starts with.
+#[derive(Debug, Clone)]
+pub struct NewOwner {
+    pub email: String,
+    pub name: Option<String>,
+    /// An argon2id PHC string; the store never sees a password.
+    pub password_hash: String,
+}
+
+fn key_from_row(row: &AnyRow) -> Result<ApiKey> {
+    let scope: String = row.try_get(2)?;
+    Ok(ApiKey {
+        id: row.try_get(0)?,
+        name: row.try_get(1)?,
+        scope: Scope::parse(&scope).ok_or_else(|| StoreError::Corrupt(format!("scope {scope}")))?,
+        prefix: row.try_get(3)?,
+        created_at: from_micros(row.try_get(4)?),
+        last_used_at: row.try_get::<Option<i64>, _>(5)?.map(from_micros),
+        revoked_at: row.try_get::<Option<i64>, _>(6)?.map(from_micros),
+    })
+}
+
+const KEY_COLUMNS: &str = "id, name, scope, prefix, created_at, last_used_at, revoked_at";
+
+impl Store {
+    /// Creates a workspace with its owner and a first admin key, all audited, in one
+    /// transaction. A taken name is a conflict.
+    pub async fn create_workspace(
+        &self,
+        name: &str,
+        owner: NewOwner,
+        actor: Actor,
+        now: DateTime<Utc>,
+    ) -> Result<(Workspace, Tenant, NewKey)> {
+        let workspace = Workspace {
+            id: new_id("ws"),
+            name: name.to_owned(),
+            created_at: now,
+        };
+        let tenant = Tenant::new(workspace.id.clone());
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT INTO workspaces (id, name, created_at) VALUES ($1, $2, $3)")
+            .bind(&workspace.id)
+            .bind(name)
+            .bind(micros(now))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| {
+                if StoreError::is_unique_violation(&e) {
+                    StoreError::Conflict(format!("workspace `{name}` already exists"))
+                } else {
+                    e.into()
+                }
+            })?;
+        let mut chain = Chain::create(&mut tx, &workspace.id).await?;
+        let member_id = new_id("usr");
+        sqlx::query(
+            "INSERT INTO members (id, workspace_id, email, name, password_hash, roles, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&member_id)
+        .bind(&workspace.id)
+        .bind(&owner.email)
+        .bind(owner.name.as_deref())
+        .bind(&owner.password_hash)
+        .bind(json!(["owner"]).to_string())
+        .bind(micros(now))
+        .execute(&mut *tx)
+        .await?;
+        let key = insert_key(&mut tx, &tenant, "bootstrap admin", Scope::Admin, now).await?;
+        let event = |kind, data| NewAuditEvent {
+            kind,
+            actor: actor.clone(),
+            evaluation_id: None,
+            data,
+            occurred_at: now,
+        };
+        for e in [
+            event("workspace.created", json!({"id": workspace.id, "name": name})),
+            event(
+                "member.created",
+                json!({"id": member_id, "email": owner.email, "roles": ["owner"]}),
+            ),
+            event("key.created", key_event(&key.key)),
+        ] {
+            chain.append(&mut tx, &e).await?;
+        }
+        chain.save(&mut tx).await?;
+        tx.commit().await?;
+        Ok((workspace, tenant, key))
+    }
+
+    pub async fn workspace_by_name(&self, name: &str) -> Result<Option<(Workspace, Tenant)>> {
+        let row = sqlx::query("SELECT id, name, created_at FROM workspaces WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| {
+            let ws = Workspace {
+                id: row.try_get(0)?,
+                name: row.try_get(1)?,
+                created_at: from_micros(row.try_get(2)?),
+            };
+            let tenant = Tenant::new(ws.id.clone());
+            Ok((ws, tenant))
+        })
+        .transpose()
+    }
+
+    /// Every workspace, for maintenance tasks that visit them all.
+    pub async fn workspaces(&self) -> Result<Vec<(Workspace, Tenant)>> {
+        let rows = sqlx::query("SELECT id, name, created_at FROM workspaces ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let ws = Workspace {
+                    id: row.try_get(0)?,
+                    name: row.try_get(1)?,
+                    created_at: from_micros(row.try_get(2)?),
+                };
+                let tenant = Tenant::new(ws.id.clone());
+                Ok((ws, tenant))
+            })
+            .collect()
+    }
+
+    pub async fn members(&self, tenant: &Tenant) -> Result<Vec<Member>> {
+        let rows = sqlx::query(
+            "SELECT id, email, name, roles, created_at FROM members WHERE workspace_id = $1 \
+             ORDER BY email",
+        )
+        .bind(tenant.workspace_id())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let roles: String = row.try_get(3)?;
+                Ok(Member {
+                    id: row.try_get(0)?,
+                    email: row.try_get(1)?,
+                    name: row.try_get(2)?,
+                    roles: serde_json::from_str(&roles)?,
+                    created_at: from_micros(row.try_get(4)?),
+                })
+            })
+            .collect()
+    }
+
+    /// A member's password hash, for signing in.
+    pub async fn password_hash(&self, tenant: &Tenant, email: &str) -> Result<Option<String>> {
+        let row = sqlx::query(
+            "SELECT password_hash FROM members WHERE workspace_id = $1 AND email = $2",
+        )
+        .bind(tenant.workspace_id())
+        .bind(email)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| r.try_get(0)).transpose()?.flatten())
+    }
+
+    pub async fn create_key(
+        &self,
+        tenant: &Tenant,
+        name: &str,
+        scope: Scope,
+        actor: Actor,
+        now: DateTime<Utc>,
+    ) -> Result<NewKey> {
+        let mut tx = self.pool.begin().await?;
+        let mut chain = Chain::lock(&mut tx, tenant.workspace_id()).await?;
+        let key = insert_key(&mut tx, tenant, name, scope, now).await?;
+        chain
+            .append(
+                &mut tx,
+                &NewAuditEvent {
+                    kind: "key.created",
+                    actor,
+                    evaluation_id: None,
+                    data: key_event(&key.key),
+                    occurred_at: now,
+                },
+            )
+            .await?;
+        chain.save(&mut tx).await?;
+        tx.commit().await?;
+        Ok(key)
+    }
+
+    pub async fn keys(&self, tenant: &Tenant) -> Result<Vec<ApiKey>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE workspace_id = $1 ORDER BY created_at, id"
+        ))
+        .bind(tenant.workspace_id())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    /// Revokes a key of this workspace; revoking twice keeps the first time.
+    pub async fn revoke_key(
+        &self,
+        tenant: &Tenant,
+        id: &str,
+        actor: Actor,
+        now: DateTime<Utc>,
+    ) -> Result<ApiKey> {
+        let mut tx = self.pool.begin().await?;
+        let mut chain = Chain::lock(&mut tx, tenant.workspace_id()).await?;
+        let changed = sqlx::query(
+            "UPDATE api_keys SET revoked_at = $3 WHERE id = $1 AND workspace_id = $2 \
+             AND revoked_at IS NULL",
+        )
+        .bind(id)
+        .bind(tenant.workspace_id())
+        .bind(micros(now))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let row = sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1 AND workspace_id = $2"
+        ))
+        .bind(id)
+        .bind(tenant.workspace_id())
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        let key = key_from_row(&row)?;
+        if changed > 0 {
+            chain
+                .append(
+                    &mut tx,
+                    &NewAuditEvent {
+                        kind: "key.revoked",
+                        actor,
+                        evaluation_id: None,
+                        data: key_event(&key),
+                        occurred_at: now,
+                    },
+                )
+                .await?;
+            chain.save(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok(key)
+    }
+
+    /// The identity behind a key secret, if the key exists and is not revoked.
+    pub async fn authenticate(&self, secret: &str) -> Result<Option<KeyIdentity>> {
+        let row = sqlx::query(
+            "SELECT id, workspace_id, scope FROM api_keys WHERE key_hash = $1 \
+             AND revoked_at IS NULL",
+        )
+        .bind(key_hash(secret))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            let scope: String = row.try_get(2)?;
+            Ok(KeyIdentity {
+                key_id: row.try_get(0)?,
+                tenant: Tenant::new(row.try_get(1)?),
+                scope: Scope::parse(&scope)
+                    .ok_or_else(|| StoreError::Corrupt(format!("scope {scope}")))?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Ids of keys revoked at or after `since`, and the latest revocation time seen.
+    pub async fn revoked_since(&self, since: i64) -> Result<(Vec<String>, i64)> {
+        let rows = sqlx::query("SELECT id, revoked_at FROM api_keys WHERE revoked_at >= $1")
+            .bind(since)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut latest = since;
+        let mut ids = Vec::with_capacity(rows.len());
+        for row in &rows {
+            ids.push(row.try_get(0)?);
+            latest = latest.max(row.try_get(1)?);
+        }
+        Ok((ids, latest))
+    }
+
+    /// Records when keys were last used; the server batches these off the request path.
+    pub async fn touch_keys(&self, uses: &[(String, DateTime<Utc>)]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for (id, at) in uses {
+            sqlx::query(
+                "UPDATE api_keys SET last_used_at = $2 WHERE id = $1 \
+                 AND (last_used_at IS NULL OR last_used_at < $2)",
+            )
+            .bind(id)
+            .bind(micros(*at))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+async fn insert_key(
+    conn: &mut sqlx::AnyConnection,
+    tenant: &Tenant,
+    name: &str,
+    scope: Scope,
+    now: DateTime<Utc>,
+) -> Result<NewKey> {
+    let secret = generate_key();
+    let key = ApiKey {
+        id: new_id("key"),
+        name: name.to_owned(),
+        scope,
+        prefix: secret[..12].to_owned(),
+        created_at: now,
+        last_used_at: None,
+        revoked_at: None,
+    };
+    sqlx::query(
+        "INSERT INTO api_keys (id, workspace_id, name, scope, prefix, key_hash, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(&key.id)
+    .bind(tenant.workspace_id())
+    .bind(name)
+    .bind(scope.as_str())
+    .bind(&key.prefix)
+    .bind(key_hash(&secret))
+    .bind(micros(now))
+    .execute(&mut *conn)
+    .await?;
+    Ok(NewKey { key, secret })
+}
+
+fn key_event(key: &ApiKey) -> serde_json::Value {
+    json!({"id": key.id, "name": key.name, "scope": key.scope, "prefix": key.prefix})
+}
