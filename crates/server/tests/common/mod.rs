@@ -1,0 +1,243 @@
+//! `TestApp`: the real server on port 0 with its own database, driven over HTTP.
+#![allow(dead_code)]
+
+use std::sync::{Arc, Mutex};
+
+use agentnexus_server::{AppState, Config, accounts};
+use agentnexus_store::testing::TestDatabase;
+use agentnexus_store::{Backend, Store, StoreConfig, Tenant};
+use chrono::{DateTime, Duration, Utc};
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const PAYMENTS: &str = r#"name: payments
+description: Refunds and payouts
+rules:
+  - id: no-prod-deletes
+    when: action == "db.delete" && context.environment == "production"
+    effect: deny
+    reason: Production data is never deleted by agents
+  - id: large-refund
+    when: action == "stripe.refund" && amount_cents > 50000
+    effect: require_approval
+    tier: critical
+    reason: Refunds over $500 need finance sign-off
+    approval:
+      stages:
+        - name: finance
+          approvers: ["role:finance", "alice@example.com"]
+          required: 1
+          channels: [email, slack]
+          timeout: 30m
+          on_timeout: escalate
+        - name: cfo
+          approvers: ["cfo@example.com"]
+          channels: [email, teams]
+          timeout: 2h
+          on_timeout: reject
+  - id: refunds-ok
+    when: action == "stripe.refund"
+    effect: allow
+"#;
+
+/// A clock tests can move forward.
+#[derive(Clone, Default)]
+pub struct TestClock(Arc<Mutex<Duration>>);
+
+impl TestClock {
+    pub fn now(&self) -> DateTime<Utc> {
+        Utc::now() + *self.0.lock().unwrap()
+    }
+
+    pub fn advance(&self, by: Duration) {
+        *self.0.lock().unwrap() += by;
+    }
+}
+
+pub struct Response {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+impl Response {
+    pub fn content_type(&self) -> &str {
+        self.headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// Asserts an RFC 9457 problem with this status and returns it.
+    pub fn problem(&self, status: u16) -> &Value {
+        assert_eq!(self.status.as_u16(), status, "{}", self.body);
+        assert_eq!(self.content_type(), "application/problem+json");
+        assert_eq!(self.body["status"], status);
+        for field in ["type", "title", "detail"] {
+            assert!(self.body[field].is_string(), "problem without {field}: {}", self.body);
+        }
+        &self.body
+    }
+}
+
+pub struct TestApp {
+    pub url: String,
+    pub client: reqwest::Client,
+    pub admin_key: String,
+    pub store: Store,
+    pub tenant: Tenant,
+    pub clock: TestClock,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<()>>,
+    db: Option<TestDatabase>,
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> TestApp {
+        TestApp::spawn_with(backend, |_| {}).await
+    }
+
+    pub async fn spawn_with(backend: Backend, configure: impl FnOnce(&mut Config)) -> TestApp {
+        let db = TestDatabase::new(backend).await;
+        let mut config = Config::for_tests();
+        configure(&mut config);
+        let app = TestApp::start(&db.url, config).await;
+        TestApp { db: Some(db), ..app }
+    }
+
+    /// Another server on the same database, as a second replica.
+    pub async fn replica(&self, configure: impl FnOnce(&mut Config)) -> TestApp {
+        let mut config = Config::for_tests();
+        configure(&mut config);
+        let url = self.db.as_ref().expect("the first app owns the database").url.clone();
+        TestApp::start(&url, config).await
+    }
+
+    async fn start(database_url: &str, config: Config) -> TestApp {
+        let store = Store::open(StoreConfig::new(database_url)).await.expect("store");
+        let created = accounts::bootstrap(&store, "owner@example.com", Some("pw".into()))
+            .await
+            .expect("bootstrap");
+        let admin_key = created.map(|c| c.admin_key).unwrap_or_default();
+        let (_, tenant) = store.workspace_by_name("default").await.unwrap().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let clock = TestClock::default();
+        let c = clock.clone();
+        let state = Arc::new(AppState::new(store.clone(), config, Arc::new(move || c.now())));
+        let (tx, rx) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            agentnexus_server::serve(listener, state, async {
+                let _ = rx.await;
+            })
+            .await
+            .expect("server runs");
+        });
+        TestApp {
+            url,
+            client: reqwest::Client::new(),
+            admin_key,
+            store,
+            tenant,
+            clock,
+            shutdown: Some(tx),
+            server: Some(server),
+            db: None,
+        }
+    }
+
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<reqwest::Body>,
+        content_type: Option<&str>,
+    ) -> Response {
+        let mut req = self.client.request(method, format!("{}{path}", self.url));
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        if let Some(b) = body {
+            req = req.body(b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Response {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str, key: &str) -> Response {
+        self.request(reqwest::Method::GET, path, Some(key), None, None).await
+    }
+
+    pub async fn post(&self, path: &str, key: &str, body: &Value) -> Response {
+        self.request(
+            reqwest::Method::POST,
+            path,
+            Some(key),
+            Some(body.to_string().into()),
+            Some("application/json"),
+        )
+        .await
+    }
+
+    pub async fn delete(&self, path: &str, key: &str) -> Response {
+        self.request(reqwest::Method::DELETE, path, Some(key), None, None).await
+    }
+
+    pub async fn put_policy(&self, name: &str, yaml: &str) -> Response {
+        self.request(
+            reqwest::Method::PUT,
+            &format!("/api/v1/policies/{name}"),
+            Some(&self.admin_key),
+            Some(yaml.to_owned().into()),
+            Some("application/yaml"),
+        )
+        .await
+    }
+
+    pub async fn evaluate(&self, key: &str, body: Value) -> Response {
+        self.post("/api/v1/evaluate", key, &body).await
+    }
+
+    /// A new key of this workspace.
+    pub async fn key(&self, scope: &str) -> String {
+        let r = self
+            .post("/api/v1/keys", &self.admin_key.clone(), &serde_json::json!({"name": "t", "scope": scope}))
+            .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        r.body["key"].as_str().unwrap().to_owned()
+    }
+
+    /// How many audit events the workspace has; bad requests must not change it.
+    pub async fn audit_len(&self) -> i64 {
+        let r = self.get("/api/v1/audit/verify", &self.admin_key).await;
+        assert_eq!(r.body["ok"], true, "{}", r.body);
+        r.body["events"].as_i64().unwrap()
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.unwrap();
+        }
+        if let Some(db) = self.db.take() {
+            db.drop_database().await;
+        }
+    }
+}
