@@ -12,7 +12,11 @@ use agentnexus_store::{Actor, Scope, Store, StoreConfig, Tenant, Verification};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "agentnexus", version, about = "AgentNexus: a governance runtime for AI agents")]
+#[command(
+    name = "agentnexus",
+    version,
+    about = "AgentNexus: a governance runtime for AI agents"
+)]
 struct Cli {
     /// The store: sqlite://FILE (created when missing) or postgres://…
     #[arg(
@@ -163,14 +167,9 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
                 return Err("a workspace name is 1-64 of a-z 0-9 - _ .".into());
             }
             let store = open(&cli.database, 2).await?;
-            let created = accounts::create_workspace(
-                &store,
-                &name,
-                &owner_email,
-                owner_password,
-                Actor::Cli,
-            )
-            .await;
+            let created =
+                accounts::create_workspace(&store, &name, &owner_email, owner_password, Actor::Cli)
+                    .await;
             store.close().await;
             println!("{}", serde_json::to_string(&created?)?);
             Ok(ExitCode::SUCCESS)
@@ -211,7 +210,11 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
             let single = targets.len() == 1;
             let mut code = ExitCode::SUCCESS;
             for (name, tenant) in targets {
-                let prefix = if single { String::new() } else { format!("{name}: ") };
+                let prefix = if single {
+                    String::new()
+                } else {
+                    format!("{name}: ")
+                };
                 match store.verify_audit(&tenant).await? {
                     Verification::Ok {
                         events, head_hash, ..
@@ -236,9 +239,12 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
 async fn serve(database: &str, config: Config) -> Result<ExitCode, AnyError> {
     init_logging();
     let store = open(database, config.database_max_connections).await?;
-    if let Some(created) =
-        accounts::bootstrap(&store, &config.bootstrap_email, config.bootstrap_password.clone())
-            .await?
+    if let Some(created) = accounts::bootstrap(
+        &store,
+        &config.bootstrap_email,
+        config.bootstrap_password.clone(),
+    )
+    .await?
     {
         println!("AgentNexus bootstrapped workspace `{}`", created.workspace);
         println!("  owner:     {}", created.owner_email);
@@ -287,7 +293,8 @@ async fn shutdown_signal() {
 /// people. `AGENTNEXUS_LOG` filters (default `info`).
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("AGENTNEXUS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_env("AGENTNEXUS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

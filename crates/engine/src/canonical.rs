@@ -99,14 +99,27 @@ mod tests {
             "type": "evaluation.created", "actor": "key:key_\u{7f}\n", "evaluation_id": "ev_1",
             "data": data,
         }));
-        assert_eq!(String::from_utf8(fields.canonical()).unwrap(), String::from_utf8(expected).unwrap());
-        let none = AuditFields { evaluation_id: None, ..fields };
-        assert!(String::from_utf8(none.canonical()).unwrap().contains("\"evaluation_id\":null"));
+        assert_eq!(
+            String::from_utf8(fields.canonical()).unwrap(),
+            String::from_utf8(expected).unwrap()
+        );
+        let none = AuditFields {
+            evaluation_id: None,
+            ..fields
+        };
+        assert!(
+            String::from_utf8(none.canonical())
+                .unwrap()
+                .contains("\"evaluation_id\":null")
+        );
     }
 
     #[test]
     fn chain_hash_depends_on_previous_hash() {
-        assert_ne!(chain_hash(GENESIS_HASH, b"{}"), chain_hash(&"1".repeat(64), b"{}"));
+        assert_ne!(
+            chain_hash(GENESIS_HASH, b"{}"),
+            chain_hash(&"1".repeat(64), b"{}")
+        );
         assert_eq!(chain_hash(GENESIS_HASH, b"{}").len(), 64);
     }
 }

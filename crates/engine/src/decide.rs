@@ -174,7 +174,11 @@ impl PolicySet {
                     policy: pi as u32,
                     rule: ri as u32,
                 };
-                match rule.program.as_ref().and_then(|p| pinned_actions(p.expression())) {
+                match rule
+                    .program
+                    .as_ref()
+                    .and_then(|p| pinned_actions(p.expression()))
+                {
                     Some(actions) => {
                         for a in actions {
                             set.by_action.entry(a).or_default().push(r);
@@ -209,10 +213,7 @@ impl PolicySet {
             candidates.sort_unstable();
             candidates.dedup();
         }
-        let ctx = if candidates
-            .iter()
-            .any(|r| self.rule(*r).program.is_some())
-        {
+        let ctx = if candidates.iter().any(|r| self.rule(*r).program.is_some()) {
             Some(cel_context(proposal, spend))
         } else {
             None
@@ -292,7 +293,12 @@ impl PolicySet {
         Decision {
             effect,
             reason: rule.reason.clone().unwrap_or_else(|| {
-                format!("{} by rule {}/{}", effect.past_tense(), policy.name(), rule.id)
+                format!(
+                    "{} by rule {}/{}",
+                    effect.past_tense(),
+                    policy.name(),
+                    rule.id
+                )
             }),
             matched_rules: matched,
             errors,

@@ -74,9 +74,9 @@ impl fmt::Display for Timeout {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = self.0;
         match s {
-            _ if s % 86_400 == 0 => write!(f, "{}d", s / 86_400),
-            _ if s % 3600 == 0 => write!(f, "{}h", s / 3600),
-            _ if s % 60 == 0 => write!(f, "{}m", s / 60),
+            _ if s.is_multiple_of(86_400) => write!(f, "{}d", s / 86_400),
+            _ if s.is_multiple_of(3600) => write!(f, "{}h", s / 3600),
+            _ if s.is_multiple_of(60) => write!(f, "{}m", s / 60),
             _ => write!(f, "{s}s"),
         }
     }
@@ -288,7 +288,10 @@ impl PolicyDocument {
             problem(
                 None,
                 "name",
-                format!("`{}` is not a valid policy name: use 1-64 of a-z 0-9 - _ .", self.name),
+                format!(
+                    "`{}` is not a valid policy name: use 1-64 of a-z 0-9 - _ .",
+                    self.name
+                ),
             );
         }
         if self.rules.is_empty() {
@@ -386,7 +389,10 @@ pub(crate) fn locate_rule(text: &str, id: &str) -> Option<Position> {
         let rest = t
             .strip_prefix("id:")
             .or_else(|| t.strip_prefix("\"id\":"))?;
-        let value = rest.trim().trim_end_matches(',').trim_matches(|c| c == '"' || c == '\'');
+        let value = rest
+            .trim()
+            .trim_end_matches(',')
+            .trim_matches(|c| c == '"' || c == '\'');
         (value == id).then(|| Position {
             line: n + 1,
             column: line.len() - line.trim_start().len() + 1,

@@ -14,7 +14,7 @@ pub use decide::{
     compile_document, compile_policy,
 };
 pub use document::{
-    Approval, Channel, Effect, Format, Invalid, OnTimeout, PolicyDocument, Position, Problem,
-    Rule, Stage, Tier, Timeout, valid_policy_name,
+    Approval, Channel, Effect, Format, Invalid, OnTimeout, PolicyDocument, Position, Problem, Rule,
+    Stage, Tier, Timeout, valid_policy_name,
 };
 pub use proposal::{FieldError, Proposal, ProposalFields, Spend};

@@ -116,29 +116,37 @@ mod tests {
         assert_eq!(e.field, "agent_id");
         let e = Proposal::new(fields(json!({"agent_id": "a", "action": ""}))).unwrap_err();
         assert_eq!(e.field, "action");
-        let e = Proposal::new(fields(json!({"agent_id": "a".repeat(257), "action": "x"})))
-            .unwrap_err();
+        let e =
+            Proposal::new(fields(json!({"agent_id": "a".repeat(257), "action": "x"}))).unwrap_err();
         assert_eq!(e.field, "agent_id");
-        let e = Proposal::new(fields(json!({"agent_id": "a", "action": "x", "params": [1]})))
-            .unwrap_err();
+        let e = Proposal::new(fields(
+            json!({"agent_id": "a", "action": "x", "params": [1]}),
+        ))
+        .unwrap_err();
         assert_eq!(e.field, "params");
-        let e = Proposal::new(fields(json!({"agent_id": "a", "action": "x", "amount_cents": -1})))
-            .unwrap_err();
+        let e = Proposal::new(fields(
+            json!({"agent_id": "a", "action": "x", "amount_cents": -1}),
+        ))
+        .unwrap_err();
         assert_eq!(e.field, "amount_cents");
     }
 
     #[test]
     fn hash_ignores_key_order_and_defaults() {
         let a = Proposal::new(fields(json!({"agent_id": "a", "action": "x",
-            "params": {"b": 1, "a": 2}}))).unwrap();
+            "params": {"b": 1, "a": 2}})))
+        .unwrap();
         let b = Proposal::new(fields(json!({"params": {"a": 2, "b": 1}, "action": "x",
-            "agent_id": "a", "amount_cents": 0, "context": {}}))).unwrap();
+            "agent_id": "a", "amount_cents": 0, "context": {}})))
+        .unwrap();
         assert_eq!(a.hash(), b.hash());
         // The documented recipe: SHA-256 of the canonical object with defaults filled in.
         let canonical = r#"{"action":"x","agent_id":"a","amount_cents":0,"context":{},"cost_cents":0,"params":{"a":2,"b":1},"resource":null}"#;
         assert_eq!(a.hash(), crate::canonical::sha256_hex(canonical.as_bytes()));
-        let c = Proposal::new(fields(json!({"agent_id": "a", "action": "x", "amount_cents": 1})))
-            .unwrap();
+        let c = Proposal::new(fields(
+            json!({"agent_id": "a", "action": "x", "amount_cents": 1}),
+        ))
+        .unwrap();
         assert_ne!(a.hash(), c.hash());
     }
 }

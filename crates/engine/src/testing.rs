@@ -49,7 +49,8 @@ impl TestFile {
 
 /// Runs one case; `Err` says what differed.
 pub fn run_case(set: &PolicySet, case: &TestCase) -> Result<(), String> {
-    let proposal = Proposal::new(case.proposal.clone()).map_err(|e| format!("bad proposal: {e}"))?;
+    let proposal =
+        Proposal::new(case.proposal.clone()).map_err(|e| format!("bad proposal: {e}"))?;
     let d = set.decide(&proposal, case.spend);
     let mut diffs = Vec::new();
     if d.effect != case.expect.decision {
@@ -61,16 +62,12 @@ pub fn run_case(set: &PolicySet, case: &TestCase) -> Result<(), String> {
         ));
     }
     if let Some(rule) = &case.expect.rule {
-        let decided_by = d
-            .approval
-            .as_ref()
-            .map(|a| a.rule.clone())
-            .or_else(|| {
-                d.matched_rules
-                    .iter()
-                    .find(|m| m.effect == d.effect)
-                    .map(|m| m.rule.clone())
-            });
+        let decided_by = d.approval.as_ref().map(|a| a.rule.clone()).or_else(|| {
+            d.matched_rules
+                .iter()
+                .find(|m| m.effect == d.effect)
+                .map(|m| m.rule.clone())
+        });
         if decided_by.as_ref() != Some(rule) {
             diffs.push(format!(
                 "rule: expected {rule}, got {}",
@@ -84,13 +81,16 @@ pub fn run_case(set: &PolicySet, case: &TestCase) -> Result<(), String> {
             diffs.push(format!("tier: expected {tier:?}, got {got:?}"));
         }
     }
-    if let Some(reason) = &case.expect.reason {
-        if &d.reason != reason {
-            diffs.push(format!("reason: expected {reason:?}, got {:?}", d.reason));
-        }
+    if let Some(reason) = &case.expect.reason
+        && &d.reason != reason
+    {
+        diffs.push(format!("reason: expected {reason:?}, got {:?}", d.reason));
     }
     for e in &d.errors {
-        diffs.push(format!("runtime error in {}/{}: {}", e.policy, e.rule, e.message));
+        diffs.push(format!(
+            "runtime error in {}/{}: {}",
+            e.policy, e.rule, e.message
+        ));
     }
     if diffs.is_empty() {
         Ok(())

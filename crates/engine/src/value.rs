@@ -17,7 +17,9 @@ pub fn to_cel(v: &serde_json::Value) -> Value {
             None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
         },
         serde_json::Value::String(s) => Value::String(Arc::new(s.clone())),
-        serde_json::Value::Array(items) => Value::List(Arc::new(items.iter().map(to_cel).collect())),
+        serde_json::Value::Array(items) => {
+            Value::List(Arc::new(items.iter().map(to_cel).collect()))
+        }
         serde_json::Value::Object(fields) => {
             let map: HashMap<Key, Value> = fields
                 .iter()

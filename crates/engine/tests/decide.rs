@@ -1,6 +1,8 @@
 use std::sync::Arc;
 
-use agentnexus_engine::{Effect, Format, PolicySet, Proposal, ProposalFields, Spend, Tier, compile_policy};
+use agentnexus_engine::{
+    Effect, Format, PolicySet, Proposal, ProposalFields, Spend, Tier, compile_policy,
+};
 use serde_json::json;
 
 const PAYMENTS: &str = r#"
@@ -41,7 +43,10 @@ rules:
 "#;
 
 fn set(docs: &[&str]) -> PolicySet {
-    PolicySet::new(docs.iter().map(|d| Arc::new(compile_policy(d, Format::Yaml).unwrap())))
+    PolicySet::new(
+        docs.iter()
+            .map(|d| Arc::new(compile_policy(d, Format::Yaml).unwrap())),
+    )
 }
 
 fn proposal(v: serde_json::Value) -> Proposal {
@@ -51,29 +56,58 @@ fn proposal(v: serde_json::Value) -> Proposal {
 #[test]
 fn most_restrictive_effect_wins() {
     let s = set(&[PAYMENTS]);
-    let d = s.decide(&proposal(json!({"agent_id": "a", "action": "stripe.refund", "amount_cents": 500})), Spend::default());
+    let d = s.decide(
+        &proposal(json!({"agent_id": "a", "action": "stripe.refund", "amount_cents": 500})),
+        Spend::default(),
+    );
     assert_eq!(d.effect, Effect::Allow);
     assert_eq!(d.matched_rules.len(), 1);
 
-    let d = s.decide(&proposal(json!({"agent_id": "a", "action": "stripe.refund", "amount_cents": 75000})), Spend::default());
+    let d = s.decide(
+        &proposal(json!({"agent_id": "a", "action": "stripe.refund", "amount_cents": 75000})),
+        Spend::default(),
+    );
     assert_eq!(d.effect, Effect::RequireApproval);
     let a = d.approval.unwrap();
-    assert_eq!((a.tier, a.rule.as_str()), (Tier::Critical, "large-refund"), "highest tier wins");
+    assert_eq!(
+        (a.tier, a.rule.as_str()),
+        (Tier::Critical, "large-refund"),
+        "highest tier wins"
+    );
     assert_eq!(a.approval.stages.len(), 2);
     assert_eq!(d.reason, "Refunds over $500 need finance sign-off");
     assert_eq!(d.matched_rules.len(), 3);
 
     let d = s.decide(&proposal(json!({"agent_id": "a", "action": "db.delete", "context": {"environment": "production"}})), Spend::default());
-    assert_eq!((d.effect, d.reason.as_str()), (Effect::Deny, "Production data is never deleted by agents"));
+    assert_eq!(
+        (d.effect, d.reason.as_str()),
+        (Effect::Deny, "Production data is never deleted by agents")
+    );
 }
 
 #[test]
 fn nothing_matching_is_denied() {
     let s = set(&[PAYMENTS]);
-    let d = s.decide(&proposal(json!({"agent_id": "a", "action": "db.delete", "context": {"environment": "staging"}})), Spend::default());
-    assert_eq!((d.effect, d.reason.as_str()), (Effect::Deny, "no matching rule"));
+    let d = s.decide(
+        &proposal(
+            json!({"agent_id": "a", "action": "db.delete", "context": {"environment": "staging"}}),
+        ),
+        Spend::default(),
+    );
+    assert_eq!(
+        (d.effect, d.reason.as_str()),
+        (Effect::Deny, "no matching rule")
+    );
     let empty = PolicySet::new([]);
-    assert_eq!(empty.decide(&proposal(json!({"agent_id": "a", "action": "x"})), Spend::default()).effect, Effect::Deny);
+    assert_eq!(
+        empty
+            .decide(
+                &proposal(json!({"agent_id": "a", "action": "x"})),
+                Spend::default()
+            )
+            .effect,
+        Effect::Deny
+    );
 }
 
 #[test]
@@ -81,51 +115,96 @@ fn spend_and_cost_mix_as_ints() {
     let s = set(&[PAYMENTS]);
     assert!(s.uses_spend());
     let p = proposal(json!({"agent_id": "a", "action": "stripe.refund", "cost_cents": 5}));
-    let d = s.decide(&p, Spend { today_cents: 996, month_cents: 2000 });
-    assert_eq!((d.effect, d.reason.as_str()), (Effect::Deny, "daily budget spent"));
+    let d = s.decide(
+        &p,
+        Spend {
+            today_cents: 996,
+            month_cents: 2000,
+        },
+    );
+    assert_eq!(
+        (d.effect, d.reason.as_str()),
+        (Effect::Deny, "daily budget spent")
+    );
     assert!(d.errors.is_empty(), "{:?}", d.errors);
-    let d = s.decide(&p, Spend { today_cents: 10, month_cents: 2000 });
+    let d = s.decide(
+        &p,
+        Spend {
+            today_cents: 10,
+            month_cents: 2000,
+        },
+    );
     assert_eq!(d.effect, Effect::Allow);
 }
 
 #[test]
 fn json_integers_are_cel_ints() {
-    let s = set(&["name: p\nrules:\n  - id: r\n    when: params.n + 1 == 3 && context.limit - amount_cents > 0\n    effect: allow\n"]);
+    let s = set(&[
+        "name: p\nrules:\n  - id: r\n    when: params.n + 1 == 3 && context.limit - amount_cents > 0\n    effect: allow\n",
+    ]);
     let d = s.decide(&proposal(json!({"agent_id": "a", "action": "x", "params": {"n": 2}, "context": {"limit": 10}, "amount_cents": 5})), Spend::default());
     assert_eq!(d.effect, Effect::Allow, "{:?}", d.errors);
 }
 
 #[test]
 fn runtime_errors_fail_closed() {
-    let s = set(&["name: p\nrules:\n  - id: allow-if-field\n    when: context.missing == 1\n    effect: allow\n  - id: all\n    effect: allow\n"]);
-    let d = s.decide(&proposal(json!({"agent_id": "a", "action": "x"})), Spend::default());
+    let s = set(&[
+        "name: p\nrules:\n  - id: allow-if-field\n    when: context.missing == 1\n    effect: allow\n  - id: all\n    effect: allow\n",
+    ]);
+    let d = s.decide(
+        &proposal(json!({"agent_id": "a", "action": "x"})),
+        Spend::default(),
+    );
     assert_eq!(d.effect, Effect::Allow);
-    assert_eq!(d.matched_rules.len(), 1, "an erroring allow rule does not match");
+    assert_eq!(
+        d.matched_rules.len(),
+        1,
+        "an erroring allow rule does not match"
+    );
     assert_eq!(d.errors.len(), 1);
 
-    let s = set(&["name: p\nrules:\n  - id: deny-if-field\n    when: context.missing == 1\n    effect: deny\n  - id: all\n    effect: allow\n"]);
-    let d = s.decide(&proposal(json!({"agent_id": "a", "action": "x"})), Spend::default());
+    let s = set(&[
+        "name: p\nrules:\n  - id: deny-if-field\n    when: context.missing == 1\n    effect: deny\n  - id: all\n    effect: allow\n",
+    ]);
+    let d = s.decide(
+        &proposal(json!({"agent_id": "a", "action": "x"})),
+        Spend::default(),
+    );
     assert_eq!(d.effect, Effect::Deny, "an erroring deny rule matches");
     assert_eq!(d.errors[0].rule, "deny-if-field");
 }
 
 #[test]
 fn disabled_policies_do_not_count_and_versions_are_reported() {
-    let s = set(&[PAYMENTS, "name: off\nenabled: false\nrules:\n  - id: all\n    effect: deny\n"]);
-    let d = s.decide(&proposal(json!({"agent_id": "a", "action": "stripe.refund"})), Spend::default());
+    let s = set(&[
+        PAYMENTS,
+        "name: off\nenabled: false\nrules:\n  - id: all\n    effect: deny\n",
+    ]);
+    let d = s.decide(
+        &proposal(json!({"agent_id": "a", "action": "stripe.refund"})),
+        Spend::default(),
+    );
     assert_eq!(d.effect, Effect::Allow);
-    assert_eq!(d.policy_versions.keys().collect::<Vec<_>>(), vec!["payments"]);
+    assert_eq!(
+        d.policy_versions.keys().collect::<Vec<_>>(),
+        vec!["payments"]
+    );
 }
 
 #[test]
 fn action_index_keeps_unpinned_rules() {
     // `in` lists, reversed equality and unpinned rules all still apply.
-    let s = set(&["name: p\nrules:\n  - id: list\n    when: action in [\"a\", \"b\"]\n    effect: allow\n  - id: reversed\n    when: '\"c\" == action'\n    effect: allow\n  - id: any\n    when: amount_cents > 100\n    effect: deny\n"]);
+    let s = set(&[
+        "name: p\nrules:\n  - id: list\n    when: action in [\"a\", \"b\"]\n    effect: allow\n  - id: reversed\n    when: '\"c\" == action'\n    effect: allow\n  - id: any\n    when: amount_cents > 100\n    effect: deny\n",
+    ]);
     let dec = |v| s.decide(&proposal(v), Spend::default()).effect;
     assert_eq!(dec(json!({"agent_id": "x", "action": "b"})), Effect::Allow);
     assert_eq!(dec(json!({"agent_id": "x", "action": "c"})), Effect::Allow);
     assert_eq!(dec(json!({"agent_id": "x", "action": "d"})), Effect::Deny);
-    assert_eq!(dec(json!({"agent_id": "x", "action": "a", "amount_cents": 101})), Effect::Deny);
+    assert_eq!(
+        dec(json!({"agent_id": "x", "action": "a", "amount_cents": 101})),
+        Effect::Deny
+    );
 }
 
 #[test]
@@ -136,8 +215,15 @@ fn invalid_documents_name_rule_and_position() {
     assert_eq!(p.rule.as_deref(), Some("broken"));
     assert_eq!(p.position.unwrap().line, 6, "{p}");
 
-    let err = compile_policy("name: p\nrules:\n  - id: r\n    when: actor == \"x\"\n    effect: deny\n", Format::Yaml).unwrap_err();
-    assert!(err.0[0].message.contains("unknown variable `actor`"), "{err}");
+    let err = compile_policy(
+        "name: p\nrules:\n  - id: r\n    when: actor == \"x\"\n    effect: deny\n",
+        Format::Yaml,
+    )
+    .unwrap_err();
+    assert!(
+        err.0[0].message.contains("unknown variable `actor`"),
+        "{err}"
+    );
 
     let err = compile_policy("{\"name\": \"p\", \"rules\": [}", Format::Json).unwrap_err();
     assert_eq!(err.0[0].position.unwrap().line, 1);

@@ -37,9 +37,17 @@ fn bearer(parts: &Parts) -> Option<&str> {
 impl FromRequestParts<Arc<AppState>> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, ApiError> {
-        let secret = bearer(parts).filter(|t| t.starts_with("anx_")).ok_or(ApiError::Unauthorized)?;
-        let key = state.authenticate(secret).await?.ok_or(ApiError::Unauthorized)?;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
+        let secret = bearer(parts)
+            .filter(|t| t.starts_with("anx_"))
+            .ok_or(ApiError::Unauthorized)?;
+        let key = state
+            .authenticate(secret)
+            .await?
+            .ok_or(ApiError::Unauthorized)?;
         state.check_rate(&key.identity.key_id)?;
         key.touch(state.now());
         Ok(Caller {
@@ -53,7 +61,10 @@ impl FromRequestParts<Arc<AppState>> for Caller {
 impl FromRequestParts<Arc<AppState>> for Admin {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, ApiError> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
         let caller = Caller::from_request_parts(parts, state).await?;
         match caller.scope {
             Scope::Admin => Ok(Admin(caller)),

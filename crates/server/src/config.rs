@@ -14,11 +14,19 @@ pub struct Config {
     pub public_url: Option<String>,
 
     /// Most database connections in the pool.
-    #[arg(long, env = "AGENTNEXUS_DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
+    #[arg(
+        long,
+        env = "AGENTNEXUS_DATABASE_MAX_CONNECTIONS",
+        default_value_t = 16
+    )]
     pub database_max_connections: u32,
 
     /// E-mail of the owner account bootstrapped on an empty store.
-    #[arg(long, env = "AGENTNEXUS_BOOTSTRAP_EMAIL", default_value = "owner@agentnexus.local")]
+    #[arg(
+        long,
+        env = "AGENTNEXUS_BOOTSTRAP_EMAIL",
+        default_value = "owner@agentnexus.local"
+    )]
     pub bootstrap_email: String,
 
     /// Password of the bootstrapped owner; random (and printed once) when unset.
@@ -26,7 +34,11 @@ pub struct Config {
     pub bootstrap_password: Option<String>,
 
     /// Requests per second each API key may make (0 turns limiting off).
-    #[arg(long, env = "AGENTNEXUS_RATE_LIMIT_PER_SECOND", default_value_t = 50_000)]
+    #[arg(
+        long,
+        env = "AGENTNEXUS_RATE_LIMIT_PER_SECOND",
+        default_value_t = 50_000
+    )]
     pub rate_limit_per_second: u32,
 
     /// Requests a key may make in a burst above its steady rate; defaults to one second's worth.

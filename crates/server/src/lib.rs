@@ -35,7 +35,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(ops::metrics))
         .route(
             "/api/openapi.json",
-            get(|| async { ([(header::CONTENT_TYPE, "application/json")], openapi::document()) }),
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "application/json")],
+                    openapi::document(),
+                )
+            }),
         )
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
@@ -93,10 +98,9 @@ async fn refresh_loop(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
                     if cached
                         .get(tenant.workspace_id())
                         .is_some_and(|g| *g != generation)
+                        && let Err(e) = state.reload_policies(&tenant).await
                     {
-                        if let Err(e) = state.reload_policies(&tenant).await {
-                            tracing::error!(error = %e, "reloading policies failed");
-                        }
+                        tracing::error!(error = %e, "reloading policies failed");
                     }
                 }
             }
@@ -115,9 +119,9 @@ async fn refresh_loop(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
 
 async fn flush_key_uses(state: &AppState) {
     let uses = state.keys.take_uses();
-    if !uses.is_empty() {
-        if let Err(e) = state.store.touch_keys(&uses).await {
-            tracing::warn!(error = %e, "recording key use failed");
-        }
+    if !uses.is_empty()
+        && let Err(e) = state.store.touch_keys(&uses).await
+    {
+        tracing::warn!(error = %e, "recording key use failed");
     }
 }

@@ -60,7 +60,9 @@ impl Modify for BearerKey {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .bearer_format("anx_…")
-                    .description(Some("An API key of the workspace: `Authorization: Bearer anx_…`"))
+                    .description(Some(
+                        "An API key of the workspace: `Authorization: Bearer anx_…`",
+                    ))
                     .build(),
             ),
         );

@@ -106,8 +106,7 @@ impl Chain {
     }
 }
 
-const EVENT_COLUMNS: &str =
-    "seq, occurred_at, type, actor, evaluation_id, data, prev_hash, hash";
+const EVENT_COLUMNS: &str = "seq, occurred_at, type, actor, evaluation_id, data, prev_hash, hash";
 
 fn event_from_row(row: &sqlx::any::AnyRow) -> Result<AuditEvent> {
     let data: String = row.try_get(5)?;
@@ -208,11 +207,17 @@ impl Store {
             for row in &rows {
                 let seq: i64 = row.try_get(0)?;
                 if seq != expected_seq {
-                    return Ok(broken(expected_seq, format!("event {expected_seq} is missing")));
+                    return Ok(broken(
+                        expected_seq,
+                        format!("event {expected_seq} is missing"),
+                    ));
                 }
                 let prev_hash: String = row.try_get(6)?;
                 if prev_hash != prev {
-                    return Ok(broken(seq, "prev_hash does not match the event before".into()));
+                    return Ok(broken(
+                        seq,
+                        "prev_hash does not match the event before".into(),
+                    ));
                 }
                 let occurred_at = timestamp_text(crate::from_micros(row.try_get(1)?));
                 let kind: String = row.try_get(2)?;
@@ -237,10 +242,16 @@ impl Store {
             }
         }
         if expected_seq <= head_seq {
-            return Ok(broken(expected_seq, format!("event {expected_seq} is missing")));
+            return Ok(broken(
+                expected_seq,
+                format!("event {expected_seq} is missing"),
+            ));
         }
         if prev != head_hash {
-            return Ok(broken(head_seq, "the chain head does not match the last event".into()));
+            return Ok(broken(
+                head_seq,
+                "the chain head does not match the last event".into(),
+            ));
         }
         Ok(Verification::Ok {
             ok: true,

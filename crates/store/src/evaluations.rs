@@ -383,7 +383,8 @@ impl Store {
         tenant: &Tenant,
         filter: &EvaluationFilter,
     ) -> Result<Vec<Evaluation>> {
-        let mut sql = format!("SELECT {EVALUATION_COLUMNS} FROM evaluations WHERE workspace_id = $1");
+        let mut sql =
+            format!("SELECT {EVALUATION_COLUMNS} FROM evaluations WHERE workspace_id = $1");
         let mut n = 1;
         let mut clause = |sql: &mut String, column: &str, op: &str| {
             n += 1;
@@ -398,7 +399,10 @@ impl Store {
         if filter.before.is_some() {
             clause(&mut sql, "id", "<");
         }
-        sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", filter.limit.clamp(1, 500)));
+        sql.push_str(&format!(
+            " ORDER BY id DESC LIMIT {}",
+            filter.limit.clamp(1, 500)
+        ));
         let mut q = sqlx::query(&sql).bind(tenant.workspace_id());
         if let Some(s) = filter.status {
             q = q.bind(s.as_str());
@@ -414,7 +418,12 @@ impl Store {
     }
 
     /// An agent's attributed cost today and this month (UTC), before the current proposal.
-    pub async fn spend(&self, tenant: &Tenant, agent_id: &str, now: DateTime<Utc>) -> Result<Spend> {
+    pub async fn spend(
+        &self,
+        tenant: &Tenant,
+        agent_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Spend> {
         let month_start = now.date_naive().with_day(1).unwrap_or(now.date_naive());
         let row = sqlx::query(
             "SELECT CAST(COALESCE(SUM(CASE WHEN day = $3 THEN cents ELSE 0 END), 0) AS BIGINT), \

@@ -13,10 +13,10 @@ mod model;
 mod policies;
 pub use policies::PolicyChange;
 pub use workspaces::{NewOwner, key_hash};
-mod workspaces;
-mod writer;
 #[doc(hidden)]
 pub mod testing;
+mod workspaces;
+mod writer;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -121,7 +121,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("backend", &self.backend).finish()
+        f.debug_struct("Store")
+            .field("backend", &self.backend)
+            .finish()
     }
 }
 

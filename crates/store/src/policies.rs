@@ -41,8 +41,13 @@ pub struct PolicyChange<'a> {
 
 impl Store {
     /// Writes a new version and makes it active, audited, in one transaction.
-    pub async fn put_policy(&self, tenant: &Tenant, change: PolicyChange<'_>) -> Result<PolicyVersion> {
-        self.write_version(tenant, change, "policy.changed", json!({})).await
+    pub async fn put_policy(
+        &self,
+        tenant: &Tenant,
+        change: PolicyChange<'_>,
+    ) -> Result<PolicyVersion> {
+        self.write_version(tenant, change, "policy.changed", json!({}))
+            .await
     }
 
     /// Disables a policy as a new version with the same document; history stays.
@@ -54,7 +59,10 @@ impl Store {
         source: PolicySource,
         now: DateTime<Utc>,
     ) -> Result<PolicyVersion> {
-        let active = self.policy(tenant, name).await?.ok_or(StoreError::NotFound)?;
+        let active = self
+            .policy(tenant, name)
+            .await?
+            .ok_or(StoreError::NotFound)?;
         let change = PolicyChange {
             name,
             document: &active.document,
@@ -64,7 +72,8 @@ impl Store {
             source,
             now,
         };
-        self.write_version(tenant, change, "policy.disabled", json!({})).await
+        self.write_version(tenant, change, "policy.disabled", json!({}))
+            .await
     }
 
     /// Re-activates an older version's document as a new version.
@@ -90,8 +99,13 @@ impl Store {
             source,
             now,
         };
-        self.write_version(tenant, change, "policy.rolled_back", json!({"from_version": version}))
-            .await
+        self.write_version(
+            tenant,
+            change,
+            "policy.rolled_back",
+            json!({"from_version": version}),
+        )
+        .await
     }
 
     async fn write_version(

@@ -25,7 +25,9 @@ fn postgres_admin_url() -> String {
 
 /// The admin URL with another database name.
 fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
     let root = match base.rfind('/') {
         Some(i) if i > base.find("://").map_or(0, |s| s + 2) => &base[..i],
         _ => base,
@@ -53,13 +55,15 @@ impl TestDatabase {
             Backend::Postgres => {
                 let admin = postgres_admin_url();
                 let name = format!("anx_t_{unique}");
-                let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap_or_else(|e| {
-                    panic!(
-                        "PostgreSQL is needed for this test and is not reachable at {} ({e}); \
+                let mut conn = sqlx::PgConnection::connect(&admin)
+                    .await
+                    .unwrap_or_else(|e| {
+                        panic!(
+                            "PostgreSQL is needed for this test and is not reachable at {} ({e}); \
                          start it or set AGENTNEXUS_TEST_POSTGRES_URL",
-                        crate::redact(&admin)
-                    )
-                });
+                            crate::redact(&admin)
+                        )
+                    });
                 conn.execute(format!("CREATE DATABASE {name}").as_str())
                     .await
                     .expect("CREATE DATABASE");
@@ -78,12 +82,12 @@ impl TestDatabase {
         if let Some(dir) = &self.dir {
             let _ = std::fs::remove_dir_all(dir);
         }
-        if let Some(name) = &self.pg_name {
-            if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_admin_url()).await {
-                let _ = conn
-                    .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
-                    .await;
-            }
+        if let Some(name) = &self.pg_name
+            && let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_admin_url()).await
+        {
+            let _ = conn
+                .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                .await;
         }
     }
 }
@@ -116,7 +120,10 @@ mod tests {
             super::with_database("postgres://u@h:5432/postgres", "x"),
             "postgres://u@h:5432/x"
         );
-        assert_eq!(super::with_database("postgres://u@h", "x"), "postgres://u@h/x");
+        assert_eq!(
+            super::with_database("postgres://u@h", "x"),
+            "postgres://u@h/x"
+        );
         assert_eq!(
             super::with_database("postgres://u@h/db?sslmode=disable", "x"),
             "postgres://u@h/x?sslmode=disable"

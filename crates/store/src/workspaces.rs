@@ -110,7 +110,10 @@ impl Store {
             occurred_at: now,
         };
         for e in [
-            event("workspace.created", json!({"id": workspace.id, "name": name})),
+            event(
+                "workspace.created",
+                json!({"id": workspace.id, "name": name}),
+            ),
             event(
                 "member.created",
                 json!({"id": member_id, "email": owner.email, "roles": ["owner"]}),
@@ -183,13 +186,12 @@ impl Store {
 
     /// A member's password hash, for signing in.
     pub async fn password_hash(&self, tenant: &Tenant, email: &str) -> Result<Option<String>> {
-        let row = sqlx::query(
-            "SELECT password_hash FROM members WHERE workspace_id = $1 AND email = $2",
-        )
-        .bind(tenant.workspace_id())
-        .bind(email)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row =
+            sqlx::query("SELECT password_hash FROM members WHERE workspace_id = $1 AND email = $2")
+                .bind(tenant.workspace_id())
+                .bind(email)
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(row.map(|r| r.try_get(0)).transpose()?.flatten())
     }
 

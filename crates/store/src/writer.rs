@@ -115,7 +115,9 @@ async fn run(
                 // One bad evaluation must not fail the others: retry each on its own.
                 tracing::warn!(error = %e, size = batch.len(), "batch write failed; retrying singly");
                 for job in batch.drain(..) {
-                    let result = write(&pool, &[&job.evaluation]).await.map(|mut r| r.remove(0));
+                    let result = write(&pool, &[&job.evaluation])
+                        .await
+                        .map(|mut r| r.remove(0));
                     let _ = job.reply.send(result);
                 }
             }

@@ -13,7 +13,9 @@ use chrono::{Duration, Utc};
 use serde_json::json;
 
 async fn open(db: &TestDatabase) -> Store {
-    Store::open(StoreConfig::new(&db.url)).await.expect("store opens")
+    Store::open(StoreConfig::new(&db.url))
+        .await
+        .expect("store opens")
 }
 
 async fn workspace(store: &Store, name: &str) -> Tenant {
@@ -66,54 +68,62 @@ fn head(v: &Verification) -> (i64, String) {
     }
 }
 
-both_backends!(concurrent_writers_never_fork_the_chain, |backend| async move {
-    let db = TestDatabase::new(backend).await;
-    // Two stores on one database stand for two server processes.
-    let (a, b) = (open(&db).await, open(&db).await);
-    let tenant = workspace(&a, "acme").await;
-    let mut tasks = Vec::new();
-    for i in 0..40 {
-        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
-        let tenant = tenant.clone();
-        tasks.push(tokio::spawn(async move {
-            if i % 4 == 0 {
-                let event = NewAuditEvent {
-                    kind: "test.event",
-                    actor: Actor::System,
-                    evaluation_id: None,
-                    data: json!({"i": i}),
-                    occurred_at: Utc::now(),
-                };
-                store.append_audit(&tenant, &[event]).await.unwrap();
-            } else {
-                let r = store.record_evaluation(evaluation(&tenant, "bot", None)).await;
-                assert_eq!(r.unwrap(), Recorded::Created);
-            }
-        }));
+both_backends!(
+    concurrent_writers_never_fork_the_chain,
+    |backend| async move {
+        let db = TestDatabase::new(backend).await;
+        // Two stores on one database stand for two server processes.
+        let (a, b) = (open(&db).await, open(&db).await);
+        let tenant = workspace(&a, "acme").await;
+        let mut tasks = Vec::new();
+        for i in 0..40 {
+            let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let tenant = tenant.clone();
+            tasks.push(tokio::spawn(async move {
+                if i % 4 == 0 {
+                    let event = NewAuditEvent {
+                        kind: "test.event",
+                        actor: Actor::System,
+                        evaluation_id: None,
+                        data: json!({"i": i}),
+                        occurred_at: Utc::now(),
+                    };
+                    store.append_audit(&tenant, &[event]).await.unwrap();
+                } else {
+                    let r = store
+                        .record_evaluation(evaluation(&tenant, "bot", None))
+                        .await;
+                    assert_eq!(r.unwrap(), Recorded::Created);
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let v = a.verify_audit(&tenant).await.unwrap();
+        // 3 events at creation, then one per task.
+        assert_eq!(head(&v).0, 3 + 40);
+        let page = a.audit_page(&tenant, 0, 1000).await.unwrap();
+        let seqs: Vec<i64> = page.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, (1..=43).collect::<Vec<_>>(), "gap-free");
+        for pair in page.windows(2) {
+            assert_eq!(pair[1].prev_hash, pair[0].hash);
+        }
+        a.close().await;
+        b.close().await;
+        db.drop_database().await;
     }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let v = a.verify_audit(&tenant).await.unwrap();
-    // 3 events at creation, then one per task.
-    assert_eq!(head(&v).0, 3 + 40);
-    let page = a.audit_page(&tenant, 0, 1000).await.unwrap();
-    let seqs: Vec<i64> = page.iter().map(|e| e.seq).collect();
-    assert_eq!(seqs, (1..=43).collect::<Vec<_>>(), "gap-free");
-    for pair in page.windows(2) {
-        assert_eq!(pair[1].prev_hash, pair[0].hash);
-    }
-    a.close().await;
-    b.close().await;
-    db.drop_database().await;
-});
+);
 
 both_backends!(tampering_is_detected_and_refused, |backend| async move {
     let db = TestDatabase::new(backend).await;
     let store = open(&db).await;
     let tenant = workspace(&store, "acme").await;
     for _ in 0..5 {
-        store.record_evaluation(evaluation(&tenant, "bot", None)).await.unwrap();
+        store
+            .record_evaluation(evaluation(&tenant, "bot", None))
+            .await
+            .unwrap();
     }
     assert!(store.verify_audit(&tenant).await.unwrap().is_ok());
 
@@ -121,7 +131,9 @@ both_backends!(tampering_is_detected_and_refused, |backend| async move {
     let update = "UPDATE audit_events SET data = '{\"decision\":\"deny\"}' WHERE seq = 5";
     let refused = sqlx::query(update).execute(store.pool()).await;
     assert!(refused.unwrap_err().to_string().contains("append-only"));
-    let refused = sqlx::query("DELETE FROM audit_events WHERE seq = 8").execute(store.pool()).await;
+    let refused = sqlx::query("DELETE FROM audit_events WHERE seq = 8")
+        .execute(store.pool())
+        .await;
     assert!(refused.is_err());
 
     // Someone with the database's keys goes around the trigger.
@@ -133,10 +145,13 @@ both_backends!(tampering_is_detected_and_refused, |backend| async move {
         Backend::Sqlite => ("DROP TRIGGER audit_events_no_update", "SELECT 1"),
     };
     sqlx::query(off).execute(store.pool()).await.unwrap();
-    sqlx::query(&format!("{update} AND workspace_id = '{}'", tenant.workspace_id()))
-        .execute(store.pool())
-        .await
-        .unwrap();
+    sqlx::query(&format!(
+        "{update} AND workspace_id = '{}'",
+        tenant.workspace_id()
+    ))
+    .execute(store.pool())
+    .await
+    .unwrap();
     sqlx::query(on).execute(store.pool()).await.unwrap();
     match store.verify_audit(&tenant).await.unwrap() {
         Verification::Broken { broken_at_seq, .. } => assert_eq!(broken_at_seq, 5),
@@ -146,44 +161,59 @@ both_backends!(tampering_is_detected_and_refused, |backend| async move {
     db.drop_database().await;
 });
 
-both_backends!(idempotency_keys_return_the_first_evaluation, |backend| async move {
-    let db = TestDatabase::new(backend).await;
-    let store = open(&db).await;
-    let tenant = workspace(&store, "acme").await;
-    // Many at once, so several share a batch: exactly one is created.
-    let mut tasks = Vec::new();
-    for _ in 0..20 {
-        let (store, tenant) = (store.clone(), tenant.clone());
-        tasks.push(tokio::spawn(async move {
-            let ev = evaluation(&tenant, "bot", Some("refund-ch_1"));
-            let id = ev.id.clone();
-            (id, store.record_evaluation(ev).await.unwrap())
-        }));
-    }
-    let mut created = Vec::new();
-    let mut existing = Vec::new();
-    for t in tasks {
-        match t.await.unwrap() {
-            (id, Recorded::Created) => created.push(id),
-            (_, Recorded::Existing(id)) => existing.push(id),
+both_backends!(
+    idempotency_keys_return_the_first_evaluation,
+    |backend| async move {
+        let db = TestDatabase::new(backend).await;
+        let store = open(&db).await;
+        let tenant = workspace(&store, "acme").await;
+        // Many at once, so several share a batch: exactly one is created.
+        let mut tasks = Vec::new();
+        for _ in 0..20 {
+            let (store, tenant) = (store.clone(), tenant.clone());
+            tasks.push(tokio::spawn(async move {
+                let ev = evaluation(&tenant, "bot", Some("refund-ch_1"));
+                let id = ev.id.clone();
+                (id, store.record_evaluation(ev).await.unwrap())
+            }));
         }
+        let mut created = Vec::new();
+        let mut existing = Vec::new();
+        for t in tasks {
+            match t.await.unwrap() {
+                (id, Recorded::Created) => created.push(id),
+                (_, Recorded::Existing(id)) => existing.push(id),
+            }
+        }
+        assert_eq!(created.len(), 1);
+        assert!(existing.iter().all(|id| *id == created[0]));
+        let now = Utc::now();
+        let found = store
+            .idempotent_evaluation(&tenant, "refund-ch_1", now)
+            .await
+            .unwrap();
+        assert_eq!(found.as_deref(), Some(created[0].as_str()));
+        // After 24 hours the key is free again.
+        let later = now + Duration::hours(25);
+        assert_eq!(
+            store
+                .idempotent_evaluation(&tenant, "refund-ch_1", later)
+                .await
+                .unwrap(),
+            None
+        );
+        let mut again = evaluation(&tenant, "bot", Some("refund-ch_1"));
+        again.created_at = later;
+        assert_eq!(
+            store.record_evaluation(again).await.unwrap(),
+            Recorded::Created
+        );
+        // One audit event per created evaluation, none for the replays.
+        assert_eq!(head(&store.verify_audit(&tenant).await.unwrap()).0, 3 + 2);
+        store.close().await;
+        db.drop_database().await;
     }
-    assert_eq!(created.len(), 1);
-    assert!(existing.iter().all(|id| *id == created[0]));
-    let now = Utc::now();
-    let found = store.idempotent_evaluation(&tenant, "refund-ch_1", now).await.unwrap();
-    assert_eq!(found.as_deref(), Some(created[0].as_str()));
-    // After 24 hours the key is free again.
-    let later = now + Duration::hours(25);
-    assert_eq!(store.idempotent_evaluation(&tenant, "refund-ch_1", later).await.unwrap(), None);
-    let mut again = evaluation(&tenant, "bot", Some("refund-ch_1"));
-    again.created_at = later;
-    assert_eq!(store.record_evaluation(again).await.unwrap(), Recorded::Created);
-    // One audit event per created evaluation, none for the replays.
-    assert_eq!(head(&store.verify_audit(&tenant).await.unwrap()).0, 3 + 2);
-    store.close().await;
-    db.drop_database().await;
-});
+);
 
 both_backends!(tenants_see_only_their_own_rows, |backend| async move {
     let db = TestDatabase::new(backend).await;
@@ -195,10 +225,18 @@ both_backends!(tenants_see_only_their_own_rows, |backend| async move {
     assert!(store.evaluation(&a, &id).await.unwrap().is_some());
     assert!(store.evaluation(&b, &id).await.unwrap().is_none());
     assert!(store.timeline(&b, &id).await.unwrap().is_empty());
-    assert_eq!(store.idempotent_evaluation(&b, "k", Utc::now()).await.unwrap(), None);
+    assert_eq!(
+        store
+            .idempotent_evaluation(&b, "k", Utc::now())
+            .await
+            .unwrap(),
+        None
+    );
     let key_of_a = store.keys(&a).await.unwrap().remove(0);
     assert!(matches!(
-        store.revoke_key(&b, &key_of_a.id, Actor::Cli, Utc::now()).await,
+        store
+            .revoke_key(&b, &key_of_a.id, Actor::Cli, Utc::now())
+            .await,
         Err(agentnexus_store::StoreError::NotFound)
     ));
     assert_eq!(store.keys(&b).await.unwrap().len(), 1);
@@ -208,57 +246,72 @@ both_backends!(tenants_see_only_their_own_rows, |backend| async move {
     db.drop_database().await;
 });
 
-both_backends!(policy_versions_are_immutable_and_roll_back, |backend| async move {
-    let db = TestDatabase::new(backend).await;
-    let store = open(&db).await;
-    let tenant = workspace(&store, "acme").await;
-    let doc = |effect: &str| format!("name: p\nrules:\n  - id: r\n    effect: {effect}\n");
-    let put = |text: String| {
-        let (store, tenant) = (store.clone(), tenant.clone());
-        async move {
-            let compiled = compile_policy(&text, Format::Yaml).unwrap();
+both_backends!(
+    policy_versions_are_immutable_and_roll_back,
+    |backend| async move {
+        let db = TestDatabase::new(backend).await;
+        let store = open(&db).await;
+        let tenant = workspace(&store, "acme").await;
+        let doc = |effect: &str| format!("name: p\nrules:\n  - id: r\n    effect: {effect}\n");
+        let put = |text: String| {
+            let (store, tenant) = (store.clone(), tenant.clone());
+            async move {
+                let compiled = compile_policy(&text, Format::Yaml).unwrap();
+                store
+                    .put_policy(
+                        &tenant,
+                        PolicyChange {
+                            name: compiled.name(),
+                            document: &text,
+                            format: "yaml",
+                            enabled: true,
+                            actor: Actor::Cli,
+                            source: PolicySource::Git("abc123".into()),
+                            now: Utc::now(),
+                        },
+                    )
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(put(doc("allow")).await.version, 1);
+        assert_eq!(put(doc("deny")).await.version, 2);
+        let generation = store.policy_generation(&tenant).await.unwrap();
+        let v3 = store
+            .rollback_policy(&tenant, "p", 1, Actor::Cli, PolicySource::Cli, Utc::now())
+            .await
+            .unwrap();
+        assert_eq!(
+            (v3.version, v3.document.as_str()),
+            (3, doc("allow").as_str())
+        );
+        assert!(store.policy_generation(&tenant).await.unwrap() > generation);
+        let v4 = store
+            .disable_policy(&tenant, "p", Actor::Cli, PolicySource::Cli, Utc::now())
+            .await
+            .unwrap();
+        assert!(!v4.enabled);
+        let versions = store.policy_versions(&tenant, "p").await.unwrap();
+        assert_eq!(
+            versions.iter().map(|v| v.version).collect::<Vec<_>>(),
+            vec![4, 3, 2, 1]
+        );
+        assert_eq!(versions[2].source, "git:abc123");
+        assert_eq!(
+            versions[2].document,
+            doc("deny"),
+            "old versions never change"
+        );
+        assert!(matches!(
             store
-                .put_policy(
-                    &tenant,
-                    PolicyChange {
-                        name: compiled.name(),
-                        document: &text,
-                        format: "yaml",
-                        enabled: true,
-                        actor: Actor::Cli,
-                        source: PolicySource::Git("abc123".into()),
-                        now: Utc::now(),
-                    },
-                )
-                .await
-                .unwrap()
-        }
-    };
-    assert_eq!(put(doc("allow")).await.version, 1);
-    assert_eq!(put(doc("deny")).await.version, 2);
-    let generation = store.policy_generation(&tenant).await.unwrap();
-    let v3 = store
-        .rollback_policy(&tenant, "p", 1, Actor::Cli, PolicySource::Cli, Utc::now())
-        .await
-        .unwrap();
-    assert_eq!((v3.version, v3.document.as_str()), (3, doc("allow").as_str()));
-    assert!(store.policy_generation(&tenant).await.unwrap() > generation);
-    let v4 = store
-        .disable_policy(&tenant, "p", Actor::Cli, PolicySource::Cli, Utc::now())
-        .await
-        .unwrap();
-    assert!(!v4.enabled);
-    let versions = store.policy_versions(&tenant, "p").await.unwrap();
-    assert_eq!(versions.iter().map(|v| v.version).collect::<Vec<_>>(), vec![4, 3, 2, 1]);
-    assert_eq!(versions[2].source, "git:abc123");
-    assert_eq!(versions[2].document, doc("deny"), "old versions never change");
-    assert!(matches!(
-        store.rollback_policy(&tenant, "p", 9, Actor::Cli, PolicySource::Cli, Utc::now()).await,
-        Err(agentnexus_store::StoreError::NotFound)
-    ));
-    store.close().await;
-    db.drop_database().await;
-});
+                .rollback_policy(&tenant, "p", 9, Actor::Cli, PolicySource::Cli, Utc::now())
+                .await,
+            Err(agentnexus_store::StoreError::NotFound)
+        ));
+        store.close().await;
+        db.drop_database().await;
+    }
+);
 
 both_backends!(cost_is_attributed_per_agent_and_day, |backend| async move {
     let db = TestDatabase::new(backend).await;
@@ -266,7 +319,10 @@ both_backends!(cost_is_attributed_per_agent_and_day, |backend| async move {
     let tenant = workspace(&store, "acme").await;
     let now = Utc::now();
     for agent in ["a", "a", "b"] {
-        store.record_evaluation(evaluation(&tenant, agent, None)).await.unwrap();
+        store
+            .record_evaluation(evaluation(&tenant, agent, None))
+            .await
+            .unwrap();
     }
     let mut old = evaluation(&tenant, "a", None);
     old.created_at = now - Duration::days(40);
@@ -278,40 +334,43 @@ both_backends!(cost_is_attributed_per_agent_and_day, |backend| async move {
     db.drop_database().await;
 });
 
-both_backends!(pending_evaluations_keep_their_stages, |backend| async move {
-    let db = TestDatabase::new(backend).await;
-    let store = open(&db).await;
-    let tenant = workspace(&store, "acme").await;
-    let policy = compile_policy(
+both_backends!(
+    pending_evaluations_keep_their_stages,
+    |backend| async move {
+        let db = TestDatabase::new(backend).await;
+        let store = open(&db).await;
+        let tenant = workspace(&store, "acme").await;
+        let policy = compile_policy(
         "name: p\nrules:\n  - id: r\n    effect: require_approval\n    approval:\n      stages:\n        - {name: finance, approvers: [role:finance], timeout: 30m, on_timeout: escalate}\n        - {name: cfo, approvers: [cfo@example.com], required: 2}\n",
         Format::Yaml,
     )
     .unwrap();
-    let mut ev = evaluation(&tenant, "bot", None);
-    ev.decision = Effect::RequireApproval;
-    ev.stages = policy.document.rules[0].approval.clone().unwrap().stages;
-    let id = ev.id.clone();
-    let created = ev.created_at;
-    let expected = Arc::new(ev.to_evaluation());
-    store.record_evaluation(ev).await.unwrap();
-    let read = store.evaluation(&tenant, &id).await.unwrap().unwrap();
-    assert_eq!(read.status, Status::Pending);
-    assert_eq!(read.stages.len(), 2);
-    assert_eq!(read.stages[0].status, "waiting");
-    assert_eq!(read.stages[1].status, "queued");
-    assert_eq!(read.stages[1].required, 2);
-    let micros = |t: chrono::DateTime<Utc>| t.timestamp_micros();
-    assert_eq!(
-        read.stages[0].expires_at.map(micros),
-        Some(micros(created + Duration::minutes(30)))
-    );
-    assert_eq!(read.stages.len(), expected.stages.len());
-    let pending = agentnexus_store::EvaluationFilter {
-        status: Some(Status::Pending),
-        limit: 10,
-        ..Default::default()
-    };
-    assert_eq!(store.evaluations(&tenant, &pending).await.unwrap().len(), 1);
-    store.close().await;
-    db.drop_database().await;
-});
+        let mut ev = evaluation(&tenant, "bot", None);
+        ev.decision = Effect::RequireApproval;
+        ev.stages = policy.document.rules[0].approval.clone().unwrap().stages;
+        let id = ev.id.clone();
+        let created = ev.created_at;
+        let expected = Arc::new(ev.to_evaluation());
+        store.record_evaluation(ev).await.unwrap();
+        let read = store.evaluation(&tenant, &id).await.unwrap().unwrap();
+        assert_eq!(read.status, Status::Pending);
+        assert_eq!(read.stages.len(), 2);
+        assert_eq!(read.stages[0].status, "waiting");
+        assert_eq!(read.stages[1].status, "queued");
+        assert_eq!(read.stages[1].required, 2);
+        let micros = |t: chrono::DateTime<Utc>| t.timestamp_micros();
+        assert_eq!(
+            read.stages[0].expires_at.map(micros),
+            Some(micros(created + Duration::minutes(30)))
+        );
+        assert_eq!(read.stages.len(), expected.stages.len());
+        let pending = agentnexus_store::EvaluationFilter {
+            status: Some(Status::Pending),
+            limit: 10,
+            ..Default::default()
+        };
+        assert_eq!(store.evaluations(&tenant, &pending).await.unwrap().len(), 1);
+        store.close().await;
+        db.drop_database().await;
+    }
+);

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use agentnexus_engine::{Proposal, ProposalFields, Spend};
-use agentnexus_store::{Evaluation, EvaluationFilter, NewEvaluation, Recorded, StageRecord, Status};
+use agentnexus_store::{
+    Evaluation, EvaluationFilter, NewEvaluation, Recorded, StageRecord, Status,
+};
 use axum::extract::State;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -67,10 +69,13 @@ fn parse(req: EvaluateRequest) -> ApiResult<(Proposal, Extras)> {
         Some(t @ Value::Object(_)) => Some(t),
         Some(_) => return Err(ApiError::field("trace", "must be an object")),
     };
-    if let Some(k) = &req.idempotency_key {
-        if k.is_empty() || k.chars().count() > 256 {
-            return Err(ApiError::field("idempotency_key", "must be 1 to 256 characters"));
-        }
+    if let Some(k) = &req.idempotency_key
+        && (k.is_empty() || k.chars().count() > 256)
+    {
+        return Err(ApiError::field(
+            "idempotency_key",
+            "must be 1 to 256 characters",
+        ));
     }
     if let Some(url) = &req.webhook_url {
         let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
@@ -197,7 +202,12 @@ impl From<StageRecord> for StageDetail {
 
 fn summary(ev: &Evaluation) -> EvaluationResponse {
     let approval = ev.approval.as_ref().map(|a| {
-        let text = |k: &str| a.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
+        let text = |k: &str| {
+            a.get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
         let stage = ev
             .current_stage
             .filter(|_| ev.status == Status::Pending)
@@ -268,10 +278,10 @@ pub async fn evaluate(
     let (proposal, extras) = parse(req)?;
     let tenant = &caller.tenant;
     let now = state.now();
-    if let Some(key) = &extras.idempotency_key {
-        if let Some(id) = state.store.idempotent_evaluation(tenant, key, now).await? {
-            return existing(&state, &caller, &id).await;
-        }
+    if let Some(key) = &extras.idempotency_key
+        && let Some(id) = state.store.idempotent_evaluation(tenant, key, now).await?
+    {
+        return existing(&state, &caller, &id).await;
     }
     let policies = state.policy_set(tenant).await?;
     let spend = if policies.set.uses_spend() {

@@ -26,7 +26,9 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/api/v1/policies/simulate", post(policies::simulate))
         .route(
             "/api/v1/policies/{name}",
-            get(policies::get).put(policies::put).delete(policies::delete),
+            get(policies::get)
+                .put(policies::put)
+                .delete(policies::delete),
         )
         .route("/api/v1/policies/{name}/versions", get(policies::versions))
         .route(

@@ -27,7 +27,13 @@ async fn document(req: Request, state: &Arc<AppState>) -> ApiResult<Document> {
         .headers()
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
     let bytes = body_bytes(req, state).await?;
     let text = String::from_utf8(bytes.to_vec())
         .map_err(|_| ApiError::Malformed("the document is not UTF-8".into()))?;
@@ -78,7 +84,11 @@ pub struct PolicyView {
 
 impl From<PolicyVersion> for PolicyView {
     fn from(v: PolicyVersion) -> Self {
-        let format = if v.format == "json" { Format::Json } else { Format::Yaml };
+        let format = if v.format == "json" {
+            Format::Json
+        } else {
+            Format::Yaml
+        };
         let description = agentnexus_engine::PolicyDocument::parse(&v.document, format)
             .ok()
             .and_then(|d| d.description);
@@ -221,7 +231,13 @@ pub async fn delete(
 ) -> ApiResult<axum::Json<PolicyView>> {
     let v = state
         .store
-        .disable_policy(&caller.tenant, &name, caller.actor(), PolicySource::Api, state.now())
+        .disable_policy(
+            &caller.tenant,
+            &name,
+            caller.actor(),
+            PolicySource::Api,
+            state.now(),
+        )
         .await?;
     changed(&state, &caller.tenant).await?;
     Ok(axum::Json(v.into()))
@@ -387,8 +403,8 @@ pub async fn simulate(
     Admin(caller): Admin,
     Json(req): Json<SimulateRequest>,
 ) -> ApiResult<axum::Json<Simulation>> {
-    let fields: ProposalFields = serde_json::from_value(req.proposal)
-        .map_err(|e| ApiError::field("proposal", e))?;
+    let fields: ProposalFields =
+        serde_json::from_value(req.proposal).map_err(|e| ApiError::field("proposal", e))?;
     let proposal = Proposal::new(fields).map_err(|e| ApiError::field(e.field, e.message))?;
     let stored;
     let given;
@@ -398,7 +414,11 @@ pub async fn simulate(
             for (i, doc) in docs.into_iter().enumerate() {
                 let (text, format) = match doc {
                     Value::String(s) => {
-                        let f = if s.trim_start().starts_with('{') { Format::Json } else { Format::Yaml };
+                        let f = if s.trim_start().starts_with('{') {
+                            Format::Json
+                        } else {
+                            Format::Yaml
+                        };
                         (s, f)
                     }
                     other => (other.to_string(), Format::Json),

@@ -77,7 +77,11 @@ impl Response {
         assert_eq!(self.content_type(), "application/problem+json");
         assert_eq!(self.body["status"], status);
         for field in ["type", "title", "detail"] {
-            assert!(self.body[field].is_string(), "problem without {field}: {}", self.body);
+            assert!(
+                self.body[field].is_string(),
+                "problem without {field}: {}",
+                self.body
+            );
         }
         &self.body
     }
@@ -105,19 +109,29 @@ impl TestApp {
         let mut config = Config::for_tests();
         configure(&mut config);
         let app = TestApp::start(&db.url, config).await;
-        TestApp { db: Some(db), ..app }
+        TestApp {
+            db: Some(db),
+            ..app
+        }
     }
 
     /// Another server on the same database, as a second replica.
     pub async fn replica(&self, configure: impl FnOnce(&mut Config)) -> TestApp {
         let mut config = Config::for_tests();
         configure(&mut config);
-        let url = self.db.as_ref().expect("the first app owns the database").url.clone();
+        let url = self
+            .db
+            .as_ref()
+            .expect("the first app owns the database")
+            .url
+            .clone();
         TestApp::start(&url, config).await
     }
 
     async fn start(database_url: &str, config: Config) -> TestApp {
-        let store = Store::open(StoreConfig::new(database_url)).await.expect("store");
+        let store = Store::open(StoreConfig::new(database_url))
+            .await
+            .expect("store");
         let created = accounts::bootstrap(&store, "owner@example.com", Some("pw".into()))
             .await
             .expect("bootstrap");
@@ -127,7 +141,11 @@ impl TestApp {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let clock = TestClock::default();
         let c = clock.clone();
-        let state = Arc::new(AppState::new(store.clone(), config, Arc::new(move || c.now())));
+        let state = Arc::new(AppState::new(
+            store.clone(),
+            config,
+            Arc::new(move || c.now()),
+        ));
         let (tx, rx) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
             agentnexus_server::serve(listener, state, async {
@@ -180,7 +198,8 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str, key: &str) -> Response {
-        self.request(reqwest::Method::GET, path, Some(key), None, None).await
+        self.request(reqwest::Method::GET, path, Some(key), None, None)
+            .await
     }
 
     pub async fn post(&self, path: &str, key: &str, body: &Value) -> Response {
@@ -195,7 +214,8 @@ impl TestApp {
     }
 
     pub async fn delete(&self, path: &str, key: &str) -> Response {
-        self.request(reqwest::Method::DELETE, path, Some(key), None, None).await
+        self.request(reqwest::Method::DELETE, path, Some(key), None, None)
+            .await
     }
 
     pub async fn put_policy(&self, name: &str, yaml: &str) -> Response {
@@ -216,7 +236,11 @@ impl TestApp {
     /// A new key of this workspace.
     pub async fn key(&self, scope: &str) -> String {
         let r = self
-            .post("/api/v1/keys", &self.admin_key.clone(), &serde_json::json!({"name": "t", "scope": scope}))
+            .post(
+                "/api/v1/keys",
+                &self.admin_key.clone(),
+                &serde_json::json!({"name": "t", "scope": scope}),
+            )
             .await;
         assert_eq!(r.status, 201, "{}", r.body);
         r.body["key"].as_str().unwrap().to_owned()

@@ -1,0 +1,454 @@
+//! The `agentnexus` binary as an operator uses it, on both stores.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use agentnexus_store::testing::TestDatabase;
+use agentnexus_store::{Backend, both_backends};
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_agentnexus");
+
+fn cli(db: &TestDatabase, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env("AGENTNEXUS_DATABASE_URL", &db.url)
+        .output()
+        .expect("the binary runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+fn scratch() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("anx-cli-{}", ulid::Ulid::new()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+const GATE: &str = "name: gate\nrules:\n  - id: big\n    when: amount_cents > 100\n    effect: deny\n    reason: too big\n  - id: rest\n    effect: allow\n";
+
+both_backends!(workspace_keys_policies_and_audit, |backend| async move {
+    let db = TestDatabase::new(backend).await;
+    let dir = scratch();
+    let out = cli(
+        &db,
+        &[
+            "workspace",
+            "create",
+            "acme",
+            "--owner-email",
+            "o@acme.example",
+            "--owner-password",
+            "s3cret-pass",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let created: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(created["workspace"], "acme");
+    assert_eq!(created["owner_email"], "o@acme.example");
+    assert!(created["admin_key"].as_str().unwrap().starts_with("anx_"));
+    assert!(
+        created.get("owner_password").is_none(),
+        "a given password is not echoed"
+    );
+    let again = cli(
+        &db,
+        &[
+            "workspace",
+            "create",
+            "acme",
+            "--owner-email",
+            "x@acme.example",
+        ],
+    );
+    assert!(!again.status.success());
+    assert!(stderr(&again).contains("already exists"));
+
+    let out = cli(
+        &db,
+        &[
+            "keys",
+            "create",
+            "--workspace",
+            "acme",
+            "--name",
+            "bot",
+            "--scope",
+            "agent",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let key = stdout(&out);
+    assert_eq!(key.lines().count(), 1);
+    assert!(key.trim().starts_with("anx_") && key.trim().len() >= 36);
+    let out = cli(
+        &db,
+        &[
+            "keys",
+            "create",
+            "--workspace",
+            "nope",
+            "--name",
+            "bot",
+            "--scope",
+            "agent",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no workspace named `nope`"));
+
+    // apply is all or nothing.
+    let good = write(&dir, "gate.yaml", GATE);
+    let bad = write(
+        &dir,
+        "bad.yaml",
+        "name: bad\nrules:\n  - id: r\n    when: amount_cents >\n    effect: deny\n",
+    );
+    let out = cli(
+        &db,
+        &["policy", "apply", "--workspace", "acme", &good, &bad],
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("bad.yaml:4:"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("rule `r`"));
+    let out = cli(&db, &["policy", "apply", "--workspace", "acme", &good]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "applied gate version 1");
+    let out = cli(&db, &["policy", "apply", "--workspace", "acme", &good]);
+    assert_eq!(stdout(&out).trim(), "unchanged gate (version 1)");
+
+    let out = cli(&db, &["audit", "verify", "--workspace", "acme"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let line = stdout(&out);
+    let parts: Vec<&str> = line.split_whitespace().collect();
+    // workspace, member and key at creation, one more key, one policy change.
+    assert_eq!(
+        (parts[0], parts[1], parts[2].len()),
+        ("ok", "5", 64),
+        "{line}"
+    );
+
+    // Someone edits an event behind the product's back: verify names it and fails.
+    let store = agentnexus_store::Store::open(agentnexus_store::StoreConfig::new(&db.url))
+        .await
+        .unwrap();
+    let (off, on) = match backend {
+        Backend::Postgres => (
+            "ALTER TABLE audit_events DISABLE TRIGGER audit_events_no_update_or_delete",
+            "ALTER TABLE audit_events ENABLE TRIGGER audit_events_no_update_or_delete",
+        ),
+        Backend::Sqlite => ("DROP TRIGGER audit_events_no_update", "SELECT 1"),
+    };
+    sqlx::query(off).execute(store.pool()).await.unwrap();
+    sqlx::query("UPDATE audit_events SET actor = 'someone-else' WHERE seq = 4")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    sqlx::query(on).execute(store.pool()).await.unwrap();
+    store.close().await;
+    let out = cli(&db, &["audit", "verify", "--workspace", "acme"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).starts_with("broken at seq 4"),
+        "{}",
+        stdout(&out)
+    );
+    cli(
+        &db,
+        &[
+            "workspace",
+            "create",
+            "other",
+            "--owner-email",
+            "o@other.example",
+        ],
+    );
+    let out = cli(&db, &["audit", "verify"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "one broken workspace fails the run"
+    );
+    assert!(
+        stdout(&out).contains("acme: broken at seq 4"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(stdout(&out).contains("other: ok 3 "), "{}", stdout(&out));
+
+    std::fs::remove_dir_all(&dir).unwrap();
+    db.drop_database().await;
+});
+
+#[test]
+fn lint_and_test_policy_directories() {
+    let dir = scratch();
+    let good = write(&dir, "gate.yaml", GATE);
+    let out = Command::new(BIN)
+        .args(["policy", "lint", &good])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(stdout(&out).trim(), format!("ok {good} (gate, 2 rules)"));
+    let json_policy = write(
+        &dir,
+        "json.json",
+        "{\"name\": \"j\", \"rules\": [{\"id\": \"r\", \"when\": \"nope(\", \"effect\": \"allow\"}]}",
+    );
+    let out = Command::new(BIN)
+        .args(["policy", "lint", &json_policy])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("rule `r`: when: does not compile"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::remove_file(&json_policy).unwrap();
+
+    write(
+        &dir,
+        "gate_test.yaml",
+        "tests:\n  - name: small passes\n    proposal: {agent_id: a, action: pay, amount_cents: 5}\n    expect: {decision: allow, rule: rest}\n  - name: big is denied\n    proposal: {agent_id: a, action: pay, amount_cents: 500}\n    expect: {decision: deny, reason: too big}\n",
+    );
+    let out = Command::new(BIN)
+        .args(["policy", "test"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).ends_with("2 passed, 0 failed\n"),
+        "{}",
+        stdout(&out)
+    );
+
+    write(
+        &dir,
+        "wrong_test.yaml",
+        "tests:\n  - name: expects the wrong thing\n    proposal: {agent_id: a, action: pay, amount_cents: 500}\n    expect: {decision: allow}\n",
+    );
+    let out = Command::new(BIN)
+        .args(["policy", "test"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(
+        text.contains("FAIL") && text.contains("expected allow, got deny"),
+        "{text}"
+    );
+    assert!(text.ends_with("2 passed, 1 failed\n"), "{text}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+struct Server {
+    child: Child,
+    url: String,
+    stdout: Vec<String>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts `agentnexus serve` and waits for /healthz.
+fn serve(db: &TestDatabase, dir: &Path) -> Server {
+    let port = free_port();
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .current_dir(dir)
+        .env("AGENTNEXUS_DATABASE_URL", &db.url)
+        .env("AGENTNEXUS_LISTEN", format!("127.0.0.1:{port}"))
+        .env("AGENTNEXUS_BOOTSTRAP_EMAIL", "boss@example.com")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "serve did not start"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "serve exited");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Bootstrap output is printed before the listener is bound, so it is all in the pipe by
+    // now; a store that was not empty prints nothing.
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let lines: Vec<String> =
+        std::iter::from_fn(|| rx.recv_timeout(Duration::from_millis(200)).ok()).collect();
+    Server {
+        child,
+        url,
+        stdout: lines,
+    }
+}
+
+fn terminate(server: &mut Server) -> std::process::ExitStatus {
+    let status = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let start = Instant::now();
+    loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "serve did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+both_backends!(
+    serve_bootstraps_once_and_stops_gracefully,
+    |backend| async move {
+        let db = TestDatabase::new(backend).await;
+        let dir = scratch();
+        let mut server = serve(&db, &dir);
+        let text = server.stdout.join("\n");
+        assert!(text.contains("bootstrapped workspace `default`"), "{text}");
+        assert!(text.contains("owner:     boss@example.com"));
+        let key = server
+            .stdout
+            .iter()
+            .find_map(|l| l.trim().strip_prefix("admin key: "))
+            .expect("the admin key is printed")
+            .to_owned();
+        assert!(
+            text.contains("password:  "),
+            "a generated password is printed once"
+        );
+
+        // Load while SIGTERM arrives: every answered evaluation is complete and stored.
+        let client = reqwest::Client::new();
+        let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for i in 0..300 {
+            let (client, url, key) = (client.clone(), server.url.clone(), key.clone());
+            let answered = answered.clone();
+            tasks.push(tokio::spawn(async move {
+                let r = client
+                    .post(format!("{url}/api/v1/evaluate"))
+                    .bearer_auth(&key)
+                    .json(&json!({"agent_id": "a", "action": format!("act{i}")}))
+                    .send()
+                    .await;
+                match r {
+                    Ok(r) => {
+                        assert_eq!(r.status(), 200, "never a server error during shutdown");
+                        let body: Value = r.json().await.expect("a complete answer");
+                        answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        Some(body["evaluation_id"].as_str().unwrap().to_owned())
+                    }
+                    // Refused after the listener closed: the client knows it was not acknowledged.
+                    Err(_) => None,
+                }
+            }));
+        }
+        // Signal once the server is busy, with requests still in flight.
+        let start = Instant::now();
+        while answered.load(std::sync::atomic::Ordering::SeqCst) < 20 {
+            assert!(start.elapsed() < Duration::from_secs(20), "no answers");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        Command::new("kill")
+            .args(["-TERM", &server.child.id().to_string()])
+            .status()
+            .unwrap();
+        let mut acknowledged = Vec::new();
+        for t in tasks {
+            acknowledged.extend(t.await.unwrap());
+        }
+        let status = terminate_or_wait(&mut server);
+        assert!(status.success(), "clean exit: {status:?}");
+        assert!(
+            acknowledged.len() >= 20,
+            "served until the signal: {}",
+            acknowledged.len()
+        );
+
+        // Restart: no second bootstrap, every acknowledged evaluation is there, the chain holds.
+        let mut server = serve(&db, &dir);
+        assert!(
+            server.stdout.is_empty(),
+            "bootstrap happens once: {:?}",
+            server.stdout
+        );
+        for id in &acknowledged {
+            let r = client
+                .get(format!("{}/api/v1/evaluations/{id}", server.url))
+                .bearer_auth(&key)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{id} was acknowledged but is missing");
+        }
+        let v: Value = client
+            .get(format!("{}/api/v1/audit/verify", server.url))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v["ok"], true, "{v}");
+        assert_eq!(
+            v["events"].as_i64().unwrap(),
+            3 + acknowledged.len() as i64,
+            "one audit event per acknowledged evaluation"
+        );
+        assert!(terminate(&mut server).success());
+        std::fs::remove_dir_all(&dir).unwrap();
+        db.drop_database().await;
+    }
+);
+
+fn terminate_or_wait(server: &mut Server) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "serve did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
