@@ -74,7 +74,7 @@ pub fn lint(files: &[PathBuf]) -> ExitCode {
     }
 }
 
-/// Checks every file first and stores nothing unless all are valid.
+/// Checks every file first, then stores them all in one transaction: all or nothing.
 pub async fn apply(
     store: &Store,
     tenant: &Tenant,
@@ -90,32 +90,25 @@ pub async fn apply(
             }
         }
     }
-    for (path, (text, policy)) in loaded {
-        let name = policy.name();
-        let active = store.policy(tenant, name).await?;
-        if active
-            .as_ref()
-            .is_some_and(|a| a.document == text && a.enabled == policy.document.enabled)
-        {
-            let version = active.map_or(0, |a| a.version);
-            println!("unchanged {name} (version {version})");
-            continue;
+    let now = chrono::Utc::now();
+    let changes = loaded
+        .iter()
+        .map(|(path, (text, policy))| PolicyChange {
+            name: policy.name(),
+            document: text,
+            format: format_of(path).as_str(),
+            enabled: policy.document.enabled,
+            actor: Actor::Cli,
+            source: PolicySource::Cli,
+            now,
+        })
+        .collect();
+    for (v, changed) in store.put_policies(tenant, changes).await? {
+        if changed {
+            println!("applied {} version {}", v.name, v.version);
+        } else {
+            println!("unchanged {} (version {})", v.name, v.version);
         }
-        let v = store
-            .put_policy(
-                tenant,
-                PolicyChange {
-                    name,
-                    document: &text,
-                    format: format_of(path).as_str(),
-                    enabled: policy.document.enabled,
-                    actor: Actor::Cli,
-                    source: PolicySource::Cli,
-                    now: chrono::Utc::now(),
-                },
-            )
-            .await?;
-        println!("applied {name} version {}", v.version);
     }
     Ok(ExitCode::SUCCESS)
 }

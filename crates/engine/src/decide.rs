@@ -78,8 +78,10 @@ pub fn compile_document(
                 Ok(p) => {
                     let refs = p.references();
                     uses_spend |= refs.has_variable("spend");
+                    let mut bound = Vec::new();
+                    comprehension_variables(p.expression(), &mut bound);
                     for var in refs.variables() {
-                        if !VARIABLES.contains(&var) {
+                        if !VARIABLES.contains(&var) && !bound.iter().any(|b| b == var) {
                             problems.push(Problem {
                                 rule: Some(rule.id.clone()),
                                 field: Some("when".into()),
@@ -137,6 +139,61 @@ pub fn compile_document(
         rules,
         uses_spend,
     })
+}
+
+/// Names bound inside an expression by macros such as `exists(i, …)` or `map(x, …)`: they
+/// are not free variables, so they are not checked against [`VARIABLES`].
+fn comprehension_variables(expr: &cel::IdedExpr, out: &mut Vec<String>) {
+    match &expr.expr {
+        Expr::Comprehension(c) => {
+            out.push(c.iter_var.clone());
+            out.extend(c.iter_var2.clone());
+            out.push(c.accu_var.clone());
+            for e in [
+                &c.iter_range,
+                &c.accu_init,
+                &c.loop_cond,
+                &c.loop_step,
+                &c.result,
+            ] {
+                comprehension_variables(e, out);
+            }
+        }
+        Expr::Call(call) => {
+            call.target
+                .iter()
+                .for_each(|t| comprehension_variables(t, out));
+            call.args
+                .iter()
+                .for_each(|a| comprehension_variables(a, out));
+        }
+        Expr::List(list) => list
+            .elements
+            .iter()
+            .for_each(|e| comprehension_variables(e, out)),
+        Expr::Map(map) => {
+            for entry in &map.entries {
+                match &entry.expr {
+                    cel::common::ast::EntryExpr::MapEntry(m) => {
+                        comprehension_variables(&m.key, out);
+                        comprehension_variables(&m.value, out);
+                    }
+                    cel::common::ast::EntryExpr::StructField(f) => {
+                        comprehension_variables(&f.value, out)
+                    }
+                }
+            }
+        }
+        Expr::Select(select) => comprehension_variables(&select.operand, out),
+        Expr::Struct(st) => {
+            for entry in &st.entries {
+                if let cel::common::ast::EntryExpr::StructField(f) = &entry.expr {
+                    comprehension_variables(&f.value, out);
+                }
+            }
+        }
+        Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => {}
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -17,6 +17,7 @@ pub struct Proposal {
 
 /// The agent's attributed cost so far (SPEC §8), as seen by `spend` in expressions.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Spend {
     #[serde(default)]
     pub today_cents: i64,
@@ -39,8 +40,10 @@ fn field_error(field: &'static str, message: impl Into<String>) -> FieldError {
     }
 }
 
-/// The raw fields of a proposal as a client sends them.
+/// The raw fields of a proposal as a client sends them. Unknown fields are refused: a
+/// misspelt `amount_cents` must not quietly become 0 and slip under a threshold.
 #[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ProposalFields {
     pub agent_id: Option<String>,
     pub action: Option<String>,

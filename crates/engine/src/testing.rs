@@ -10,7 +10,11 @@
 //!       rule: large-refund            # optional: the rule that decided
 //!       tier: critical                # optional
 //!       reason: Refunds over $500 need finance sign-off   # optional
+//!       errors: [rule-id]             # optional: rules expected to fail at run time
 //! ```
+//!
+//! A rule failing at run time fails the case unless `errors` lists exactly the failing rules,
+//! so a fail-closed outcome can be tested on purpose and never passes by accident.
 
 use serde::Deserialize;
 
@@ -39,6 +43,7 @@ pub struct Expectation {
     pub rule: Option<String>,
     pub tier: Option<Tier>,
     pub reason: Option<String>,
+    pub errors: Option<Vec<String>>,
 }
 
 impl TestFile {
@@ -78,7 +83,11 @@ pub fn run_case(set: &PolicySet, case: &TestCase) -> Result<(), String> {
     if let Some(tier) = case.expect.tier {
         let got = d.approval.as_ref().map(|a| a.tier);
         if got != Some(tier) {
-            diffs.push(format!("tier: expected {tier:?}, got {got:?}"));
+            diffs.push(format!(
+                "tier: expected {}, got {}",
+                tier.as_str(),
+                got.map_or("none", Tier::as_str)
+            ));
         }
     }
     if let Some(reason) = &case.expect.reason
@@ -86,7 +95,23 @@ pub fn run_case(set: &PolicySet, case: &TestCase) -> Result<(), String> {
     {
         diffs.push(format!("reason: expected {reason:?}, got {:?}", d.reason));
     }
-    for e in &d.errors {
+    let mut failing: Vec<&str> = d.errors.iter().map(|e| e.rule.as_str()).collect();
+    if let Some(expected) = &case.expect.errors {
+        let mut expected: Vec<&str> = expected.iter().map(String::as_str).collect();
+        failing.sort_unstable();
+        expected.sort_unstable();
+        if failing != expected {
+            diffs.push(format!(
+                "errors: expected {expected:?}, got {failing:?} ({})",
+                d.errors
+                    .iter()
+                    .map(|e| format!("{}: {}", e.rule, e.message))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ));
+        }
+    }
+    for e in d.errors.iter().filter(|_| case.expect.errors.is_none()) {
         diffs.push(format!(
             "runtime error in {}/{}: {}",
             e.policy, e.rule, e.message

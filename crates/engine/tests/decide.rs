@@ -228,3 +228,22 @@ fn invalid_documents_name_rule_and_position() {
     let err = compile_policy("{\"name\": \"p\", \"rules\": [}", Format::Json).unwrap_err();
     assert_eq!(err.0[0].position.unwrap().line, 1);
 }
+
+#[test]
+fn macros_bind_their_own_variables() {
+    let s = set(&[
+        "name: p\nrules:\n  - id: r\n    when: params.items.exists(i, i > 5) && params.items.all(x, x > 0) && params.items.map(m, m * 2).size() == 2\n    effect: allow\n",
+    ]);
+    let ok = s.decide(
+        &proposal(json!({"agent_id": "a", "action": "x", "params": {"items": [1, 6]}})),
+        Spend::default(),
+    );
+    assert_eq!(ok.effect, Effect::Allow, "{:?}", ok.errors);
+    let no = s.decide(
+        &proposal(json!({"agent_id": "a", "action": "x", "params": {"items": [1, 2]}})),
+        Spend::default(),
+    );
+    assert_eq!(no.effect, Effect::Deny);
+    // Outside a macro, an unknown name is still an error.
+    assert!(compile_policy("name: p\nrules:\n  - id: r\n    when: params.items.exists(i, i > j)\n    effect: allow\n", Format::Yaml).is_err());
+}

@@ -84,7 +84,6 @@ pub async fn serve(
 /// `refresh_secs`.
 async fn refresh_loop(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
     let period = Duration::from_secs(state.config.refresh_secs.max(1));
-    let mut revoked_since = state.now().timestamp_micros();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(period) => {}
@@ -106,10 +105,10 @@ async fn refresh_loop(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
             }
             Err(e) => tracing::warn!(error = %e, "checking policy changes failed"),
         }
-        match state.store.revoked_since(revoked_since).await {
-            Ok((ids, latest)) => {
-                state.keys.forget(&ids);
-                revoked_since = latest;
+        match state.store.revoked_among(&state.keys.key_ids()).await {
+            Ok(revoked) => {
+                let uses = state.keys.forget(&revoked);
+                record_key_uses(&state, &uses).await;
             }
             Err(e) => tracing::warn!(error = %e, "checking key revocations failed"),
         }
@@ -118,9 +117,15 @@ async fn refresh_loop(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
 }
 
 async fn flush_key_uses(state: &AppState) {
-    let uses = state.keys.take_uses();
+    record_key_uses(state, &state.keys.take_uses()).await;
+}
+
+pub(crate) async fn record_key_uses(
+    state: &AppState,
+    uses: &[(String, chrono::DateTime<chrono::Utc>)],
+) {
     if !uses.is_empty()
-        && let Err(e) = state.store.touch_keys(&uses).await
+        && let Err(e) = state.store.touch_keys(uses).await
     {
         tracing::warn!(error = %e, "recording key use failed");
     }

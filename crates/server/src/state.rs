@@ -132,6 +132,18 @@ impl CachedKey {
         self.last_used
             .fetch_max(now.timestamp_micros(), Ordering::Relaxed);
     }
+
+    /// The last use if it has not been written yet, marked as written.
+    fn unflushed_use(&self) -> Option<(String, DateTime<Utc>)> {
+        let used = self.last_used.load(Ordering::Relaxed);
+        let flushed = self.flushed.swap(used, Ordering::Relaxed);
+        (used > flushed).then(|| {
+            (
+                self.identity.key_id.clone(),
+                DateTime::from_timestamp_micros(used).unwrap_or_default(),
+            )
+        })
+    }
 }
 
 #[derive(Default)]
@@ -158,31 +170,36 @@ impl KeyCache {
     }
 
     /// Forgets revoked keys at once, so their next request goes to the store and fails.
-    pub fn forget(&self, key_ids: &[String]) {
+    /// Answers their uses not yet written, for the caller to record.
+    pub fn forget(&self, key_ids: &[String]) -> Vec<(String, DateTime<Utc>)> {
         if key_ids.is_empty() {
-            return;
+            return Vec::new();
         }
+        let mut uses = Vec::new();
+        self.by_hash.write().expect("key cache").retain(|_, k| {
+            let keep = !key_ids.contains(&k.identity.key_id);
+            if !keep {
+                uses.extend(k.unflushed_use());
+            }
+            keep
+        });
+        uses
+    }
+
+    /// The ids of every cached key.
+    pub fn key_ids(&self) -> Vec<String> {
         self.by_hash
-            .write()
+            .read()
             .expect("key cache")
-            .retain(|_, k| !key_ids.contains(&k.identity.key_id));
+            .values()
+            .map(|k| k.identity.key_id.clone())
+            .collect()
     }
 
     /// Uses not yet written to the store, marked as written.
     pub fn take_uses(&self) -> Vec<(String, DateTime<Utc>)> {
         let keys = self.by_hash.read().expect("key cache");
-        keys.values()
-            .filter_map(|k| {
-                let used = k.last_used.load(Ordering::Relaxed);
-                let flushed = k.flushed.swap(used, Ordering::Relaxed);
-                (used > flushed).then(|| {
-                    (
-                        k.identity.key_id.clone(),
-                        DateTime::from_timestamp_micros(used).unwrap_or_default(),
-                    )
-                })
-            })
-            .collect()
+        keys.values().filter_map(|k| k.unflushed_use()).collect()
     }
 }
 

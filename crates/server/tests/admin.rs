@@ -317,6 +317,23 @@ both_backends!(
         app.delete("/api/v1/keys/key_nope", &admin)
             .await
             .problem(404);
+
+        // A key used just before it is revoked keeps its last use.
+        let quick = app
+            .post(
+                "/api/v1/keys",
+                &admin,
+                &json!({"name": "quick", "scope": "agent"}),
+            )
+            .await;
+        let quick_key = quick.body["key"].as_str().unwrap();
+        let quick_id = quick.body["id"].as_str().unwrap();
+        app.evaluate(quick_key, json!({"agent_id": "a", "action": "x"}))
+            .await;
+        let revoked = app
+            .delete(&format!("/api/v1/keys/{quick_id}"), &admin)
+            .await;
+        assert!(revoked.body["last_used_at"].is_string(), "{}", revoked.body);
         app.stop().await;
     }
 );
@@ -391,7 +408,9 @@ both_backends!(audit_pages_and_verifies, |backend| async move {
         let page = app
             .get(&format!("/api/v1/audit?after_seq={after}&limit=3"), &key)
             .await;
-        let events = page.body["events"].as_array().unwrap();
+        let events = page.body["events"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{}", page.body));
         seen.extend(events.iter().map(|e| e["seq"].as_i64().unwrap()));
         match page.body["next_after_seq"].as_i64() {
             Some(n) => after = n,

@@ -10,7 +10,8 @@ use sqlx::{AnyConnection, Row};
 
 use crate::{AuditEvent, NewAuditEvent, Result, Store, StoreError, Tenant, Verification};
 
-pub(crate) fn timestamp_text(t: DateTime<Utc>) -> String {
+/// How `occurred_at` is written in the hashed form and in the API.
+pub fn timestamp_text(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
@@ -106,13 +107,15 @@ impl Chain {
     }
 }
 
-const EVENT_COLUMNS: &str = "seq, occurred_at, type, actor, evaluation_id, data, prev_hash, hash";
+const EVENT_COLUMNS: &str =
+    "seq, occurred_at, type, actor, evaluation_id, data, prev_hash, hash, workspace_id";
 
 fn event_from_row(row: &sqlx::any::AnyRow) -> Result<AuditEvent> {
     let data: String = row.try_get(5)?;
     Ok(AuditEvent {
+        workspace_id: row.try_get(8)?,
         seq: row.try_get(0)?,
-        occurred_at: crate::from_micros(row.try_get(1)?),
+        occurred_at: timestamp_text(crate::from_micros(row.try_get(1)?)),
         kind: row.try_get(2)?,
         actor: row.try_get(3)?,
         evaluation_id: row.try_get(4)?,
@@ -176,12 +179,18 @@ impl Store {
         let ws = tenant.workspace_id();
         // The head is read first: events appended while verifying are after it and wait for
         // the next run, so a busy workspace never looks broken.
-        let head = sqlx::query("SELECT seq, hash FROM audit_heads WHERE workspace_id = $1")
-            .bind(ws)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(StoreError::NotFound)?;
+        // One statement, one snapshot: the head and the highest stored seq are read together,
+        // so an event slipped in past the head is caught and a concurrent append is not.
+        let head = sqlx::query(
+            "SELECT h.seq, h.hash, (SELECT MAX(e.seq) FROM audit_events e \
+             WHERE e.workspace_id = h.workspace_id) FROM audit_heads h WHERE h.workspace_id = $1",
+        )
+        .bind(ws)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
         let (head_seq, head_hash): (i64, String) = (head.try_get(0)?, head.try_get(1)?);
+        let stored_max: Option<i64> = head.try_get(2)?;
         let mut prev = GENESIS_HASH.to_owned();
         let mut expected_seq = 1;
         let broken = |seq: i64, reason: String| Verification::Broken {
@@ -245,6 +254,12 @@ impl Store {
             return Ok(broken(
                 expected_seq,
                 format!("event {expected_seq} is missing"),
+            ));
+        }
+        if stored_max.unwrap_or(0) > head_seq {
+            return Ok(broken(
+                head_seq + 1,
+                format!("events after the chain head ({head_seq}) were added outside the chain"),
             ));
         }
         if prev != head_hash {

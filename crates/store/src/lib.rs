@@ -25,6 +25,7 @@ use chrono::{DateTime, Utc};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
+pub use audit::timestamp_text;
 pub use model::*;
 pub use writer::WriterConfig;
 

@@ -270,8 +270,10 @@ pub struct EvaluationFilter {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AuditEvent {
+    pub workspace_id: String,
     pub seq: i64,
-    pub occurred_at: DateTime<Utc>,
+    /// Exactly as hashed: RFC 3339, UTC, six fractional digits.
+    pub occurred_at: String,
     #[serde(rename = "type")]
     pub kind: String,
     pub actor: String,

@@ -2,8 +2,8 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use sqlx::Row;
 use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
 
 use crate::audit::Chain;
 use crate::{
@@ -40,14 +40,49 @@ pub struct PolicyChange<'a> {
 }
 
 impl Store {
-    /// Writes a new version and makes it active, audited, in one transaction.
+    /// Writes a new version and makes it active, audited, in one transaction. A document
+    /// identical to the active version (same text, same enabled flag) changes nothing and
+    /// answers the active version with `false`.
     pub async fn put_policy(
         &self,
         tenant: &Tenant,
         change: PolicyChange<'_>,
-    ) -> Result<PolicyVersion> {
-        self.write_version(tenant, change, "policy.changed", json!({}))
-            .await
+    ) -> Result<(PolicyVersion, bool)> {
+        let mut written = self.put_policies(tenant, vec![change]).await?;
+        Ok(written.remove(0))
+    }
+
+    /// [`Store::put_policy`] for several documents at once: all are written or none.
+    pub async fn put_policies(
+        &self,
+        tenant: &Tenant,
+        changes: Vec<PolicyChange<'_>>,
+    ) -> Result<Vec<(PolicyVersion, bool)>> {
+        let ws = tenant.workspace_id();
+        let mut tx = self.pool.begin().await?;
+        let mut chain = Chain::lock(&mut tx, ws).await?;
+        let mut results = Vec::with_capacity(changes.len());
+        let mut any = false;
+        for c in changes {
+            let active = active_version(&mut tx, ws, c.name).await?;
+            match active {
+                Some(a) if a.document == c.document && a.enabled == c.enabled => {
+                    results.push((a, false));
+                }
+                _ => {
+                    let v = write_version(&mut tx, &mut chain, ws, c, "policy.changed", json!({}))
+                        .await?;
+                    results.push((v, true));
+                    any = true;
+                }
+            }
+        }
+        if any {
+            bump_generation(&mut tx, ws).await?;
+            chain.save(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok(results)
     }
 
     /// Disables a policy as a new version with the same document; history stays.
@@ -59,8 +94,10 @@ impl Store {
         source: PolicySource,
         now: DateTime<Utc>,
     ) -> Result<PolicyVersion> {
-        let active = self
-            .policy(tenant, name)
+        let ws = tenant.workspace_id();
+        let mut tx = self.pool.begin().await?;
+        let mut chain = Chain::lock(&mut tx, ws).await?;
+        let active = active_version(&mut tx, ws, name)
             .await?
             .ok_or(StoreError::NotFound)?;
         let change = PolicyChange {
@@ -72,8 +109,19 @@ impl Store {
             source,
             now,
         };
-        self.write_version(tenant, change, "policy.disabled", json!({}))
-            .await
+        let v = write_version(
+            &mut tx,
+            &mut chain,
+            ws,
+            change,
+            "policy.disabled",
+            json!({}),
+        )
+        .await?;
+        bump_generation(&mut tx, ws).await?;
+        chain.save(&mut tx).await?;
+        tx.commit().await?;
+        Ok(v)
     }
 
     /// Re-activates an older version's document as a new version.
@@ -86,10 +134,20 @@ impl Store {
         source: PolicySource,
         now: DateTime<Utc>,
     ) -> Result<PolicyVersion> {
-        let old = self
-            .policy_version(tenant, name, version)
-            .await?
-            .ok_or(StoreError::NotFound)?;
+        let ws = tenant.workspace_id();
+        let mut tx = self.pool.begin().await?;
+        let mut chain = Chain::lock(&mut tx, ws).await?;
+        let row = sqlx::query(&format!(
+            "SELECT {VERSION_COLUMNS} FROM policy_versions v WHERE v.workspace_id = $1 \
+             AND v.name = $2 AND v.version = $3"
+        ))
+        .bind(ws)
+        .bind(name)
+        .bind(version)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        let old = version_from_row(&row)?;
         let change = PolicyChange {
             name,
             document: &old.document,
@@ -99,104 +157,12 @@ impl Store {
             source,
             now,
         };
-        self.write_version(
-            tenant,
-            change,
-            "policy.rolled_back",
-            json!({"from_version": version}),
-        )
-        .await
-    }
-
-    async fn write_version(
-        &self,
-        tenant: &Tenant,
-        c: PolicyChange<'_>,
-        kind: &'static str,
-        extra: serde_json::Value,
-    ) -> Result<PolicyVersion> {
-        let ws = tenant.workspace_id();
-        let mut tx = self.pool.begin().await?;
-        let mut chain = Chain::lock(&mut tx, ws).await?;
-        let current: Option<i64> = sqlx::query(
-            "SELECT MAX(version) FROM policy_versions WHERE workspace_id = $1 AND name = $2",
-        )
-        .bind(ws)
-        .bind(c.name)
-        .fetch_one(&mut *tx)
-        .await?
-        .try_get(0)?;
-        let version = current.unwrap_or(0) + 1;
-        let author = c.actor.label();
-        let source = c.source.label();
-        let now = micros(c.now);
-        sqlx::query(
-            "INSERT INTO policy_versions (workspace_id, name, version, document, format, enabled, \
-             author, source, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(ws)
-        .bind(c.name)
-        .bind(version)
-        .bind(c.document)
-        .bind(c.format)
-        .bind(i64::from(c.enabled))
-        .bind(&author)
-        .bind(&source)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO policies (workspace_id, name, version, enabled, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (workspace_id, name) DO UPDATE SET \
-             version = excluded.version, enabled = excluded.enabled, updated_at = excluded.updated_at",
-        )
-        .bind(ws)
-        .bind(c.name)
-        .bind(version)
-        .bind(i64::from(c.enabled))
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "UPDATE workspaces SET policy_generation = policy_generation + 1 WHERE id = $1",
-        )
-        .bind(ws)
-        .execute(&mut *tx)
-        .await?;
-        let mut data = json!({
-            "name": c.name,
-            "version": version,
-            "enabled": c.enabled,
-            "source": source,
-            "document_sha256": agentnexus_engine::canonical::sha256_hex(c.document.as_bytes()),
-        });
-        if let (Some(d), Some(extra)) = (data.as_object_mut(), extra.as_object()) {
-            d.extend(extra.clone());
-        }
-        chain
-            .append(
-                &mut tx,
-                &NewAuditEvent {
-                    kind,
-                    actor: c.actor.clone(),
-                    evaluation_id: None,
-                    data,
-                    occurred_at: c.now,
-                },
-            )
-            .await?;
+        let extra = json!({"from_version": version});
+        let v = write_version(&mut tx, &mut chain, ws, change, "policy.rolled_back", extra).await?;
+        bump_generation(&mut tx, ws).await?;
         chain.save(&mut tx).await?;
         tx.commit().await?;
-        Ok(PolicyVersion {
-            name: c.name.to_owned(),
-            version,
-            enabled: c.enabled,
-            document: c.document.to_owned(),
-            format: c.format.to_owned(),
-            author,
-            source,
-            created_at: c.now,
-        })
+        Ok(v)
     }
 
     pub async fn policies(&self, tenant: &Tenant) -> Result<Vec<PolicySummary>> {
@@ -299,4 +265,112 @@ impl Store {
             .map(|r| Ok((Tenant::new(r.try_get(0)?), r.try_get(1)?)))
             .collect()
     }
+}
+
+async fn active_version(
+    conn: &mut AnyConnection,
+    ws: &str,
+    name: &str,
+) -> Result<Option<PolicyVersion>> {
+    let row = sqlx::query(&format!(
+        "SELECT {VERSION_COLUMNS} FROM policies p JOIN policy_versions v \
+         ON v.workspace_id = p.workspace_id AND v.name = p.name AND v.version = p.version \
+         WHERE p.workspace_id = $1 AND p.name = $2"
+    ))
+    .bind(ws)
+    .bind(name)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.as_ref().map(version_from_row).transpose()
+}
+
+/// Tells every server's policy cache that this workspace changed.
+async fn bump_generation(conn: &mut AnyConnection, ws: &str) -> Result<()> {
+    sqlx::query("UPDATE workspaces SET policy_generation = policy_generation + 1 WHERE id = $1")
+        .bind(ws)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Appends a version, makes it active and audits it; the caller holds the chain's lock.
+async fn write_version(
+    conn: &mut AnyConnection,
+    chain: &mut Chain,
+    ws: &str,
+    c: PolicyChange<'_>,
+    kind: &'static str,
+    extra: serde_json::Value,
+) -> Result<PolicyVersion> {
+    let current: Option<i64> = sqlx::query(
+        "SELECT MAX(version) FROM policy_versions WHERE workspace_id = $1 AND name = $2",
+    )
+    .bind(ws)
+    .bind(c.name)
+    .fetch_one(&mut *conn)
+    .await?
+    .try_get(0)?;
+    let version = current.unwrap_or(0) + 1;
+    let author = c.actor.label();
+    let source = c.source.label();
+    let now = micros(c.now);
+    sqlx::query(
+        "INSERT INTO policy_versions (workspace_id, name, version, document, format, enabled, \
+         author, source, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(ws)
+    .bind(c.name)
+    .bind(version)
+    .bind(c.document)
+    .bind(c.format)
+    .bind(i64::from(c.enabled))
+    .bind(&author)
+    .bind(&source)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO policies (workspace_id, name, version, enabled, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (workspace_id, name) DO UPDATE SET \
+         version = excluded.version, enabled = excluded.enabled, updated_at = excluded.updated_at",
+    )
+    .bind(ws)
+    .bind(c.name)
+    .bind(version)
+    .bind(i64::from(c.enabled))
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    let mut data = json!({
+        "name": c.name,
+        "version": version,
+        "enabled": c.enabled,
+        "source": source,
+        "document_sha256": agentnexus_engine::canonical::sha256_hex(c.document.as_bytes()),
+    });
+    if let (Some(d), Some(extra)) = (data.as_object_mut(), extra.as_object()) {
+        d.extend(extra.clone());
+    }
+    chain
+        .append(
+            conn,
+            &NewAuditEvent {
+                kind,
+                actor: c.actor.clone(),
+                evaluation_id: None,
+                data,
+                occurred_at: c.now,
+            },
+        )
+        .await?;
+    Ok(PolicyVersion {
+        name: c.name.to_owned(),
+        version,
+        enabled: c.enabled,
+        document: c.document.to_owned(),
+        format: c.format.to_owned(),
+        author,
+        source,
+        created_at: c.now,
+    })
 }

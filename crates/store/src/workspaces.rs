@@ -302,19 +302,25 @@ impl Store {
         .transpose()
     }
 
-    /// Ids of keys revoked at or after `since`, and the latest revocation time seen.
-    pub async fn revoked_since(&self, since: i64) -> Result<(Vec<String>, i64)> {
-        let rows = sqlx::query("SELECT id, revoked_at FROM api_keys WHERE revoked_at >= $1")
-            .bind(since)
-            .fetch_all(&self.pool)
-            .await?;
-        let mut latest = since;
-        let mut ids = Vec::with_capacity(rows.len());
-        for row in &rows {
-            ids.push(row.try_get(0)?);
-            latest = latest.max(row.try_get(1)?);
+    /// Which of these keys are revoked. Servers ask this about the keys they have cached,
+    /// so a revocation made anywhere (another replica, the CLI) is seen whatever its clock.
+    pub async fn revoked_among(&self, ids: &[String]) -> Result<Vec<String>> {
+        let mut revoked = Vec::new();
+        for chunk in ids.chunks(500) {
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT id FROM api_keys WHERE revoked_at IS NOT NULL AND id IN ({})",
+                placeholders.join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            for row in q.fetch_all(&self.pool).await? {
+                revoked.push(row.try_get(0)?);
+            }
         }
-        Ok((ids, latest))
+        Ok(revoked)
     }
 
     /// Records when keys were last used; the server batches these off the request path.

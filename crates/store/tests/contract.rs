@@ -162,6 +162,39 @@ both_backends!(tampering_is_detected_and_refused, |backend| async move {
 });
 
 both_backends!(
+    events_forged_past_the_head_are_detected,
+    |backend| async move {
+        let db = TestDatabase::new(backend).await;
+        let store = open(&db).await;
+        let tenant = workspace(&store, "acme").await;
+        let last = store
+            .audit_page(&tenant, 0, 100)
+            .await
+            .unwrap()
+            .pop()
+            .unwrap();
+        // Inserts are allowed (the trail grows), so a forger can append a row with a valid-looking
+        // prev_hash without moving the head.
+        sqlx::query(
+            "INSERT INTO audit_events (workspace_id, seq, occurred_at, type, actor, evaluation_id, \
+         data, prev_hash, hash) VALUES ($1, 4, 0, 'key.created', 'cli', NULL, '{}', $2, $3)",
+        )
+        .bind(tenant.workspace_id())
+        .bind(&last.hash)
+        .bind("f".repeat(64))
+        .execute(store.pool())
+        .await
+        .unwrap();
+        match store.verify_audit(&tenant).await.unwrap() {
+            Verification::Broken { broken_at_seq, .. } => assert_eq!(broken_at_seq, 4),
+            ok => panic!("a forged event went unnoticed: {ok:?}"),
+        }
+        store.close().await;
+        db.drop_database().await;
+    }
+);
+
+both_backends!(
     idempotency_keys_return_the_first_evaluation,
     |backend| async move {
         let db = TestDatabase::new(backend).await;
@@ -274,8 +307,11 @@ both_backends!(
                     .unwrap()
             }
         };
-        assert_eq!(put(doc("allow")).await.version, 1);
-        assert_eq!(put(doc("deny")).await.version, 2);
+        assert_eq!(put(doc("allow")).await.0.version, 1);
+        // The same document again is not a change.
+        let (same, changed) = put(doc("allow")).await;
+        assert_eq!((same.version, changed), (1, false));
+        assert_eq!(put(doc("deny")).await.0.version, 2);
         let generation = store.policy_generation(&tenant).await.unwrap();
         let v3 = store
             .rollback_policy(&tenant, "p", 1, Actor::Cli, PolicySource::Cli, Utc::now())

@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use agentnexus_store::AuditEvent;
 use axum::extract::State;
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
@@ -16,8 +15,12 @@ use crate::state::AppState;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EventView {
+    /// Part of what the hash covers.
+    pub workspace_id: String,
     pub seq: i64,
-    pub occurred_at: DateTime<Utc>,
+    /// RFC 3339 in UTC with six fractional digits, exactly as hashed.
+    #[schema(example = "2026-11-25T15:04:33.123456Z")]
+    pub occurred_at: String,
     #[serde(rename = "type")]
     pub kind: String,
     /// `key:ID`, `member:EMAIL`, `cli` or `system`.
@@ -32,6 +35,7 @@ pub struct EventView {
 impl From<AuditEvent> for EventView {
     fn from(e: AuditEvent) -> Self {
         EventView {
+            workspace_id: e.workspace_id,
             seq: e.seq,
             occurred_at: e.occurred_at,
             kind: e.kind,

@@ -121,6 +121,18 @@ pub async fn revoke(
         .store
         .revoke_key(&caller.tenant, &id, caller.actor(), state.now())
         .await?;
-    state.keys.forget(std::slice::from_ref(&key.id));
+    let uses = state.keys.forget(std::slice::from_ref(&key.id));
+    crate::record_key_uses(&state, &uses).await;
+    let key = match uses.is_empty() {
+        true => key,
+        // Read again so the answer shows the use just recorded.
+        false => state
+            .store
+            .keys(&caller.tenant)
+            .await?
+            .into_iter()
+            .find(|k| k.id == key.id)
+            .unwrap_or(key),
+    };
     Ok(axum::Json(key.into()))
 }

@@ -137,9 +137,13 @@ pub struct VersionList {
     pub versions: Vec<PolicyView>,
 }
 
-/// Makes a change visible to this server's next request.
+/// Makes a stored change visible to this server's next request. The change is stored
+/// either way, so a failed reload is logged and left to the refresh loop, not reported.
 async fn changed(state: &AppState, tenant: &Tenant) -> ApiResult<()> {
-    state.reload_policies(tenant).await.map(|_| ())
+    if let Err(e) = state.reload_policies(tenant).await {
+        tracing::error!(error = %e, "reloading policies after a change failed");
+    }
+    Ok(())
 }
 
 /// The policies of the workspace.
@@ -174,6 +178,7 @@ pub async fn get(
 }
 
 /// Create or replace a policy; the document is compiled first and refused whole if invalid.
+/// Sending the active document again changes nothing and answers its version.
 #[utoipa::path(put, path = "/api/v1/policies/{name}", tag = "policies",
     params(("name" = String, Path)),
     request_body(content = String, description = "The policy document", content_type = "application/yaml"),
@@ -200,7 +205,7 @@ pub async fn put(
             ),
         ));
     }
-    let version = state
+    let (version, _changed) = state
         .store
         .put_policy(
             &caller.tenant,
