@@ -1,5 +1,6 @@
-//! Embedded, append-only migrations, one directory per backend. Never edit one that shipped:
-//! add the next number instead.
+//! Embedded, append-only migrations: the schema both backends share (`migrations/`) and what
+//! each does its own way (`migrations/sqlite/`, `migrations/postgres/`), in one numbering.
+//! Never edit one that shipped: add the next number instead.
 
 use std::borrow::Cow;
 
@@ -11,22 +12,31 @@ use crate::{Backend, Result};
 
 type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 
-const SQLITE: &[(i64, &str, &str)] = &[(
+/// The schema both backends share, then what each does its own way.
+const SHARED: &[Embedded] = &[(
     1,
     "foundation",
-    include_str!("../migrations/sqlite/0001_foundation.sql"),
+    include_str!("../migrations/0001_foundation.sql"),
 )];
 
-const POSTGRES: &[(i64, &str, &str)] = &[(
-    1,
-    "foundation",
-    include_str!("../migrations/postgres/0001_foundation.sql"),
+const SQLITE: &[Embedded] = &[(
+    2,
+    "append only",
+    include_str!("../migrations/sqlite/0002_append_only.sql"),
 )];
+
+const POSTGRES: &[Embedded] = &[(
+    2,
+    "append only",
+    include_str!("../migrations/postgres/0002_append_only.sql"),
+)];
+
+type Embedded = (i64, &'static str, &'static str);
 
 #[derive(Debug)]
-struct Embedded(&'static [(i64, &'static str, &'static str)]);
+struct Source(Vec<Embedded>);
 
-impl MigrationSource<'static> for Embedded {
+impl MigrationSource<'static> for Source {
     fn resolve(self) -> BoxFuture<Result<Vec<Migration>, BoxDynError>> {
         Box::pin(async move {
             Ok(self
@@ -47,10 +57,13 @@ impl MigrationSource<'static> for Embedded {
 }
 
 pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {
-    let source = match backend {
-        Backend::Sqlite => Embedded(SQLITE),
-        Backend::Postgres => Embedded(POSTGRES),
+    let own = match backend {
+        Backend::Sqlite => SQLITE,
+        Backend::Postgres => POSTGRES,
     };
+    let mut all = [SHARED, own].concat();
+    all.sort_by_key(|m| m.0);
+    let source = Source(all);
     Migrator::new(source).await?.run(pool).await?;
     Ok(())
 }

@@ -1,4 +1,4 @@
--- Timestamps are microseconds since the Unix epoch (UTC); JSON columns hold canonical JSON text.
+-- The schema both backends share. Timestamps are microseconds since the Unix epoch (UTC); JSON columns hold canonical JSON text.
 CREATE TABLE workspaces (
     id                TEXT PRIMARY KEY,
     name              TEXT NOT NULL UNIQUE,
@@ -139,8 +139,3 @@ CREATE TABLE audit_events (
     PRIMARY KEY (workspace_id, seq)
 );
 CREATE INDEX audit_events_by_evaluation ON audit_events (evaluation_id) WHERE evaluation_id IS NOT NULL;
-
-CREATE TRIGGER audit_events_no_update BEFORE UPDATE ON audit_events
-BEGIN SELECT RAISE(ABORT, 'audit events are append-only'); END;
-CREATE TRIGGER audit_events_no_delete BEFORE DELETE ON audit_events
-BEGIN SELECT RAISE(ABORT, 'audit events are append-only'); END;
