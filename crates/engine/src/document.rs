@@ -247,6 +247,9 @@ impl Invalid {
     }
 }
 
+/// Names that are REST paths beside `/api/v1/policies/{name}`.
+const RESERVED_NAMES: [&str; 2] = ["validate", "simulate"];
+
 /// Is `name` a valid policy name: `[a-z0-9-_.]{1,64}`.
 pub fn valid_policy_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
@@ -295,7 +298,16 @@ impl PolicyDocument {
                 message,
             })
         };
-        if !valid_policy_name(&self.name) {
+        if RESERVED_NAMES.contains(&self.name.as_str()) {
+            problem(
+                None,
+                "name",
+                format!(
+                    "`{}` is reserved (it is a path under /api/v1/policies/)",
+                    self.name
+                ),
+            );
+        } else if !valid_policy_name(&self.name) {
             problem(
                 None,
                 "name",
@@ -470,6 +482,16 @@ mod tests {
         let p = &err.0[0];
         assert_eq!(p.position.unwrap().line, 4, "{p}");
         assert!(p.message.contains("maybe"), "{p}");
+    }
+
+    #[test]
+    fn reserved_names_are_refused() {
+        let err = PolicyDocument::parse(
+            "name: validate\nrules:\n  - {id: r, effect: allow}\n",
+            Format::Yaml,
+        )
+        .unwrap_err();
+        assert!(err.0[0].message.contains("reserved"), "{err}");
     }
 
     #[test]
