@@ -262,7 +262,7 @@ async fn serve(database: &str, config: Config) -> Result<ExitCode, AnyError> {
         database = %agentnexus_store::redact(database),
         "AgentNexus is serving"
     );
-    let state = Arc::new(AppState::new(store, config, Arc::new(chrono::Utc::now)));
+    let state = Arc::new(AppState::new(store, config, Arc::new(chrono::Utc::now))?);
     agentnexus_server::serve(listener, state, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -274,10 +274,15 @@ fn free_port() -> u16 {
 
 /// Starts `agentnexus serve` and waits for /healthz.
 fn serve(db: &TestDatabase, dir: &Path) -> Server {
+    serve_with(db, dir, &[])
+}
+
+fn serve_with(db: &TestDatabase, dir: &Path, env: &[(&str, &str)]) -> Server {
     let port = free_port();
     let mut child = Command::new(BIN)
         .arg("serve")
         .current_dir(dir)
+        .envs(env.iter().copied())
         .env("AGENTNEXUS_DATABASE_URL", &db.url)
         .env("AGENTNEXUS_LISTEN", format!("127.0.0.1:{port}"))
         .env("AGENTNEXUS_BOOTSTRAP_EMAIL", "boss@example.com")
@@ -452,3 +457,99 @@ fn terminate_or_wait(server: &mut Server) -> std::process::ExitStatus {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+both_backends!(queued_webhooks_survive_sigkill, |backend| async move {
+    let db = TestDatabase::new(backend).await;
+    let dir = scratch();
+    // Nothing listens here yet: every first attempt is refused and queued for a retry.
+    let port = free_port();
+    let hook = format!("http://127.0.0.1:{port}/hook");
+    let env = [
+        ("AGENTNEXUS_WEBHOOK_ALLOW_PRIVATE", "1"),
+        ("AGENTNEXUS_RETRY_BASE_MS", "300"),
+    ];
+    let mut server = serve_with(&db, &dir, &env);
+    let key = server
+        .stdout
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("admin key: "))
+        .unwrap()
+        .to_owned();
+    let client = reqwest::Client::new();
+    let get = |url: String| {
+        let (client, key) = (client.clone(), key.clone());
+        async move {
+            client
+                .get(url)
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let r: Value = client
+            .post(format!("{}/api/v1/evaluate", server.url))
+            .bearer_auth(&key)
+            .json(&json!({"agent_id": "a", "action": format!("act{i}"), "webhook_url": hook}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        ids.push(r["evaluation_id"].as_str().unwrap().to_owned());
+    }
+    // Wait until every job has failed once, so all are queued for later, then kill -9.
+    let start = Instant::now();
+    for id in &ids {
+        loop {
+            let d = get(format!("{}/api/v1/evaluations/{id}/deliveries", server.url)).await;
+            if d["deliveries"][0]["attempts"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty())
+            {
+                assert_eq!(d["deliveries"][0]["status"], "queued", "{d}");
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "no first attempt: {d}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    Command::new("kill")
+        .args(["-KILL", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    server.child.wait().unwrap();
+
+    let receiver = agentnexus_server::testing::Receiver::start_on(port).await;
+    let mut server = serve_with(&db, &dir, &env);
+    let got = receiver.wait_for(20, Duration::from_secs(30)).await;
+    let mut delivered: Vec<String> = got
+        .iter()
+        .map(|r| r.body["evaluation_id"].as_str().unwrap().to_owned())
+        .collect();
+    delivered.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(
+        delivered, expected,
+        "every queued webhook arrived once after the restart"
+    );
+    let secret = get(format!("{}/api/v1/webhooks/secret", server.url)).await;
+    let secret = secret["signing_secret"].as_str().unwrap();
+    assert!(
+        got.iter()
+            .all(|r| agentnexus_server::testing::verify(secret, r))
+    );
+    assert!(terminate(&mut server).success());
+    std::fs::remove_dir_all(&dir).unwrap();
+    db.drop_database().await;
+});

@@ -2,6 +2,10 @@
 //! place. The README's configuration table is this file in prose.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::workers::delivery::RetrySchedule;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
@@ -53,9 +57,75 @@ pub struct Config {
     /// Seconds to let in-flight requests finish after SIGTERM or Ctrl-C.
     #[arg(long, env = "AGENTNEXUS_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
+
+    /// Base64 of 32 random bytes: encrypts secrets kept in the store (webhook signing
+    /// secrets). Every server sharing a database needs the same key.
+    #[arg(long, env = "AGENTNEXUS_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
+
+    /// Where the key is read from (and created, on first start) when AGENTNEXUS_SECRET_KEY
+    /// is unset.
+    #[arg(
+        long,
+        env = "AGENTNEXUS_SECRET_KEY_FILE",
+        default_value = "agentnexus.key"
+    )]
+    pub secret_key_file: PathBuf,
+
+    /// Let webhooks reach private, loopback and link-local addresses (1/true to allow).
+    #[arg(long, env = "AGENTNEXUS_WEBHOOK_ALLOW_PRIVATE", default_value_t = false,
+        action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub webhook_allow_private: bool,
+
+    /// Deliveries one server performs at once.
+    #[arg(long, env = "AGENTNEXUS_DELIVERY_CONCURRENCY", default_value_t = 16)]
+    pub delivery_concurrency: usize,
+
+    /// How long a claimed job stays with its worker before another may take it (at least 20 s,
+    /// longer than a delivery's 15 s timeout).
+    #[arg(long, env = "AGENTNEXUS_DELIVERY_LEASE_SECS", default_value_t = 60)]
+    pub delivery_lease_secs: u64,
+
+    /// Longest wait between looks for due jobs queued by other servers, in milliseconds.
+    #[arg(long, env = "AGENTNEXUS_DELIVERY_POLL_MS", default_value_t = 1000)]
+    pub delivery_poll_ms: u64,
+
+    /// Delay before the first retry, in milliseconds; it doubles with each failure.
+    #[arg(long, env = "AGENTNEXUS_RETRY_BASE_MS", default_value_t = 5000)]
+    pub retry_base_ms: u64,
+
+    /// Longest delay between retries, in seconds.
+    #[arg(long, env = "AGENTNEXUS_RETRY_MAX_SECS", default_value_t = 3600)]
+    pub retry_max_secs: u64,
+
+    /// A delivery still failing this long after it was queued is given up (dead), in seconds.
+    #[arg(long, env = "AGENTNEXUS_RETRY_HORIZON_SECS", default_value_t = 86_400)]
+    pub retry_horizon_secs: u64,
+}
+
+/// The delivery worker's settings, as types.
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    pub concurrency: usize,
+    pub lease: chrono::Duration,
+    pub poll: Duration,
+    pub retry: RetrySchedule,
 }
 
 impl Config {
+    pub fn delivery(&self) -> DeliveryConfig {
+        DeliveryConfig {
+            concurrency: self.delivery_concurrency.max(1),
+            lease: chrono::Duration::seconds(self.delivery_lease_secs.max(20) as i64),
+            poll: Duration::from_millis(self.delivery_poll_ms.max(10)),
+            retry: RetrySchedule {
+                base: Duration::from_millis(self.retry_base_ms.max(1)),
+                max: Duration::from_secs(self.retry_max_secs.max(1)),
+                horizon: Duration::from_secs(self.retry_horizon_secs),
+            },
+        }
+    }
+
     /// Defaults for everything; tests override what they need.
     pub fn for_tests() -> Config {
         Config {
@@ -68,6 +138,15 @@ impl Config {
             rate_limit_burst: None,
             refresh_secs: 1,
             shutdown_grace_secs: 5,
+            secret_key: Some(crate::crypto::Cipher::generate_key()),
+            secret_key_file: PathBuf::from("agentnexus.key"),
+            webhook_allow_private: true,
+            delivery_concurrency: 16,
+            delivery_lease_secs: 60,
+            delivery_poll_ms: 200,
+            retry_base_ms: 50,
+            retry_max_secs: 1,
+            retry_horizon_secs: 86_400,
         }
     }
 }

@@ -5,11 +5,16 @@ pub mod accounts;
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod crypto;
 pub mod error;
 pub mod extract;
 pub mod openapi;
 pub mod ops;
 pub mod state;
+#[doc(hidden)]
+pub mod testing;
+pub mod webhooks;
+pub mod workers;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -59,6 +64,7 @@ pub async fn serve(
     ops::prometheus();
     let (stop_tx, stop_rx) = watch::channel(false);
     let background = tokio::spawn(refresh_loop(state.clone(), stop_rx.clone()));
+    let delivery = tokio::spawn(workers::delivery::run(state.clone(), stop_rx.clone()));
     let grace = Duration::from_secs(state.config.shutdown_grace_secs);
     let mut stopping = stop_rx.clone();
     let server = axum::serve(listener, router(state.clone())).with_graceful_shutdown(async move {
@@ -74,6 +80,9 @@ pub async fn serve(
         } => tracing::warn!(?grace, "requests still running after the grace period; stopping"),
     }
     let _ = background.await;
+    // Deliveries under way finish (each within its timeout) and are recorded; queued jobs
+    // stay in the store for the next start.
+    let _ = delivery.await;
     flush_key_uses(&state).await;
     state.store.close().await;
     tracing::info!("stopped");

@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::api::{audit, evaluations, keys, policies};
+use crate::api::{audit, evaluations, keys, policies, webhooks};
 use crate::{error, ops};
 
 #[derive(OpenApi)]
@@ -33,6 +33,9 @@ use crate::{error, ops};
         policies::rollback,
         policies::validate,
         policies::simulate,
+        webhooks::secret,
+        webhooks::rotate,
+        webhooks::deliveries,
         ops::healthz,
         ops::readyz,
         ops::metrics,
@@ -44,6 +47,7 @@ use crate::{error, ops};
         (name = "policies", description = "Policy documents and versions"),
         (name = "keys", description = "API keys"),
         (name = "audit", description = "The hash-chained audit trail"),
+        (name = "webhooks", description = "Signed event deliveries to integrators"),
         (name = "operations", description = "Health and metrics"),
     )
 )]

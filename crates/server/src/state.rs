@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::config::Config;
+use crate::crypto::{Cipher, CipherError};
 use crate::error::{ApiError, ApiResult};
 
 /// Where "now" comes from; tests move it.
@@ -20,13 +21,22 @@ pub struct AppState {
     pub store: Store,
     pub config: Config,
     pub clock: Clock,
+    pub cipher: Cipher,
+    /// For outbound deliveries; see `workers::delivery::http_client`.
+    pub http: reqwest::Client,
     pub keys: KeyCache,
     pub policies: PolicyCache,
     limiter: Option<DefaultKeyedRateLimiter<String>>,
 }
 
 impl AppState {
-    pub fn new(store: Store, config: Config, clock: Clock) -> AppState {
+    /// The state for one server; fails when the secret key is unusable.
+    pub fn new(store: Store, config: Config, clock: Clock) -> Result<AppState, CipherError> {
+        let cipher = match &config.secret_key {
+            Some(key) => Cipher::from_base64(key)?,
+            None => Cipher::from_key_file(&config.secret_key_file)?,
+        };
+        let http = crate::workers::delivery::http_client(config.webhook_allow_private);
         let limiter = NonZeroU32::new(config.rate_limit_per_second).map(|rate| {
             let burst = config
                 .rate_limit_burst
@@ -34,14 +44,16 @@ impl AppState {
                 .unwrap_or(rate);
             RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
         });
-        AppState {
+        Ok(AppState {
             store,
             config,
             clock,
+            cipher,
+            http,
             keys: KeyCache::default(),
             policies: PolicyCache::default(),
             limiter,
-        }
+        })
     }
 
     /// Now, to the microsecond: the precision the store keeps, so an answer and a later
@@ -77,6 +89,39 @@ impl AppState {
                 retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
             }
         })
+    }
+
+    /// The workspace's current webhook signing secret, made on first use.
+    pub async fn webhook_secret(&self, tenant: &Tenant) -> ApiResult<String> {
+        let stored = match self.store.current_webhook_secret(tenant).await? {
+            Some(s) => s,
+            None => {
+                let fresh = self.cipher.encrypt(&crate::webhooks::new_secret());
+                self.store
+                    .ensure_webhook_secret(tenant, &fresh, self.now())
+                    .await?
+            }
+        };
+        self.cipher
+            .decrypt(&stored)
+            .map_err(|e| ApiError::Internal(e.to_string()))
+    }
+
+    /// Every secret that signs deliveries now: the current one and any in its grace period.
+    pub async fn signing_secrets(&self, tenant: &Tenant) -> ApiResult<Vec<String>> {
+        self.webhook_secret(tenant).await?;
+        let sealed = self
+            .store
+            .signing_webhook_secrets(tenant, self.now())
+            .await?;
+        sealed
+            .iter()
+            .map(|s| {
+                self.cipher
+                    .decrypt(s)
+                    .map_err(|e| ApiError::Internal(e.to_string()))
+            })
+            .collect()
     }
 
     /// The workspace's enabled policies, compiled; loaded on first use and after changes.

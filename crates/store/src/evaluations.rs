@@ -174,6 +174,10 @@ pub(crate) async fn insert(
             },
         )
         .await?;
+    if let Some(payload) = crate::jobs::first_webhook(ev) {
+        let kind = crate::jobs::JobKind::Webhook;
+        crate::jobs::enqueue(conn, ws, kind, Some(&ev.id), &payload, ev.created_at).await?;
+    }
     Ok(Recorded::Created)
 }
 

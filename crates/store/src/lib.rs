@@ -8,6 +8,7 @@
 
 mod audit;
 mod evaluations;
+mod jobs;
 mod migrations;
 mod model;
 mod policies;
@@ -19,13 +20,16 @@ mod workspaces;
 mod writer;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
+use tokio::sync::Notify;
 
 pub use audit::timestamp_text;
+pub use jobs::{Attempt, Delivery, Finished, Job, JobKind, Next};
 pub use model::*;
 pub use writer::WriterConfig;
 
@@ -118,6 +122,7 @@ pub struct Store {
     pool: AnyPool,
     backend: Backend,
     writer: writer::Handle,
+    jobs_ready: Arc<Notify>,
 }
 
 impl std::fmt::Debug for Store {
@@ -186,12 +191,19 @@ impl Store {
             .connect_with(options)
             .await?;
         migrations::run(&pool, backend).await?;
-        let writer = writer::Handle::spawn(pool.clone(), config.writer);
+        let jobs_ready = Arc::new(Notify::new());
+        let writer = writer::Handle::spawn(pool.clone(), config.writer, jobs_ready.clone());
         Ok(Store {
             pool,
             backend,
             writer,
+            jobs_ready,
         })
+    }
+
+    /// Woken when this process queues a job, so its worker need not wait for the next poll.
+    pub fn jobs_ready(&self) -> &Notify {
+        &self.jobs_ready
     }
 
     pub fn backend(&self) -> Backend {

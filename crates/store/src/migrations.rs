@@ -13,11 +13,18 @@ use crate::{Backend, Result};
 type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 
 /// The schema both backends share, then what each does its own way.
-const SHARED: &[Embedded] = &[(
-    1,
-    "foundation",
-    include_str!("../migrations/0001_foundation.sql"),
-)];
+const SHARED: &[Embedded] = &[
+    (
+        1,
+        "foundation",
+        include_str!("../migrations/0001_foundation.sql"),
+    ),
+    (
+        3,
+        "delivery",
+        include_str!("../migrations/0003_delivery.sql"),
+    ),
+];
 
 const SQLITE: &[Embedded] = &[(
     2,

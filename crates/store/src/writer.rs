@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use sqlx::AnyPool;
-use tokio::sync::{Mutex, mpsc, oneshot, watch};
+use tokio::sync::{Mutex, Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::audit::Chain;
@@ -42,10 +42,11 @@ pub(crate) struct Handle {
 }
 
 impl Handle {
-    pub(crate) fn spawn(pool: AnyPool, config: WriterConfig) -> Handle {
+    pub(crate) fn spawn(pool: AnyPool, config: WriterConfig, jobs_ready: Arc<Notify>) -> Handle {
         let (jobs, rx) = mpsc::channel(config.queue.max(1));
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let task = tokio::spawn(run(pool, rx, shutdown_rx, config.max_batch.max(1)));
+        let max_batch = config.max_batch.max(1);
+        let task = tokio::spawn(run(pool, rx, shutdown_rx, max_batch, jobs_ready));
         Handle {
             jobs,
             shutdown,
@@ -76,6 +77,7 @@ async fn run(
     mut rx: mpsc::Receiver<Job>,
     mut shutdown: watch::Receiver<bool>,
     max_batch: usize,
+    jobs_ready: Arc<Notify>,
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
     loop {
@@ -105,6 +107,7 @@ async fn run(
         });
         metrics::histogram!("agentnexus_store_commit_batch_size").record(batch.len() as f64);
         let evaluations: Vec<&NewEvaluation> = batch.iter().map(|j| &j.evaluation).collect();
+        let queues_jobs = evaluations.iter().any(|e| e.webhook_url.is_some());
         match write(&pool, &evaluations).await {
             Ok(results) => {
                 for (job, result) in batch.drain(..).zip(results) {
@@ -121,6 +124,10 @@ async fn run(
                     let _ = job.reply.send(result);
                 }
             }
+        }
+        // Wake this process's delivery worker for the jobs just committed.
+        if queues_jobs {
+            jobs_ready.notify_one();
         }
     }
 }

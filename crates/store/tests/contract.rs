@@ -6,8 +6,8 @@ use std::sync::Arc;
 use agentnexus_engine::{Effect, Format, Proposal, ProposalFields, compile_policy};
 use agentnexus_store::testing::TestDatabase;
 use agentnexus_store::{
-    Actor, Backend, NewAuditEvent, NewEvaluation, NewOwner, PolicyChange, PolicySource, Recorded,
-    Status, Store, StoreConfig, Tenant, Verification, both_backends,
+    Actor, Attempt, Backend, Finished, NewAuditEvent, NewEvaluation, NewOwner, Next, PolicyChange,
+    PolicySource, Recorded, Status, Store, StoreConfig, Tenant, Verification, both_backends,
 };
 use chrono::{Duration, Utc};
 use serde_json::json;
@@ -407,6 +407,99 @@ both_backends!(
         };
         assert_eq!(store.evaluations(&tenant, &pending).await.unwrap().len(), 1);
         store.close().await;
+        db.drop_database().await;
+    }
+);
+
+both_backends!(
+    jobs_are_claimed_once_and_leases_expire,
+    |backend| async move {
+        let db = TestDatabase::new(backend).await;
+        let (a, b) = (open(&db).await, open(&db).await);
+        let tenant = workspace(&a, "acme").await;
+        for _ in 0..30 {
+            let mut ev = evaluation(&tenant, "bot", None);
+            ev.webhook_url = Some("https://hooks.example.com/x".into());
+            a.record_evaluation(ev).await.unwrap();
+        }
+        let now = Utc::now();
+        let lease = Duration::seconds(30);
+        // Two workers on two connections claim at once: every job goes to exactly one.
+        let (left, right) = tokio::join!(
+            a.claim_jobs("wrk_a", now, lease, 20),
+            b.claim_jobs("wrk_b", now, lease, 20)
+        );
+        let (left, right) = (left.unwrap(), right.unwrap());
+        assert_eq!(
+            left.len() + right.len(),
+            30,
+            "{} + {}",
+            left.len(),
+            right.len()
+        );
+        let mut ids: Vec<&str> = left.iter().chain(&right).map(|j| j.id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), 30, "no job claimed twice");
+        assert!(
+            left.iter()
+                .all(|j| j.attempts == 1 && j.payload["body"]["event"] == "terminal_outcome")
+        );
+        assert!(
+            a.claim_jobs("wrk_c", now, lease, 50)
+                .await
+                .unwrap()
+                .is_empty(),
+            "all leased"
+        );
+
+        // wrk_a dies. After its lease, another worker takes its jobs.
+        let later = now + Duration::seconds(31);
+        let retaken = b.claim_jobs("wrk_b", later, lease, 50).await.unwrap();
+        assert_eq!(retaken.len(), 30, "both workers' leases ran out");
+        let job = retaken.iter().find(|j| j.id == left[0].id).unwrap().clone();
+        assert_eq!(job.attempts, 2);
+        // The old worker's late result is recorded, but the job stays with its new owner.
+        let attempt = Attempt {
+            attempt: 1,
+            attempted_at: String::new(),
+            status_code: Some(200),
+            latency_ms: 5,
+            error: None,
+            response_body: None,
+        };
+        let late = Finished {
+            job: left[0].clone(),
+            attempt: attempt.clone(),
+            next: Next::Done,
+            summary: json!({}),
+            at: later,
+        };
+        a.finish_jobs("wrk_a", &[late]).await.unwrap();
+        assert!(
+            b.job_counts()
+                .await
+                .unwrap()
+                .iter()
+                .all(|(s, _)| s == "running")
+        );
+        let current = Finished {
+            job,
+            attempt,
+            next: Next::Done,
+            summary: json!({}),
+            at: later,
+        };
+        b.finish_jobs("wrk_b", &[current]).await.unwrap();
+        let deliveries = a
+            .deliveries(&tenant, left[0].evaluation_id.as_deref().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(deliveries[0].status, "done");
+        assert_eq!(deliveries[0].attempts.len(), 2);
+        assert!(a.verify_audit(&tenant).await.unwrap().is_ok());
+        a.close().await;
+        b.close().await;
         db.drop_database().await;
     }
 );

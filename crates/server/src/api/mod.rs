@@ -4,6 +4,7 @@ pub mod audit;
 pub mod evaluations;
 pub mod keys;
 pub mod policies;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -19,6 +20,12 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/api/v1/evaluations", get(evaluations::list_evaluations))
         .route("/api/v1/evaluations/{id}", get(evaluations::get_evaluation))
         .route("/api/v1/evaluations/{id}/timeline", get(audit::timeline))
+        .route(
+            "/api/v1/evaluations/{id}/deliveries",
+            get(webhooks::deliveries),
+        )
+        .route("/api/v1/webhooks/secret", get(webhooks::secret))
+        .route("/api/v1/webhooks/secret/rotate", post(webhooks::rotate))
         .route("/api/v1/keys", get(keys::list).post(keys::create))
         .route("/api/v1/keys/{id}", axum::routing::delete(keys::revoke))
         .route("/api/v1/policies", get(policies::list))

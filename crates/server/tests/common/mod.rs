@@ -94,6 +94,7 @@ pub struct TestApp {
     pub store: Store,
     pub tenant: Tenant,
     pub clock: TestClock,
+    pub config: Config,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
     db: Option<TestDatabase>,
@@ -117,7 +118,11 @@ impl TestApp {
 
     /// Another server on the same database, as a second replica.
     pub async fn replica(&self, configure: impl FnOnce(&mut Config)) -> TestApp {
-        let mut config = Config::for_tests();
+        // Servers sharing a database share its secret key.
+        let mut config = Config {
+            secret_key: self.config.secret_key.clone(),
+            ..Config::for_tests()
+        };
         configure(&mut config);
         let url = self
             .db
@@ -141,11 +146,10 @@ impl TestApp {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let clock = TestClock::default();
         let c = clock.clone();
-        let state = Arc::new(AppState::new(
-            store.clone(),
-            config,
-            Arc::new(move || c.now()),
-        ));
+        let state = Arc::new(
+            AppState::new(store.clone(), config.clone(), Arc::new(move || c.now()))
+                .expect("app state"),
+        );
         let (tx, rx) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
             agentnexus_server::serve(listener, state, async {
@@ -161,6 +165,7 @@ impl TestApp {
             store,
             tenant,
             clock,
+            config,
             shutdown: Some(tx),
             server: Some(server),
             db: None,

@@ -1,0 +1,434 @@
+//! The delivery worker: claims due jobs from the store's queue, performs them (webhook
+//! POSTs today), records every attempt, and schedules retries with exponential backoff and
+//! jitter that honours `Retry-After`, until the retry horizon, when the job is dead.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agentnexus_store::{Attempt, Finished, Job, JobKind, Next};
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::state::AppState;
+
+/// Most of a response body kept with an attempt.
+const BODY_KEPT: usize = 1024;
+
+/// When to try again after a failed attempt.
+#[derive(Debug, Clone)]
+pub struct RetrySchedule {
+    /// Delay after the first failure; it doubles with each further one.
+    pub base: Duration,
+    /// Longest delay between two attempts.
+    pub max: Duration,
+    /// After this long since the job was queued, it is given up (dead).
+    pub horizon: Duration,
+}
+
+impl RetrySchedule {
+    /// The next step after `attempts` failed attempts: a time ±25 % around the backoff (never
+    /// before what `Retry-After` asked), or dead past the horizon.
+    pub fn next(
+        &self,
+        attempts: i64,
+        retry_after: Option<Duration>,
+        created_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Next {
+        let doublings = u32::try_from(attempts.saturating_sub(1).clamp(0, 30)).unwrap_or(30);
+        let backoff = self
+            .base
+            .saturating_mul(2u32.saturating_pow(doublings))
+            .min(self.max);
+        let jittered = backoff.mul_f64(rand::rng().random_range(0.75..1.25));
+        let delay = retry_after.map_or(jittered, |r| r.max(jittered));
+        let at = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+        let horizon = chrono::Duration::from_std(self.horizon).unwrap_or(chrono::Duration::MAX);
+        if at > created_at + horizon {
+            Next::Dead
+        } else {
+            Next::RetryAt(at)
+        }
+    }
+}
+
+/// Addresses a webhook may not reach unless private delivery is allowed: loopback, private,
+/// link-local, shared, documentation, multicast and reserved ranges.
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => {
+            let [o0, o1, ..] = a.octets();
+            !(a.is_private()
+                || a.is_loopback()
+                || a.is_link_local()
+                || a.is_unspecified()
+                || a.is_broadcast()
+                || a.is_documentation()
+                || a.is_multicast()
+                || o0 == 0
+                || o0 >= 240
+                || (o0 == 100 && (o1 & 0xc0) == 64)
+                || (o0 == 198 && (o1 & 0xfe) == 18))
+        }
+        IpAddr::V6(a) => match a.to_ipv4_mapped() {
+            Some(v4) => is_public(IpAddr::V4(v4)),
+            None => {
+                let s = a.segments();
+                !(a.is_loopback()
+                    || a.is_unspecified()
+                    || a.is_multicast()
+                    || (s[0] & 0xfe00) == 0xfc00
+                    || (s[0] & 0xffc0) == 0xfe80
+                    || (s[0] == 0x2001 && s[1] == 0x0db8))
+            }
+        },
+    }
+}
+
+/// Resolves names and keeps only public addresses, so a webhook cannot be pointed at the
+/// server's own network by a name that resolves there. Checking after resolution (not the
+/// URL's text) is what stops DNS tricks.
+struct PublicOnly;
+
+impl Resolve for PublicOnly {
+    fn resolve(&self, name: Name) -> Resolving {
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), 0))
+                .await?
+                .filter(|a| is_public(a.ip()))
+                .collect();
+            if addrs.is_empty() {
+                return Err(format!(
+                    "{} resolves only to private, loopback or link-local addresses",
+                    name.as_str()
+                )
+                .into());
+            }
+            Ok(Box::new(addrs.into_iter()) as Addrs)
+        })
+    }
+}
+
+/// The HTTP client for outbound deliveries: 5 s to connect, 15 s in all, no redirects.
+pub fn http_client(allow_private: bool) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(15))
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("AgentNexus-Webhooks/", env!("CARGO_PKG_VERSION")));
+    if !allow_private {
+        builder = builder.dns_resolver(Arc::new(PublicOnly));
+    }
+    builder.build().expect("the HTTP client builds")
+}
+
+/// What an attempt came to, before it is recorded.
+struct Outcome {
+    attempt: Attempt,
+    /// The receiver's `Retry-After`, if it sent one.
+    retry_after: Option<Duration>,
+    /// Whether trying again could help.
+    retryable: bool,
+    delivered: bool,
+}
+
+/// Runs until `stop`: claims what is due, up to `concurrency` at a time, and waits for a
+/// delivery to end, a new job in this process, the next due time or the next poll. Finished
+/// attempts are recorded together, one transaction for all that ended meanwhile.
+pub async fn run(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
+    let worker = format!("wrk_{}", ulid::Ulid::new().to_string().to_lowercase());
+    let config = state.config.delivery();
+    let mut inflight: JoinSet<Finished> = JoinSet::new();
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let capacity = config.concurrency.saturating_sub(inflight.len());
+        if capacity > 0 {
+            match state
+                .store
+                .claim_jobs(&worker, state.now(), config.lease, capacity as u32)
+                .await
+            {
+                Ok(jobs) => {
+                    let claimed = !jobs.is_empty();
+                    for job in jobs {
+                        inflight.spawn(perform(state.clone(), job));
+                    }
+                    if claimed {
+                        continue;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "claiming jobs failed"),
+            }
+        }
+        let wait = match state.store.next_job_at().await {
+            Ok(Some(at)) => (at - state.now()).to_std().unwrap_or_default(),
+            _ => config.poll,
+        }
+        .clamp(Duration::from_millis(5), config.poll);
+        let finished = tokio::select! {
+            Some(done) = inflight.join_next(), if !inflight.is_empty() => Some(done),
+            _ = state.store.jobs_ready().notified() => None,
+            _ = tokio::time::sleep(wait) => None,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        if let Some(done) = finished {
+            record(&state, &worker, done, &mut inflight).await;
+        }
+    }
+    // Every delivery under way ends within its 15 s timeout; let them, and record them.
+    while let Some(done) = inflight.join_next().await {
+        record(&state, &worker, done, &mut inflight).await;
+    }
+}
+
+/// Records one finished delivery and every other that has finished by now.
+async fn record(
+    state: &AppState,
+    worker: &str,
+    first: Result<Finished, tokio::task::JoinError>,
+    inflight: &mut JoinSet<Finished>,
+) {
+    let mut finished = Vec::new();
+    let mut next = Some(first);
+    while let Some(result) = next {
+        match result {
+            Ok(f) => finished.push(f),
+            // A panicked delivery is not recorded; its lease runs out and it is tried again.
+            Err(e) => tracing::error!(error = %e, "a delivery task failed"),
+        }
+        next = inflight.try_join_next();
+    }
+    if finished.is_empty() {
+        return;
+    }
+    if let Err(e) = state.store.finish_jobs(worker, &finished).await {
+        // The leases run out and the jobs are attempted again: late, never lost.
+        tracing::error!(error = %e, count = finished.len(), "recording delivery attempts failed");
+    }
+}
+
+/// Performs one job; what it came to is recorded by the worker.
+async fn perform(state: Arc<AppState>, job: Job) -> Finished {
+    let (outcome, summary) = match job.kind {
+        JobKind::Webhook => webhook(&state, &job).await,
+    };
+    let now = state.now();
+    let next = if outcome.delivered {
+        Next::Done
+    } else if !outcome.retryable {
+        Next::Dead
+    } else {
+        state
+            .config
+            .delivery()
+            .retry
+            .next(job.attempts, outcome.retry_after, job.created_at, now)
+    };
+    let label = match next {
+        Next::Done => "delivered",
+        Next::RetryAt(_) => "retrying",
+        Next::Dead => "dead",
+    };
+    metrics::counter!("agentnexus_deliveries_total", "kind" => job.kind.as_str(), "outcome" => label)
+        .increment(1);
+    Finished {
+        job,
+        attempt: outcome.attempt,
+        next,
+        summary,
+        at: now,
+    }
+}
+
+/// POSTs one webhook event, signed with every active secret of its workspace.
+async fn webhook(state: &AppState, job: &Job) -> (Outcome, Value) {
+    let url = job.payload["url"].as_str().unwrap_or_default().to_owned();
+    let body = serde_json::to_vec(&job.payload["body"]).unwrap_or_default();
+    let summary = json!({"event": job.payload["body"]["event"], "url": url});
+    let started = Instant::now();
+    let failed = |error: String, retryable: bool| Outcome {
+        attempt: Attempt {
+            attempt: job.attempts,
+            attempted_at: String::new(),
+            status_code: None,
+            latency_ms: started.elapsed().as_millis() as i64,
+            error: Some(error),
+            response_body: None,
+        },
+        retry_after: None,
+        retryable,
+        delivered: false,
+    };
+    if let Err(why) = check_destination(&url, state.config.webhook_allow_private) {
+        return (failed(why, false), summary);
+    }
+    let secrets = match state.signing_secrets(&job.tenant).await {
+        Ok(s) => s,
+        Err(e) => {
+            // Most likely servers sharing a database with different AGENTNEXUS_SECRET_KEYs.
+            tracing::error!(error = %e, job = %job.id, "cannot sign a webhook");
+            return (failed(format!("no signing secret: {e}"), true), summary);
+        }
+    };
+    let timestamp = state.now().timestamp();
+    let response = state
+        .http
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("webhook-id", &job.id)
+        .header("webhook-timestamp", timestamp.to_string())
+        .header(
+            "webhook-signature",
+            crate::webhooks::signature_header(&secrets, &job.id, timestamp, &body),
+        )
+        .body(body)
+        .send()
+        .await;
+    let mut response = match response {
+        Ok(r) => r,
+        Err(e) => return (failed(describe(&e), true), summary),
+    };
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let mut kept = Vec::new();
+    while kept.len() < BODY_KEPT {
+        match response.chunk().await {
+            Ok(Some(chunk)) => kept.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    kept.truncate(BODY_KEPT);
+    let delivered = status.is_success();
+    let outcome = Outcome {
+        attempt: Attempt {
+            attempt: job.attempts,
+            attempted_at: String::new(),
+            status_code: Some(status.as_u16()),
+            latency_ms: started.elapsed().as_millis() as i64,
+            error: (!delivered).then(|| format!("the receiver answered {status}")),
+            response_body: (!kept.is_empty()).then(|| String::from_utf8_lossy(&kept).into_owned()),
+        },
+        retry_after,
+        retryable: true,
+        delivered,
+    };
+    metrics::histogram!("agentnexus_webhook_latency_seconds")
+        .record(started.elapsed().as_secs_f64());
+    (outcome, summary)
+}
+
+/// Refuses what no retry can fix: a URL that is not http(s), or a literal address in a
+/// private range (names are checked after resolution, by the client's resolver).
+fn check_destination(url: &str, allow_private: bool) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("invalid webhook_url: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err("webhook_url must be http or https".into());
+    }
+    let literal = match parsed.host() {
+        Some(url::Host::Ipv4(a)) => Some(IpAddr::V4(a)),
+        Some(url::Host::Ipv6(a)) => Some(IpAddr::V6(a)),
+        Some(url::Host::Domain(_)) => None,
+        None => return Err("webhook_url has no host".into()),
+    };
+    match literal {
+        Some(ip) if !allow_private && !is_public(ip) => Err(format!(
+            "{ip} is a private, loopback or link-local address; refused \
+             (AGENTNEXUS_WEBHOOK_ALLOW_PRIVATE=1 allows it)"
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A transport error in a sentence, without the URL's query (which may carry a token).
+fn describe(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else {
+        "request failed"
+    };
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    let mut detail = String::new();
+    while let Some(s) = source {
+        detail = s.to_string();
+        source = s.source();
+    }
+    if detail.is_empty() {
+        kind.to_owned()
+    } else {
+        format!("{kind}: {detail}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_ranges_are_not_public() {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+            "224.0.0.1",
+        ] {
+            assert!(!is_public(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["93.184.216.34", "1.1.1.1", "2606:4700::1111"] {
+            assert!(is_public(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[test]
+    fn literal_private_destinations_are_refused() {
+        assert!(check_destination("http://127.0.0.1:9/hook", false).is_err());
+        assert!(check_destination("http://[::1]/hook", false).is_err());
+        assert!(check_destination("http://169.254.169.254/latest", false).is_err());
+        assert!(check_destination("http://127.0.0.1:9/hook", true).is_ok());
+        assert!(check_destination("https://hooks.example.com/x", false).is_ok());
+        assert!(check_destination("ftp://hooks.example.com/x", true).is_err());
+    }
+
+    #[test]
+    fn backoff_grows_honours_retry_after_and_gives_up() {
+        let s = RetrySchedule {
+            base: Duration::from_secs(10),
+            max: Duration::from_secs(3600),
+            horizon: Duration::from_secs(86_400),
+        };
+        let now = Utc::now();
+        let delay = |n, ra| match s.next(n, ra, now, now) {
+            Next::RetryAt(at) => (at - now).num_milliseconds(),
+            other => panic!("{other:?}"),
+        };
+        assert!((7_500..=12_500).contains(&delay(1, None)));
+        assert!((30_000..=50_000).contains(&delay(3, None)));
+        assert!(delay(30, None) <= 4_500_000, "capped");
+        assert!(delay(1, Some(Duration::from_secs(120))) >= 120_000);
+        assert_eq!(
+            s.next(5, None, now - chrono::Duration::hours(24), now),
+            Next::Dead
+        );
+    }
+}

@@ -1,0 +1,3 @@
+//! Background work: deliveries of the durable job queue.
+
+pub mod delivery;
