@@ -239,13 +239,15 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
 async fn serve(database: &str, config: Config) -> Result<ExitCode, AnyError> {
     init_logging();
     let store = open(database, config.database_max_connections).await?;
-    if let Some(created) = accounts::bootstrap(
-        &store,
-        &config.bootstrap_email,
+    // A bad server key refuses to start before the store is bootstrapped and credentials
+    // are printed.
+    let listen = config.listen;
+    let (email, password) = (
+        config.bootstrap_email.clone(),
         config.bootstrap_password.clone(),
-    )
-    .await?
-    {
+    );
+    let state = Arc::new(AppState::new(store, config, Arc::new(chrono::Utc::now))?);
+    if let Some(created) = accounts::bootstrap(&state.store, &email, password).await? {
         println!("AgentNexus bootstrapped workspace `{}`", created.workspace);
         println!("  owner:     {}", created.owner_email);
         if let Some(pw) = &created.owner_password {
@@ -254,15 +256,14 @@ async fn serve(database: &str, config: Config) -> Result<ExitCode, AnyError> {
         println!("  admin key: {}", created.admin_key);
         println!("These are shown once: keep them somewhere safe.");
     }
-    let listener = tokio::net::TcpListener::bind(config.listen)
+    let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     tracing::info!(
         listen = %listener.local_addr()?,
         database = %agentnexus_store::redact(database),
         "AgentNexus is serving"
     );
-    let state = Arc::new(AppState::new(store, config, Arc::new(chrono::Utc::now))?);
     agentnexus_server::serve(listener, state, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -24,6 +24,13 @@ pub fn prometheus() -> &'static PrometheusHandle {
                 ],
             )
             .expect("valid buckets")
+            .set_buckets_for_metric(
+                Matcher::Full("agentnexus_webhook_latency_seconds".into()),
+                &[
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0,
+                ],
+            )
+            .expect("valid buckets")
             .build_recorder();
         let handle = recorder.handle();
         // Another recorder may already be installed (several apps in one test process).

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use agentnexus_engine::{CompiledPolicy, Format, PolicySet, compile_policy};
-use agentnexus_store::{KeyIdentity, Store, Tenant, key_hash};
+use agentnexus_store::{Evaluation, KeyIdentity, Status, Store, Tenant, key_hash};
 use chrono::{DateTime, Utc};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
@@ -89,6 +89,41 @@ impl AppState {
                 retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
             }
         })
+    }
+
+    /// The base of links this server gives out: `AGENTNEXUS_PUBLIC_URL`, or its own address.
+    pub fn public_url(&self) -> String {
+        match &self.config.public_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!("http://{}", self.config.listen),
+        }
+    }
+
+    /// An evaluation, once its status differs from what it was when asked, or when `wait`
+    /// has passed. Only a pending evaluation can change. It polls the store rather than
+    /// holding a connection open while it waits.
+    pub async fn wait_for_change(
+        &self,
+        tenant: &Tenant,
+        id: &str,
+        wait: std::time::Duration,
+    ) -> ApiResult<Option<Evaluation>> {
+        let Some(first) = self.store.evaluation(tenant, id).await? else {
+            return Ok(None);
+        };
+        if wait.is_zero() || first.status != Status::Pending {
+            return Ok(Some(first));
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            tokio::time::sleep(left.min(std::time::Duration::from_millis(250))).await;
+            let now = self.store.evaluation(tenant, id).await?;
+            let changed = now.as_ref().is_none_or(|e| e.status != first.status);
+            if changed || tokio::time::Instant::now() >= deadline {
+                return Ok(now);
+            }
+        }
     }
 
     /// The workspace's current webhook signing secret, made on first use.

@@ -386,3 +386,46 @@ both_backends!(listing_filters_and_pages, |backend| async move {
     app.get("/api/v1/evaluations", &agent).await.problem(403);
     app.stop().await;
 });
+
+both_backends!(reads_can_wait_for_a_change, |backend| async move {
+    let app = TestApp::spawn(backend).await;
+    app.put_policy("payments", PAYMENTS).await;
+    let key = app.admin_key.clone();
+    let pending = app
+        .evaluate(
+            &key,
+            json!({"agent_id": "a", "action": "stripe.refund", "amount_cents": 90000}),
+        )
+        .await;
+    let id = pending.body["evaluation_id"].as_str().unwrap().to_owned();
+    // Nothing decides it here, so the wait runs out and answers the evaluation as it is.
+    let start = std::time::Instant::now();
+    let r = app
+        .get(&format!("/api/v1/evaluations/{id}?wait=1"), &key)
+        .await;
+    assert!(start.elapsed() >= std::time::Duration::from_millis(950));
+    assert_eq!(r.body["status"], "pending");
+    // A final evaluation cannot change: no waiting.
+    let allowed = app
+        .evaluate(&key, json!({"agent_id": "a", "action": "stripe.refund"}))
+        .await;
+    let start = std::time::Instant::now();
+    let r = app
+        .get(
+            &format!(
+                "/api/v1/evaluations/{}?wait=30",
+                allowed.body["evaluation_id"].as_str().unwrap()
+            ),
+            &key,
+        )
+        .await;
+    assert_eq!(r.body["status"], "allowed");
+    assert!(start.elapsed() < std::time::Duration::from_secs(5));
+    app.get(&format!("/api/v1/evaluations/{id}?wait=61"), &key)
+        .await
+        .problem(422);
+    app.get(&format!("/api/v1/evaluations/{id}?wait=soon"), &key)
+        .await
+        .problem(422);
+    app.stop().await;
+});

@@ -252,6 +252,19 @@ both_backends!(
                 .as_str()
                 .unwrap()
                 .to_owned();
+            let settled =
+                deliveries_until(&app, r.body["evaluation_id"].as_str().unwrap(), settled).await;
+            assert_eq!(
+                settled["deliveries"][0]["status"], "dead",
+                "{url}: not retried"
+            );
+            assert_eq!(
+                settled["deliveries"][0]["attempts"]
+                    .as_array()
+                    .unwrap()
+                    .len(),
+                1
+            );
             assert!(
                 error.contains("private") || error.contains("loopback"),
                 "{url}: {error}"

@@ -78,9 +78,14 @@ fn parse(req: EvaluateRequest) -> ApiResult<(Proposal, Extras)> {
         ));
     }
     if let Some(url) = &req.webhook_url {
-        let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
-        if !scheme_ok || url.len() > 2048 || url.contains(char::is_whitespace) {
-            return Err(ApiError::field("webhook_url", "must be an http(s) URL"));
+        let parsed = url::Url::parse(url).ok().filter(|u| {
+            matches!(u.scheme(), "http" | "https") && u.host().is_some() && url.len() <= 2048
+        });
+        if parsed.is_none() {
+            return Err(ApiError::field(
+                "webhook_url",
+                "must be an http(s) URL with a host, at most 2048 characters",
+            ));
         }
     }
     Ok((
@@ -275,13 +280,22 @@ pub async fn evaluate(
     caller: Caller,
     Json(req): Json<EvaluateRequest>,
 ) -> ApiResult<axum::Json<EvaluationResponse>> {
+    decide(&state, &caller, req).await.map(axum::Json)
+}
+
+/// Decides a proposal and records it: the use case behind REST evaluate and the MCP tool.
+pub async fn decide(
+    state: &AppState,
+    caller: &Caller,
+    req: EvaluateRequest,
+) -> ApiResult<EvaluationResponse> {
     let (proposal, extras) = parse(req)?;
     let tenant = &caller.tenant;
     let now = state.now();
     if let Some(key) = &extras.idempotency_key
         && let Some(id) = state.store.idempotent_evaluation(tenant, key, now).await?
     {
-        return existing(&state, &caller, &id).await;
+        return existing(state, caller, &id).await;
     }
     let policies = state.policy_set(tenant).await?;
     let spend = if policies.set.uses_spend() {
@@ -320,29 +334,32 @@ pub async fn evaluate(
         Recorded::Created => {
             metrics::counter!("agentnexus_decisions_total", "effect" => view.decision.as_str())
                 .increment(1);
-            Ok(axum::Json(summary(&view)))
+            Ok(summary(&view))
         }
-        Recorded::Existing(id) => existing(&state, &caller, &id).await,
+        Recorded::Existing(id) => existing(state, caller, &id).await,
     }
 }
 
-async fn existing(
-    state: &AppState,
-    caller: &Caller,
-    id: &str,
-) -> ApiResult<axum::Json<EvaluationResponse>> {
+async fn existing(state: &AppState, caller: &Caller, id: &str) -> ApiResult<EvaluationResponse> {
     let ev = state
         .store
         .evaluation(&caller.tenant, id)
         .await?
         .ok_or_else(|| ApiError::Internal(format!("idempotency key names missing {id}")))?;
-    Ok(axum::Json(summary(&ev)))
+    Ok(summary(&ev))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct WaitParams {
+    /// Hold the request until the status changes or this many seconds pass (at most 60).
+    pub wait: Option<u64>,
 }
 
 /// One evaluation with its current status, stages and decisions.
 #[utoipa::path(
     get, path = "/api/v1/evaluations/{id}", tag = "evaluate",
-    params(("id" = String, Path, description = "Evaluation id")),
+    params(("id" = String, Path, description = "Evaluation id"), WaitParams),
     responses(
         (status = 200, body = EvaluationDetail),
         (status = 404, description = "No such evaluation in this workspace", body = Problem, content_type = "application/problem+json"),
@@ -353,10 +370,14 @@ pub async fn get_evaluation(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<String>,
+    Query(params): Query<WaitParams>,
 ) -> ApiResult<axum::Json<EvaluationDetail>> {
+    let wait = params.wait.unwrap_or(0);
+    if wait > 60 {
+        return Err(ApiError::field("wait", "must be 0 to 60 seconds"));
+    }
     let ev = state
-        .store
-        .evaluation(&caller.tenant, &id)
+        .wait_for_change(&caller.tenant, &id, std::time::Duration::from_secs(wait))
         .await?
         .ok_or(ApiError::NotFound)?;
     Ok(axum::Json(detail(ev)))

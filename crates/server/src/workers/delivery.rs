@@ -16,6 +16,9 @@ use tokio::task::JoinSet;
 
 use crate::state::AppState;
 
+/// How a refused name is described; an attempt failing with it is not retried.
+const PRIVATE_ONLY: &str = "resolves only to private, loopback or link-local addresses";
+
 /// Most of a response body kept with an attempt.
 const BODY_KEPT: usize = 1024;
 
@@ -41,11 +44,10 @@ impl RetrySchedule {
         now: DateTime<Utc>,
     ) -> Next {
         let doublings = u32::try_from(attempts.saturating_sub(1).clamp(0, 30)).unwrap_or(30);
-        let backoff = self
-            .base
-            .saturating_mul(2u32.saturating_pow(doublings))
+        let backoff = self.base.saturating_mul(2u32.saturating_pow(doublings));
+        let jittered = backoff
+            .mul_f64(rand::rng().random_range(0.75..1.25))
             .min(self.max);
-        let jittered = backoff.mul_f64(rand::rng().random_range(0.75..1.25));
         let delay = retry_after.map_or(jittered, |r| r.max(jittered));
         let at = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
         let horizon = chrono::Duration::from_std(self.horizon).unwrap_or(chrono::Duration::MAX);
@@ -62,7 +64,7 @@ impl RetrySchedule {
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(a) => {
-            let [o0, o1, ..] = a.octets();
+            let [o0, o1, o2, _] = a.octets();
             !(a.is_private()
                 || a.is_loopback()
                 || a.is_link_local()
@@ -73,17 +75,35 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || o0 == 0
                 || o0 >= 240
                 || (o0 == 100 && (o1 & 0xc0) == 64)
-                || (o0 == 198 && (o1 & 0xfe) == 18))
+                || (o0 == 198 && (o1 & 0xfe) == 18)
+                || (o0 == 192 && o1 == 0 && o2 == 0))
         }
         IpAddr::V6(a) => match a.to_ipv4_mapped() {
             Some(v4) => is_public(IpAddr::V4(v4)),
             None => {
                 let s = a.segments();
+                let embedded = |hi: u16, lo: u16| {
+                    IpAddr::V4(std::net::Ipv4Addr::new(
+                        (hi >> 8) as u8,
+                        hi as u8,
+                        (lo >> 8) as u8,
+                        lo as u8,
+                    ))
+                };
+                // NAT64 and 6to4 carry an IPv4 address that decides where the packet goes.
+                if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0] {
+                    return is_public(embedded(s[6], s[7]));
+                }
+                if s[0] == 0x2002 {
+                    return is_public(embedded(s[1], s[2]));
+                }
                 !(a.is_loopback()
                     || a.is_unspecified()
                     || a.is_multicast()
                     || (s[0] & 0xfe00) == 0xfc00
                     || (s[0] & 0xffc0) == 0xfe80
+                    || (s[0] & 0xffc0) == 0xfec0
+                    || (s[0] == 0x0100 && s[1..4] == [0, 0, 0])
                     || (s[0] == 0x2001 && s[1] == 0x0db8))
             }
         },
@@ -103,11 +123,7 @@ impl Resolve for PublicOnly {
                 .filter(|a| is_public(a.ip()))
                 .collect();
             if addrs.is_empty() {
-                return Err(format!(
-                    "{} resolves only to private, loopback or link-local addresses",
-                    name.as_str()
-                )
-                .into());
+                return Err(format!("{} {PRIVATE_ONLY}", name.as_str()).into());
             }
             Ok(Box::new(addrs.into_iter()) as Addrs)
         })
@@ -120,6 +136,8 @@ pub fn http_client(allow_private: bool) -> reqwest::Client {
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(15))
         .redirect(reqwest::redirect::Policy::none())
+        // A proxy would resolve names itself, past the check below.
+        .no_proxy()
         .user_agent(concat!("AgentNexus-Webhooks/", env!("CARGO_PKG_VERSION")));
     if !allow_private {
         builder = builder.dns_resolver(Arc::new(PublicOnly));
@@ -167,11 +185,16 @@ pub async fn run(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
                 Err(e) => tracing::warn!(error = %e, "claiming jobs failed"),
             }
         }
-        let wait = match state.store.next_job_at().await {
-            Ok(Some(at)) => (at - state.now()).to_std().unwrap_or_default(),
-            _ => config.poll,
-        }
-        .clamp(Duration::from_millis(5), config.poll);
+        // With every slot busy, only a finished delivery (or stop) is worth waking for.
+        let wait = if inflight.len() >= config.concurrency {
+            config.poll
+        } else {
+            match state.store.next_job_at().await {
+                Ok(Some(at)) => (at - state.now()).to_std().unwrap_or_default(),
+                _ => config.poll,
+            }
+            .clamp(Duration::from_millis(5), config.poll)
+        };
         let finished = tokio::select! {
             Some(done) = inflight.join_next(), if !inflight.is_empty() => Some(done),
             _ = state.store.jobs_ready().notified() => None,
@@ -216,8 +239,37 @@ async fn record(
 
 /// Performs one job; what it came to is recorded by the worker.
 async fn perform(state: Arc<AppState>, job: Job) -> Finished {
-    let (outcome, summary) = match job.kind {
-        JobKind::Webhook => webhook(&state, &job).await,
+    // The whole attempt (secrets included) ends well inside the lease, so no other worker
+    // can take the job while this one still works on it.
+    let bound = (state.config.delivery().lease - chrono::Duration::seconds(5))
+        .to_std()
+        .unwrap_or(Duration::from_secs(15));
+    let attempt = async {
+        match job.kind {
+            JobKind::Webhook => webhook(&state, &job).await,
+        }
+    };
+    let (outcome, summary) = match tokio::time::timeout(bound, attempt).await {
+        Ok(done) => done,
+        Err(_) => (
+            Outcome {
+                attempt: Attempt {
+                    attempt: job.attempts,
+                    attempted_at: String::new(),
+                    status_code: None,
+                    latency_ms: bound.as_millis() as i64,
+                    error: Some("the attempt ran out of time".into()),
+                    response_body: None,
+                },
+                retry_after: None,
+                retryable: true,
+                delivered: false,
+            },
+            json!({
+                "event": job.payload["body"]["event"],
+                "url": without_query(job.payload["url"].as_str().unwrap_or_default()),
+            }),
+        ),
     };
     let now = state.now();
     let next = if outcome.delivered {
@@ -231,6 +283,8 @@ async fn perform(state: Arc<AppState>, job: Job) -> Finished {
             .retry
             .next(job.attempts, outcome.retry_after, job.created_at, now)
     };
+    metrics::histogram!("agentnexus_webhook_latency_seconds")
+        .record(outcome.attempt.latency_ms as f64 / 1000.0);
     let label = match next {
         Next::Done => "delivered",
         Next::RetryAt(_) => "retrying",
@@ -251,7 +305,7 @@ async fn perform(state: Arc<AppState>, job: Job) -> Finished {
 async fn webhook(state: &AppState, job: &Job) -> (Outcome, Value) {
     let url = job.payload["url"].as_str().unwrap_or_default().to_owned();
     let body = serde_json::to_vec(&job.payload["body"]).unwrap_or_default();
-    let summary = json!({"event": job.payload["body"]["event"], "url": url});
+    let summary = json!({"event": job.payload["body"]["event"], "url": without_query(&url)});
     let started = Instant::now();
     let failed = |error: String, retryable: bool| Outcome {
         attempt: Attempt {
@@ -293,7 +347,11 @@ async fn webhook(state: &AppState, job: &Job) -> (Outcome, Value) {
         .await;
     let mut response = match response {
         Ok(r) => r,
-        Err(e) => return (failed(describe(&e), true), summary),
+        Err(e) => {
+            let why = describe(&e);
+            let retryable = !why.contains(PRIVATE_ONLY);
+            return (failed(why, retryable), summary);
+        }
     };
     let status = response.status();
     let retry_after = response
@@ -324,8 +382,6 @@ async fn webhook(state: &AppState, job: &Job) -> (Outcome, Value) {
         retryable: true,
         delivered,
     };
-    metrics::histogram!("agentnexus_webhook_latency_seconds")
-        .record(started.elapsed().as_secs_f64());
     (outcome, summary)
 }
 
@@ -348,6 +404,18 @@ fn check_destination(url: &str, allow_private: bool) -> Result<(), String> {
              (AGENTNEXUS_WEBHOOK_ALLOW_PRIVATE=1 allows it)"
         )),
         _ => Ok(()),
+    }
+}
+
+/// A URL as the audit trail keeps it: without its query, which may carry a token.
+fn without_query(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            u.set_query(None);
+            u.set_fragment(None);
+            u.to_string()
+        }
+        Err(_) => url.split(['?', '#']).next().unwrap_or_default().to_owned(),
     }
 }
 
@@ -380,6 +448,11 @@ mod tests {
     #[test]
     fn private_ranges_are_not_public() {
         for ip in [
+            "192.0.0.8",
+            "64:ff9b::a00:1",
+            "2002:7f00:1::",
+            "fec0::1",
+            "100::1",
             "127.0.0.1",
             "10.1.2.3",
             "172.16.0.1",
