@@ -101,6 +101,11 @@ pub struct Config {
     /// A delivery still failing this long after it was queued is given up (dead), in seconds.
     #[arg(long, env = "AGENTNEXUS_RETRY_HORIZON_SECS", default_value_t = 86_400)]
     pub retry_horizon_secs: u64,
+
+    /// Browser origins allowed to call the MCP gateway besides the public URL's own
+    /// (comma-separated, e.g. https://app.example.com).
+    #[arg(long, env = "AGENTNEXUS_MCP_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub mcp_allowed_origins: Vec<String>,
 }
 
 /// The delivery worker's settings, as types.
@@ -147,6 +152,7 @@ impl Config {
             retry_base_ms: 50,
             retry_max_secs: 1,
             retry_horizon_secs: 86_400,
+            mcp_allowed_origins: Vec::new(),
         }
     }
 }

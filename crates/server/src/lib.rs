@@ -8,6 +8,7 @@ pub mod config;
 pub mod crypto;
 pub mod error;
 pub mod extract;
+pub mod mcp;
 pub mod openapi;
 pub mod ops;
 pub mod state;
@@ -38,6 +39,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
+        .route("/api/mcp", axum::routing::any(mcp::handle))
         .route(
             "/api/openapi.json",
             get(|| async {

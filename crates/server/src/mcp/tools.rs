@@ -86,8 +86,14 @@ fn evaluation_output() -> Value {
         ("context", json!({"type": "object"})),
         ("trace", json!({"type": ["object", "null"]})),
         ("idempotency_key", json!({"type": ["string", "null"]})),
-        ("stages", json!({"type": "array", "items": {"type": "object"}})),
-        ("decisions", json!({"type": "array", "items": {"type": "object"}})),
+        (
+            "stages",
+            json!({"type": "array", "items": {"type": "object"}}),
+        ),
+        (
+            "decisions",
+            json!({"type": "array", "items": {"type": "object"}}),
+        ),
         ("updated_at", json!({"type": "string"})),
     ] {
         properties.insert(name.into(), schema);
@@ -171,7 +177,12 @@ fn follow(state: &AppState, id: &str) -> Value {
 }
 
 /// `evaluate`, with the request's `_meta` kept as trace metadata.
-pub async fn evaluate(state: &AppState, caller: &Caller, arguments: Value, meta: Option<&Value>) -> Outcome {
+pub async fn evaluate(
+    state: &AppState,
+    caller: &Caller,
+    arguments: Value,
+    meta: Option<&Value>,
+) -> Outcome {
     let mut req: EvaluateRequest = match serde_json::from_value(arguments) {
         Ok(r) => r,
         Err(e) => return Outcome::Failed(format!("invalid arguments: {e}")),
@@ -196,10 +207,11 @@ pub async fn evaluate(state: &AppState, caller: &Caller, arguments: Value, meta:
             }
             structured["action"] = json!(action);
             let summary = summarize(&structured);
-            structured
-                .as_object_mut()
-                .map(|o| o.remove("action"));
-            Outcome::Done { structured, summary }
+            structured.as_object_mut().map(|o| o.remove("action"));
+            Outcome::Done {
+                structured,
+                summary,
+            }
         }
         Err(e) => failed(e),
     }
@@ -207,7 +219,10 @@ pub async fn evaluate(state: &AppState, caller: &Caller, arguments: Value, meta:
 
 /// `get_evaluation`, optionally waiting for the status to change.
 pub async fn get_evaluation(state: &AppState, caller: &Caller, arguments: Value) -> Outcome {
-    let Some(id) = arguments["evaluation_id"].as_str().filter(|s| !s.is_empty()) else {
+    let Some(id) = arguments["evaluation_id"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+    else {
         return Outcome::Failed("evaluation_id is required".into());
     };
     let wait = match &arguments["wait_seconds"] {
@@ -235,7 +250,10 @@ pub async fn get_evaluation(state: &AppState, caller: &Caller, arguments: Value)
                 structured["follow"] = follow(state, id);
             }
             let summary = summarize(&structured);
-            Outcome::Done { structured, summary }
+            Outcome::Done {
+                structured,
+                summary,
+            }
         }
         Ok(None) => failed(ApiError::NotFound),
         Err(e) => failed(e),

@@ -144,6 +144,8 @@ impl TestApp {
         let (_, tenant) = store.workspace_by_name("default").await.unwrap().unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
+        let mut config = config;
+        config.public_url.get_or_insert_with(|| url.clone());
         let clock = TestClock::default();
         let c = clock.clone();
         let state = Arc::new(

@@ -1,0 +1,605 @@
+//! The MCP gateway (SPEC §10): a stateless Model Context Protocol server over Streamable HTTP
+//! at `POST /api/mcp`, speaking both generations — 2025-06-18 / 2025-11-25 (`initialize`
+//! handshake, `MCP-Protocol-Version` header) and 2026-07-28 (no handshake: a `_meta` envelope
+//! on every request, `Mcp-Method`/`Mcp-Name` headers, `resultType` on every result). Nothing is
+//! kept between requests, so any number of servers can answer behind a load balancer.
+//!
+//! Written by hand rather than with `rmcp`: the gateway is two tools over our own use cases,
+//! and what it must get exactly right (both generations on one stateless endpoint, header and
+//! envelope checks, the input-required retry) is the protocol edge itself.
+
+mod tools;
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use serde_json::{Map, Value, json};
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+const LEGACY_VERSIONS: [&str; 2] = ["2025-06-18", "2025-11-25"];
+const MODERN: &str = "2026-07-28";
+const LATEST_LEGACY: &str = "2025-11-25";
+const RESERVED_META: &str = "io.modelcontextprotocol/";
+const META_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+const META_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
+const META_CLIENT: &str = "io.modelcontextprotocol/clientInfo";
+const META_SERVER: &str = "io.modelcontextprotocol/serverInfo";
+
+const PARSE_ERROR: i64 = -32700;
+const INVALID_REQUEST: i64 = -32600;
+const METHOD_NOT_FOUND: i64 = -32601;
+const INVALID_PARAMS: i64 = -32602;
+const INTERNAL_ERROR: i64 = -32603;
+/// Implementation-defined: the key is missing, unknown or revoked.
+const UNAUTHORIZED: i64 = -32010;
+/// Implementation-defined: the key's rate limit.
+const RATE_LIMITED: i64 = -32011;
+const HEADER_MISMATCH: i64 = -32020;
+const UNSUPPORTED_VERSION: i64 = -32022;
+
+/// Which generation of the protocol a request speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Era {
+    Legacy,
+    Modern,
+}
+
+/// A JSON-RPC error answer, with the HTTP status it goes out with.
+struct RpcError {
+    status: StatusCode,
+    id: Value,
+    code: i64,
+    message: String,
+    data: Option<Value>,
+}
+
+impl RpcError {
+    fn new(status: StatusCode, code: i64, message: impl Into<String>) -> RpcError {
+        RpcError {
+            status,
+            id: Value::Null,
+            code,
+            message: message.into(),
+            data: None,
+        }
+    }
+
+    fn with_id(mut self, id: &Value) -> RpcError {
+        self.id = id.clone();
+        self
+    }
+
+    fn with_data(mut self, data: Value) -> RpcError {
+        self.data = Some(data);
+        self
+    }
+}
+
+impl IntoResponse for RpcError {
+    fn into_response(self) -> Response {
+        let mut error = json!({"code": self.code, "message": self.message});
+        if let Some(data) = self.data {
+            error["data"] = data;
+        }
+        let body = json!({"jsonrpc": "2.0", "id": self.id, "error": error});
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"agentnexus\""),
+            );
+        }
+        response
+    }
+}
+
+fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, RpcError> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(RpcError::new(
+            StatusCode::BAD_REQUEST,
+            HEADER_MISMATCH,
+            format!("{name} header appears more than once"),
+        ));
+    }
+    first
+        .map(|v| {
+            v.to_str().map_err(|_| {
+                RpcError::new(
+                    StatusCode::BAD_REQUEST,
+                    HEADER_MISMATCH,
+                    format!("{name} is not text"),
+                )
+            })
+        })
+        .transpose()
+}
+
+/// `Mcp-Name` carries non-ASCII names as `=?base64?…?=`.
+fn decode_header_value(v: &str) -> Option<String> {
+    match v
+        .strip_prefix("=?base64?")
+        .and_then(|r| r.strip_suffix("?="))
+    {
+        Some(b64) => base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok()),
+        None => Some(v.to_owned()),
+    }
+}
+
+/// Whether a browser page from `origin` may call us: the public URL's own origin, or one
+/// listed in `AGENTNEXUS_MCP_ALLOWED_ORIGINS`. Clients that are not browsers send no Origin.
+fn origin_allowed(state: &AppState, origin: &str) -> bool {
+    let own = url::Url::parse(&state.public_url())
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or_default();
+    origin == own
+        || state
+            .config
+            .mcp_allowed_origins
+            .iter()
+            .any(|o| o.trim_end_matches('/') == origin)
+}
+
+fn accepts_json(headers: &HeaderMap) -> bool {
+    headers.get_all(header::ACCEPT).iter().any(|v| {
+        v.to_str().unwrap_or_default().split(',').any(|part| {
+            let media = part.split(';').next().unwrap_or_default().trim();
+            matches!(media, "application/json" | "application/*" | "*/*")
+        })
+    })
+}
+
+/// `POST /api/mcp` (and every other method, answered 405).
+pub async fn handle(
+    State(state): State<Arc<AppState>>,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match serve(&state, method, &headers, &body).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn serve(
+    state: &Arc<AppState>,
+    method: Method,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, RpcError> {
+    if let Some(origin) = header_text(headers, "origin")?
+        && !origin_allowed(state, origin)
+    {
+        return Err(RpcError::new(
+            StatusCode::FORBIDDEN,
+            INVALID_REQUEST,
+            format!("origin {origin} is not allowed"),
+        ));
+    }
+    if method != Method::POST {
+        let mut r = StatusCode::METHOD_NOT_ALLOWED.into_response();
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return Ok(r);
+    }
+    let caller = authenticate(state, headers).await?;
+    let content_type = header_text(headers, "content-type")?.unwrap_or_default();
+    if !content_type.trim().starts_with("application/json") {
+        return Err(RpcError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            INVALID_REQUEST,
+            "Content-Type must be application/json",
+        ));
+    }
+    if !accepts_json(headers) {
+        return Err(RpcError::new(
+            StatusCode::NOT_ACCEPTABLE,
+            INVALID_REQUEST,
+            "Not Acceptable: the client must accept application/json",
+        ));
+    }
+    let message: Value = serde_json::from_slice(body)
+        .map_err(|_| RpcError::new(StatusCode::BAD_REQUEST, PARSE_ERROR, "Parse error"))?;
+    let Value::Object(message) = message else {
+        let what = if message.is_array() {
+            "batches are not supported: send one JSON-RPC request or notification per POST"
+        } else {
+            "the body must be one JSON-RPC request or notification object"
+        };
+        return Err(RpcError::new(
+            StatusCode::BAD_REQUEST,
+            INVALID_REQUEST,
+            what,
+        ));
+    };
+    let era = era(headers)?;
+    if message.get("jsonrpc") != Some(&json!("2.0")) || !message["method"].is_string() {
+        return Err(RpcError::new(
+            StatusCode::BAD_REQUEST,
+            INVALID_REQUEST,
+            "not a JSON-RPC 2.0 message: `jsonrpc` must be \"2.0\" and `method` a string",
+        ));
+    }
+    let Some(id) = message.get("id").cloned() else {
+        // A notification: nothing to keep, nothing to answer.
+        return Ok(StatusCode::ACCEPTED.into_response());
+    };
+    if !(id.is_string() || id.is_i64() || id.is_u64()) {
+        return Err(RpcError::new(
+            StatusCode::BAD_REQUEST,
+            INVALID_REQUEST,
+            "the request id must be a string or an integer",
+        ));
+    }
+    let params = match message.get("params") {
+        None => Value::Object(Map::new()),
+        Some(p @ Value::Object(_)) => p.clone(),
+        Some(_) => {
+            return Err(RpcError::new(
+                StatusCode::BAD_REQUEST,
+                INVALID_REQUEST,
+                "params must be an object",
+            )
+            .with_id(&id));
+        }
+    };
+    let method = message["method"].as_str().unwrap_or_default();
+    if era == Era::Modern {
+        check_envelope(headers, method, &params).map_err(|e| e.with_id(&id))?;
+    }
+    let result = dispatch(state, &caller, era, method, &params)
+        .await
+        .map_err(|e| e.with_id(&id))?;
+    let mut result = result;
+    if era == Era::Modern {
+        if result.get("resultType").is_none() {
+            result["resultType"] = json!("complete");
+        }
+        result["_meta"] = json!({META_SERVER: server_info()});
+    }
+    Ok(axum::Json(json!({"jsonrpc": "2.0", "id": id, "result": result})).into_response())
+}
+
+async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, RpcError> {
+    let unauthorized = || {
+        RpcError::new(
+            StatusCode::UNAUTHORIZED,
+            UNAUTHORIZED,
+            "Invalid or missing API key: send Authorization: Bearer anx_…",
+        )
+    };
+    let secret = header_text(headers, "authorization")?
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .filter(|t| t.starts_with("anx_"))
+        .ok_or_else(unauthorized)?;
+    let key = match state.authenticate(secret).await {
+        Ok(Some(k)) => k,
+        Ok(None) => return Err(unauthorized()),
+        Err(e) => return Err(internal(e)),
+    };
+    if let Err(ApiError::RateLimited { retry_after_secs }) = state.check_rate(&key.identity.key_id)
+    {
+        return Err(RpcError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            RATE_LIMITED,
+            format!("rate limited: retry in {retry_after_secs} s"),
+        )
+        .with_data(json!({"retry_after_secs": retry_after_secs})));
+    }
+    key.touch(state.now());
+    Ok(Caller {
+        tenant: key.identity.tenant.clone(),
+        key_id: key.identity.key_id.clone(),
+        scope: key.identity.scope,
+    })
+}
+
+fn internal(e: impl std::fmt::Display) -> RpcError {
+    tracing::error!(error = %e, "MCP request failed");
+    RpcError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        INTERNAL_ERROR,
+        "internal error; nothing was recorded",
+    )
+}
+
+/// The generation, from `MCP-Protocol-Version`: absent or a handshake version is legacy.
+fn era(headers: &HeaderMap) -> Result<Era, RpcError> {
+    match header_text(headers, "mcp-protocol-version")? {
+        None => Ok(Era::Legacy),
+        Some(v) if LEGACY_VERSIONS.contains(&v) => Ok(Era::Legacy),
+        Some(MODERN) => Ok(Era::Modern),
+        Some(other) => Err(RpcError::new(
+            StatusCode::BAD_REQUEST,
+            UNSUPPORTED_VERSION,
+            "Unsupported protocol version",
+        )
+        .with_data(json!({
+            "supported": [LEGACY_VERSIONS[0], LEGACY_VERSIONS[1], MODERN],
+            "requested": other,
+        }))),
+    }
+}
+
+/// 2026-07-28: every request carries its envelope, and the routing headers agree with it.
+fn check_envelope(headers: &HeaderMap, method: &str, params: &Value) -> Result<(), RpcError> {
+    let bad = |code, message: String| RpcError::new(StatusCode::BAD_REQUEST, code, message);
+    let meta = params
+        .get("_meta")
+        .and_then(Value::as_object)
+        .filter(|m| m.contains_key(META_VERSION) && m.contains_key(META_CAPABILITIES))
+        .ok_or_else(|| {
+            bad(
+                INVALID_PARAMS,
+                format!("params._meta must carry the {META_VERSION} and {META_CAPABILITIES} keys"),
+            )
+        })?;
+    let version = header_text(headers, "mcp-protocol-version")?.unwrap_or_default();
+    if meta[META_VERSION].as_str() != Some(version) {
+        return Err(bad(
+            HEADER_MISMATCH,
+            "mcp-protocol-version header does not match the request envelope's protocol version"
+                .into(),
+        ));
+    }
+    if header_text(headers, "mcp-method")? != Some(method) {
+        return Err(bad(
+            HEADER_MISMATCH,
+            "mcp-method header does not match the request body's method".into(),
+        ));
+    }
+    if method == "tools/call" {
+        let name = header_text(headers, "mcp-name")?.and_then(decode_header_value);
+        if name.as_deref() != params["name"].as_str() || name.is_none() {
+            return Err(bad(
+                HEADER_MISMATCH,
+                "mcp-name header does not match the request body's 'name' parameter".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn server_info() -> Value {
+    json!({"name": "agentnexus", "title": "AgentNexus", "version": env!("CARGO_PKG_VERSION")})
+}
+
+const INSTRUCTIONS: &str = "Before any consequential action (a refund, a deploy, a deletion, \
+    an e-mail to a customer), call `evaluate`. Act only when status is `allowed` or \
+    `approved`. When it is `pending`, a human must decide: follow it with `get_evaluation` \
+    (wait_seconds up to 60) until it is final.";
+
+async fn dispatch(
+    state: &Arc<AppState>,
+    caller: &Caller,
+    era: Era,
+    method: &str,
+    params: &Value,
+) -> Result<Value, RpcError> {
+    // Legacy answers errors inside a 200, as the legacy transport did; 2026-07-28 maps them
+    // to HTTP statuses.
+    let status = |modern: StatusCode| match era {
+        Era::Legacy => StatusCode::OK,
+        Era::Modern => modern,
+    };
+    match (era, method) {
+        (Era::Legacy, "initialize") => {
+            let asked = params["protocolVersion"].as_str().unwrap_or_default();
+            let version = if LEGACY_VERSIONS.contains(&asked) {
+                asked
+            } else {
+                LATEST_LEGACY
+            };
+            Ok(json!({
+                "protocolVersion": version,
+                "capabilities": {"tools": {"listChanged": false}},
+                "serverInfo": server_info(),
+                "instructions": INSTRUCTIONS,
+            }))
+        }
+        (Era::Legacy, "ping") => Ok(json!({})),
+        (Era::Modern, "server/discover") => Ok(json!({
+            "supportedVersions": [MODERN],
+            "capabilities": {"tools": {"listChanged": false}},
+            "serverInfo": server_info(),
+            "instructions": INSTRUCTIONS,
+            "ttlMs": 0,
+            "cacheScope": "private",
+        })),
+        (_, "tools/list") => {
+            let mut result = json!({"tools": tools::list()});
+            if era == Era::Modern {
+                result["ttlMs"] = json!(0);
+                result["cacheScope"] = json!("private");
+            }
+            Ok(result)
+        }
+        (_, "tools/call") => call(state, caller, era, params)
+            .await
+            .map_err(|e| RpcError {
+                status: status(e.status),
+                ..e
+            }),
+        _ => Err(RpcError::new(
+            status(StatusCode::NOT_FOUND),
+            METHOD_NOT_FOUND,
+            "Method not found",
+        )
+        .with_data(json!(method))),
+    }
+}
+
+/// The caller's `_meta`, kept as the evaluation's trace: the protocol's own keys are
+/// dropped, except the client's name, kept as `mcp_client`.
+fn trace_meta(params: &Value) -> Option<Value> {
+    let meta = params.get("_meta")?.as_object()?;
+    let mut kept: Map<String, Value> = meta
+        .iter()
+        .filter(|(k, _)| !k.starts_with(RESERVED_META))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if let Some(client) = meta.get(META_CLIENT) {
+        kept.insert("mcp_client".into(), client.clone());
+    }
+    (!kept.is_empty()).then_some(Value::Object(kept))
+}
+
+fn text_result(outcome: tools::Outcome) -> Value {
+    match outcome {
+        tools::Outcome::Done {
+            structured,
+            summary,
+        } => json!({
+            "content": [{"type": "text", "text": summary}],
+            "structuredContent": structured,
+            "isError": false,
+        }),
+        tools::Outcome::Failed(why) => json!({
+            "content": [{"type": "text", "text": why}],
+            "isError": true,
+        }),
+    }
+}
+
+async fn call(
+    state: &Arc<AppState>,
+    caller: &Caller,
+    era: Era,
+    params: &Value,
+) -> Result<Value, RpcError> {
+    let name = params["name"].as_str().ok_or_else(|| {
+        RpcError::new(
+            StatusCode::BAD_REQUEST,
+            INVALID_PARAMS,
+            "tools/call needs a tool name",
+        )
+    })?;
+    let arguments = match params.get("arguments") {
+        None | Some(Value::Null) => json!({}),
+        Some(a @ Value::Object(_)) => a.clone(),
+        Some(_) => {
+            return Err(RpcError::new(
+                StatusCode::BAD_REQUEST,
+                INVALID_PARAMS,
+                "arguments must be an object",
+            ));
+        }
+    };
+    match name {
+        "evaluate" => {
+            // The retry of an input-required round: answer the evaluation it names, never a
+            // second one.
+            if era == Era::Modern && params.get("requestState").is_some() {
+                let ev = resume(state, caller, params)?;
+                return Ok(text_result(
+                    tools::get_evaluation(state, caller, json!({"evaluation_id": ev})).await,
+                ));
+            }
+            let outcome = tools::evaluate(
+                state,
+                caller,
+                arguments.clone(),
+                trace_meta(params).as_ref(),
+            )
+            .await;
+            if era == Era::Modern
+                && wants_url_elicitation(params)
+                && let tools::Outcome::Done { structured, .. } = &outcome
+                && structured["status"] == "pending"
+            {
+                return Ok(input_required(state, caller, structured));
+            }
+            Ok(text_result(outcome))
+        }
+        "get_evaluation" => Ok(text_result(
+            tools::get_evaluation(state, caller, arguments).await,
+        )),
+        other => Err(RpcError::new(
+            StatusCode::BAD_REQUEST,
+            INVALID_PARAMS,
+            format!("Unknown tool: {other}"),
+        )),
+    }
+}
+
+/// Whether the client said it can show a URL to its user (2026-07-28 capabilities).
+fn wants_url_elicitation(params: &Value) -> bool {
+    params["_meta"][META_CAPABILITIES]["elicitation"]["url"].is_object()
+}
+
+/// How long a sealed request state is good for.
+const REQUEST_STATE_SECS: i64 = 600;
+
+/// A pending evaluation on a client that can show a link: ask it to show where the approval
+/// is followed, and to come back with the sealed state naming this evaluation.
+fn input_required(state: &AppState, caller: &Caller, structured: &Value) -> Value {
+    let id = structured["evaluation_id"].as_str().unwrap_or_default();
+    let sealed = state.cipher.encrypt(
+        &json!({
+            "evaluation_id": id,
+            "key_id": caller.key_id,
+            "expires": state.now().timestamp() + REQUEST_STATE_SECS,
+        })
+        .to_string(),
+    );
+    let url = structured["follow"]["url"].as_str().unwrap_or_default();
+    json!({
+        "resultType": "input_required",
+        "inputRequests": {
+            "approval": {
+                "method": "elicitation/create",
+                "params": {
+                    "mode": "url",
+                    "message": format!(
+                        "{} needs human approval ({}). Approvers have been notified; follow it here.",
+                        structured["evaluation_id"].as_str().unwrap_or("this action"),
+                        structured["reason"].as_str().unwrap_or("policy"),
+                    ),
+                    "url": url,
+                }
+            }
+        },
+        "requestState": sealed,
+    })
+}
+
+/// Opens a request state: it must be ours, unexpired, and sealed for this caller's key.
+fn resume(state: &AppState, caller: &Caller, params: &Value) -> Result<String, RpcError> {
+    let invalid = || {
+        RpcError::new(
+            StatusCode::BAD_REQUEST,
+            INVALID_PARAMS,
+            "Invalid or expired requestState",
+        )
+        .with_data(json!({"reason": "invalid_request_state"}))
+    };
+    let sealed = params["requestState"].as_str().ok_or_else(invalid)?;
+    let opened: Value = state
+        .cipher
+        .decrypt(sealed)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .ok_or_else(invalid)?;
+    let fresh = opened["expires"].as_i64().unwrap_or(0) >= state.now().timestamp();
+    if !fresh || opened["key_id"].as_str() != Some(caller.key_id.as_str()) {
+        return Err(invalid());
+    }
+    opened["evaluation_id"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(invalid)
+}
