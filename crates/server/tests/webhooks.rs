@@ -429,3 +429,35 @@ both_backends!(
         app.stop().await;
     }
 );
+
+both_backends!(
+    shutdown_finishes_deliveries_under_way,
+    |backend| async move {
+        let app = TestApp::spawn(backend).await;
+        let receiver = Receiver::start().await;
+        receiver.answer_by_default(Reply {
+            delay: Duration::from_millis(700),
+            ..Reply::status(200)
+        });
+        let r = app
+            .evaluate(
+                &app.admin_key,
+                json!({"agent_id": "a", "action": "x", "webhook_url": receiver.url}),
+            )
+            .await;
+        assert_eq!(r.status, 200);
+        // Stop while the receiver is still answering.
+        receiver.wait_for(1, WAIT).await;
+        let db = app.stop_keeping_database().await;
+        let store = agentnexus_store::Store::open(agentnexus_store::StoreConfig::new(&db.url))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.job_counts().await.unwrap(),
+            vec![("done".to_owned(), 1)],
+            "the delivery under way finished and was recorded before the server stopped"
+        );
+        store.close().await;
+        db.drop_database().await;
+    }
+);

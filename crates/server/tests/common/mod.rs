@@ -260,6 +260,17 @@ impl TestApp {
         r.body["events"].as_i64().unwrap()
     }
 
+    /// Stops the server and answers its database, to look at what it left behind.
+    pub async fn stop_keeping_database(mut self) -> TestDatabase {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.unwrap();
+        }
+        self.db.take().expect("the app owns its database")
+    }
+
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
