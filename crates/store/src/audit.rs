@@ -20,11 +20,38 @@ pub(crate) struct Chain {
     workspace_id: String,
     seq: i64,
     hash: String,
+    /// Events hashed but not yet written: `save` writes them with the head, many rows per
+    /// statement.
+    pending: Vec<Pending>,
 }
+
+struct Pending {
+    seq: i64,
+    occurred_at: i64,
+    kind: &'static str,
+    actor: String,
+    evaluation_id: Option<String>,
+    data: String,
+    prev_hash: String,
+    hash: String,
+}
+
+/// Rows per INSERT when writing pending events: 9 parameters each, far below both backends'
+/// limits, and few enough distinct statements for the prepared-statement cache.
+const ROWS_PER_INSERT: usize = 64;
 
 impl Chain {
     pub(crate) fn workspace_id(&self) -> &str {
         &self.workspace_id
+    }
+
+    fn at(workspace_id: &str, seq: i64, hash: String) -> Chain {
+        Chain {
+            workspace_id: workspace_id.to_owned(),
+            seq,
+            hash,
+            pending: Vec::new(),
+        }
     }
 
     pub(crate) async fn lock(conn: &mut AnyConnection, workspace_id: &str) -> Result<Chain> {
@@ -35,11 +62,7 @@ impl Chain {
         .fetch_optional(&mut *conn)
         .await?
         .ok_or(StoreError::NotFound)?;
-        Ok(Chain {
-            workspace_id: workspace_id.to_owned(),
-            seq: row.try_get(0)?,
-            hash: row.try_get(1)?,
-        })
+        Ok(Chain::at(workspace_id, row.try_get(0)?, row.try_get(1)?))
     }
 
     /// The head row every workspace starts with.
@@ -49,18 +72,11 @@ impl Chain {
             .bind(GENESIS_HASH)
             .execute(&mut *conn)
             .await?;
-        Ok(Chain {
-            workspace_id: workspace_id.to_owned(),
-            seq: 0,
-            hash: GENESIS_HASH.to_owned(),
-        })
+        Ok(Chain::at(workspace_id, 0, GENESIS_HASH.to_owned()))
     }
 
-    pub(crate) async fn append(
-        &mut self,
-        conn: &mut AnyConnection,
-        event: &NewAuditEvent,
-    ) -> Result<i64> {
+    /// Gives the event its seq and hashes; it is written by `save`, in the same transaction.
+    pub(crate) fn append(&mut self, event: &NewAuditEvent) -> i64 {
         let seq = self.seq + 1;
         let occurred_at = crate::micros(event.occurred_at);
         let data = canonical::to_string(&event.data);
@@ -75,28 +91,51 @@ impl Chain {
             data: &data,
         };
         let hash = canonical::chain_hash(&self.hash, &fields.canonical());
-        sqlx::query(
-            "INSERT INTO audit_events (workspace_id, seq, occurred_at, type, actor, evaluation_id, \
-             data, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(&self.workspace_id)
-        .bind(seq)
-        .bind(occurred_at)
-        .bind(event.kind)
-        .bind(&actor)
-        .bind(event.evaluation_id.as_deref())
-        .bind(&data)
-        .bind(&self.hash)
-        .bind(&hash)
-        .execute(&mut *conn)
-        .await?;
+        let prev_hash = std::mem::replace(&mut self.hash, hash.clone());
+        self.pending.push(Pending {
+            seq,
+            occurred_at,
+            kind: event.kind,
+            actor,
+            evaluation_id: event.evaluation_id.clone(),
+            data,
+            prev_hash,
+            hash,
+        });
         self.seq = seq;
-        self.hash = hash;
-        Ok(seq)
+        seq
     }
 
-    /// Writes the new head; call once before commit.
-    pub(crate) async fn save(&self, conn: &mut AnyConnection) -> Result<()> {
+    /// Writes the pending events and the new head; call once before commit.
+    pub(crate) async fn save(&mut self, conn: &mut AnyConnection) -> Result<()> {
+        for rows in self.pending.chunks(ROWS_PER_INSERT) {
+            let values: Vec<String> = (0..rows.len())
+                .map(|r| {
+                    let p: Vec<String> = (1..=9).map(|c| format!("${}", r * 9 + c)).collect();
+                    format!("({})", p.join(", "))
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO audit_events (workspace_id, seq, occurred_at, type, actor, \
+                 evaluation_id, data, prev_hash, hash) VALUES {}",
+                values.join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for e in rows {
+                q = q
+                    .bind(&self.workspace_id)
+                    .bind(e.seq)
+                    .bind(e.occurred_at)
+                    .bind(e.kind)
+                    .bind(&e.actor)
+                    .bind(e.evaluation_id.as_deref())
+                    .bind(&e.data)
+                    .bind(&e.prev_hash)
+                    .bind(&e.hash);
+            }
+            q.execute(&mut *conn).await?;
+        }
+        self.pending.clear();
         sqlx::query("UPDATE audit_heads SET seq = $2, hash = $3 WHERE workspace_id = $1")
             .bind(&self.workspace_id)
             .bind(self.seq)
@@ -134,7 +173,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let mut chain = Chain::lock(&mut tx, tenant.workspace_id()).await?;
         for e in events {
-            chain.append(&mut tx, e).await?;
+            chain.append(e);
         }
         chain.save(&mut tx).await?;
         tx.commit().await?;

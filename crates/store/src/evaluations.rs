@@ -163,17 +163,14 @@ pub(crate) async fn insert(
         None => crate::Actor::System,
     };
     chain
-        .append(
-            conn,
-            &NewAuditEvent {
+        .append(&NewAuditEvent {
                 kind: "evaluation.created",
                 actor,
                 evaluation_id: Some(ev.id.clone()),
                 data,
                 occurred_at: ev.created_at,
             },
-        )
-        .await?;
+        );
     if let Some(payload) = crate::jobs::first_webhook(ev) {
         let kind = crate::jobs::JobKind::Webhook;
         crate::jobs::enqueue(conn, ws, kind, Some(&ev.id), &payload, ev.created_at).await?;

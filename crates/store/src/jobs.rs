@@ -153,17 +153,14 @@ async fn finish(
         d.insert("next_attempt_at".into(), json!(next_at.map(timestamp_text)));
     }
     chain
-        .append(
-            conn,
-            &NewAuditEvent {
+        .append(&NewAuditEvent {
                 kind: job.kind.attempted_event(),
                 actor: Actor::System,
                 evaluation_id: job.evaluation_id.clone(),
                 data,
                 occurred_at: f.at,
             },
-        )
-        .await?;
+        );
     Ok(())
 }
 
@@ -282,7 +279,7 @@ impl Store {
         for f in order {
             let ws = f.job.tenant.workspace_id();
             if chain.as_ref().is_none_or(|c| c.workspace_id() != ws) {
-                if let Some(done) = chain.take() {
+                if let Some(mut done) = chain.take() {
                     done.save(&mut tx).await?;
                 }
                 chain = Some(Chain::lock(&mut tx, ws).await?);
@@ -290,7 +287,7 @@ impl Store {
             let chain = chain.as_mut().expect("locked above");
             finish(&mut tx, chain, worker, f).await?;
         }
-        if let Some(done) = chain {
+        if let Some(mut done) = chain {
             done.save(&mut tx).await?;
         }
         tx.commit().await?;
@@ -477,17 +474,14 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         chain
-            .append(
-                &mut tx,
-                &NewAuditEvent {
+            .append(&NewAuditEvent {
                     kind: "webhook.secret_rotated",
                     actor,
                     evaluation_id: None,
                     data: json!({"previous_expires_at": timestamp_text(until)}),
                     occurred_at: now,
                 },
-            )
-            .await?;
+            );
         chain.save(&mut tx).await?;
         tx.commit().await?;
         Ok(until)

@@ -352,17 +352,14 @@ async fn write_version(
         d.extend(extra.clone());
     }
     chain
-        .append(
-            conn,
-            &NewAuditEvent {
+        .append(&NewAuditEvent {
                 kind,
                 actor: c.actor.clone(),
                 evaluation_id: None,
                 data,
                 occurred_at: c.now,
             },
-        )
-        .await?;
+        );
     Ok(PolicyVersion {
         name: c.name.to_owned(),
         version,

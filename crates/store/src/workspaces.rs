@@ -120,7 +120,7 @@ impl Store {
             ),
             event("key.created", key_event(&key.key)),
         ] {
-            chain.append(&mut tx, &e).await?;
+            chain.append(&e);
         }
         chain.save(&mut tx).await?;
         tx.commit().await?;
@@ -207,17 +207,14 @@ impl Store {
         let mut chain = Chain::lock(&mut tx, tenant.workspace_id()).await?;
         let key = insert_key(&mut tx, tenant, name, scope, now).await?;
         chain
-            .append(
-                &mut tx,
-                &NewAuditEvent {
+            .append(&NewAuditEvent {
                     kind: "key.created",
                     actor,
                     evaluation_id: None,
                     data: key_event(&key.key),
                     occurred_at: now,
                 },
-            )
-            .await?;
+            );
         chain.save(&mut tx).await?;
         tx.commit().await?;
         Ok(key)
@@ -264,17 +261,14 @@ impl Store {
         let key = key_from_row(&row)?;
         if changed > 0 {
             chain
-                .append(
-                    &mut tx,
-                    &NewAuditEvent {
+                .append(&NewAuditEvent {
                         kind: "key.revoked",
                         actor,
                         evaluation_id: None,
                         data: key_event(&key),
                         occurred_at: now,
                     },
-                )
-                .await?;
+                );
             chain.save(&mut tx).await?;
         }
         tx.commit().await?;

@@ -139,7 +139,7 @@ async fn write(pool: &AnyPool, evaluations: &[&NewEvaluation]) -> Result<Vec<Rec
     for ev in evaluations {
         let ws = ev.tenant.workspace_id();
         if chain.as_ref().is_none_or(|c| c.workspace_id() != ws) {
-            if let Some(done) = chain.take() {
+            if let Some(mut done) = chain.take() {
                 done.save(&mut tx).await?;
             }
             chain = Some(Chain::lock(&mut tx, ws).await?);
@@ -147,7 +147,7 @@ async fn write(pool: &AnyPool, evaluations: &[&NewEvaluation]) -> Result<Vec<Rec
         let chain = chain.as_mut().expect("locked above");
         results.push(crate::evaluations::insert(&mut tx, chain, ev).await?);
     }
-    if let Some(done) = chain {
+    if let Some(mut done) = chain {
         done.save(&mut tx).await?;
     }
     tx.commit().await?;

@@ -1,0 +1,87 @@
+//! Audit chain throughput: batched appends on SQLite, and verifying a long chain.
+//!
+//! `cargo bench -p agentnexus-store --bench audit` (AUDIT_EVENTS=1000000 by default,
+//! AUDIT_BATCH=64). Prints events/s for appends and seconds for one verification.
+
+use std::time::Instant;
+
+use agentnexus_store::testing::TestDatabase;
+use agentnexus_store::{Actor, Backend, NewAuditEvent, NewOwner, Store, StoreConfig};
+use chrono::Utc;
+use serde_json::json;
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let events: usize = std::env::var("AUDIT_EVENTS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1_000_000);
+        let batch: usize = std::env::var("AUDIT_BATCH")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(64);
+        let db = TestDatabase::new(Backend::Sqlite).await;
+        let store = Store::open(StoreConfig::new(&db.url)).await.unwrap();
+        let owner = NewOwner {
+            email: "o@example.com".into(),
+            name: None,
+            password_hash: "-".into(),
+        };
+        let (_, tenant, _) = store
+            .create_workspace("bench", owner, Actor::Cli, Utc::now())
+            .await
+            .unwrap();
+        let event = |i: usize| NewAuditEvent {
+            kind: "evaluation.created",
+            actor: Actor::Key("key_01jbench".into()),
+            evaluation_id: Some(format!("ev_{i:026}")),
+            data: json!({"agent_id": "agent-1", "action": "svc3.read", "decision": "allow",
+                "status": "allowed", "reason": "allowed by rule bench/read-3",
+                "proposal_hash": "d9928dc253cbe80be1db6109f280f3bc7edf0b9c46630db8c5761430a870ff27"}),
+            occurred_at: Utc::now(),
+        };
+        let start = Instant::now();
+        let mut written = 0;
+        while written < events {
+            let n = batch.min(events - written);
+            let chunk: Vec<_> = (written..written + n).map(event).collect();
+            store.append_audit(&tenant, &chunk).await.unwrap();
+            written += n;
+        }
+        let append = start.elapsed();
+        println!(
+            "append: {events} events in batches of {batch}: {:.2} s, {:.0} events/s",
+            append.as_secs_f64(),
+            events as f64 / append.as_secs_f64()
+        );
+        if std::env::var("AUDIT_SPLIT").is_ok() {
+            use sqlx::Row;
+            let start = Instant::now();
+            let mut seq = 1i64;
+            let mut bytes = 0usize;
+            loop {
+                let rows = sqlx::query("SELECT seq, occurred_at, type, actor, evaluation_id, data, prev_hash, hash FROM audit_events WHERE workspace_id = $1 AND seq >= $2 ORDER BY seq LIMIT 20000")
+                    .bind(tenant.workspace_id()).bind(seq).fetch_all(store.pool()).await.unwrap();
+                if rows.is_empty() { break; }
+                for r in &rows {
+                    let d: String = r.try_get(5).unwrap();
+                    let h: String = r.try_get(7).unwrap();
+                    bytes += d.len() + h.len();
+                }
+                seq += rows.len() as i64;
+            }
+            println!("fetch only: {:.2} s ({bytes} bytes)", start.elapsed().as_secs_f64());
+        }
+        let start = Instant::now();
+        let verified = store.verify_audit(&tenant).await.unwrap();
+        let verify = start.elapsed();
+        assert!(verified.is_ok(), "{verified:?}");
+        println!("verify: {} events in {:.2} s", events + 3, verify.as_secs_f64());
+        store.close().await;
+        db.drop_database().await;
+    });
+}
