@@ -16,10 +16,135 @@ use crate::{
 pub const IDEMPOTENCY_WINDOW: Duration = Duration::hours(24);
 
 /// Writes one evaluation inside the writer's transaction; see `writer`.
-pub(crate) async fn insert(
+/// What a batch writes after its per-evaluation checks: evaluations many rows per statement,
+/// then their stages, then the cost of each (agent, day) added once.
+#[derive(Default)]
+pub(crate) struct Pending<'a> {
+    evaluations: Vec<&'a NewEvaluation>,
+    costs: std::collections::BTreeMap<(&'a str, &'a str, String), (i64, i64)>,
+}
+
+/// Evaluations per INSERT: 23 parameters each.
+const EVALUATIONS_PER_INSERT: usize = 32;
+
+impl<'a> Pending<'a> {
+    pub(crate) async fn flush(&mut self, conn: &mut AnyConnection) -> Result<()> {
+        for rows in self.evaluations.chunks(EVALUATIONS_PER_INSERT) {
+            let values: Vec<String> = (0..rows.len())
+                .map(|r| {
+                    let p: Vec<String> = (1..=23).map(|c| format!("${}", r * 23 + c)).collect();
+                    // updated_at starts as created_at.
+                    format!("({}, ${})", p.join(", "), r * 23 + 23)
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO evaluations (id, workspace_id, key_id, agent_id, action, resource, \
+                 amount_cents, cost_cents, params, context, trace, idempotency_key, webhook_url, \
+                 decision, status, reason, matched_rules, errors, approval, current_stage, \
+                 policy_versions, proposal_hash, created_at, updated_at) VALUES {}",
+                values.join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for ev in rows {
+                let p = &ev.proposal;
+                q = q
+                    .bind(&ev.id)
+                    .bind(ev.tenant.workspace_id())
+                    .bind(ev.key_id.as_deref())
+                    .bind(&p.agent_id)
+                    .bind(&p.action)
+                    .bind(p.resource.as_deref())
+                    .bind(p.amount_cents)
+                    .bind(p.cost_cents)
+                    .bind(p.params.to_string())
+                    .bind(p.context.to_string())
+                    .bind(ev.trace.as_ref().map(Value::to_string))
+                    .bind(ev.idempotency_key.as_deref())
+                    .bind(ev.webhook_url.as_deref())
+                    .bind(ev.decision.as_str())
+                    .bind(Status::initial(ev.decision).as_str())
+                    .bind(&ev.reason)
+                    .bind(serde_json::to_string(&ev.matched_rules)?)
+                    .bind(serde_json::to_string(&ev.errors)?)
+                    .bind(ev.approval.as_ref().map(Value::to_string))
+                    .bind((!ev.stages.is_empty()).then_some(0i64))
+                    .bind(serde_json::to_string(&ev.policy_versions)?)
+                    .bind(&ev.proposal_hash)
+                    .bind(micros(ev.created_at));
+            }
+            q.execute(&mut *conn).await?;
+        }
+        for ev in self.evaluations.iter().filter(|e| !e.stages.is_empty()) {
+            for stage in ev.stage_records() {
+                sqlx::query(
+                    "INSERT INTO evaluation_stages (evaluation_id, idx, workspace_id, name, \
+                     approvers, required, channels, timeout_secs, on_timeout, status, started_at, \
+                     expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                )
+                .bind(&ev.id)
+                .bind(stage.index)
+                .bind(ev.tenant.workspace_id())
+                .bind(&stage.name)
+                .bind(serde_json::to_string(&stage.approvers)?)
+                .bind(stage.required)
+                .bind(serde_json::to_string(&stage.channels)?)
+                .bind(stage.timeout_secs)
+                .bind(&stage.on_timeout)
+                .bind(&stage.status)
+                .bind(stage.started_at.map(micros))
+                .bind(stage.expires_at.map(micros))
+                .execute(&mut *conn)
+                .await?;
+            }
+        }
+        // One row per (workspace, agent, day): a statement may not update a row twice.
+        let costs: Vec<_> = self.costs.iter().collect();
+        for rows in costs.chunks(EVALUATIONS_PER_INSERT) {
+            let values: Vec<String> = (0..rows.len())
+                .map(|r| {
+                    let b = r * 5;
+                    format!(
+                        "(${}, ${}, ${}, ${}, ${})",
+                        b + 1,
+                        b + 2,
+                        b + 3,
+                        b + 4,
+                        b + 5
+                    )
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO agent_costs (workspace_id, agent_id, day, cents, evaluations) \
+                 VALUES {} ON CONFLICT (workspace_id, agent_id, day) DO UPDATE SET \
+                 cents = agent_costs.cents + excluded.cents, \
+                 evaluations = agent_costs.evaluations + excluded.evaluations",
+                values.join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for ((ws, agent, day), (cents, n)) in rows {
+                q = q
+                    .bind(*ws)
+                    .bind(*agent)
+                    .bind(day.as_str())
+                    .bind(*cents)
+                    .bind(*n);
+            }
+            q.execute(&mut *conn).await?;
+        }
+        self.evaluations.clear();
+        self.costs.clear();
+        Ok(())
+    }
+}
+
+/// Checks one evaluation inside the writer's transaction and queues its rows; see `writer`.
+/// Its audit event is appended to the chain now (hashing fixes its place), and its rows are
+/// written by [`Pending::flush`] before the chain is saved.
+pub(crate) async fn insert<'a>(
     conn: &mut AnyConnection,
     chain: &mut Chain,
-    ev: &NewEvaluation,
+    ev: &'a NewEvaluation,
+    pending: &mut Pending<'a>,
 ) -> Result<Recorded> {
     let ws = ev.tenant.workspace_id();
     let now = micros(ev.created_at);
@@ -65,75 +190,13 @@ pub(crate) async fn insert(
 
     let status = Status::initial(ev.decision);
     let p = &ev.proposal;
-    let matched = serde_json::to_string(&ev.matched_rules)?;
-    let errors = serde_json::to_string(&ev.errors)?;
-    let versions = serde_json::to_string(&ev.policy_versions)?;
-    sqlx::query(
-        "INSERT INTO evaluations (id, workspace_id, key_id, agent_id, action, resource, \
-         amount_cents, cost_cents, params, context, trace, idempotency_key, webhook_url, decision, \
-         status, reason, matched_rules, errors, approval, current_stage, policy_versions, \
-         proposal_hash, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
-         $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $23)",
-    )
-    .bind(&ev.id)
-    .bind(ws)
-    .bind(ev.key_id.as_deref())
-    .bind(&p.agent_id)
-    .bind(&p.action)
-    .bind(p.resource.as_deref())
-    .bind(p.amount_cents)
-    .bind(p.cost_cents)
-    .bind(p.params.to_string())
-    .bind(p.context.to_string())
-    .bind(ev.trace.as_ref().map(Value::to_string))
-    .bind(ev.idempotency_key.as_deref())
-    .bind(ev.webhook_url.as_deref())
-    .bind(ev.decision.as_str())
-    .bind(status.as_str())
-    .bind(&ev.reason)
-    .bind(&matched)
-    .bind(&errors)
-    .bind(ev.approval.as_ref().map(Value::to_string))
-    .bind((!ev.stages.is_empty()).then_some(0i64))
-    .bind(&versions)
-    .bind(&ev.proposal_hash)
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
-
-    for stage in ev.stage_records() {
-        sqlx::query(
-            "INSERT INTO evaluation_stages (evaluation_id, idx, workspace_id, name, approvers, \
-             required, channels, timeout_secs, on_timeout, status, started_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-        )
-        .bind(&ev.id)
-        .bind(stage.index)
-        .bind(ws)
-        .bind(&stage.name)
-        .bind(serde_json::to_string(&stage.approvers)?)
-        .bind(stage.required)
-        .bind(serde_json::to_string(&stage.channels)?)
-        .bind(stage.timeout_secs)
-        .bind(&stage.on_timeout)
-        .bind(&stage.status)
-        .bind(stage.started_at.map(micros))
-        .bind(stage.expires_at.map(micros))
-        .execute(&mut *conn)
-        .await?;
-    }
-
-    sqlx::query(
-        "INSERT INTO agent_costs (workspace_id, agent_id, day, cents, evaluations) \
-         VALUES ($1, $2, $3, $4, 1) ON CONFLICT (workspace_id, agent_id, day) DO UPDATE SET \
-         cents = agent_costs.cents + excluded.cents, evaluations = agent_costs.evaluations + 1",
-    )
-    .bind(ws)
-    .bind(&p.agent_id)
-    .bind(day(ev.created_at))
-    .bind(p.cost_cents)
-    .execute(&mut *conn)
-    .await?;
+    pending.evaluations.push(ev);
+    let cost = pending
+        .costs
+        .entry((ws, p.agent_id.as_str(), day(ev.created_at)))
+        .or_default();
+    cost.0 += p.cost_cents;
+    cost.1 += 1;
 
     let mut data = json!({
         "agent_id": p.agent_id,
@@ -162,15 +225,13 @@ pub(crate) async fn insert(
         Some(k) => crate::Actor::Key(k.clone()),
         None => crate::Actor::System,
     };
-    chain
-        .append(&NewAuditEvent {
-                kind: "evaluation.created",
-                actor,
-                evaluation_id: Some(ev.id.clone()),
-                data,
-                occurred_at: ev.created_at,
-            },
-        );
+    chain.append(&NewAuditEvent {
+        kind: "evaluation.created",
+        actor,
+        evaluation_id: Some(ev.id.clone()),
+        data,
+        occurred_at: ev.created_at,
+    });
     if let Some(payload) = crate::jobs::first_webhook(ev) {
         let kind = crate::jobs::JobKind::Webhook;
         crate::jobs::enqueue(conn, ws, kind, Some(&ev.id), &payload, ev.created_at).await?;

@@ -152,15 +152,13 @@ async fn finish(
         d.insert("outcome".into(), json!(status));
         d.insert("next_attempt_at".into(), json!(next_at.map(timestamp_text)));
     }
-    chain
-        .append(&NewAuditEvent {
-                kind: job.kind.attempted_event(),
-                actor: Actor::System,
-                evaluation_id: job.evaluation_id.clone(),
-                data,
-                occurred_at: f.at,
-            },
-        );
+    chain.append(&NewAuditEvent {
+        kind: job.kind.attempted_event(),
+        actor: Actor::System,
+        evaluation_id: job.evaluation_id.clone(),
+        data,
+        occurred_at: f.at,
+    });
     Ok(())
 }
 
@@ -473,15 +471,13 @@ impl Store {
         .bind(micros(now))
         .execute(&mut *tx)
         .await?;
-        chain
-            .append(&NewAuditEvent {
-                    kind: "webhook.secret_rotated",
-                    actor,
-                    evaluation_id: None,
-                    data: json!({"previous_expires_at": timestamp_text(until)}),
-                    occurred_at: now,
-                },
-            );
+        chain.append(&NewAuditEvent {
+            kind: "webhook.secret_rotated",
+            actor,
+            evaluation_id: None,
+            data: json!({"previous_expires_at": timestamp_text(until)}),
+            occurred_at: now,
+        });
         chain.save(&mut tx).await?;
         tx.commit().await?;
         Ok(until)

@@ -351,15 +351,13 @@ async fn write_version(
     if let (Some(d), Some(extra)) = (data.as_object_mut(), extra.as_object()) {
         d.extend(extra.clone());
     }
-    chain
-        .append(&NewAuditEvent {
-                kind,
-                actor: c.actor.clone(),
-                evaluation_id: None,
-                data,
-                occurred_at: c.now,
-            },
-        );
+    chain.append(&NewAuditEvent {
+        kind,
+        actor: c.actor.clone(),
+        evaluation_id: None,
+        data,
+        occurred_at: c.now,
+    });
     Ok(PolicyVersion {
         name: c.name.to_owned(),
         version,

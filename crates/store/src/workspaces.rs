@@ -206,15 +206,13 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let mut chain = Chain::lock(&mut tx, tenant.workspace_id()).await?;
         let key = insert_key(&mut tx, tenant, name, scope, now).await?;
-        chain
-            .append(&NewAuditEvent {
-                    kind: "key.created",
-                    actor,
-                    evaluation_id: None,
-                    data: key_event(&key.key),
-                    occurred_at: now,
-                },
-            );
+        chain.append(&NewAuditEvent {
+            kind: "key.created",
+            actor,
+            evaluation_id: None,
+            data: key_event(&key.key),
+            occurred_at: now,
+        });
         chain.save(&mut tx).await?;
         tx.commit().await?;
         Ok(key)
@@ -260,15 +258,13 @@ impl Store {
         .ok_or(StoreError::NotFound)?;
         let key = key_from_row(&row)?;
         if changed > 0 {
-            chain
-                .append(&NewAuditEvent {
-                        kind: "key.revoked",
-                        actor,
-                        evaluation_id: None,
-                        data: key_event(&key),
-                        occurred_at: now,
-                    },
-                );
+            chain.append(&NewAuditEvent {
+                kind: "key.revoked",
+                actor,
+                evaluation_id: None,
+                data: key_event(&key),
+                occurred_at: now,
+            });
             chain.save(&mut tx).await?;
         }
         tx.commit().await?;

@@ -134,21 +134,22 @@ async fn run(
 
 async fn write(pool: &AnyPool, evaluations: &[&NewEvaluation]) -> Result<Vec<Recorded>> {
     let mut tx = pool.begin().await?;
-    let mut chain: Option<Chain> = None;
+    let mut chains: Vec<Chain> = Vec::new();
+    let mut pending = crate::evaluations::Pending::default();
     let mut results = Vec::with_capacity(evaluations.len());
     for ev in evaluations {
         let ws = ev.tenant.workspace_id();
-        if chain.as_ref().is_none_or(|c| c.workspace_id() != ws) {
-            if let Some(mut done) = chain.take() {
-                done.save(&mut tx).await?;
-            }
-            chain = Some(Chain::lock(&mut tx, ws).await?);
+        // Evaluations come sorted by workspace: lock each workspace's head once, in order.
+        if chains.last().is_none_or(|c| c.workspace_id() != ws) {
+            chains.push(Chain::lock(&mut tx, ws).await?);
         }
-        let chain = chain.as_mut().expect("locked above");
-        results.push(crate::evaluations::insert(&mut tx, chain, ev).await?);
+        let chain = chains.last_mut().expect("locked above");
+        results.push(crate::evaluations::insert(&mut tx, chain, ev, &mut pending).await?);
     }
-    if let Some(mut done) = chain {
-        done.save(&mut tx).await?;
+    // Evaluations first: their audit events, stages and jobs refer to them.
+    pending.flush(&mut tx).await?;
+    for chain in &mut chains {
+        chain.save(&mut tx).await?;
     }
     tx.commit().await?;
     Ok(results)
