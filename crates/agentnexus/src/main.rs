@@ -44,6 +44,9 @@ enum Command {
     /// API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Members and their roles (the people approval stages reach).
+    #[command(subcommand)]
+    Members(MembersCommand),
     /// Policy documents: apply, lint, test.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -77,6 +80,28 @@ enum KeysCommand {
         name: String,
         #[arg(long, value_parser = ["agent", "admin"])]
         scope: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum MembersCommand {
+    /// Add a member; prints it as JSON.
+    Add {
+        #[arg(long)]
+        workspace: String,
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// A role to hold (repeat for several): owner, admin, approver, viewer or a group
+        /// such as finance. Default: approver.
+        #[arg(long = "role")]
+        roles: Vec<String>,
+    },
+    /// List members as JSON lines.
+    List {
+        #[arg(long)]
+        workspace: String,
     },
 }
 
@@ -187,6 +212,46 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
                 .await;
             store.close().await;
             println!("{}", key?.secret);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Members(MembersCommand::Add {
+            workspace,
+            email,
+            name,
+            roles,
+        }) => {
+            let email = agentnexus_server::api::members::parse_email(&email)
+                .map_err(|_| format!("`{email}` is not an e-mail address"))?;
+            let roles = if roles.is_empty() {
+                vec!["approver".to_owned()]
+            } else {
+                roles
+            };
+            let roles =
+                agentnexus_server::api::members::parse_roles(roles).map_err(|e| e.to_string())?;
+            let store = open(&cli.database, 2).await?;
+            let tenant = tenant(&store, &workspace).await?;
+            let new = agentnexus_store::NewMember {
+                email,
+                name,
+                roles,
+                password_hash: None,
+            };
+            let member = store
+                .add_member(&tenant, new, Actor::Cli, chrono::Utc::now())
+                .await;
+            store.close().await;
+            println!("{}", serde_json::to_string(&member?)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Members(MembersCommand::List { workspace }) => {
+            let store = open(&cli.database, 2).await?;
+            let tenant = tenant(&store, &workspace).await?;
+            let members = store.members(&tenant).await;
+            store.close().await;
+            for m in members? {
+                println!("{}", serde_json::to_string(&m)?);
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Policy(PolicyCommand::Apply { workspace, files }) => {

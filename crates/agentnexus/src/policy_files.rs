@@ -90,6 +90,25 @@ pub async fn apply(
             }
         }
     }
+    let mut empty = false;
+    for (path, (text, policy)) in &loaded {
+        for e in store.empty_stages(tenant, &policy.document).await? {
+            let at = agentnexus_engine::locate_rule(text, &e.rule)
+                .map(|p| format!("{}:{}:", p.line, p.column))
+                .unwrap_or_default();
+            eprintln!(
+                "{}:{at} rule `{}`: stage `{}` reaches nobody: no member holds any of its roles",
+                path.display(),
+                e.rule,
+                e.name
+            );
+            empty = true;
+        }
+    }
+    if empty {
+        eprintln!("nothing applied");
+        return Ok(ExitCode::FAILURE);
+    }
     let now = chrono::Utc::now();
     let changes = loaded
         .iter()

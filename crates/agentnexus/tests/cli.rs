@@ -553,3 +553,62 @@ both_backends!(queued_webhooks_survive_sigkill, |backend| async move {
     std::fs::remove_dir_all(&dir).unwrap();
     db.drop_database().await;
 });
+
+both_backends!(members_and_stages_from_the_cli, |backend| async move {
+    let db = TestDatabase::new(backend).await;
+    let dir = scratch();
+    cli(
+        &db,
+        &[
+            "workspace",
+            "create",
+            "acme",
+            "--owner-email",
+            "o@acme.example",
+        ],
+    );
+    let policy = write(
+        &dir,
+        "payouts.yaml",
+        "name: payouts\nrules:\n  - id: big\n    effect: require_approval\n    approval:\n      stages:\n        - name: treasury\n          approvers: [\"role:treasury\"]\n",
+    );
+    let out = cli(&db, &["policy", "apply", "--workspace", "acme", &policy]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("stage `treasury` reaches nobody"),
+        "{}",
+        stderr(&out)
+    );
+    let out = cli(
+        &db,
+        &[
+            "members",
+            "add",
+            "--workspace",
+            "acme",
+            "--email",
+            "Tess@Example.com",
+            "--role",
+            "treasury",
+            "--role",
+            "approver",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let member: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(
+        (member["email"].as_str(), member["roles"].clone()),
+        (Some("tess@example.com"), json!(["treasury", "approver"]))
+    );
+    let out = cli(
+        &db,
+        &["members", "add", "--workspace", "acme", "--email", "nope"],
+    );
+    assert!(!out.status.success());
+    let out = cli(&db, &["members", "list", "--workspace", "acme"]);
+    assert_eq!(stdout(&out).lines().count(), 2);
+    let out = cli(&db, &["policy", "apply", "--workspace", "acme", &policy]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    std::fs::remove_dir_all(&dir).unwrap();
+    db.drop_database().await;
+});

@@ -406,7 +406,7 @@ fn strip_location(message: &str) -> String {
 }
 
 /// The line where rule `id` is declared, found in the text as written (YAML or JSON).
-pub(crate) fn locate_rule(text: &str, id: &str) -> Option<Position> {
+pub fn locate_rule(text: &str, id: &str) -> Option<Position> {
     text.lines().enumerate().find_map(|(n, line)| {
         let t = line.trim_start().trim_start_matches("- ").trim_start();
         let rest = t

@@ -15,6 +15,6 @@ pub use decide::{
 };
 pub use document::{
     Approval, Channel, Effect, Format, Invalid, OnTimeout, PolicyDocument, Position, Problem, Rule,
-    Stage, Tier, Timeout, valid_policy_name,
+    Stage, Tier, Timeout, locate_rule, valid_policy_name,
 };
 pub use proposal::{FieldError, Proposal, ProposalFields, Spend};

@@ -9,6 +9,7 @@
 mod audit;
 mod evaluations;
 mod jobs;
+mod members;
 mod migrations;
 mod model;
 mod policies;
@@ -30,6 +31,7 @@ use tokio::sync::Notify;
 
 pub use audit::timestamp_text;
 pub use jobs::{Attempt, Delivery, Finished, Job, JobKind, Next};
+pub use members::{EmptyStage, NewMember};
 pub use model::*;
 pub use writer::WriterConfig;
 

@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod evaluations;
 pub mod keys;
+pub mod members;
 pub mod policies;
 pub mod webhooks;
 
@@ -28,6 +29,11 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/api/v1/webhooks/secret/rotate", post(webhooks::rotate))
         .route("/api/v1/keys", get(keys::list).post(keys::create))
         .route("/api/v1/keys/{id}", axum::routing::delete(keys::revoke))
+        .route("/api/v1/members", get(members::list).post(members::add))
+        .route(
+            "/api/v1/members/{id}",
+            axum::routing::patch(members::change).delete(members::remove),
+        )
         .route("/api/v1/policies", get(policies::list))
         .route("/api/v1/policies/validate", post(policies::validate))
         .route("/api/v1/policies/simulate", post(policies::simulate))

@@ -137,6 +137,34 @@ pub struct VersionList {
     pub versions: Vec<PolicyView>,
 }
 
+/// A stage whose approvers are only roles nobody holds would wait for no one: refused at
+/// save time, naming the rule and stage.
+async fn refuse_empty_stages(
+    state: &AppState,
+    tenant: &Tenant,
+    document: &agentnexus_engine::PolicyDocument,
+    text: &str,
+) -> ApiResult<()> {
+    let empty = state.store.empty_stages(tenant, document).await?;
+    if empty.is_empty() {
+        return Ok(());
+    }
+    let problems: Vec<agentnexus_engine::Problem> = empty
+        .iter()
+        .map(|e| agentnexus_engine::Problem {
+            rule: Some(e.rule.clone()),
+            field: Some(format!("approval.stages[{}]", e.index)),
+            position: agentnexus_engine::locate_rule(text, &e.rule),
+            message: format!(
+                "stage `{}` reaches nobody: no member holds any of its roles; add members with \
+                 the role or name an e-mail",
+                e.name
+            ),
+        })
+        .collect();
+    Err(invalid(agentnexus_engine::Invalid(problems)))
+}
+
 /// Makes a stored change visible to this server's next request. The change is stored
 /// either way, so a failed reload is logged and left to the refresh loop, not reported.
 async fn changed(state: &AppState, tenant: &Tenant) -> ApiResult<()> {
@@ -196,6 +224,7 @@ pub async fn put(
 ) -> ApiResult<axum::Json<PolicyView>> {
     let doc = document(req, &state).await?;
     let compiled = compile_policy(&doc.text, doc.format).map_err(invalid)?;
+    refuse_empty_stages(&state, &caller.tenant, &compiled.document, &doc.text).await?;
     if compiled.name() != name {
         return Err(ApiError::field(
             "name",

@@ -1,0 +1,236 @@
+//! Members of a workspace: the people who approve, with their roles. Built-in roles are
+//! `owner`, `admin`, `approver` and `viewer`; any other role (e.g. `finance`) is a group that
+//! approval stages name as `role:finance`.
+
+use agentnexus_engine::PolicyDocument;
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use sqlx::Row;
+
+use crate::audit::Chain;
+use crate::{Actor, Member, NewAuditEvent, Result, Store, StoreError, Tenant, micros, new_id};
+
+/// A member to add.
+#[derive(Debug, Clone)]
+pub struct NewMember {
+    pub email: String,
+    pub name: Option<String>,
+    pub roles: Vec<String>,
+    /// An argon2id PHC string, for members who sign in to the dashboard.
+    pub password_hash: Option<String>,
+}
+
+/// A stage whose approvers are nobody: only roles that no member holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmptyStage {
+    pub rule: String,
+    pub index: usize,
+    pub name: String,
+}
+
+fn member_data(m: &Member) -> serde_json::Value {
+    json!({"id": m.id, "email": m.email, "name": m.name, "roles": m.roles})
+}
+
+impl Store {
+    /// Adds a member; an e-mail already in the workspace is a conflict.
+    pub async fn add_member(
+        &self,
+        tenant: &Tenant,
+        new: NewMember,
+        actor: Actor,
+        now: DateTime<Utc>,
+    ) -> Result<Member> {
+        let member = Member {
+            id: new_id("usr"),
+            email: new.email,
+            name: new.name,
+            roles: new.roles,
+            created_at: now,
+        };
+        let mut tx = self.pool.begin().await?;
+        let mut chain = Chain::lock(&mut tx, tenant.workspace_id()).await?;
+        sqlx::query(
+            "INSERT INTO members (id, workspace_id, email, name, password_hash, roles, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&member.id)
+        .bind(tenant.workspace_id())
+        .bind(&member.email)
+        .bind(member.name.as_deref())
+        .bind(new.password_hash.as_deref())
+        .bind(serde_json::to_string(&member.roles)?)
+        .bind(micros(now))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            if StoreError::is_unique_violation(&e) {
+                StoreError::Conflict(format!("{} is already a member", member.email))
+            } else {
+                e.into()
+            }
+        })?;
+        chain.append(&NewAuditEvent {
+            kind: "member.created",
+            actor,
+            evaluation_id: None,
+            data: member_data(&member),
+            occurred_at: now,
+        });
+        chain.save(&mut tx).await?;
+        tx.commit().await?;
+        Ok(member)
+    }
+
+    /// Changes a member's name or roles. Taking `owner` from the last owner is a conflict.
+    pub async fn update_member(
+        &self,
+        tenant: &Tenant,
+        id: &str,
+        name: Option<Option<String>>,
+        roles: Option<Vec<String>>,
+        actor: Actor,
+        now: DateTime<Utc>,
+    ) -> Result<Member> {
+        let mut tx = self.pool.begin().await?;
+        let mut chain = Chain::lock(&mut tx, tenant.workspace_id()).await?;
+        let mut member = member_in(&mut tx, tenant, id).await?;
+        if let Some(roles) = roles {
+            if member.roles.iter().any(|r| r == "owner") && !roles.iter().any(|r| r == "owner") {
+                last_owner_guard(&mut tx, tenant).await?;
+            }
+            member.roles = roles;
+        }
+        if let Some(name) = name {
+            member.name = name;
+        }
+        sqlx::query("UPDATE members SET name = $3, roles = $4 WHERE id = $1 AND workspace_id = $2")
+            .bind(id)
+            .bind(tenant.workspace_id())
+            .bind(member.name.as_deref())
+            .bind(serde_json::to_string(&member.roles)?)
+            .execute(&mut *tx)
+            .await?;
+        chain.append(&NewAuditEvent {
+            kind: "member.updated",
+            actor,
+            evaluation_id: None,
+            data: member_data(&member),
+            occurred_at: now,
+        });
+        chain.save(&mut tx).await?;
+        tx.commit().await?;
+        Ok(member)
+    }
+
+    /// Removes a member. Removing the last owner is a conflict.
+    pub async fn remove_member(
+        &self,
+        tenant: &Tenant,
+        id: &str,
+        actor: Actor,
+        now: DateTime<Utc>,
+    ) -> Result<Member> {
+        let mut tx = self.pool.begin().await?;
+        let mut chain = Chain::lock(&mut tx, tenant.workspace_id()).await?;
+        let member = member_in(&mut tx, tenant, id).await?;
+        if member.roles.iter().any(|r| r == "owner") {
+            last_owner_guard(&mut tx, tenant).await?;
+        }
+        sqlx::query("DELETE FROM members WHERE id = $1 AND workspace_id = $2")
+            .bind(id)
+            .bind(tenant.workspace_id())
+            .execute(&mut *tx)
+            .await?;
+        chain.append(&NewAuditEvent {
+            kind: "member.removed",
+            actor,
+            evaluation_id: None,
+            data: member_data(&member),
+            occurred_at: now,
+        });
+        chain.save(&mut tx).await?;
+        tx.commit().await?;
+        Ok(member)
+    }
+
+    /// The stages of a document whose approvers resolve to nobody in this workspace: they
+    /// name only roles no member holds. E-mail approvers always count.
+    pub async fn empty_stages(
+        &self,
+        tenant: &Tenant,
+        doc: &PolicyDocument,
+    ) -> Result<Vec<EmptyStage>> {
+        let mut held = std::collections::HashSet::new();
+        let mut loaded = false;
+        let mut empty = Vec::new();
+        for rule in &doc.rules {
+            let Some(approval) = &rule.approval else {
+                continue;
+            };
+            for (index, stage) in approval.stages.iter().enumerate() {
+                if stage.approvers.iter().any(|a| !a.starts_with("role:")) {
+                    continue;
+                }
+                if !loaded {
+                    for m in self.members(tenant).await? {
+                        held.extend(m.roles);
+                    }
+                    loaded = true;
+                }
+                let resolves = stage
+                    .approvers
+                    .iter()
+                    .filter_map(|a| a.strip_prefix("role:"))
+                    .any(|role| held.contains(role));
+                if !resolves {
+                    empty.push(EmptyStage {
+                        rule: rule.id.clone(),
+                        index,
+                        name: stage.name.clone(),
+                    });
+                }
+            }
+        }
+        Ok(empty)
+    }
+}
+
+async fn member_in(conn: &mut sqlx::AnyConnection, tenant: &Tenant, id: &str) -> Result<Member> {
+    let row = sqlx::query(
+        "SELECT id, email, name, roles, created_at FROM members WHERE id = $1 AND workspace_id = $2",
+    )
+    .bind(id)
+    .bind(tenant.workspace_id())
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or(StoreError::NotFound)?;
+    let roles: String = row.try_get(3)?;
+    Ok(Member {
+        id: row.try_get(0)?,
+        email: row.try_get(1)?,
+        name: row.try_get(2)?,
+        roles: serde_json::from_str(&roles)?,
+        created_at: crate::from_micros(row.try_get(4)?),
+    })
+}
+
+/// Refuses a change that would leave the workspace without an owner.
+async fn last_owner_guard(conn: &mut sqlx::AnyConnection, tenant: &Tenant) -> Result<()> {
+    let rows = sqlx::query("SELECT roles FROM members WHERE workspace_id = $1")
+        .bind(tenant.workspace_id())
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut owners = 0;
+    for row in &rows {
+        let roles: String = row.try_get(0)?;
+        let roles: Vec<String> = serde_json::from_str(&roles)?;
+        owners += usize::from(roles.iter().any(|r| r == "owner"));
+    }
+    if owners <= 1 {
+        return Err(StoreError::Conflict(
+            "a workspace keeps at least one owner".into(),
+        ));
+    }
+    Ok(())
+}
