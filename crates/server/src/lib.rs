@@ -69,10 +69,13 @@ pub async fn serve(
     let delivery = tokio::spawn(workers::delivery::run(state.clone(), stop_rx.clone()));
     let grace = Duration::from_secs(state.config.shutdown_grace_secs);
     let mut stopping = stop_rx.clone();
+    let app = state.clone();
     let server = axum::serve(listener, router(state.clone())).with_graceful_shutdown(async move {
         shutdown.await;
         tracing::info!("shutting down: finishing in-flight requests");
         let _ = stop_tx.send(true);
+        // Long polls answer with what they have instead of holding the shutdown.
+        app.stopping.send_replace(true);
     });
     tokio::select! {
         result = server => result?,

@@ -18,6 +18,8 @@ use crate::error::{ApiError, ApiResult};
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 
 pub struct AppState {
+    /// Set when the server begins to stop: long polls answer at once.
+    pub stopping: tokio::sync::watch::Sender<bool>,
     pub store: Store,
     pub config: Config,
     pub clock: Clock,
@@ -45,6 +47,7 @@ impl AppState {
             RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
         });
         Ok(AppState {
+            stopping: tokio::sync::watch::Sender::new(false),
             store,
             config,
             clock,
@@ -115,12 +118,16 @@ impl AppState {
             return Ok(Some(first));
         }
         let deadline = tokio::time::Instant::now() + wait;
+        let mut stopping = self.stopping.subscribe();
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            tokio::time::sleep(left.min(std::time::Duration::from_millis(250))).await;
+            let stop = tokio::select! {
+                _ = tokio::time::sleep(left.min(std::time::Duration::from_millis(250))) => false,
+                _ = stopping.wait_for(|s| *s) => true,
+            };
             let now = self.store.evaluation(tenant, id).await?;
             let changed = now.as_ref().is_none_or(|e| e.status != first.status);
-            if changed || tokio::time::Instant::now() >= deadline {
+            if changed || stop || tokio::time::Instant::now() >= deadline {
                 return Ok(now);
             }
         }

@@ -429,3 +429,42 @@ both_backends!(reads_can_wait_for_a_change, |backend| async move {
         .problem(422);
     app.stop().await;
 });
+
+both_backends!(long_polls_end_when_the_server_stops, |backend| async move {
+    let app = TestApp::spawn(backend).await;
+    app.put_policy("payments", PAYMENTS).await;
+    let key = app.admin_key.clone();
+    let pending = app
+        .evaluate(
+            &key,
+            json!({"agent_id": "a", "action": "stripe.refund", "amount_cents": 90000}),
+        )
+        .await;
+    let id = pending.body["evaluation_id"].as_str().unwrap().to_owned();
+    let (client, url) = (app.client.clone(), app.url.clone());
+    let poll = tokio::spawn(async move {
+        let r = client
+            .get(format!("{url}/api/v1/evaluations/{id}?wait=30"))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+        (
+            r.status().as_u16(),
+            r.json::<serde_json::Value>().await.unwrap(),
+        )
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let start = std::time::Instant::now();
+    app.stop().await;
+    let (status, body) = poll.await.unwrap();
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("pending")),
+        "answered, not cut off"
+    );
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(5),
+        "shutdown did not wait for the poll"
+    );
+});

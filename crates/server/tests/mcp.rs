@@ -462,6 +462,62 @@ both_backends!(raw_protocol_errors, |backend| async move {
     )
     .await;
     assert_eq!((status, code(&body)), (400, Some(-32602)));
+    // A sealed state resumes only the call it was given for.
+    app.put_policy("payments", PAYMENTS).await;
+    let mut elicit = serde_json::from_str::<Value>(&modern_call(
+        "tools/call",
+        json!({"name": "evaluate", "arguments": {"agent_id": "a", "action": "stripe.refund", "amount_cents": 90000}}),
+    ))
+    .unwrap();
+    elicit["params"]["_meta"]["io.modelcontextprotocol/clientCapabilities"] =
+        json!({"elicitation": {"url": {}}});
+    let tools_call = [
+        auth,
+        m,
+        ("mcp-method", "tools/call"),
+        ("mcp-name", "evaluate"),
+    ];
+    let (status, _, round1) = post(&app, &tools_call, &elicit.to_string()).await;
+    assert_eq!(
+        (status, round1["result"]["resultType"].as_str()),
+        (200, Some("input_required")),
+        "{round1}"
+    );
+    let state = round1["result"]["requestState"].clone();
+    let mut retry = elicit.clone();
+    retry["params"]["requestState"] = state.clone();
+    retry["params"]["inputResponses"] = json!({"approval": {"action": "accept"}});
+    let mut other = retry.clone();
+    other["params"]["arguments"]["amount_cents"] = json!(95000);
+    let (status, _, body) = post(&app, &tools_call, &other.to_string()).await;
+    assert_eq!(
+        (status, body["error"]["data"]["reason"].as_str()),
+        (400, Some("invalid_request_state"))
+    );
+    let (status, _, round2) = post(&app, &tools_call, &retry.to_string()).await;
+    assert_eq!(
+        (status, round2["result"]["resultType"].as_str()),
+        (200, Some("complete"))
+    );
+    assert_eq!(round2["result"]["structuredContent"]["status"], "pending");
+    let url = round1["result"]["inputRequests"]["approval"]["params"]["url"]
+        .as_str()
+        .unwrap();
+    assert!(
+        url.ends_with(
+            round2["result"]["structuredContent"]["evaluation_id"]
+                .as_str()
+                .unwrap()
+        )
+    );
+    // Oversized bodies are JSON-RPC errors too.
+    let huge = legacy(
+        "tools/call",
+        json!({"name": "evaluate", "arguments": {"agent_id": "a", "action": "x", "params": {"blob": "x".repeat(70_000)}}}),
+    );
+    let (status, _, body) = post(&app, &[auth], &huge).await;
+    assert_eq!((status, code(&body)), (413, Some(-32600)));
+
     let forged = modern_call(
         "tools/call",
         json!({"name": "evaluate", "arguments": {"agent_id": "a", "action": "x"}, "requestState": "v1.AAAA", "inputResponses": {}}),

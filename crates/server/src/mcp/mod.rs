@@ -13,7 +13,7 @@ mod tools;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -26,7 +26,6 @@ use crate::state::AppState;
 const LEGACY_VERSIONS: [&str; 2] = ["2025-06-18", "2025-11-25"];
 const MODERN: &str = "2026-07-28";
 const LATEST_LEGACY: &str = "2025-11-25";
-const RESERVED_META: &str = "io.modelcontextprotocol/";
 const META_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
 const META_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
 const META_CLIENT: &str = "io.modelcontextprotocol/clientInfo";
@@ -84,12 +83,23 @@ impl RpcError {
 
 impl IntoResponse for RpcError {
     fn into_response(self) -> Response {
+        let retry_after = self
+            .data
+            .as_ref()
+            .and_then(|d| d["retry_after_secs"].as_u64());
         let mut error = json!({"code": self.code, "message": self.message});
         if let Some(data) = self.data {
             error["data"] = data;
         }
         let body = json!({"jsonrpc": "2.0", "id": self.id, "error": error});
         let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(secs) = retry_after
+            && self.status == StatusCode::TOO_MANY_REQUESTS
+        {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -148,7 +158,7 @@ fn origin_allowed(state: &AppState, origin: &str) -> bool {
             .config
             .mcp_allowed_origins
             .iter()
-            .any(|o| o.trim_end_matches('/') == origin)
+            .any(|o| o.trim().trim_end_matches('/') == origin)
 }
 
 fn accepts_json(headers: &HeaderMap) -> bool {
@@ -161,13 +171,21 @@ fn accepts_json(headers: &HeaderMap) -> bool {
 }
 
 /// `POST /api/mcp` (and every other method, answered 405).
-pub async fn handle(
-    State(state): State<Arc<AppState>>,
-    method: Method,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    match serve(&state, method, &headers, &body).await {
+pub async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    // Read here rather than by an extractor, so an oversized body is a JSON-RPC error too.
+    let body: Bytes = match axum::body::to_bytes(body, crate::extract::BODY_LIMIT).await {
+        Ok(b) => b,
+        Err(_) => {
+            return RpcError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                INVALID_REQUEST,
+                "the request body is larger than 64 KiB",
+            )
+            .into_response();
+        }
+    };
+    match serve(&state, parts.method, &parts.headers, &body).await {
         Ok(response) => response,
         Err(e) => e.into_response(),
     }
@@ -443,13 +461,24 @@ async fn dispatch(
     }
 }
 
+/// MCP reserves `_meta` prefixes whose second label is `modelcontextprotocol` or `mcp`
+/// (`io.modelcontextprotocol/…`, `dev.mcp/…`).
+fn reserved_meta_key(key: &str) -> bool {
+    key.split_once('/').is_some_and(|(prefix, _)| {
+        matches!(
+            prefix.split('.').nth(1),
+            Some("modelcontextprotocol" | "mcp")
+        )
+    })
+}
+
 /// The caller's `_meta`, kept as the evaluation's trace: the protocol's own keys are
 /// dropped, except the client's name, kept as `mcp_client`.
 fn trace_meta(params: &Value) -> Option<Value> {
     let meta = params.get("_meta")?.as_object()?;
     let mut kept: Map<String, Value> = meta
         .iter()
-        .filter(|(k, _)| !k.starts_with(RESERVED_META))
+        .filter(|(k, _)| !reserved_meta_key(k))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     if let Some(client) = meta.get(META_CLIENT) {
@@ -458,8 +487,8 @@ fn trace_meta(params: &Value) -> Option<Value> {
     (!kept.is_empty()).then_some(Value::Object(kept))
 }
 
-fn text_result(outcome: tools::Outcome) -> Value {
-    match outcome {
+fn text_result(outcome: tools::Outcome) -> Result<Value, RpcError> {
+    Ok(match outcome {
         tools::Outcome::Done {
             structured,
             summary,
@@ -472,7 +501,8 @@ fn text_result(outcome: tools::Outcome) -> Value {
             "content": [{"type": "text", "text": why}],
             "isError": true,
         }),
-    }
+        tools::Outcome::Broken(e) => return Err(internal(e)),
+    })
 }
 
 async fn call(
@@ -505,9 +535,9 @@ async fn call(
             // second one.
             if era == Era::Modern && params.get("requestState").is_some() {
                 let ev = resume(state, caller, params)?;
-                return Ok(text_result(
+                return text_result(
                     tools::get_evaluation(state, caller, json!({"evaluation_id": ev})).await,
-                ));
+                );
             }
             let outcome = tools::evaluate(
                 state,
@@ -521,13 +551,11 @@ async fn call(
                 && let tools::Outcome::Done { structured, .. } = &outcome
                 && structured["status"] == "pending"
             {
-                return Ok(input_required(state, caller, structured));
+                return Ok(input_required(state, caller, &arguments, structured));
             }
-            Ok(text_result(outcome))
+            text_result(outcome)
         }
-        "get_evaluation" => Ok(text_result(
-            tools::get_evaluation(state, caller, arguments).await,
-        )),
+        "get_evaluation" => text_result(tools::get_evaluation(state, caller, arguments).await),
         other => Err(RpcError::new(
             StatusCode::BAD_REQUEST,
             INVALID_PARAMS,
@@ -546,12 +574,18 @@ const REQUEST_STATE_SECS: i64 = 600;
 
 /// A pending evaluation on a client that can show a link: ask it to show where the approval
 /// is followed, and to come back with the sealed state naming this evaluation.
-fn input_required(state: &AppState, caller: &Caller, structured: &Value) -> Value {
+fn input_required(
+    state: &AppState,
+    caller: &Caller,
+    arguments: &Value,
+    structured: &Value,
+) -> Value {
     let id = structured["evaluation_id"].as_str().unwrap_or_default();
     let sealed = state.cipher.encrypt(
         &json!({
             "evaluation_id": id,
             "key_id": caller.key_id,
+            "arguments": arguments_digest(arguments),
             "expires": state.now().timestamp() + REQUEST_STATE_SECS,
         })
         .to_string(),
@@ -565,7 +599,7 @@ fn input_required(state: &AppState, caller: &Caller, structured: &Value) -> Valu
                 "params": {
                     "mode": "url",
                     "message": format!(
-                        "{} needs human approval ({}). Approvers have been notified; follow it here.",
+                        "{} waits for a human decision ({}); follow it here.",
                         structured["evaluation_id"].as_str().unwrap_or("this action"),
                         structured["reason"].as_str().unwrap_or("policy"),
                     ),
@@ -578,6 +612,11 @@ fn input_required(state: &AppState, caller: &Caller, structured: &Value) -> Valu
 }
 
 /// Opens a request state: it must be ours, unexpired, and sealed for this caller's key.
+/// The retry must repeat the call it resumes: its arguments are bound into the state.
+fn arguments_digest(arguments: &Value) -> String {
+    agentnexus_engine::canonical::sha256_hex(&agentnexus_engine::canonical::to_vec(arguments))
+}
+
 fn resume(state: &AppState, caller: &Caller, params: &Value) -> Result<String, RpcError> {
     let invalid = || {
         RpcError::new(
@@ -595,7 +634,9 @@ fn resume(state: &AppState, caller: &Caller, params: &Value) -> Result<String, R
         .and_then(|t| serde_json::from_str(&t).ok())
         .ok_or_else(invalid)?;
     let fresh = opened["expires"].as_i64().unwrap_or(0) >= state.now().timestamp();
-    if !fresh || opened["key_id"].as_str() != Some(caller.key_id.as_str()) {
+    let same_call = opened["arguments"].as_str()
+        == Some(arguments_digest(params.get("arguments").unwrap_or(&Value::Null)).as_str());
+    if !fresh || !same_call || opened["key_id"].as_str() != Some(caller.key_id.as_str()) {
         return Err(invalid());
     }
     opened["evaluation_id"]

@@ -143,8 +143,13 @@ pub fn list() -> Value {
 /// What a tool call came to: structured content and a one-line summary, or an error of the
 /// call itself (bad arguments, unknown evaluation), which MCP reports with `isError`.
 pub enum Outcome {
-    Done { structured: Value, summary: String },
+    Done {
+        structured: Value,
+        summary: String,
+    },
     Failed(String),
+    /// The server failed (the store, say): a JSON-RPC internal error, logged, never shown.
+    Broken(ApiError),
 }
 
 fn summarize(v: &Value) -> String {
@@ -163,6 +168,7 @@ fn failed(e: ApiError) -> Outcome {
     match e {
         ApiError::Invalid { detail, .. } | ApiError::Malformed(detail) => Outcome::Failed(detail),
         ApiError::NotFound => Outcome::Failed("no such evaluation in this workspace".into()),
+        ApiError::Internal(_) | ApiError::Unavailable(_) => Outcome::Broken(e),
         other => Outcome::Failed(other.to_string()),
     }
 }
