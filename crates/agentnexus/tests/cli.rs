@@ -5,8 +5,8 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use agentnexus_store::both_backends;
 use agentnexus_store::testing::TestDatabase;
-use agentnexus_store::{Backend, both_backends};
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_agentnexus");
@@ -146,19 +146,12 @@ both_backends!(workspace_keys_policies_and_audit, |backend| async move {
     let store = agentnexus_store::Store::open(agentnexus_store::StoreConfig::new(&db.url))
         .await
         .unwrap();
-    let (off, on) = match backend {
-        Backend::Postgres => (
-            "ALTER TABLE audit_events DISABLE TRIGGER audit_events_no_update_or_delete",
-            "ALTER TABLE audit_events ENABLE TRIGGER audit_events_no_update_or_delete",
-        ),
-        Backend::Sqlite => ("DROP TRIGGER audit_events_no_update", "SELECT 1"),
-    };
-    sqlx::query(off).execute(store.pool()).await.unwrap();
-    sqlx::query("UPDATE audit_events SET actor = 'someone-else' WHERE seq = 4")
-        .execute(store.pool())
-        .await
-        .unwrap();
-    sqlx::query(on).execute(store.pool()).await.unwrap();
+    agentnexus_store::testing::tamper(
+        store.pool(),
+        backend,
+        "UPDATE audit_events SET actor = 'someone-else' WHERE seq = 4",
+    )
+    .await;
     store.close().await;
     let out = cli(&db, &["audit", "verify", "--workspace", "acme"]);
     assert_eq!(out.status.code(), Some(1));

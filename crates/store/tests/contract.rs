@@ -6,7 +6,7 @@ use std::sync::Arc;
 use agentnexus_engine::{Effect, Format, Proposal, ProposalFields, compile_policy};
 use agentnexus_store::testing::TestDatabase;
 use agentnexus_store::{
-    Actor, Attempt, Backend, Finished, NewAuditEvent, NewEvaluation, NewOwner, Next, PolicyChange,
+    Actor, Attempt, Finished, NewAuditEvent, NewEvaluation, NewOwner, Next, PolicyChange,
     PolicySource, Recorded, Status, Store, StoreConfig, Tenant, Verification, both_backends,
 };
 use chrono::{Duration, Utc};
@@ -137,22 +137,12 @@ both_backends!(tampering_is_detected_and_refused, |backend| async move {
     assert!(refused.is_err());
 
     // Someone with the database's keys goes around the trigger.
-    let (off, on) = match backend {
-        Backend::Postgres => (
-            "ALTER TABLE audit_events DISABLE TRIGGER audit_events_no_update_or_delete",
-            "ALTER TABLE audit_events ENABLE TRIGGER audit_events_no_update_or_delete",
-        ),
-        Backend::Sqlite => ("DROP TRIGGER audit_events_no_update", "SELECT 1"),
-    };
-    sqlx::query(off).execute(store.pool()).await.unwrap();
-    sqlx::query(&format!(
-        "{update} AND workspace_id = '{}'",
-        tenant.workspace_id()
-    ))
-    .execute(store.pool())
-    .await
-    .unwrap();
-    sqlx::query(on).execute(store.pool()).await.unwrap();
+    agentnexus_store::testing::tamper(
+        store.pool(),
+        backend,
+        &format!("{update} AND workspace_id = '{}'", tenant.workspace_id()),
+    )
+    .await;
     match store.verify_audit(&tenant).await.unwrap() {
         Verification::Broken { broken_at_seq, .. } => assert_eq!(broken_at_seq, 5),
         ok => panic!("tampering went unnoticed: {ok:?}"),
