@@ -189,6 +189,99 @@ both_backends!(official_client_in_both_generations, |backend| async move {
     app.stop().await;
 });
 
+/// A directory whose node_modules holds the official TypeScript SDK:
+/// `AGENTNEXUS_MCP_NODE_MODULES` (what `.ci/run` sets up), or one installed here once.
+fn node_sdk() -> std::path::PathBuf {
+    static MADE: Mutex<Option<std::path::PathBuf>> = Mutex::new(None);
+    if let Ok(dir) = std::env::var("AGENTNEXUS_MCP_NODE_MODULES") {
+        return dir.into();
+    }
+    let mut made = MADE.lock().unwrap();
+    if let Some(dir) = made.as_ref() {
+        return dir.clone();
+    }
+    let dir = std::env::temp_dir().join("agentnexus-mcp-npm-1.32.2");
+    if !dir.join("node_modules/@modelcontextprotocol/sdk").exists() {
+        std::fs::create_dir_all(&dir).unwrap();
+        let ok = Command::new("npm")
+            .args([
+                "install",
+                "--silent",
+                "--no-save",
+                "--no-audit",
+                "--no-fund",
+            ])
+            .arg("@modelcontextprotocol/sdk@1.32.2")
+            .current_dir(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            ok,
+            "could not install the MCP TypeScript SDK (npm install @modelcontextprotocol/sdk@1.32.2)"
+        );
+    }
+    *made = Some(dir.clone());
+    dir
+}
+
+both_backends!(official_typescript_client, |backend| async move {
+    let app = TestApp::spawn(backend).await;
+    app.put_policy("payments", PAYMENTS).await;
+    let agent = app.key("agent").await;
+    let r = tokio::task::spawn_blocking({
+        let (url, key) = (app.url.clone(), agent.clone());
+        move || {
+            // ES modules resolve packages from the script's own directory.
+            let dir = node_sdk();
+            let script = dir.join("agentnexus-client.mjs");
+            std::fs::copy(
+                concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcp/client.mjs"),
+                &script,
+            )
+            .unwrap();
+            let out = Command::new("node")
+                .arg(&script)
+                .args([&format!("{url}/api/mcp"), &key])
+                .output()
+                .expect("node runs");
+            assert!(
+                out.status.success(),
+                "the TypeScript MCP client failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            serde_json::from_slice::<Value>(&out.stdout).expect("one JSON object")
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(r["protocol_version"], "2025-11-25");
+    assert_eq!(r["server"]["name"], "agentnexus");
+    assert_eq!(r["tools"], json!(["evaluate", "get_evaluation"]));
+    assert_eq!(
+        (
+            r["allow"]["is_error"].as_bool(),
+            r["allow"]["structured"]["status"].as_str()
+        ),
+        (Some(false), Some("allowed"))
+    );
+    assert_eq!(
+        (
+            r["deny"]["is_error"].as_bool(),
+            r["deny"]["structured"]["decision"].as_str()
+        ),
+        (Some(false), Some("deny"))
+    );
+    assert_eq!(r["pending"]["structured"]["status"], "pending");
+    assert_eq!(
+        r["get"]["structured"]["evaluation_id"],
+        r["pending"]["structured"]["evaluation_id"]
+    );
+    let id = r["allow"]["structured"]["evaluation_id"].as_str().unwrap();
+    let ev = app.get(&format!("/api/v1/evaluations/{id}"), &agent).await;
+    assert_eq!(ev.body["trace"]["session_id"], "npm-1");
+    app.stop().await;
+});
+
 /// A raw POST to the gateway.
 async fn post(
     app: &TestApp,
