@@ -35,7 +35,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server (API, background workers); bootstraps an empty store.
-    Serve(Config),
+    Serve(Box<Config>),
     /// Create or upgrade the store's schema, then exit.
     Migrate,
     /// Workspaces (tenants).
@@ -177,7 +177,7 @@ async fn tenant(store: &Store, workspace: &str) -> Result<Tenant, AnyError> {
 
 async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
     match cli.command {
-        Command::Serve(config) => serve(&cli.database, config).await,
+        Command::Serve(config) => serve(&cli.database, *config).await,
         Command::Migrate => {
             open(&cli.database, 2).await?.close().await;
             println!("migrated {}", agentnexus_store::redact(&cli.database));

@@ -102,6 +102,19 @@ pub struct Config {
     #[arg(long, env = "AGENTNEXUS_RETRY_HORIZON_SECS", default_value_t = 86_400)]
     pub retry_horizon_secs: u64,
 
+    /// SMTP server for approval e-mails, e.g. smtp://127.0.0.1:2525, smtps://user:pass@host
+    /// or smtp://host:587?tls=required (STARTTLS).
+    #[arg(long, env = "AGENTNEXUS_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<String>,
+
+    /// The From of approval e-mails.
+    #[arg(
+        long,
+        env = "AGENTNEXUS_SMTP_FROM",
+        default_value = "AgentNexus <agentnexus@localhost>"
+    )]
+    pub smtp_from: String,
+
     /// Browser origins allowed to call the MCP gateway besides the public URL's own
     /// (comma-separated, e.g. https://app.example.com).
     #[arg(long, env = "AGENTNEXUS_MCP_ALLOWED_ORIGINS", value_delimiter = ',')]
@@ -153,6 +166,8 @@ impl Config {
             retry_max_secs: 1,
             retry_horizon_secs: 86_400,
             mcp_allowed_origins: Vec::new(),
+            smtp_url: None,
+            smtp_from: "AgentNexus <agentnexus@localhost>".into(),
         }
     }
 }

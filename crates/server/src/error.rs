@@ -30,6 +30,10 @@ pub enum ApiError {
     RateLimited { retry_after_secs: u64 },
     #[error("method not allowed")]
     MethodNotAllowed,
+    #[error("gone: {0}")]
+    Gone(String),
+    #[error("refused: {0}")]
+    Refused(String),
     #[error("unavailable: {0}")]
     Unavailable(String),
     #[error("internal error: {0}")]
@@ -88,6 +92,8 @@ impl ApiError {
                 "method-not-allowed",
                 "Method not allowed",
             ),
+            ApiError::Gone(_) => (StatusCode::GONE, "gone", "No longer usable"),
+            ApiError::Refused(_) => (StatusCode::FORBIDDEN, "refused", "Not allowed"),
             ApiError::Unavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
@@ -108,6 +114,8 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound => ApiError::NotFound,
             StoreError::Conflict(m) => ApiError::Conflict(m),
             StoreError::Closed => ApiError::Unavailable("the server is shutting down".into()),
+            StoreError::Gone(m) => ApiError::Gone(m),
+            StoreError::Refused(m) => ApiError::Refused(m),
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -150,7 +158,9 @@ impl IntoResponse for ApiError {
             ApiError::Malformed(d)
             | ApiError::Conflict(d)
             | ApiError::UnsupportedMediaType(d)
-            | ApiError::Unavailable(d) => d.clone(),
+            | ApiError::Unavailable(d)
+            | ApiError::Gone(d)
+            | ApiError::Refused(d) => d.clone(),
             ApiError::Invalid { detail, .. } => detail.clone(),
             ApiError::MethodNotAllowed => "This path does not take that method.".to_owned(),
         };

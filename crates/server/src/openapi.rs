@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::api::{audit, evaluations, keys, members, policies, webhooks};
+use crate::api::{approvals, audit, evaluations, keys, members, policies, webhooks};
 use crate::{error, ops};
 
 #[derive(OpenApi)]
@@ -24,6 +24,7 @@ use crate::{error, ops};
         keys::list,
         keys::create,
         keys::revoke,
+        approvals::decide,
         members::list,
         members::add,
         members::change,
@@ -50,6 +51,7 @@ use crate::{error, ops};
         (name = "evaluate", description = "Proposals and their decisions"),
         (name = "policies", description = "Policy documents and versions"),
         (name = "keys", description = "API keys"),
+        (name = "approvals", description = "Human decisions through secure links"),
         (name = "members", description = "Members and roles: the people approval stages reach"),
         (name = "audit", description = "The hash-chained audit trail"),
         (name = "webhooks", description = "Signed event deliveries to integrators"),

@@ -21,6 +21,7 @@ pub const IDEMPOTENCY_WINDOW: Duration = Duration::hours(24);
 #[derive(Default)]
 pub(crate) struct Pending<'a> {
     evaluations: Vec<&'a NewEvaluation>,
+    links: Vec<(&'a NewEvaluation, &'a crate::Notice)>,
     costs: std::collections::BTreeMap<(&'a str, &'a str, String), (i64, i64)>,
 }
 
@@ -97,6 +98,17 @@ impl<'a> Pending<'a> {
                 .await?;
             }
         }
+        for (ev, notice) in &self.links {
+            crate::approvals::insert_link(
+                &mut *conn,
+                ev.tenant.workspace_id(),
+                &ev.id,
+                0,
+                notice,
+                ev.created_at,
+            )
+            .await?;
+        }
         // One row per (workspace, agent, day): a statement may not update a row twice.
         let costs: Vec<_> = self.costs.iter().collect();
         for rows in costs.chunks(EVALUATIONS_PER_INSERT) {
@@ -132,6 +144,7 @@ impl<'a> Pending<'a> {
             q.execute(&mut *conn).await?;
         }
         self.evaluations.clear();
+        self.links.clear();
         self.costs.clear();
         Ok(())
     }
@@ -191,6 +204,18 @@ pub(crate) async fn insert<'a>(
     let status = Status::initial(ev.decision);
     let p = &ev.proposal;
     pending.evaluations.push(ev);
+    for notice in &ev.notices {
+        pending.links.push((ev, notice));
+        crate::jobs::enqueue(
+            conn,
+            ws,
+            crate::JobKind::Email,
+            Some(&ev.id),
+            &notice.email,
+            ev.created_at,
+        )
+        .await?;
+    }
     let cost = pending
         .costs
         .entry((ws, p.agent_id.as_str(), day(ev.created_at)))
@@ -303,6 +328,7 @@ impl NewEvaluation {
             created_at: self.created_at,
             updated_at: self.created_at,
             stages: self.stage_records(),
+            decisions: Vec::new(),
         }
     }
 }
@@ -364,6 +390,7 @@ fn evaluation_from_row(row: &AnyRow) -> Result<Evaluation> {
         created_at: from_micros(row.try_get(21)?),
         updated_at: from_micros(row.try_get(22)?),
         stages: Vec::new(),
+        decisions: Vec::new(),
     })
 }
 
@@ -435,6 +462,7 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
             ev.stages = rows.iter().map(stage_from_row).collect::<Result<_>>()?;
+            ev.decisions = crate::approvals::decisions(&self.pool, id).await?;
         }
         Ok(Some(ev))
     }

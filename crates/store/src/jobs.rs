@@ -20,23 +20,31 @@ use crate::{
 pub enum JobKind {
     /// POST an event to an integrator's `webhook_url` (SPEC §6).
     Webhook,
+    /// Send an e-mail (secure links and one-time codes) over SMTP (SPEC §5).
+    Email,
 }
 
 impl JobKind {
     pub fn as_str(self) -> &'static str {
         match self {
             JobKind::Webhook => "webhook",
+            JobKind::Email => "email",
         }
     }
 
     fn parse(s: &str) -> Option<JobKind> {
-        (s == "webhook").then_some(JobKind::Webhook)
+        match s {
+            "webhook" => Some(JobKind::Webhook),
+            "email" => Some(JobKind::Email),
+            _ => None,
+        }
     }
 
     /// The audit event every attempt writes.
     fn attempted_event(self) -> &'static str {
         match self {
             JobKind::Webhook => "webhook.attempted",
+            JobKind::Email => "email.attempted",
         }
     }
 }
@@ -163,7 +171,7 @@ async fn finish(
 }
 
 /// Writes a job in the caller's transaction.
-pub(crate) async fn enqueue(
+pub async fn enqueue(
     conn: &mut AnyConnection,
     workspace_id: &str,
     kind: JobKind,
@@ -187,32 +195,55 @@ pub(crate) async fn enqueue(
     Ok(id)
 }
 
+/// `approval_required` (SPEC §6): a human stage started waiting.
+pub(crate) fn approval_required(
+    evaluation_id: &str,
+    index: i64,
+    name: &str,
+    expires_at: Option<DateTime<Utc>>,
+    at: DateTime<Utc>,
+) -> Value {
+    json!({
+        "event": "approval_required",
+        "evaluation_id": evaluation_id,
+        "status": Status::Pending,
+        "stage": {"index": index, "name": name, "expires_at": expires_at.map(timestamp_text)},
+        "occurred_at": timestamp_text(at),
+    })
+}
+
+/// `terminal_outcome` (SPEC §6): the evaluation is final.
+pub(crate) fn terminal_outcome(
+    evaluation_id: &str,
+    status: Status,
+    reason: &str,
+    decisions: Value,
+    at: DateTime<Utc>,
+) -> Value {
+    json!({
+        "event": "terminal_outcome",
+        "evaluation_id": evaluation_id,
+        "status": status,
+        "reason": reason,
+        "decisions": decisions,
+        "occurred_at": timestamp_text(at),
+    })
+}
+
 /// The webhook a new evaluation sends, if it names a `webhook_url`: `approval_required` when
 /// a human stage starts waiting, else `terminal_outcome` (an immediate allow or deny).
 pub(crate) fn first_webhook(ev: &NewEvaluation) -> Option<Value> {
     let url = ev.webhook_url.as_ref()?;
     let status = Status::initial(ev.decision);
-    let occurred_at = timestamp_text(ev.created_at);
     let body = match (status, ev.stage_records().into_iter().next()) {
-        (Status::Pending, Some(stage)) => json!({
-            "event": "approval_required",
-            "evaluation_id": ev.id,
-            "status": status,
-            "stage": {
-                "index": stage.index,
-                "name": stage.name,
-                "expires_at": stage.expires_at.map(timestamp_text),
-            },
-            "occurred_at": occurred_at,
-        }),
-        _ => json!({
-            "event": "terminal_outcome",
-            "evaluation_id": ev.id,
-            "status": status,
-            "reason": ev.reason,
-            "decisions": [],
-            "occurred_at": occurred_at,
-        }),
+        (Status::Pending, Some(stage)) => approval_required(
+            &ev.id,
+            stage.index,
+            &stage.name,
+            stage.expires_at,
+            ev.created_at,
+        ),
+        _ => terminal_outcome(&ev.id, status, &ev.reason, json!([]), ev.created_at),
     };
     Some(json!({"url": url, "body": body}))
 }

@@ -6,6 +6,7 @@
 //! a workspace's data without having resolved it from a key or a name first.
 #![forbid(unsafe_code)]
 
+mod approvals;
 mod audit;
 mod evaluations;
 mod jobs;
@@ -29,6 +30,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 use tokio::sync::Notify;
 
+pub use approvals::{Decide, Decided, Link};
 pub use audit::timestamp_text;
 pub use jobs::{Attempt, Delivery, Finished, Job, JobKind, Next};
 pub use members::{EmptyStage, NewMember};
@@ -47,6 +49,12 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("migration: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
+    /// The thing existed but can no longer be acted on (a used or expired link).
+    #[error("gone: {0}")]
+    Gone(String),
+    /// Refused by a rule of the product (separation of duties).
+    #[error("refused: {0}")]
+    Refused(String),
     #[error("stored data is unreadable: {0}")]
     Corrupt(String),
     #[error("the store is shutting down")]

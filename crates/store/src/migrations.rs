@@ -24,6 +24,11 @@ const SHARED: &[Embedded] = &[
         "delivery",
         include_str!("../migrations/0003_delivery.sql"),
     ),
+    (
+        4,
+        "approvals",
+        include_str!("../migrations/0004_approvals.sql"),
+    ),
 ];
 
 const SQLITE: &[Embedded] = &[(

@@ -202,8 +202,32 @@ pub struct NewEvaluation {
     /// `{"tier", "policy", "rule"}` of the rule that asked for approval.
     pub approval: Option<Value>,
     pub stages: Vec<Stage>,
+    /// Secure links (and their e-mails) for the first stage's approvers.
+    pub notices: Vec<Notice>,
     pub policy_versions: BTreeMap<String, i64>,
     pub created_at: DateTime<Utc>,
+}
+
+/// A secure link for one approver of one stage, and the e-mail that carries it. Only the
+/// token's hash is stored; the e-mail job holds the token sealed with the server key.
+#[derive(Debug, Clone)]
+pub struct Notice {
+    pub approver: String,
+    pub token_hash: String,
+    pub expires_at: DateTime<Utc>,
+    /// The e-mail job's payload.
+    pub email: Value,
+}
+
+/// A person's decision on a stage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HumanDecision {
+    pub stage: i64,
+    pub approver: String,
+    /// `approve` or `reject`.
+    pub decision: String,
+    pub comment: Option<String>,
+    pub decided_at: DateTime<Utc>,
 }
 
 /// What recording an evaluation did.
@@ -257,6 +281,7 @@ pub struct Evaluation {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub stages: Vec<StageRecord>,
+    pub decisions: Vec<HumanDecision>,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -107,7 +107,9 @@ async fn run(
         });
         metrics::histogram!("agentnexus_store_commit_batch_size").record(batch.len() as f64);
         let evaluations: Vec<&NewEvaluation> = batch.iter().map(|j| &j.evaluation).collect();
-        let queues_jobs = evaluations.iter().any(|e| e.webhook_url.is_some());
+        let queues_jobs = evaluations
+            .iter()
+            .any(|e| e.webhook_url.is_some() || !e.notices.is_empty());
         match write(&pool, &evaluations).await {
             Ok(results) => {
                 for (job, result) in batch.drain(..).zip(results) {

@@ -54,6 +54,7 @@ fn evaluation(tenant: &Tenant, agent: &str, idempotency_key: Option<&str>) -> Ne
         errors: vec![],
         approval: None,
         stages: vec![],
+        notices: vec![],
         policy_versions: BTreeMap::new(),
         created_at: Utc::now(),
     }

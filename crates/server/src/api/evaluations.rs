@@ -256,7 +256,11 @@ pub fn detail(ev: Evaluation) -> EvaluationDetail {
         trace: ev.trace,
         idempotency_key: ev.idempotency_key,
         stages: ev.stages.into_iter().map(StageDetail::from).collect(),
-        decisions: Vec::new(),
+        decisions: ev
+            .decisions
+            .into_iter()
+            .map(|d| serde_json::to_value(d).unwrap_or_default())
+            .collect(),
         updated_at: ev.updated_at,
     }
 }
@@ -311,8 +315,26 @@ pub async fn decide(
         ),
         None => (None, Vec::new()),
     };
+    let id = agentnexus_store::new_evaluation_id();
+    // The first stage's approvers get their secure links with the evaluation itself.
+    let notices = match stages.first() {
+        Some(stage) => {
+            let about = crate::approvals::About {
+                evaluation_id: &id,
+                agent_id: &proposal.agent_id,
+                action: &proposal.action,
+                resource: proposal.resource.as_deref(),
+                amount_cents: proposal.amount_cents,
+                reason: &decision.reason,
+                stage_name: &stage.name,
+            };
+            let timeout = stage.timeout.map(|t| t.0);
+            crate::approvals::notices(state, tenant, &stage.approvers, timeout, &about, now).await?
+        }
+        None => Vec::new(),
+    };
     let new = NewEvaluation {
-        id: agentnexus_store::new_evaluation_id(),
+        id,
         tenant: tenant.clone(),
         key_id: Some(caller.key_id.clone()),
         proposal_hash: proposal.hash(),
@@ -326,6 +348,7 @@ pub async fn decide(
         errors: decision.errors,
         approval,
         stages,
+        notices,
         policy_versions: decision.policy_versions,
         created_at: now,
     };

@@ -1,5 +1,6 @@
 //! The REST API (`/api/v1`).
 
+pub mod approvals;
 pub mod audit;
 pub mod evaluations;
 pub mod keys;
@@ -29,6 +30,7 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/api/v1/webhooks/secret/rotate", post(webhooks::rotate))
         .route("/api/v1/keys", get(keys::list).post(keys::create))
         .route("/api/v1/keys/{id}", axum::routing::delete(keys::revoke))
+        .route("/api/v1/approvals/{token}", post(approvals::decide))
         .route("/api/v1/members", get(members::list).post(members::add))
         .route(
             "/api/v1/members/{id}",

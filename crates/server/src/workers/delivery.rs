@@ -247,6 +247,7 @@ async fn perform(state: Arc<AppState>, job: Job) -> Finished {
     let attempt = async {
         match job.kind {
             JobKind::Webhook => webhook(&state, &job).await,
+            JobKind::Email => email(&state, &job).await,
         }
     };
     let (outcome, summary) = match tokio::time::timeout(bound, attempt).await {
@@ -383,6 +384,106 @@ async fn webhook(state: &AppState, job: &Job) -> (Outcome, Value) {
         delivered,
     };
     (outcome, summary)
+}
+
+/// Sends one e-mail over SMTP, opening the sealed link or code it carries.
+async fn email(state: &AppState, job: &Job) -> (Outcome, Value) {
+    use lettre::message::header::ContentType;
+    use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+    let p = &job.payload;
+    let text_of = |k: &str| p[k].as_str().unwrap_or_default().to_owned();
+    let (to, subject) = (text_of("to"), text_of("subject"));
+    let summary = json!({"to": to, "subject": subject});
+    let started = Instant::now();
+    let outcome = |status_code: Option<u16>, error: Option<String>, retryable: bool| Outcome {
+        attempt: Attempt {
+            attempt: job.attempts,
+            attempted_at: String::new(),
+            status_code,
+            latency_ms: started.elapsed().as_millis() as i64,
+            error: error.clone(),
+            response_body: None,
+        },
+        retry_after: None,
+        retryable,
+        delivered: error.is_none(),
+    };
+    let Some(url) = state.config.smtp_url.as_deref() else {
+        return (
+            outcome(
+                None,
+                Some("no SMTP server configured (AGENTNEXUS_SMTP_URL)".into()),
+                true,
+            ),
+            summary,
+        );
+    };
+    let mut text = text_of("text");
+    for (field, placeholder) in [("token", "{link}"), ("code", "{code}")] {
+        if let Some(sealed) = p[field].as_str() {
+            match state.cipher.decrypt(sealed) {
+                Ok(secret) if field == "token" => {
+                    text = text.replace(
+                        placeholder,
+                        &format!("{}/approvals/{secret}", state.public_url()),
+                    );
+                }
+                Ok(secret) => text = text.replace(placeholder, &secret),
+                Err(e) => {
+                    return (
+                        outcome(
+                            None,
+                            Some(format!("cannot open the e-mail's secret: {e}")),
+                            true,
+                        ),
+                        summary,
+                    );
+                }
+            }
+        }
+    }
+    let message = (|| {
+        Message::builder()
+            .from(
+                state
+                    .config
+                    .smtp_from
+                    .parse()
+                    .map_err(|e| format!("AGENTNEXUS_SMTP_FROM: {e}"))?,
+            )
+            .to(to.parse().map_err(|e| format!("recipient {to}: {e}"))?)
+            .subject(subject.clone())
+            .header(ContentType::TEXT_PLAIN)
+            .body(text)
+            .map_err(|e| e.to_string())
+    })();
+    let message = match message {
+        Ok(m) => m,
+        Err(why) => return (outcome(None, Some(why), false), summary),
+    };
+    let mailer = match AsyncSmtpTransport::<Tokio1Executor>::from_url(url) {
+        Ok(b) => b.timeout(Some(Duration::from_secs(15))).build(),
+        Err(e) => {
+            return (
+                outcome(None, Some(format!("AGENTNEXUS_SMTP_URL: {e}")), true),
+                summary,
+            );
+        }
+    };
+    match mailer.send(message).await {
+        Ok(response) => {
+            let code = response.code().to_string().parse().ok();
+            (outcome(code, None, true), summary)
+        }
+        Err(e) => {
+            let permanent = e.is_permanent();
+            (
+                outcome(None, Some(format!("SMTP: {e}")), !permanent),
+                summary,
+            )
+        }
+    }
 }
 
 /// Refuses what no retry can fix: a URL that is not http(s), or a literal address in a

@@ -1,0 +1,151 @@
+//! Reaching approvers: who a stage's approvers are, their secure links, and the e-mails that
+//! carry them (SPEC §5).
+
+use agentnexus_store::{Notice, Tenant};
+use chrono::{DateTime, Duration, Utc};
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use serde_json::{Value, json};
+
+use crate::error::ApiResult;
+use crate::state::AppState;
+
+/// A link to a stage without a deadline stays valid this long.
+pub const LINK_WITHOUT_DEADLINE: Duration = Duration::days(7);
+
+/// The hash a secure link (or a one-time code) is stored as.
+pub fn token_hash(token: &str) -> String {
+    agentnexus_store::key_hash(token)
+}
+
+fn new_token() -> String {
+    let random: String = rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(43)
+        .map(char::from)
+        .collect();
+    format!("apr_{random}")
+}
+
+/// What an e-mail says about the proposal.
+pub struct About<'a> {
+    pub evaluation_id: &'a str,
+    pub agent_id: &'a str,
+    pub action: &'a str,
+    pub resource: Option<&'a str>,
+    pub amount_cents: i64,
+    pub reason: &'a str,
+    pub stage_name: &'a str,
+}
+
+/// The people a stage reaches: its e-mails, and every member holding one of its roles.
+pub async fn resolve(
+    state: &AppState,
+    tenant: &Tenant,
+    approvers: &[String],
+) -> ApiResult<Vec<String>> {
+    let mut people: Vec<String> = approvers
+        .iter()
+        .filter(|a| !a.starts_with("role:"))
+        .map(|a| a.to_ascii_lowercase())
+        .collect();
+    let roles: Vec<&str> = approvers
+        .iter()
+        .filter_map(|a| a.strip_prefix("role:"))
+        .collect();
+    if !roles.is_empty() {
+        for m in state.store.members(tenant).await? {
+            if m.roles.iter().any(|r| roles.contains(&r.as_str())) {
+                people.push(m.email.to_ascii_lowercase());
+            }
+        }
+    }
+    people.sort();
+    people.dedup();
+    Ok(people)
+}
+
+/// A secure link and its e-mail for each person a stage reaches.
+pub async fn notices(
+    state: &AppState,
+    tenant: &Tenant,
+    approvers: &[String],
+    timeout_secs: Option<u64>,
+    about: &About<'_>,
+    now: DateTime<Utc>,
+) -> ApiResult<Vec<Notice>> {
+    let expires_at = now
+        + timeout_secs
+            .map(|s| Duration::seconds(s as i64))
+            .unwrap_or(LINK_WITHOUT_DEADLINE);
+    let people = resolve(state, tenant, approvers).await?;
+    Ok(people
+        .into_iter()
+        .map(|approver| {
+            let token = new_token();
+            Notice {
+                token_hash: token_hash(&token),
+                expires_at,
+                email: link_email(state, &approver, &token, about, expires_at),
+                approver,
+            }
+        })
+        .collect())
+}
+
+fn money(cents: i64) -> String {
+    format!("{}.{:02}", cents / 100, cents % 100)
+}
+
+/// The e-mail job's payload: the token is sealed with the server key, so the job table never
+/// holds a usable link; the sender opens it and writes the link in place of `{link}`.
+fn link_email(
+    state: &AppState,
+    to: &str,
+    token: &str,
+    about: &About<'_>,
+    expires: DateTime<Utc>,
+) -> Value {
+    let resource = about
+        .resource
+        .map(|r| format!(" on {r}"))
+        .unwrap_or_default();
+    let amount = if about.amount_cents > 0 {
+        format!(" for {}", money(about.amount_cents))
+    } else {
+        String::new()
+    };
+    let text = format!(
+        "{agent} proposes {action}{resource}{amount}.\n\
+         Why it needs you: {reason}\n\
+         Stage: {stage}\n\n\
+         Approve or reject: {{link}}\n\n\
+         This link is yours alone, works once and expires at {expires} (UTC).\n\
+         Evaluation {id}.\n",
+        agent = about.agent_id,
+        action = about.action,
+        reason = about.reason,
+        stage = about.stage_name,
+        expires = expires.format("%Y-%m-%d %H:%M"),
+        id = about.evaluation_id,
+    );
+    json!({
+        "to": to,
+        "subject": format!("Approval needed: {} by {}", about.action, about.agent_id),
+        "text": text,
+        "token": state.cipher.encrypt(token),
+    })
+}
+
+/// The e-mail that carries a one-time code (critical tier).
+pub fn code_email(state: &AppState, to: &str, code: &str, evaluation_id: &str) -> Value {
+    json!({
+        "to": to,
+        "subject": "Your AgentNexus approval code",
+        "text": format!(
+            "Your code to decide on evaluation {evaluation_id}: {{code}}\n\
+             It works for 10 minutes. If you did not ask for it, ignore this e-mail.\n"
+        ),
+        "code": state.cipher.encrypt(code),
+    })
+}

@@ -1,0 +1,439 @@
+//! Human approval through e-mailed secure links, on both stores: a real SMTP server receives
+//! the mail and the test reads the link and codes out of it, as an approver would.
+
+mod common;
+
+use std::time::Duration;
+
+use agentnexus_server::testing::{Receiver, SmtpSink};
+use agentnexus_store::both_backends;
+use common::TestApp;
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+const POLICY: &str = r#"name: refunds
+rules:
+  - id: big
+    when: action == "stripe.refund" && amount_cents > 50000
+    effect: require_approval
+    tier: high
+    reason: Big refunds need finance and the CFO
+    approval:
+      stages:
+        - name: finance
+          approvers: ["role:finance"]
+          required: 2
+          timeout: 30m
+        - name: cfo
+          approvers: ["cfo@example.com"]
+          timeout: 2h
+  - id: quick
+    when: action == "stripe.refund" && amount_cents > 1000
+    effect: require_approval
+    tier: medium
+    approval:
+      stages:
+        - name: anyone-in-finance
+          approvers: ["role:finance"]
+  - id: twice
+    when: action == "vendor.pay"
+    effect: require_approval
+    approval:
+      stages:
+        - name: first
+          approvers: ["dan@example.com"]
+        - name: second
+          approvers: ["dan@example.com"]
+  - id: wire
+    when: action == "wire.transfer"
+    effect: require_approval
+    tier: critical
+    approval:
+      stages:
+        - name: treasury
+          approvers: ["treasurer@example.com"]
+  - id: rest
+    effect: allow
+"#;
+
+async fn setup(backend: agentnexus_store::Backend, sink: &SmtpSink) -> TestApp {
+    let url = sink.url.clone();
+    let app = TestApp::spawn_with(backend, move |c| c.smtp_url = Some(url)).await;
+    for email in ["bob@example.com", "carol@example.com"] {
+        let r = app
+            .post(
+                "/api/v1/members",
+                &app.admin_key,
+                &json!({"email": email, "roles": ["finance"]}),
+            )
+            .await;
+        assert_eq!(r.status, 201);
+    }
+    assert_eq!(app.put_policy("refunds", POLICY).await.status, 200);
+    app
+}
+
+/// The link tokens of the mails sent to `to`, newest last.
+fn links_for(sink: &SmtpSink, to: &str) -> Vec<String> {
+    sink.mails()
+        .iter()
+        .filter(|m| m.to.iter().any(|t| t == to))
+        .filter_map(|m| m.link_token())
+        .collect()
+}
+
+async fn wait_link(sink: &SmtpSink, to: &str, n: usize) -> String {
+    let start = std::time::Instant::now();
+    loop {
+        let links = links_for(sink, to);
+        if links.len() >= n {
+            return links[n - 1].clone();
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "no link for {to}: {:?}",
+            sink.mails()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn decide(app: &TestApp, token: &str, body: Value) -> common::Response {
+    app.request(
+        reqwest::Method::POST,
+        &format!("/api/v1/approvals/{token}"),
+        None,
+        Some(body.to_string().into()),
+        Some("application/json"),
+    )
+    .await
+}
+
+both_backends!(
+    two_stages_with_a_quorum_end_approved,
+    |backend| async move {
+        let sink = SmtpSink::start().await;
+        let app = setup(backend, &sink).await;
+        let receiver = Receiver::start().await;
+        let r = app
+            .evaluate(
+                &app.admin_key,
+                json!({"agent_id": "billing-bot", "action": "stripe.refund",
+            "amount_cents": 75000, "resource": "customer/cus_1", "webhook_url": receiver.url}),
+            )
+            .await;
+        assert_eq!(r.body["status"], "pending");
+        let id = r.body["evaluation_id"].as_str().unwrap().to_owned();
+
+        // Both finance members get their own link by e-mail.
+        let bob = wait_link(&sink, "bob@example.com", 1).await;
+        let carol = wait_link(&sink, "carol@example.com", 1).await;
+        assert_ne!(bob, carol);
+        let mail = sink
+            .mails()
+            .into_iter()
+            .find(|m| m.to == ["bob@example.com"])
+            .unwrap();
+        assert_eq!(
+            mail.header("subject").unwrap(),
+            "Approval needed: stripe.refund by billing-bot"
+        );
+        assert!(
+            mail.text().contains("Big refunds need finance and the CFO"),
+            "{}",
+            mail.text()
+        );
+        assert!(mail.text().contains("750.00"));
+        // Only the hash of a link is stored, and the queued e-mail holds it sealed.
+        let (links, jobs): (Vec<(String,)>, Vec<(String,)>) = (
+            sqlx::query_as("SELECT token_hash FROM approval_links")
+                .fetch_all(app.store.pool())
+                .await
+                .unwrap(),
+            sqlx::query_as("SELECT payload FROM jobs WHERE kind = 'email'")
+                .fetch_all(app.store.pool())
+                .await
+                .unwrap(),
+        );
+        assert!(links.iter().all(|(h,)| *h != bob && *h != carol));
+        assert!(
+            jobs.iter()
+                .all(|(p,)| !p.contains(&bob) && !p.contains(&carol))
+        );
+
+        let first = decide(
+            &app,
+            &bob,
+            json!({"decision": "approve", "comment": "fine"}),
+        )
+        .await;
+        assert_eq!(first.status, 200, "{}", first.body);
+        assert_eq!(
+            (
+                first.body["status"].as_str(),
+                first.body["evaluation_status"].as_str()
+            ),
+            (Some("recorded"), Some("pending"))
+        );
+        decide(&app, &bob, json!({"decision": "approve"}))
+            .await
+            .problem(410);
+        let second = decide(&app, &carol, json!({"decision": "approve"})).await;
+        assert_eq!(
+            second.body["evaluation_status"], "pending",
+            "the CFO stage is next"
+        );
+
+        let cfo = wait_link(&sink, "cfo@example.com", 1).await;
+        let last = decide(
+            &app,
+            &cfo,
+            json!({"decision": "approve", "comment": "ok by me"}),
+        )
+        .await;
+        assert_eq!(last.body["evaluation_status"], "approved");
+
+        let ev = app
+            .get(&format!("/api/v1/evaluations/{id}"), &app.admin_key)
+            .await;
+        assert_eq!(ev.body["status"], "approved");
+        let decisions = ev.body["decisions"].as_array().unwrap();
+        assert_eq!(decisions.len(), 3);
+        assert_eq!(decisions[0]["comment"], "fine");
+        let statuses: Vec<&str> = ev.body["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["status"].as_str().unwrap())
+            .collect();
+        assert_eq!(statuses, vec!["passed", "passed"]);
+
+        // The integrator heard of both stages and of the outcome, once.
+        let got = receiver.wait_for(3, WAIT).await;
+        let events: Vec<(String, i64)> = got
+            .iter()
+            .map(|r| {
+                (
+                    r.body["event"].as_str().unwrap().to_owned(),
+                    r.body["stage"]["index"].as_i64().unwrap_or(-1),
+                )
+            })
+            .collect();
+        assert_eq!(
+            events,
+            vec![
+                ("approval_required".into(), 0),
+                ("approval_required".into(), 1),
+                ("terminal_outcome".into(), -1)
+            ]
+        );
+        assert_eq!(got[2].body["status"], "approved");
+        assert_eq!(got[2].body["decisions"].as_array().unwrap().len(), 3);
+
+        let timeline = app
+            .get(
+                &format!("/api/v1/evaluations/{id}/timeline"),
+                &app.admin_key,
+            )
+            .await;
+        let kinds: Vec<&str> = timeline.body["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["type"].as_str().unwrap())
+            .collect();
+        for kind in [
+            "approval.decided",
+            "stage.passed",
+            "stage.started",
+            "evaluation.approved",
+            "email.attempted",
+        ] {
+            assert!(kinds.contains(&kind), "{kind} in {kinds:?}");
+        }
+        assert_eq!(
+            kinds.iter().filter(|k| **k == "approval.decided").count(),
+            3
+        );
+        assert_eq!(
+            app.get("/api/v1/audit/verify", &app.admin_key).await.body["ok"],
+            true
+        );
+        app.stop().await;
+    }
+);
+
+both_backends!(rejections_duties_and_races, |backend| async move {
+    let sink = SmtpSink::start().await;
+    let app = setup(backend, &sink).await;
+    let key = app.admin_key.clone();
+    // A rejection rejects; the other approver's link is then spent.
+    let r = app
+        .evaluate(
+            &key,
+            json!({"agent_id": "a", "action": "stripe.refund", "amount_cents": 90000}),
+        )
+        .await;
+    let id = r.body["evaluation_id"].as_str().unwrap().to_owned();
+    let bob = wait_link(&sink, "bob@example.com", 1).await;
+    let carol = wait_link(&sink, "carol@example.com", 1).await;
+    let no = decide(
+        &app,
+        &bob,
+        json!({"decision": "reject", "comment": "not this customer"}),
+    )
+    .await;
+    assert_eq!(no.body["evaluation_status"], "rejected");
+    decide(&app, &carol, json!({"decision": "approve"}))
+        .await
+        .problem(410);
+    let ev = app.get(&format!("/api/v1/evaluations/{id}"), &key).await;
+    assert_eq!(
+        (ev.body["status"].as_str(), ev.body["reason"].as_str()),
+        (Some("rejected"), Some("rejected by bob@example.com"))
+    );
+
+    // Two approvers at once on a stage that needs one: decided exactly once.
+    app.evaluate(
+        &key,
+        json!({"agent_id": "a", "action": "stripe.refund", "amount_cents": 2000}),
+    )
+    .await;
+    let bob = wait_link(&sink, "bob@example.com", 2).await;
+    let carol = wait_link(&sink, "carol@example.com", 2).await;
+    let (x, y) = tokio::join!(
+        decide(&app, &bob, json!({"decision": "approve"})),
+        decide(&app, &carol, json!({"decision": "approve"}))
+    );
+    let mut codes = vec![x.status.as_u16(), y.status.as_u16()];
+    codes.sort();
+    assert_eq!(codes, vec![200, 410], "{} / {}", x.body, y.body);
+
+    // The same person cannot approve two stages.
+    app.evaluate(&key, json!({"agent_id": "a", "action": "vendor.pay"}))
+        .await;
+    let first = wait_link(&sink, "dan@example.com", 1).await;
+    assert_eq!(
+        decide(&app, &first, json!({"decision": "approve"}))
+            .await
+            .status,
+        200
+    );
+    let second = wait_link(&sink, "dan@example.com", 2).await;
+    decide(&app, &second, json!({"decision": "approve"}))
+        .await
+        .problem(403);
+
+    // Nor decide on a proposal made on their behalf.
+    app.evaluate(
+        &key,
+        json!({"agent_id": "a", "action": "stripe.refund", "amount_cents": 2000,
+        "context": {"on_behalf_of": "bob@example.com"}}),
+    )
+    .await;
+    let own = wait_link(&sink, "bob@example.com", 3).await;
+    decide(&app, &own, json!({"decision": "approve"}))
+        .await
+        .problem(403);
+
+    // Unknown and malformed input.
+    decide(&app, "apr_nothing", json!({"decision": "approve"}))
+        .await
+        .problem(404);
+    decide(&app, &own, json!({"decision": "maybe"}))
+        .await
+        .problem(422);
+    decide(&app, &own, json!({"decision": "approve", "extra": 1}))
+        .await
+        .problem(422);
+
+    // After its stage's deadline, a link has expired.
+    app.evaluate(
+        &key,
+        json!({"agent_id": "a", "action": "stripe.refund", "amount_cents": 80000}),
+    )
+    .await;
+    let late = wait_link(&sink, "carol@example.com", 4).await;
+    app.clock.advance(chrono::Duration::minutes(31));
+    decide(&app, &late, json!({"decision": "approve"}))
+        .await
+        .problem(410);
+    assert_eq!(app.get("/api/v1/audit/verify", &key).await.body["ok"], true);
+    app.stop().await;
+});
+
+both_backends!(critical_tier_needs_a_one_time_code, |backend| async move {
+    let sink = SmtpSink::start().await;
+    let app = setup(backend, &sink).await;
+    let key = app.admin_key.clone();
+    let codes = |sink: &SmtpSink| -> Vec<String> {
+        sink.mails()
+            .iter()
+            .filter(|m| {
+                m.header("subject")
+                    .is_some_and(|s| s.contains("approval code"))
+            })
+            .filter_map(|m| m.code())
+            .collect()
+    };
+    // Five wrong codes lock the link.
+    app.evaluate(&key, json!({"agent_id": "a", "action": "wire.transfer"}))
+        .await;
+    let link = wait_link(&sink, "treasurer@example.com", 1).await;
+    let first = decide(&app, &link, json!({"decision": "approve"})).await;
+    assert_eq!(first.body["status"], "otp_required", "{}", first.body);
+    let start = std::time::Instant::now();
+    while codes(&sink).is_empty() {
+        assert!(start.elapsed() < WAIT, "no code e-mailed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let real = codes(&sink)[0].clone();
+    let wrong = if real == "000000" { "111111" } else { "000000" };
+    for _ in 0..4 {
+        decide(&app, &link, json!({"decision": "approve", "otp": wrong}))
+            .await
+            .problem(422);
+    }
+    decide(&app, &link, json!({"decision": "approve", "otp": wrong}))
+        .await
+        .problem(410);
+    decide(&app, &link, json!({"decision": "approve", "otp": real}))
+        .await
+        .problem(410);
+
+    // The right code decides.
+    let r = app
+        .evaluate(&key, json!({"agent_id": "a", "action": "wire.transfer"}))
+        .await;
+    let link = wait_link(&sink, "treasurer@example.com", 2).await;
+    decide(&app, &link, json!({"decision": "approve"})).await;
+    let start = std::time::Instant::now();
+    while codes(&sink).len() < 2 {
+        assert!(start.elapsed() < WAIT, "no second code");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let code = codes(&sink)[1].clone();
+    let ok = decide(&app, &link, json!({"decision": "approve", "otp": code})).await;
+    assert_eq!(ok.body["evaluation_status"], "approved", "{}", ok.body);
+    let id = r.body["evaluation_id"].as_str().unwrap();
+    let timeline = app
+        .get(&format!("/api/v1/evaluations/{id}/timeline"), &key)
+        .await;
+    let kinds: Vec<&str> = timeline.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"approval.otp_sent"));
+    let audit = app.get("/api/v1/audit?limit=1000", &key).await;
+    let all: Vec<&str> = audit.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert!(all.contains(&"approval.otp_failed") && all.contains(&"approval.locked"));
+    app.stop().await;
+});

@@ -1,0 +1,484 @@
+//! Human decisions on pending evaluations (SPEC §5): secure links, one-time codes, stages.
+//!
+//! Every decision runs in one transaction that first locks the workspace's audit head, so two
+//! approvers clicking at once (on one server or several) are decided one after the other,
+//! and a stage is never decided twice.
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::{Value, json};
+use sqlx::{AnyConnection, Row};
+
+use crate::audit::Chain;
+use crate::jobs::{JobKind, approval_required, enqueue, terminal_outcome};
+use crate::{
+    Actor, HumanDecision, NewAuditEvent, Notice, Result, Status, Store, StoreError, Tenant,
+    from_micros, micros,
+};
+
+pub(crate) async fn insert_link(
+    conn: &mut AnyConnection,
+    workspace_id: &str,
+    evaluation_id: &str,
+    stage: i64,
+    notice: &Notice,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO approval_links (token_hash, workspace_id, evaluation_id, stage_idx, approver, \
+         expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(&notice.token_hash)
+    .bind(workspace_id)
+    .bind(evaluation_id)
+    .bind(stage)
+    .bind(&notice.approver)
+    .bind(micros(notice.expires_at))
+    .bind(micros(now))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The human decisions on an evaluation, oldest first.
+pub(crate) async fn decisions<'e, E>(executor: E, evaluation_id: &str) -> Result<Vec<HumanDecision>>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let rows = sqlx::query(
+        "SELECT stage_idx, approver, decision, comment, decided_at FROM approval_decisions \
+         WHERE evaluation_id = $1 ORDER BY decided_at, stage_idx, approver",
+    )
+    .bind(evaluation_id)
+    .fetch_all(executor)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(HumanDecision {
+                stage: r.try_get(0)?,
+                approver: r.try_get(1)?,
+                decision: r.try_get(2)?,
+                comment: r.try_get(3)?,
+                decided_at: from_micros(r.try_get(4)?),
+            })
+        })
+        .collect()
+}
+
+/// A secure link as stored, found by its token's hash.
+#[derive(Debug, Clone)]
+pub struct Link {
+    pub tenant: Tenant,
+    pub evaluation_id: String,
+    pub stage: i64,
+    pub approver: String,
+    pub expires_at: DateTime<Utc>,
+    pub used: bool,
+    pub locked: bool,
+    pub otp_hash: Option<String>,
+    pub otp_expires_at: Option<DateTime<Utc>>,
+    pub otp_attempts: i64,
+}
+
+/// A decision to record.
+#[derive(Debug, Clone)]
+pub struct Decide<'a> {
+    pub tenant: &'a Tenant,
+    pub token_hash: &'a str,
+    pub approve: bool,
+    pub comment: Option<&'a str>,
+    /// Links and e-mails for the next stage's approvers, used only if this decision opens it.
+    pub next_notices: Vec<Notice>,
+    pub now: DateTime<Utc>,
+}
+
+/// What a decision did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decided {
+    pub evaluation_id: String,
+    /// The evaluation's status after it.
+    pub status: Status,
+    /// The stage decided on, and whether this decision completed it.
+    pub stage: i64,
+    pub stage_passed: bool,
+    /// The stage that started waiting, if any.
+    pub next_stage: Option<i64>,
+}
+
+fn gone(why: &str) -> StoreError {
+    StoreError::Gone(why.to_owned())
+}
+
+impl Store {
+    pub async fn approval_link(&self, token_hash: &str) -> Result<Option<Link>> {
+        let row = sqlx::query(
+            "SELECT workspace_id, evaluation_id, stage_idx, approver, expires_at, used_at, \
+             locked_at, otp_hash, otp_expires_at, otp_attempts FROM approval_links \
+             WHERE token_hash = $1",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(Link {
+                tenant: Tenant::new(r.try_get(0)?),
+                evaluation_id: r.try_get(1)?,
+                stage: r.try_get(2)?,
+                approver: r.try_get(3)?,
+                expires_at: from_micros(r.try_get(4)?),
+                used: r.try_get::<Option<i64>, _>(5)?.is_some(),
+                locked: r.try_get::<Option<i64>, _>(6)?.is_some(),
+                otp_hash: r.try_get(7)?,
+                otp_expires_at: r.try_get::<Option<i64>, _>(8)?.map(from_micros),
+                otp_attempts: r.try_get(9)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Starts a one-time code for a link: its hash kept with the link, the code e-mailed.
+    pub async fn start_otp(
+        &self,
+        link: &Link,
+        token_hash: &str,
+        otp_hash: &str,
+        expires_at: DateTime<Utc>,
+        email: &Value,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let ws = link.tenant.workspace_id();
+        let mut tx = self.pool.begin().await?;
+        let mut chain = Chain::lock(&mut tx, ws).await?;
+        sqlx::query(
+            "UPDATE approval_links SET otp_hash = $2, otp_expires_at = $3, otp_attempts = 0 \
+             WHERE token_hash = $1",
+        )
+        .bind(token_hash)
+        .bind(otp_hash)
+        .bind(micros(expires_at))
+        .execute(&mut *tx)
+        .await?;
+        enqueue(
+            &mut tx,
+            ws,
+            JobKind::Email,
+            Some(&link.evaluation_id),
+            email,
+            now,
+        )
+        .await?;
+        chain.append(&NewAuditEvent {
+            kind: "approval.otp_sent",
+            actor: Actor::System,
+            evaluation_id: Some(link.evaluation_id.clone()),
+            data: json!({"approver": link.approver, "stage": link.stage}),
+            occurred_at: now,
+        });
+        chain.save(&mut tx).await?;
+        tx.commit().await?;
+        self.jobs_ready.notify_one();
+        Ok(())
+    }
+
+    /// Counts a wrong code; at `max_attempts` the link is locked. Answers whether it is.
+    pub async fn otp_failed(
+        &self,
+        link: &Link,
+        token_hash: &str,
+        max_attempts: i64,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let mut chain = Chain::lock(&mut tx, link.tenant.workspace_id()).await?;
+        let attempts: i64 = sqlx::query(
+            "UPDATE approval_links SET otp_attempts = otp_attempts + 1 WHERE token_hash = $1 \
+             RETURNING otp_attempts",
+        )
+        .bind(token_hash)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get(0)?;
+        let locked = attempts >= max_attempts;
+        if locked {
+            sqlx::query("UPDATE approval_links SET locked_at = $2 WHERE token_hash = $1")
+                .bind(token_hash)
+                .bind(micros(now))
+                .execute(&mut *tx)
+                .await?;
+        }
+        chain.append(&NewAuditEvent {
+            kind: if locked {
+                "approval.locked"
+            } else {
+                "approval.otp_failed"
+            },
+            actor: Actor::System,
+            evaluation_id: Some(link.evaluation_id.clone()),
+            data: json!({"approver": link.approver, "stage": link.stage, "attempts": attempts}),
+            occurred_at: now,
+        });
+        chain.save(&mut tx).await?;
+        tx.commit().await?;
+        Ok(locked)
+    }
+
+    /// Records a person's decision and moves the evaluation on: a rejection rejects it; the
+    /// last approval a stage needs passes it and starts the next stage or approves the
+    /// evaluation. Webhooks and e-mails that follow are queued in the same transaction.
+    pub async fn decide(&self, d: Decide<'_>) -> Result<Decided> {
+        let ws = d.tenant.workspace_id();
+        let now = micros(d.now);
+        let mut tx = self.pool.begin().await?;
+        let mut chain = Chain::lock(&mut tx, ws).await?;
+        let link = sqlx::query(
+            "SELECT evaluation_id, stage_idx, approver, expires_at, used_at, locked_at \
+             FROM approval_links WHERE token_hash = $1 AND workspace_id = $2",
+        )
+        .bind(d.token_hash)
+        .bind(ws)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        let evaluation_id: String = link.try_get(0)?;
+        let stage: i64 = link.try_get(1)?;
+        let approver: String = link.try_get(2)?;
+        if link.try_get::<Option<i64>, _>(4)?.is_some() {
+            return Err(gone("this link has been used"));
+        }
+        if link.try_get::<Option<i64>, _>(5)?.is_some() {
+            return Err(gone("this link is locked after too many wrong codes"));
+        }
+        if link.try_get::<i64, _>(3)? < now {
+            return Err(gone("this link has expired"));
+        }
+        let ev = sqlx::query(
+            "SELECT status, current_stage, webhook_url, context FROM evaluations WHERE id = $1",
+        )
+        .bind(&evaluation_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let status: String = ev.try_get(0)?;
+        let current: Option<i64> = ev.try_get(1)?;
+        let webhook_url: Option<String> = ev.try_get(2)?;
+        let context: String = ev.try_get(3)?;
+        if status != Status::Pending.as_str() || current != Some(stage) {
+            return Err(gone("this stage has already been decided"));
+        }
+        let on_behalf_of = serde_json::from_str::<Value>(&context)?["on_behalf_of"]
+            .as_str()
+            .map(str::to_ascii_lowercase);
+        if on_behalf_of.as_deref() == Some(approver.as_str()) {
+            return Err(StoreError::Refused(
+                "a person cannot decide on a proposal made on their behalf".into(),
+            ));
+        }
+        if d.approve {
+            let earlier = sqlx::query(
+                "SELECT COUNT(*) FROM approval_decisions WHERE evaluation_id = $1 \
+                 AND approver = $2 AND decision = 'approve' AND stage_idx <> $3",
+            )
+            .bind(&evaluation_id)
+            .bind(&approver)
+            .bind(stage)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get::<i64, _>(0)?;
+            if earlier > 0 {
+                return Err(StoreError::Refused(
+                    "the same person cannot approve two stages of one evaluation".into(),
+                ));
+            }
+        }
+        let decision = if d.approve { "approve" } else { "reject" };
+        sqlx::query(
+            "INSERT INTO approval_decisions (evaluation_id, stage_idx, approver, workspace_id, \
+             decision, comment, decided_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&evaluation_id)
+        .bind(stage)
+        .bind(&approver)
+        .bind(ws)
+        .bind(decision)
+        .bind(d.comment)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            if StoreError::is_unique_violation(&e) {
+                gone("you have already decided this stage")
+            } else {
+                e.into()
+            }
+        })?;
+        sqlx::query("UPDATE approval_links SET used_at = $2 WHERE token_hash = $1")
+            .bind(d.token_hash)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        let audit = |kind: &'static str, data: Value| NewAuditEvent {
+            kind,
+            actor: Actor::Member(approver.clone()),
+            evaluation_id: Some(evaluation_id.clone()),
+            data,
+            occurred_at: d.now,
+        };
+        chain.append(&audit(
+            "approval.decided",
+            json!({"stage": stage, "approver": approver, "decision": decision, "comment": d.comment}),
+        ));
+
+        let stage_row = sqlx::query(
+            "SELECT required, name FROM evaluation_stages WHERE evaluation_id = $1 AND idx = $2",
+        )
+        .bind(&evaluation_id)
+        .bind(stage)
+        .fetch_one(&mut *tx)
+        .await?;
+        let required: i64 = stage_row.try_get(0)?;
+        let approvals: i64 = sqlx::query(
+            "SELECT COUNT(*) FROM approval_decisions WHERE evaluation_id = $1 AND stage_idx = $2 \
+             AND decision = 'approve'",
+        )
+        .bind(&evaluation_id)
+        .bind(stage)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get(0)?;
+        let next = sqlx::query(
+            "SELECT idx, name, timeout_secs FROM evaluation_stages WHERE evaluation_id = $1 \
+             AND idx = $2",
+        )
+        .bind(&evaluation_id)
+        .bind(stage + 1)
+        .fetch_optional(&mut *tx)
+        .await?;
+
+        let (new_status, stage_status, next_stage) = if !d.approve {
+            (Status::Rejected, "rejected", None)
+        } else if approvals < required {
+            (Status::Pending, "waiting", None)
+        } else if let Some(next) = &next {
+            (Status::Pending, "passed", Some(next.try_get::<i64, _>(0)?))
+        } else {
+            (Status::Approved, "passed", None)
+        };
+        if stage_status != "waiting" {
+            sqlx::query(
+                "UPDATE evaluation_stages SET status = $3, decided_at = $4 \
+                 WHERE evaluation_id = $1 AND idx = $2",
+            )
+            .bind(&evaluation_id)
+            .bind(stage)
+            .bind(stage_status)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            chain.append(&audit(
+                if stage_status == "passed" {
+                    "stage.passed"
+                } else {
+                    "stage.rejected"
+                },
+                json!({"stage": stage, "approvals": approvals, "required": required}),
+            ));
+        }
+        let reason = match new_status {
+            Status::Rejected => Some(format!("rejected by {approver}")),
+            Status::Approved => Some("approved".to_owned()),
+            _ => None,
+        };
+        sqlx::query(
+            "UPDATE evaluations SET status = $2, current_stage = $3, reason = COALESCE($4, reason), \
+             updated_at = $5 WHERE id = $1",
+        )
+        .bind(&evaluation_id)
+        .bind(new_status.as_str())
+        .bind(next_stage.or((new_status == Status::Pending).then_some(stage)))
+        .bind(reason.as_deref())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+
+        if let (Some(next_idx), Some(next)) = (next_stage, &next) {
+            let name: String = next.try_get(1)?;
+            let timeout: Option<i64> = next.try_get(2)?;
+            let expires = timeout.map(|t| d.now + Duration::seconds(t));
+            sqlx::query(
+                "UPDATE evaluation_stages SET status = 'waiting', started_at = $3, expires_at = $4 \
+                 WHERE evaluation_id = $1 AND idx = $2",
+            )
+            .bind(&evaluation_id)
+            .bind(next_idx)
+            .bind(now)
+            .bind(expires.map(micros))
+            .execute(&mut *tx)
+            .await?;
+            for notice in &d.next_notices {
+                insert_link(&mut tx, ws, &evaluation_id, next_idx, notice, d.now).await?;
+                enqueue(
+                    &mut tx,
+                    ws,
+                    JobKind::Email,
+                    Some(&evaluation_id),
+                    &notice.email,
+                    d.now,
+                )
+                .await?;
+            }
+            chain.append(&audit(
+                "stage.started",
+                json!({"stage": next_idx, "name": name}),
+            ));
+            if let Some(url) = &webhook_url {
+                let body = approval_required(&evaluation_id, next_idx, &name, expires, d.now);
+                enqueue(
+                    &mut tx,
+                    ws,
+                    JobKind::Webhook,
+                    Some(&evaluation_id),
+                    &json!({"url": url, "body": body}),
+                    d.now,
+                )
+                .await?;
+            }
+        }
+        if matches!(new_status, Status::Approved | Status::Rejected) {
+            chain.append(&audit(
+                if new_status == Status::Approved {
+                    "evaluation.approved"
+                } else {
+                    "evaluation.rejected"
+                },
+                json!({"status": new_status}),
+            ));
+            if let Some(url) = &webhook_url {
+                let decided = decisions(&mut *tx, &evaluation_id).await?;
+                let body = terminal_outcome(
+                    &evaluation_id,
+                    new_status,
+                    reason.as_deref().unwrap_or_default(),
+                    serde_json::to_value(&decided)?,
+                    d.now,
+                );
+                enqueue(
+                    &mut tx,
+                    ws,
+                    JobKind::Webhook,
+                    Some(&evaluation_id),
+                    &json!({"url": url, "body": body}),
+                    d.now,
+                )
+                .await?;
+            }
+        }
+        chain.save(&mut tx).await?;
+        tx.commit().await?;
+        self.jobs_ready.notify_one();
+        Ok(Decided {
+            evaluation_id,
+            status: new_status,
+            stage,
+            stage_passed: stage_status == "passed",
+            next_stage,
+        })
+    }
+}
