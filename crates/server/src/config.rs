@@ -115,6 +115,16 @@ pub struct Config {
     )]
     pub smtp_from: String,
 
+    /// The bearer secret of `POST /api/cron/approval-timeouts`; the endpoint answers 401
+    /// while it is unset.
+    #[arg(long, env = "CRON_SECRET", hide_env_values = true)]
+    pub cron_secret: Option<String>,
+
+    /// Seconds between the server's own sweeps of approval deadlines (sooner when a deadline
+    /// is nearer); 0 turns the sweep off.
+    #[arg(long, env = "AGENTNEXUS_TIMEOUT_SWEEP_SECS", default_value_t = 15)]
+    pub timeout_sweep_secs: u64,
+
     /// Browser origins allowed to call the MCP gateway besides the public URL's own
     /// (comma-separated, e.g. https://app.example.com).
     #[arg(long, env = "AGENTNEXUS_MCP_ALLOWED_ORIGINS", value_delimiter = ',')]
@@ -167,6 +177,8 @@ impl Config {
             retry_horizon_secs: 86_400,
             mcp_allowed_origins: Vec::new(),
             smtp_url: None,
+            cron_secret: Some("cron-secret-for-tests".into()),
+            timeout_sweep_secs: 0,
             smtp_from: "AgentNexus <agentnexus@localhost>".into(),
         }
     }

@@ -68,6 +68,7 @@ pub async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     let background = tokio::spawn(refresh_loop(state.clone(), stop_rx.clone()));
     let delivery = tokio::spawn(workers::delivery::run(state.clone(), stop_rx.clone()));
+    let deadlines = tokio::spawn(workers::deadlines::run(state.clone(), stop_rx.clone()));
     let grace = Duration::from_secs(state.config.shutdown_grace_secs);
     let mut stopping = stop_rx.clone();
     let app = state.clone();
@@ -89,6 +90,7 @@ pub async fn serve(
     // Deliveries under way finish (each within its timeout) and are recorded; queued jobs
     // stay in the store for the next start.
     let _ = delivery.await;
+    let _ = deadlines.await;
     flush_key_uses(&state).await;
     state.store.close().await;
     tracing::info!("stopped");

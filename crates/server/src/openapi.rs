@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::api::{approvals, audit, evaluations, keys, members, policies, webhooks};
+use crate::api::{approvals, audit, cron, evaluations, keys, members, policies, webhooks};
 use crate::{error, ops};
 
 #[derive(OpenApi)]
@@ -25,6 +25,7 @@ use crate::{error, ops};
         keys::create,
         keys::revoke,
         approvals::decide,
+        cron::approval_timeouts,
         members::list,
         members::add,
         members::change,
@@ -74,6 +75,15 @@ impl Modify for BearerKey {
                     .description(Some(
                         "An API key of the workspace: `Authorization: Bearer anx_…`",
                     ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "cron_secret",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("The server's CRON_SECRET: `Authorization: Bearer …`"))
                     .build(),
             ),
         );

@@ -437,3 +437,247 @@ both_backends!(critical_tier_needs_a_one_time_code, |backend| async move {
     assert!(all.contains(&"approval.otp_failed") && all.contains(&"approval.locked"));
     app.stop().await;
 });
+
+const DEADLINES: &str = r#"name: deadlines
+rules:
+  - id: strict
+    when: action == "deploy.prod"
+    effect: require_approval
+    approval:
+      stages:
+        - name: oncall
+          approvers: ["oncall@example.com"]
+          timeout: 30m
+          on_timeout: reject
+  - id: escalating
+    when: action == "db.migrate"
+    effect: require_approval
+    approval:
+      stages:
+        - name: team
+          approvers: ["lead@example.com"]
+          timeout: 10m
+          on_timeout: escalate
+        - name: director
+          approvers: ["director@example.com"]
+          timeout: 1h
+          on_timeout: escalate
+"#;
+
+async fn cron(app: &TestApp, secret: Option<&str>) -> common::Response {
+    app.request(
+        reqwest::Method::POST,
+        "/api/cron/approval-timeouts",
+        secret,
+        None,
+        None,
+    )
+    .await
+}
+
+both_backends!(deadlines_expire_or_escalate, |backend| async move {
+    let sink = SmtpSink::start().await;
+    let app = setup(backend, &sink).await;
+    assert_eq!(app.put_policy("deadlines", DEADLINES).await.status, 200);
+    let receiver = Receiver::start().await;
+    let key = app.admin_key.clone();
+    let strict = app
+        .evaluate(
+            &key,
+            json!({"agent_id": "a", "action": "deploy.prod", "webhook_url": receiver.url}),
+        )
+        .await;
+    let escalating = app
+        .evaluate(&key, json!({"agent_id": "a", "action": "db.migrate"}))
+        .await;
+    let status = |r: &common::Response| r.body["evaluation_id"].as_str().unwrap().to_owned();
+    let (strict, escalating) = (status(&strict), status(&escalating));
+
+    // Delivered before the clock jumps: a jump past a lease would look like a crashed worker.
+    receiver.wait_for(1, WAIT).await;
+    cron(&app, None).await.problem(401);
+    cron(&app, Some("wrong")).await.problem(401);
+    assert_eq!(
+        cron(&app, Some("cron-secret-for-tests")).await.body["processed"],
+        0,
+        "nothing is due yet"
+    );
+
+    app.clock.advance(chrono::Duration::minutes(11));
+    let r = cron(&app, Some("cron-secret-for-tests")).await;
+    assert_eq!(r.body["processed"], 1, "the 10-minute stage escalates");
+    let ev = app
+        .get(&format!("/api/v1/evaluations/{escalating}"), &key)
+        .await;
+    assert_eq!(ev.body["status"], "pending");
+    assert_eq!(ev.body["approval"]["stage"]["name"], "director");
+    let stages: Vec<&str> = ev.body["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(stages, vec!["expired", "waiting"]);
+    wait_link(&sink, "director@example.com", 1).await;
+
+    app.clock.advance(chrono::Duration::minutes(20));
+    assert_eq!(
+        cron(&app, Some("cron-secret-for-tests")).await.body["processed"],
+        1
+    );
+    let ev = app
+        .get(&format!("/api/v1/evaluations/{strict}"), &key)
+        .await;
+    assert_eq!(
+        (ev.body["status"].as_str(), ev.body["reason"].as_str()),
+        (Some("expired"), Some("timeout"))
+    );
+    let got = receiver.wait_for(2, WAIT).await;
+    let bodies: Vec<&Value> = got.iter().map(|r| &r.body).collect();
+    assert_eq!(got[1].body["event"], "terminal_outcome", "{bodies:?}");
+    assert_eq!(
+        (
+            got[1].body["status"].as_str(),
+            got[1].body["reason"].as_str()
+        ),
+        (Some("expired"), Some("timeout"))
+    );
+    // The last stage escalates to nobody: the evaluation expires.
+    app.clock.advance(chrono::Duration::hours(2));
+    assert_eq!(
+        cron(&app, Some("cron-secret-for-tests")).await.body["processed"],
+        1
+    );
+    let ev = app
+        .get(&format!("/api/v1/evaluations/{escalating}"), &key)
+        .await;
+    assert_eq!(ev.body["status"], "expired");
+    assert_eq!(
+        cron(&app, Some("cron-secret-for-tests")).await.body["processed"],
+        0
+    );
+    assert_eq!(app.get("/api/v1/audit/verify", &key).await.body["ok"], true);
+    app.stop().await;
+});
+
+both_backends!(
+    concurrent_sweeps_and_clicks_decide_once,
+    |backend| async move {
+        let sink = SmtpSink::start().await;
+        let app = setup(backend, &sink).await;
+        assert_eq!(app.put_policy("deadlines", DEADLINES).await.status, 200);
+        let replica = app.replica(|_| {}).await;
+        let key = app.admin_key.clone();
+        let mut ids = Vec::new();
+        for _ in 0..10 {
+            let r = app
+                .evaluate(&key, json!({"agent_id": "a", "action": "deploy.prod"}))
+                .await;
+            ids.push(r.body["evaluation_id"].as_str().unwrap().to_owned());
+        }
+        let link = wait_link(&sink, "oncall@example.com", 1).await;
+        app.clock.advance(chrono::Duration::minutes(31));
+        replica.clock.advance(chrono::Duration::minutes(31));
+        // Two servers' cron endpoints, several times each, and a late click, all at once.
+        let mut calls = Vec::new();
+        for i in 0..6 {
+            let target = if i % 2 == 0 { &app } else { &replica };
+            calls.push(cron(target, Some("cron-secret-for-tests")));
+        }
+        let click = decide(&app, &link, json!({"decision": "approve"}));
+        let (results, click) = tokio::join!(futures_join(calls), click);
+        let processed: i64 = results
+            .iter()
+            .map(|r| r.body["processed"].as_i64().unwrap())
+            .sum();
+        assert_eq!(processed, 10, "each stage ended exactly once");
+        assert_eq!(
+            click.status.as_u16(),
+            410,
+            "the deadline had passed: {}",
+            click.body
+        );
+        let audit = app.get("/api/v1/audit?limit=1000", &key).await;
+        let expired = audit.body["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"] == "evaluation.expired")
+            .count();
+        assert_eq!(expired, 10);
+        for id in &ids {
+            assert_eq!(
+                app.get(&format!("/api/v1/evaluations/{id}"), &key)
+                    .await
+                    .body["status"],
+                "expired"
+            );
+        }
+        replica.stop().await;
+        app.stop().await;
+    }
+);
+
+async fn futures_join<F: std::future::Future<Output = common::Response>>(
+    calls: Vec<F>,
+) -> Vec<common::Response> {
+    let mut out = Vec::new();
+    let mut pinned: Vec<std::pin::Pin<Box<F>>> = calls.into_iter().map(Box::pin).collect();
+    // Poll them together: join_all without another dependency.
+    let results = std::future::poll_fn(|cx| {
+        let mut done = true;
+        for (i, f) in pinned.iter_mut().enumerate() {
+            if out.len() <= i {
+                out.push(None);
+            }
+            if out[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(r) => out[i] = Some(r),
+                    std::task::Poll::Pending => done = false,
+                }
+            }
+        }
+        if done {
+            std::task::Poll::Ready(std::mem::take(&mut out))
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    results.into_iter().map(Option::unwrap).collect()
+}
+
+both_backends!(the_server_sweeps_deadlines_itself, |backend| async move {
+    let sink = SmtpSink::start().await;
+    let url = sink.url.clone();
+    let app = TestApp::spawn_with(backend, move |c| {
+        c.smtp_url = Some(url);
+        c.timeout_sweep_secs = 1;
+    })
+    .await;
+    assert_eq!(app.put_policy("deadlines", DEADLINES).await.status, 200);
+    let r = app
+        .evaluate(
+            &app.admin_key,
+            json!({"agent_id": "a", "action": "deploy.prod"}),
+        )
+        .await;
+    let id = r.body["evaluation_id"].as_str().unwrap().to_owned();
+    app.clock.advance(chrono::Duration::minutes(31));
+    let start = std::time::Instant::now();
+    loop {
+        let ev = app
+            .get(&format!("/api/v1/evaluations/{id}"), &app.admin_key)
+            .await;
+        if ev.body["status"] == "expired" {
+            break;
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "the sweep did not expire it: {}",
+            ev.body
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    app.stop().await;
+});

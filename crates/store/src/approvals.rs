@@ -482,3 +482,194 @@ impl Store {
         })
     }
 }
+
+/// A stage whose deadline has passed, waiting to be expired or escalated.
+#[derive(Debug, Clone)]
+pub struct DueStage {
+    pub tenant: Tenant,
+    pub evaluation_id: String,
+    pub stage: i64,
+    /// `reject` or `escalate`.
+    pub on_timeout: String,
+}
+
+impl Store {
+    /// Stages still waiting past their deadline, oldest deadline first.
+    pub async fn due_stages(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<DueStage>> {
+        let rows = sqlx::query(
+            "SELECT workspace_id, evaluation_id, idx, on_timeout FROM evaluation_stages \
+             WHERE status = 'waiting' AND expires_at <= $1 ORDER BY expires_at LIMIT $2",
+        )
+        .bind(micros(now))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DueStage {
+                    tenant: Tenant::new(r.try_get(0)?),
+                    evaluation_id: r.try_get(1)?,
+                    stage: r.try_get(2)?,
+                    on_timeout: r.try_get(3)?,
+                })
+            })
+            .collect()
+    }
+
+    /// The next deadline of any waiting stage, for a sweeper to sleep until.
+    pub async fn next_deadline(&self) -> Result<Option<DateTime<Utc>>> {
+        let row =
+            sqlx::query("SELECT MIN(expires_at) FROM evaluation_stages WHERE status = 'waiting'")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(row.try_get::<Option<i64>, _>(0)?.map(from_micros))
+    }
+
+    /// Ends a stage whose deadline passed: `escalate` starts the next stage (with these
+    /// notices), otherwise — or with no next stage — the evaluation expires. Answers false
+    /// when someone else (a person, another sweep) decided the stage first.
+    pub async fn expire_stage(
+        &self,
+        due: &DueStage,
+        next_notices: Vec<Notice>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let ws = due.tenant.workspace_id();
+        let at = micros(now);
+        let mut tx = self.pool.begin().await?;
+        let mut chain = Chain::lock(&mut tx, ws).await?;
+        let still_due = sqlx::query(
+            "SELECT e.webhook_url FROM evaluations e JOIN evaluation_stages s \
+             ON s.evaluation_id = e.id WHERE e.id = $1 AND e.status = 'pending' \
+             AND e.current_stage = $2 AND s.idx = $2 AND s.status = 'waiting' \
+             AND s.expires_at <= $3",
+        )
+        .bind(&due.evaluation_id)
+        .bind(due.stage)
+        .bind(at)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = still_due else {
+            return Ok(false);
+        };
+        let webhook_url: Option<String> = row.try_get(0)?;
+        let next = sqlx::query(
+            "SELECT name, timeout_secs FROM evaluation_stages WHERE evaluation_id = $1 AND idx = $2",
+        )
+        .bind(&due.evaluation_id)
+        .bind(due.stage + 1)
+        .fetch_optional(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE evaluation_stages SET status = 'expired', decided_at = $3 \
+             WHERE evaluation_id = $1 AND idx = $2",
+        )
+        .bind(&due.evaluation_id)
+        .bind(due.stage)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        let event = |kind: &'static str, data: Value| NewAuditEvent {
+            kind,
+            actor: Actor::System,
+            evaluation_id: Some(due.evaluation_id.clone()),
+            data,
+            occurred_at: now,
+        };
+        chain.append(&event(
+            "stage.expired",
+            json!({"stage": due.stage, "on_timeout": due.on_timeout}),
+        ));
+        match next.filter(|_| due.on_timeout == "escalate") {
+            Some(next) => {
+                let next_idx = due.stage + 1;
+                let name: String = next.try_get(0)?;
+                let timeout: Option<i64> = next.try_get(1)?;
+                let expires = timeout.map(|t| now + Duration::seconds(t));
+                sqlx::query(
+                    "UPDATE evaluation_stages SET status = 'waiting', started_at = $3, \
+                     expires_at = $4 WHERE evaluation_id = $1 AND idx = $2",
+                )
+                .bind(&due.evaluation_id)
+                .bind(next_idx)
+                .bind(at)
+                .bind(expires.map(micros))
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "UPDATE evaluations SET current_stage = $2, updated_at = $3 WHERE id = $1",
+                )
+                .bind(&due.evaluation_id)
+                .bind(next_idx)
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+                for notice in &next_notices {
+                    insert_link(&mut tx, ws, &due.evaluation_id, next_idx, notice, now).await?;
+                    enqueue(
+                        &mut tx,
+                        ws,
+                        JobKind::Email,
+                        Some(&due.evaluation_id),
+                        &notice.email,
+                        now,
+                    )
+                    .await?;
+                }
+                chain.append(&event(
+                    "stage.started",
+                    json!({"stage": next_idx, "name": name, "escalated": true}),
+                ));
+                if let Some(url) = &webhook_url {
+                    let body = approval_required(&due.evaluation_id, next_idx, &name, expires, now);
+                    enqueue(
+                        &mut tx,
+                        ws,
+                        JobKind::Webhook,
+                        Some(&due.evaluation_id),
+                        &json!({"url": url, "body": body}),
+                        now,
+                    )
+                    .await?;
+                }
+            }
+            None => {
+                sqlx::query(
+                    "UPDATE evaluations SET status = 'expired', reason = 'timeout', \
+                     current_stage = NULL, updated_at = $2 WHERE id = $1",
+                )
+                .bind(&due.evaluation_id)
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+                chain.append(&event(
+                    "evaluation.expired",
+                    json!({"status": Status::Expired, "reason": "timeout"}),
+                ));
+                if let Some(url) = &webhook_url {
+                    let decided = decisions(&mut *tx, &due.evaluation_id).await?;
+                    let body = terminal_outcome(
+                        &due.evaluation_id,
+                        Status::Expired,
+                        "timeout",
+                        serde_json::to_value(&decided)?,
+                        now,
+                    );
+                    enqueue(
+                        &mut tx,
+                        ws,
+                        JobKind::Webhook,
+                        Some(&due.evaluation_id),
+                        &json!({"url": url, "body": body}),
+                        now,
+                    )
+                    .await?;
+                }
+            }
+        }
+        chain.save(&mut tx).await?;
+        tx.commit().await?;
+        self.jobs_ready.notify_one();
+        Ok(true)
+    }
+}

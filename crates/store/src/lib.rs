@@ -30,7 +30,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 use tokio::sync::Notify;
 
-pub use approvals::{Decide, Decided, Link};
+pub use approvals::{Decide, Decided, DueStage, Link};
 pub use audit::timestamp_text;
 pub use jobs::{Attempt, Delivery, Finished, Job, JobKind, Next};
 pub use members::{EmptyStage, NewMember};

@@ -2,6 +2,7 @@
 
 pub mod approvals;
 pub mod audit;
+pub mod cron;
 pub mod evaluations;
 pub mod keys;
 pub mod members;
@@ -31,6 +32,7 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/api/v1/keys", get(keys::list).post(keys::create))
         .route("/api/v1/keys/{id}", axum::routing::delete(keys::revoke))
         .route("/api/v1/approvals/{token}", post(approvals::decide))
+        .route("/api/cron/approval-timeouts", post(cron::approval_timeouts))
         .route("/api/v1/members", get(members::list).post(members::add))
         .route(
             "/api/v1/members/{id}",

@@ -1,3 +1,4 @@
 //! Background work: deliveries of the durable job queue.
 
+pub mod deadlines;
 pub mod delivery;
