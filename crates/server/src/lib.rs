@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod api;
+pub mod approval_page;
 pub mod approvals;
 pub mod auth;
 pub mod config;
@@ -41,6 +42,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/api/mcp", axum::routing::any(mcp::handle))
+        .route(
+            "/approvals/{token}",
+            get(approval_page::show).post(approval_page::submit),
+        )
         .route(
             "/api/openapi.json",
             get(|| async {

@@ -681,3 +681,126 @@ both_backends!(the_server_sweeps_deadlines_itself, |backend| async move {
     }
     app.stop().await;
 });
+
+async fn form(app: &TestApp, token: &str, body: &str) -> common::Response {
+    app.request(
+        reqwest::Method::POST,
+        &format!("/approvals/{token}"),
+        None,
+        Some(body.to_owned().into()),
+        Some("application/x-www-form-urlencoded"),
+    )
+    .await
+}
+
+both_backends!(the_approval_page_shows_and_decides, |backend| async move {
+    let sink = SmtpSink::start().await;
+    let app = setup(backend, &sink).await;
+    let key = app.admin_key.clone();
+    let r = app
+        .evaluate(
+            &key,
+            json!({"agent_id": "<script>bot</script>", "action": "stripe.refund",
+            "amount_cents": 2500, "params": {"charge": "ch_9"}}),
+        )
+        .await;
+    let id = r.body["evaluation_id"].as_str().unwrap().to_owned();
+    let bob = wait_link(&sink, "bob@example.com", 1).await;
+    let page = app
+        .request(
+            reqwest::Method::GET,
+            &format!("/approvals/{bob}"),
+            None,
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(page.status, 200);
+    assert!(page.content_type().starts_with("text/html"));
+    let html = page.body.as_str().unwrap();
+    for shown in [
+        "stripe.refund",
+        "25.00",
+        "ch_9",
+        "bob@example.com",
+        "Approve",
+        "Reject",
+        "quick",
+    ] {
+        assert!(html.contains(shown), "{shown} on the page");
+    }
+    assert!(
+        html.contains("&lt;script&gt;bot&lt;/script&gt;") && !html.contains("<script>bot"),
+        "escaped"
+    );
+    let done = form(&app, &bob, "decision=approve&comment=looks+right").await;
+    assert_eq!(done.status, 200);
+    assert!(
+        done.body.as_str().unwrap().contains("approved"),
+        "{}",
+        done.body
+    );
+    let again = app
+        .request(
+            reqwest::Method::GET,
+            &format!("/approvals/{bob}"),
+            None,
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(again.status, 410);
+    let unknown = app
+        .request(
+            reqwest::Method::GET,
+            "/approvals/apr_nothing",
+            None,
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(unknown.status, 404);
+    let ev = app.get(&format!("/api/v1/evaluations/{id}"), &key).await;
+    assert_eq!(ev.body["decisions"][0]["comment"], "looks right");
+    let timeline = app
+        .get(&format!("/api/v1/evaluations/{id}/timeline"), &key)
+        .await;
+    assert!(
+        timeline.body["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "approval.viewed")
+    );
+
+    // Critical: the page asks for the e-mailed code, then decides.
+    app.evaluate(&key, json!({"agent_id": "a", "action": "wire.transfer"}))
+        .await;
+    let link = wait_link(&sink, "treasurer@example.com", 1).await;
+    let asked = form(&app, &link, "decision=approve").await;
+    assert!(
+        asked.body.as_str().unwrap().contains("name=\"otp\""),
+        "{}",
+        asked.body
+    );
+    let start = std::time::Instant::now();
+    let code = loop {
+        let found = sink
+            .mails()
+            .iter()
+            .filter(|m| m.header("subject").is_some_and(|s| s.contains("code")))
+            .find_map(|m| m.code());
+        if let Some(c) = found {
+            break c;
+        }
+        assert!(start.elapsed() < WAIT, "no code");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let done = form(&app, &link, &format!("decision=approve&otp={code}")).await;
+    assert!(
+        done.body.as_str().unwrap().contains("approved"),
+        "{}",
+        done.body
+    );
+    app.stop().await;
+});

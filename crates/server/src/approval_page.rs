@@ -1,0 +1,235 @@
+//! The approval page (SPEC §5): `GET /approvals/{token}` shows the proposal and takes the
+//! decision as a plain HTML form, posted back to the same address. No JavaScript, no cookies:
+//! the secure link is the credential.
+
+use std::sync::Arc;
+
+use agentnexus_store::{Actor, NewAuditEvent};
+use axum::Form;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::api::approvals::{DecisionRequest, record, usable_link};
+use crate::error::ApiError;
+use crate::extract::Path;
+use crate::state::AppState;
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+fn page(status: StatusCode, title: &str, body: &str) -> Response {
+    let html = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{t} · AgentNexus</title><style>\
+         body{{font-family:system-ui,sans-serif;max-width:44rem;margin:2rem auto;padding:0 1rem;color:#1b1f24}}\
+         dt{{font-weight:600;margin-top:.6rem}}pre{{background:#f4f5f7;padding:.6rem;overflow:auto}}\
+         button{{font-size:1rem;padding:.5rem 1.2rem;margin-right:.6rem}}textarea,input{{width:100%;font-size:1rem}}\
+         .approve{{background:#1f7a3d;color:#fff;border:0}}.reject{{background:#b3261e;color:#fff;border:0}}\
+         </style></head><body><h1>{t}</h1>{body}</body></html>",
+        t = esc(title)
+    );
+    (status, Html(html)).into_response()
+}
+
+fn error_page(e: ApiError) -> Response {
+    match e {
+        ApiError::NotFound => page(
+            StatusCode::NOT_FOUND,
+            "Unknown link",
+            "<p>This approval link is not valid. Check that you opened the whole link from the e-mail.</p>",
+        ),
+        ApiError::Gone(why) => page(
+            StatusCode::GONE,
+            "This link can no longer be used",
+            &format!("<p>{}.</p>", esc(&why)),
+        ),
+        ApiError::Refused(why) => page(
+            StatusCode::FORBIDDEN,
+            "You cannot decide this one",
+            &format!("<p>{}.</p>", esc(&why)),
+        ),
+        ApiError::Invalid { detail, .. } => page(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Please check your answer",
+            &format!("<p>{}</p><p>Go back and try again.</p>", esc(&detail)),
+        ),
+        other => {
+            let status = match other {
+                ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            tracing::error!(error = %other, "the approval page failed");
+            page(
+                status,
+                "Something went wrong",
+                "<p>Nothing was recorded. Please try again in a moment.</p>",
+            )
+        }
+    }
+}
+
+fn form(token: &str, critical: bool, with_code: bool) -> String {
+    let code = if with_code {
+        "<p><label>The 6-digit code we e-mailed you<br><input name=\"otp\" inputmode=\"numeric\" \
+         autocomplete=\"one-time-code\" required></label></p>"
+    } else if critical {
+        "<p>This is a critical approval: when you decide, we e-mail you a one-time code to \
+         confirm it.</p>"
+    } else {
+        ""
+    };
+    format!(
+        "<form method=\"post\" action=\"/approvals/{t}\">\
+         <p><label>Comment (optional)<br><textarea name=\"comment\" rows=\"3\"></textarea></label></p>\
+         {code}\
+         <button class=\"approve\" name=\"decision\" value=\"approve\">Approve</button>\
+         <button class=\"reject\" name=\"decision\" value=\"reject\">Reject</button></form>",
+        t = esc(token)
+    )
+}
+
+fn json_block(v: &Value) -> String {
+    format!(
+        "<pre>{}</pre>",
+        esc(&serde_json::to_string_pretty(v).unwrap_or_default())
+    )
+}
+
+/// `GET /approvals/{token}`
+pub async fn show(State(state): State<Arc<AppState>>, Path(token): Path<String>) -> Response {
+    let result = async {
+        let (_, link) = usable_link(&state, &token).await?;
+        let ev = state
+            .store
+            .evaluation(&link.tenant, &link.evaluation_id)
+            .await?
+            .ok_or(ApiError::NotFound)?;
+        if ev.current_stage != Some(link.stage) || ev.status != agentnexus_store::Status::Pending {
+            return Err(ApiError::Gone("this stage has already been decided".into()));
+        }
+        state
+            .store
+            .append_audit(
+                &link.tenant,
+                &[NewAuditEvent {
+                    kind: "approval.viewed",
+                    actor: Actor::Member(link.approver.clone()),
+                    evaluation_id: Some(ev.id.clone()),
+                    data: json!({"stage": link.stage, "approver": link.approver}),
+                    occurred_at: state.now(),
+                }],
+            )
+            .await?;
+        let stage = ev.stages.iter().find(|s| s.index == link.stage);
+        let critical = ev
+            .approval
+            .as_ref()
+            .is_some_and(|a| a["tier"] == "critical");
+        let amount = format!("{}.{:02}", ev.amount_cents / 100, ev.amount_cents % 100);
+        let earlier = if ev.decisions.is_empty() {
+            "<p>None yet.</p>".to_owned()
+        } else {
+            let items: Vec<String> = ev
+                .decisions
+                .iter()
+                .map(|d| {
+                    format!(
+                        "<li>Stage {}: {} — {}{}</li>",
+                        d.stage + 1,
+                        esc(&d.approver),
+                        esc(&d.decision),
+                        d.comment
+                            .as_deref()
+                            .map(|c| format!(" (“{}”)", esc(c)))
+                            .unwrap_or_default()
+                    )
+                })
+                .collect();
+            format!("<ul>{}</ul>", items.join(""))
+        };
+        let body = format!(
+            "<p>{agent} proposes <strong>{action}</strong>. It needs your decision as \
+             <strong>{approver}</strong>, stage “{stage}”{deadline}.</p>\
+             <dl><dt>Why</dt><dd>{reason}</dd><dt>Agent</dt><dd>{agent}</dd>\
+             <dt>Action</dt><dd>{action}</dd><dt>Resource</dt><dd>{resource}</dd>\
+             <dt>Amount</dt><dd>{amount}</dd><dt>Parameters</dt><dd>{params}</dd>\
+             <dt>Context</dt><dd>{context}</dd><dt>Matched rules</dt><dd>{rules}</dd>\
+             <dt>Earlier decisions</dt><dd>{earlier}</dd></dl>{form}\
+             <p><small>Evaluation {id} · proposal hash {hash}</small></p>",
+            agent = esc(&ev.agent_id),
+            action = esc(&ev.action),
+            approver = esc(&link.approver),
+            stage = esc(stage.map_or("", |s| s.name.as_str())),
+            deadline = stage
+                .and_then(|s| s.expires_at)
+                .map(|t| format!(", before {} UTC", t.format("%Y-%m-%d %H:%M")))
+                .unwrap_or_default(),
+            reason = esc(&ev.reason),
+            resource = esc(ev.resource.as_deref().unwrap_or("—")),
+            params = json_block(&ev.params),
+            context = json_block(&ev.context),
+            rules = json_block(&ev.matched_rules),
+            form = form(&token, critical, false),
+            id = esc(&ev.id),
+            hash = esc(&ev.proposal_hash),
+        );
+        Ok(page(StatusCode::OK, "Approval needed", &body))
+    }
+    .await;
+    result.unwrap_or_else(error_page)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DecisionForm {
+    decision: String,
+    comment: Option<String>,
+    otp: Option<String>,
+}
+
+/// `POST /approvals/{token}` (the page's form).
+pub async fn submit(
+    State(state): State<Arc<AppState>>,
+    Path(token): Path<String>,
+    Form(f): Form<DecisionForm>,
+) -> Response {
+    let decision = f.decision.clone();
+    let req = DecisionRequest {
+        decision: f.decision,
+        comment: f.comment.clone(),
+        otp: f.otp.filter(|o| !o.trim().is_empty()),
+    };
+    match record(&state, &token, req).await {
+        Ok(r) if r.status == "otp_required" => page(
+            StatusCode::OK,
+            "Check your e-mail",
+            &format!(
+                "<p>We e-mailed you a 6-digit code. Enter it to {} (it works for 10 minutes).</p>{}",
+                if decision == "approve" {
+                    "approve"
+                } else {
+                    "reject"
+                },
+                form(&token, true, true)
+            ),
+        ),
+        Ok(r) => page(
+            StatusCode::OK,
+            "Thank you",
+            &format!(
+                "<p>Your decision ({}) was recorded. The evaluation is now <strong>{}</strong>.</p>",
+                esc(&decision),
+                esc(r.evaluation_status.unwrap_or("pending"))
+            ),
+        ),
+        Err(e) => error_page(e),
+    }
+}
