@@ -27,6 +27,13 @@ fn new_token() -> String {
     format!("apr_{random}")
 }
 
+/// Who a stage reaches and how: its approvers, channels and timeout.
+pub struct Reach<'a> {
+    pub approvers: &'a [String],
+    pub channels: &'a [String],
+    pub timeout_secs: Option<u64>,
+}
+
 /// What an e-mail says about the proposal.
 pub struct About<'a> {
     pub evaluation_id: &'a str,
@@ -65,15 +72,19 @@ pub async fn resolve(
     Ok(people)
 }
 
-/// A secure link and its e-mail for each person a stage reaches.
+/// A secure link and its e-mail for each person a stage reaches, when the stage's channels
+/// include e-mail (the channel that carries personal links).
 pub async fn notices(
     state: &AppState,
     tenant: &Tenant,
-    approvers: &[String],
-    timeout_secs: Option<u64>,
+    stage: Reach<'_>,
     about: &About<'_>,
     now: DateTime<Utc>,
 ) -> ApiResult<Vec<Notice>> {
+    if !stage.channels.iter().any(|c| c == "email") {
+        return Ok(Vec::new());
+    }
+    let (approvers, timeout_secs) = (stage.approvers, stage.timeout_secs);
     let expires_at = now
         + timeout_secs
             .map(|s| Duration::seconds(s as i64))

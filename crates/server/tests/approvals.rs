@@ -804,3 +804,33 @@ both_backends!(the_approval_page_shows_and_decides, |backend| async move {
     );
     app.stop().await;
 });
+
+both_backends!(stages_use_only_their_channels, |backend| async move {
+    let sink = SmtpSink::start().await;
+    let app = setup(backend, &sink).await;
+    let policy = "name: chat\nrules:\n  - id: chat-only\n    when: action == \"chat.only\"\n    effect: require_approval\n    approval:\n      stages:\n        - {name: ops, approvers: [\"ops@example.com\"], channels: [slack]}\n  - id: mail\n    when: action == \"mail.too\"\n    effect: require_approval\n    approval:\n      stages:\n        - {name: ops, approvers: [\"ops@example.com\"], channels: [slack, email]}\n";
+    assert_eq!(app.put_policy("chat", policy).await.status, 200);
+    app.evaluate(
+        &app.admin_key,
+        json!({"agent_id": "a", "action": "chat.only"}),
+    )
+    .await;
+    app.evaluate(
+        &app.admin_key,
+        json!({"agent_id": "a", "action": "mail.too"}),
+    )
+    .await;
+    wait_link(&sink, "ops@example.com", 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let subjects: Vec<String> = sink
+        .mails()
+        .iter()
+        .filter_map(|m| m.header("subject"))
+        .collect();
+    assert_eq!(
+        subjects,
+        vec!["Approval needed: mail.too by a"],
+        "no e-mail for a stage without the email channel"
+    );
+    app.stop().await;
+});

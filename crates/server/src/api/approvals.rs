@@ -189,8 +189,12 @@ pub async fn record(
                 reason: &ev.reason,
                 stage_name: &next.name,
             };
-            let timeout = next.timeout_secs.map(|t| t as u64);
-            notices(state, &link.tenant, &next.approvers, timeout, &about, now).await?
+            let reach = crate::approvals::Reach {
+                approvers: &next.approvers,
+                channels: &next.channels,
+                timeout_secs: next.timeout_secs.map(|t| t as u64),
+            };
+            notices(state, &link.tenant, reach, &about, now).await?
         }
         _ => Vec::new(),
     };

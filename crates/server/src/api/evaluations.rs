@@ -328,8 +328,16 @@ pub async fn decide(
                 reason: &decision.reason,
                 stage_name: &stage.name,
             };
-            let timeout = stage.timeout.map(|t| t.0);
-            crate::approvals::notices(state, tenant, &stage.approvers, timeout, &about, now).await?
+            let channels: Vec<String> = serde_json::to_value(&stage.channels)
+                .ok()
+                .and_then(|v| serde_json::from_value(v).ok())
+                .unwrap_or_default();
+            let reach = crate::approvals::Reach {
+                approvers: &stage.approvers,
+                channels: &channels,
+                timeout_secs: stage.timeout.map(|t| t.0),
+            };
+            crate::approvals::notices(state, tenant, reach, &about, now).await?
         }
         None => Vec::new(),
     };

@@ -39,8 +39,12 @@ pub async fn sweep(state: &AppState) -> ApiResult<usize> {
                             reason: &ev.reason,
                             stage_name: &next.name,
                         };
-                        let timeout = next.timeout_secs.map(|t| t as u64);
-                        notices(state, &d.tenant, &next.approvers, timeout, &about, now).await?
+                        let reach = crate::approvals::Reach {
+                            approvers: &next.approvers,
+                            channels: &next.channels,
+                            timeout_secs: next.timeout_secs.map(|t| t as u64),
+                        };
+                        notices(state, &d.tenant, reach, &about, now).await?
                     }
                     None => Vec::new(),
                 },
