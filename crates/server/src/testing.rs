@@ -239,6 +239,8 @@ pub struct Mail {
     pub to: Vec<String>,
     /// The message as sent: headers, blank line, body.
     pub data: String,
+    /// When the server accepted it.
+    pub at: Instant,
 }
 
 impl Mail {
@@ -383,6 +385,7 @@ async fn smtp_session(stream: tokio::net::TcpStream, mails: Arc<Mutex<Vec<Mail>>
                 from: std::mem::take(&mut from),
                 to: std::mem::take(&mut to),
                 data,
+                at: Instant::now(),
             });
             b"250 OK queued\r\n"
         } else if upper == "QUIT" {

@@ -834,3 +834,59 @@ both_backends!(stages_use_only_their_channels, |backend| async move {
     );
     app.stop().await;
 });
+
+both_backends!(approval_mail_latency, |backend| async move {
+    // 200 approvals, 8 at a time: how long from evaluate to the e-mail accepted by SMTP.
+    let sink = SmtpSink::start().await;
+    let app = setup(backend, &sink).await;
+    let sent = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+    let mut tasks = Vec::new();
+    for worker in 0..8 {
+        let (client, url, key, sent) = (
+            app.client.clone(),
+            app.url.clone(),
+            app.admin_key.clone(),
+            sent.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            for i in 0..25 {
+                let start = std::time::Instant::now();
+                let r: Value = client.post(format!("{url}/api/v1/evaluate")).bearer_auth(&key)
+                    .json(&json!({"agent_id": format!("w{worker}"), "action": "vendor.pay", "params": {"i": i}}))
+                    .send().await.unwrap().json().await.unwrap();
+                sent.lock().unwrap().insert(r["evaluation_id"].as_str().unwrap().to_owned(), start);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let mails = sink.wait_for(200, Duration::from_secs(60)).await;
+    assert_eq!(mails.len(), 200, "every approver e-mail arrived");
+    let sent = sent.lock().unwrap();
+    let mut ms: Vec<f64> = mails
+        .iter()
+        .map(|m| {
+            let text = m.text();
+            let id = text
+                .split("Evaluation ")
+                .nth(1)
+                .unwrap()
+                .split('.')
+                .next()
+                .unwrap()
+                .trim()
+                .to_owned();
+            (m.at - sent[&id]).as_secs_f64() * 1000.0
+        })
+        .collect();
+    ms.sort_by(f64::total_cmp);
+    eprintln!(
+        "evaluate → e-mail accepted over {} approvals: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        ms.len(),
+        ms[ms.len() / 2],
+        ms[ms.len() * 99 / 100],
+        ms[ms.len() - 1]
+    );
+    app.stop().await;
+});
