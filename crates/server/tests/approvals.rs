@@ -863,7 +863,7 @@ both_backends!(approval_mail_latency, |backend| async move {
     }
     let mails = sink.wait_for(200, Duration::from_secs(60)).await;
     assert_eq!(mails.len(), 200, "every approver e-mail arrived");
-    let sent = sent.lock().unwrap();
+    let sent = sent.lock().unwrap().clone();
     let mut ms: Vec<f64> = mails
         .iter()
         .map(|m| {
