@@ -34,6 +34,35 @@ pub struct Reach<'a> {
     pub timeout_secs: Option<u64>,
 }
 
+/// Links and e-mails for the stage after `stage` of an evaluation, if there is one: made
+/// before the decision (or deadline) that may open it, used only if it does.
+pub async fn next_stage_notices(
+    state: &AppState,
+    tenant: &Tenant,
+    ev: &agentnexus_store::Evaluation,
+    stage: i64,
+    now: DateTime<Utc>,
+) -> ApiResult<Vec<Notice>> {
+    let Some(next) = ev.stages.iter().find(|s| s.index == stage + 1) else {
+        return Ok(Vec::new());
+    };
+    let about = About {
+        evaluation_id: &ev.id,
+        agent_id: &ev.agent_id,
+        action: &ev.action,
+        resource: ev.resource.as_deref(),
+        amount_cents: ev.amount_cents,
+        reason: &ev.reason,
+        stage_name: &next.name,
+    };
+    let reach = Reach {
+        approvers: &next.approvers,
+        channels: &next.channels,
+        timeout_secs: next.timeout_secs.map(|t| t as u64),
+    };
+    notices(state, tenant, reach, &about, now).await
+}
+
 /// What an e-mail says about the proposal.
 pub struct About<'a> {
     pub evaluation_id: &'a str,

@@ -39,6 +39,126 @@ pub(crate) async fn insert_link(
     Ok(())
 }
 
+/// What the evaluation a stage change happens in is, for the rows and events it writes.
+pub(crate) struct Flow<'a> {
+    pub workspace_id: &'a str,
+    pub evaluation_id: &'a str,
+    pub webhook_url: Option<&'a str>,
+    pub actor: Actor,
+    pub now: DateTime<Utc>,
+}
+
+/// Starts stage `idx`: waiting with its deadline running, its people's links and e-mails,
+/// `stage.started`, and `approval_required` to the integrator.
+async fn start_stage(
+    conn: &mut AnyConnection,
+    chain: &mut Chain,
+    f: &Flow<'_>,
+    idx: i64,
+    notices: &[Notice],
+    data: Value,
+) -> Result<()> {
+    let stage = sqlx::query(
+        "SELECT name, timeout_secs FROM evaluation_stages WHERE evaluation_id = $1 AND idx = $2",
+    )
+    .bind(f.evaluation_id)
+    .bind(idx)
+    .fetch_one(&mut *conn)
+    .await?;
+    let name: String = stage.try_get(0)?;
+    let timeout: Option<i64> = stage.try_get(1)?;
+    let expires = timeout.map(|t| f.now + Duration::seconds(t));
+    sqlx::query(
+        "UPDATE evaluation_stages SET status = 'waiting', started_at = $3, expires_at = $4 \
+         WHERE evaluation_id = $1 AND idx = $2",
+    )
+    .bind(f.evaluation_id)
+    .bind(idx)
+    .bind(micros(f.now))
+    .bind(expires.map(micros))
+    .execute(&mut *conn)
+    .await?;
+    for notice in notices {
+        insert_link(conn, f.workspace_id, f.evaluation_id, idx, notice, f.now).await?;
+        enqueue(
+            conn,
+            f.workspace_id,
+            JobKind::Email,
+            Some(f.evaluation_id),
+            &notice.email,
+            f.now,
+        )
+        .await?;
+    }
+    let mut data = data;
+    data["stage"] = json!(idx);
+    data["name"] = json!(name);
+    chain.append(&NewAuditEvent {
+        kind: "stage.started",
+        actor: f.actor.clone(),
+        evaluation_id: Some(f.evaluation_id.to_owned()),
+        data,
+        occurred_at: f.now,
+    });
+    if let Some(url) = f.webhook_url {
+        let body = approval_required(f.evaluation_id, idx, &name, expires, f.now);
+        let payload = json!({"url": url, "body": body});
+        enqueue(
+            conn,
+            f.workspace_id,
+            JobKind::Webhook,
+            Some(f.evaluation_id),
+            &payload,
+            f.now,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// The evaluation is final: its audit event and `terminal_outcome` with the decisions.
+async fn conclude(
+    conn: &mut AnyConnection,
+    chain: &mut Chain,
+    f: &Flow<'_>,
+    status: Status,
+    reason: &str,
+) -> Result<()> {
+    let kind = match status {
+        Status::Approved => "evaluation.approved",
+        Status::Rejected => "evaluation.rejected",
+        _ => "evaluation.expired",
+    };
+    chain.append(&NewAuditEvent {
+        kind,
+        actor: f.actor.clone(),
+        evaluation_id: Some(f.evaluation_id.to_owned()),
+        data: json!({"status": status, "reason": reason}),
+        occurred_at: f.now,
+    });
+    if let Some(url) = f.webhook_url {
+        let decided = decisions(&mut *conn, f.evaluation_id).await?;
+        let body = terminal_outcome(
+            f.evaluation_id,
+            status,
+            reason,
+            serde_json::to_value(&decided)?,
+            f.now,
+        );
+        let payload = json!({"url": url, "body": body});
+        enqueue(
+            conn,
+            f.workspace_id,
+            JobKind::Webhook,
+            Some(f.evaluation_id),
+            &payload,
+            f.now,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 /// The human decisions on an evaluation, oldest first.
 pub(crate) async fn decisions<'e, E>(executor: E, evaluation_id: &str) -> Result<Vec<HumanDecision>>
 where
@@ -398,77 +518,33 @@ impl Store {
         .execute(&mut *tx)
         .await?;
 
-        if let (Some(next_idx), Some(next)) = (next_stage, &next) {
-            let name: String = next.try_get(1)?;
-            let timeout: Option<i64> = next.try_get(2)?;
-            let expires = timeout.map(|t| d.now + Duration::seconds(t));
-            sqlx::query(
-                "UPDATE evaluation_stages SET status = 'waiting', started_at = $3, expires_at = $4 \
-                 WHERE evaluation_id = $1 AND idx = $2",
+        let flow = Flow {
+            workspace_id: ws,
+            evaluation_id: &evaluation_id,
+            webhook_url: webhook_url.as_deref(),
+            actor: Actor::Member(approver.clone()),
+            now: d.now,
+        };
+        if let Some(next_idx) = next_stage {
+            start_stage(
+                &mut tx,
+                &mut chain,
+                &flow,
+                next_idx,
+                &d.next_notices,
+                json!({}),
             )
-            .bind(&evaluation_id)
-            .bind(next_idx)
-            .bind(now)
-            .bind(expires.map(micros))
-            .execute(&mut *tx)
             .await?;
-            for notice in &d.next_notices {
-                insert_link(&mut tx, ws, &evaluation_id, next_idx, notice, d.now).await?;
-                enqueue(
-                    &mut tx,
-                    ws,
-                    JobKind::Email,
-                    Some(&evaluation_id),
-                    &notice.email,
-                    d.now,
-                )
-                .await?;
-            }
-            chain.append(&audit(
-                "stage.started",
-                json!({"stage": next_idx, "name": name}),
-            ));
-            if let Some(url) = &webhook_url {
-                let body = approval_required(&evaluation_id, next_idx, &name, expires, d.now);
-                enqueue(
-                    &mut tx,
-                    ws,
-                    JobKind::Webhook,
-                    Some(&evaluation_id),
-                    &json!({"url": url, "body": body}),
-                    d.now,
-                )
-                .await?;
-            }
         }
         if matches!(new_status, Status::Approved | Status::Rejected) {
-            chain.append(&audit(
-                if new_status == Status::Approved {
-                    "evaluation.approved"
-                } else {
-                    "evaluation.rejected"
-                },
-                json!({"status": new_status}),
-            ));
-            if let Some(url) = &webhook_url {
-                let decided = decisions(&mut *tx, &evaluation_id).await?;
-                let body = terminal_outcome(
-                    &evaluation_id,
-                    new_status,
-                    reason.as_deref().unwrap_or_default(),
-                    serde_json::to_value(&decided)?,
-                    d.now,
-                );
-                enqueue(
-                    &mut tx,
-                    ws,
-                    JobKind::Webhook,
-                    Some(&evaluation_id),
-                    &json!({"url": url, "body": body}),
-                    d.now,
-                )
-                .await?;
-            }
+            conclude(
+                &mut tx,
+                &mut chain,
+                &flow,
+                new_status,
+                reason.as_deref().unwrap_or_default(),
+            )
+            .await?;
         }
         chain.save(&mut tx).await?;
         tx.commit().await?;
@@ -580,92 +656,40 @@ impl Store {
             "stage.expired",
             json!({"stage": due.stage, "on_timeout": due.on_timeout}),
         ));
-        match next.filter(|_| due.on_timeout == "escalate") {
-            Some(next) => {
-                let next_idx = due.stage + 1;
-                let name: String = next.try_get(0)?;
-                let timeout: Option<i64> = next.try_get(1)?;
-                let expires = timeout.map(|t| now + Duration::seconds(t));
-                sqlx::query(
-                    "UPDATE evaluation_stages SET status = 'waiting', started_at = $3, \
-                     expires_at = $4 WHERE evaluation_id = $1 AND idx = $2",
-                )
-                .bind(&due.evaluation_id)
-                .bind(next_idx)
-                .bind(at)
-                .bind(expires.map(micros))
-                .execute(&mut *tx)
-                .await?;
-                sqlx::query(
-                    "UPDATE evaluations SET current_stage = $2, updated_at = $3 WHERE id = $1",
-                )
+        let flow = Flow {
+            workspace_id: ws,
+            evaluation_id: &due.evaluation_id,
+            webhook_url: webhook_url.as_deref(),
+            actor: Actor::System,
+            now,
+        };
+        if next.is_some() && due.on_timeout == "escalate" {
+            let next_idx = due.stage + 1;
+            sqlx::query("UPDATE evaluations SET current_stage = $2, updated_at = $3 WHERE id = $1")
                 .bind(&due.evaluation_id)
                 .bind(next_idx)
                 .bind(at)
                 .execute(&mut *tx)
                 .await?;
-                for notice in &next_notices {
-                    insert_link(&mut tx, ws, &due.evaluation_id, next_idx, notice, now).await?;
-                    enqueue(
-                        &mut tx,
-                        ws,
-                        JobKind::Email,
-                        Some(&due.evaluation_id),
-                        &notice.email,
-                        now,
-                    )
-                    .await?;
-                }
-                chain.append(&event(
-                    "stage.started",
-                    json!({"stage": next_idx, "name": name, "escalated": true}),
-                ));
-                if let Some(url) = &webhook_url {
-                    let body = approval_required(&due.evaluation_id, next_idx, &name, expires, now);
-                    enqueue(
-                        &mut tx,
-                        ws,
-                        JobKind::Webhook,
-                        Some(&due.evaluation_id),
-                        &json!({"url": url, "body": body}),
-                        now,
-                    )
-                    .await?;
-                }
-            }
-            None => {
-                sqlx::query(
-                    "UPDATE evaluations SET status = 'expired', reason = 'timeout', \
-                     current_stage = NULL, updated_at = $2 WHERE id = $1",
-                )
-                .bind(&due.evaluation_id)
-                .bind(at)
-                .execute(&mut *tx)
-                .await?;
-                chain.append(&event(
-                    "evaluation.expired",
-                    json!({"status": Status::Expired, "reason": "timeout"}),
-                ));
-                if let Some(url) = &webhook_url {
-                    let decided = decisions(&mut *tx, &due.evaluation_id).await?;
-                    let body = terminal_outcome(
-                        &due.evaluation_id,
-                        Status::Expired,
-                        "timeout",
-                        serde_json::to_value(&decided)?,
-                        now,
-                    );
-                    enqueue(
-                        &mut tx,
-                        ws,
-                        JobKind::Webhook,
-                        Some(&due.evaluation_id),
-                        &json!({"url": url, "body": body}),
-                        now,
-                    )
-                    .await?;
-                }
-            }
+            start_stage(
+                &mut tx,
+                &mut chain,
+                &flow,
+                next_idx,
+                &next_notices,
+                json!({"escalated": true}),
+            )
+            .await?;
+        } else {
+            sqlx::query(
+                "UPDATE evaluations SET status = 'expired', reason = 'timeout', \
+                 current_stage = NULL, updated_at = $2 WHERE id = $1",
+            )
+            .bind(&due.evaluation_id)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+            conclude(&mut tx, &mut chain, &flow, Status::Expired, "timeout").await?;
         }
         chain.save(&mut tx).await?;
         tx.commit().await?;

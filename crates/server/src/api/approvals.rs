@@ -10,7 +10,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::approvals::{About, code_email, notices, token_hash};
+use crate::approvals::{code_email, next_stage_notices, token_hash};
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::{Json, Path};
 use crate::state::AppState;
@@ -178,25 +178,10 @@ pub async fn record(
         }
     }
     // Links for the next stage, used only if this decision passes the current one.
-    let next_notices = match ev.stages.iter().find(|s| s.index == link.stage + 1) {
-        Some(next) if approve => {
-            let about = About {
-                evaluation_id: &ev.id,
-                agent_id: &ev.agent_id,
-                action: &ev.action,
-                resource: ev.resource.as_deref(),
-                amount_cents: ev.amount_cents,
-                reason: &ev.reason,
-                stage_name: &next.name,
-            };
-            let reach = crate::approvals::Reach {
-                approvers: &next.approvers,
-                channels: &next.channels,
-                timeout_secs: next.timeout_secs.map(|t| t as u64),
-            };
-            notices(state, &link.tenant, reach, &about, now).await?
-        }
-        _ => Vec::new(),
+    let next_notices = if approve {
+        next_stage_notices(state, &link.tenant, &ev, link.stage, now).await?
+    } else {
+        Vec::new()
     };
     let decided = state
         .store

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::approvals::{About, notices};
+use crate::approvals::next_stage_notices;
 use crate::error::ApiResult;
 use crate::state::AppState;
 
@@ -24,30 +24,10 @@ pub async fn sweep(state: &AppState) -> ApiResult<usize> {
         let due = state.store.due_stages(now, BATCH).await?;
         let mut progressed = false;
         for d in &due {
-            let next_notices = match (
-                d.on_timeout.as_str(),
-                state.store.evaluation(&d.tenant, &d.evaluation_id).await?,
-            ) {
-                ("escalate", Some(ev)) => match ev.stages.iter().find(|s| s.index == d.stage + 1) {
-                    Some(next) => {
-                        let about = About {
-                            evaluation_id: &ev.id,
-                            agent_id: &ev.agent_id,
-                            action: &ev.action,
-                            resource: ev.resource.as_deref(),
-                            amount_cents: ev.amount_cents,
-                            reason: &ev.reason,
-                            stage_name: &next.name,
-                        };
-                        let reach = crate::approvals::Reach {
-                            approvers: &next.approvers,
-                            channels: &next.channels,
-                            timeout_secs: next.timeout_secs.map(|t| t as u64),
-                        };
-                        notices(state, &d.tenant, reach, &about, now).await?
-                    }
-                    None => Vec::new(),
-                },
+            let next_notices = match state.store.evaluation(&d.tenant, &d.evaluation_id).await? {
+                Some(ev) if d.on_timeout == "escalate" => {
+                    next_stage_notices(state, &d.tenant, &ev, d.stage, now).await?
+                }
                 _ => Vec::new(),
             };
             if state.store.expire_stage(d, next_notices, now).await? {
