@@ -190,6 +190,8 @@ pub async fn show(State(state): State<Arc<AppState>>, Path(token): Path<String>)
 
 #[derive(Debug, Deserialize)]
 pub struct DecisionForm {
+    /// Optional here so a form without it gets the page's own answer, not a bare rejection.
+    #[serde(default)]
     decision: String,
     comment: Option<String>,
     otp: Option<String>,
@@ -199,8 +201,11 @@ pub struct DecisionForm {
 pub async fn submit(
     State(state): State<Arc<AppState>>,
     Path(token): Path<String>,
-    Form(f): Form<DecisionForm>,
+    f: Result<Form<DecisionForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
+    let Ok(Form(f)) = f else {
+        return error_page(ApiError::field("decision", "the form could not be read"));
+    };
     let decision = f.decision.clone();
     let req = DecisionRequest {
         decision: f.decision,

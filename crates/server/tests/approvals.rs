@@ -890,3 +890,30 @@ both_backends!(approval_mail_latency, |backend| async move {
     );
     app.stop().await;
 });
+
+both_backends!(
+    a_broken_form_gets_a_page_and_changes_nothing,
+    |backend| async move {
+        let sink = SmtpSink::start().await;
+        let app = setup(backend, &sink).await;
+        app.evaluate(
+            &app.admin_key,
+            json!({"agent_id": "a", "action": "stripe.refund", "amount_cents": 2500}),
+        )
+        .await;
+        let bob = wait_link(&sink, "bob@example.com", 1).await;
+        for body in ["comment=no+decision", "decision=maybe", "%%%"] {
+            let r = form(&app, &bob, body).await;
+            assert_eq!(r.status, 422, "{body}");
+            assert!(r.content_type().starts_with("text/html"), "{body}");
+        }
+        // The link still works.
+        let ok = form(&app, &bob, "decision=approve").await;
+        assert!(
+            ok.body.as_str().unwrap().contains("approved"),
+            "{}",
+            ok.body
+        );
+        app.stop().await;
+    }
+);

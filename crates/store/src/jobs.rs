@@ -323,21 +323,6 @@ impl Store {
         Ok(())
     }
 
-    /// Gives back jobs a stopping worker claimed but did not attempt.
-    pub async fn release_jobs(&self, worker: &str, ids: &[String]) -> Result<()> {
-        for id in ids {
-            sqlx::query(
-                "UPDATE jobs SET status = 'queued', locked_by = NULL, lease_until = NULL, \
-                 attempts = attempts - 1 WHERE id = $1 AND locked_by = $2 AND status = 'running'",
-            )
-            .bind(id)
-            .bind(worker)
-            .execute(&self.pool)
-            .await?;
-        }
-        Ok(())
-    }
-
     /// When the next job falls due (a queued job's time, or a running job's lease end).
     pub async fn next_job_at(&self) -> Result<Option<DateTime<Utc>>> {
         let row = sqlx::query(

@@ -205,14 +205,7 @@ async fn member_in(conn: &mut sqlx::AnyConnection, tenant: &Tenant, id: &str) ->
     .fetch_optional(&mut *conn)
     .await?
     .ok_or(StoreError::NotFound)?;
-    let roles: String = row.try_get(3)?;
-    Ok(Member {
-        id: row.try_get(0)?,
-        email: row.try_get(1)?,
-        name: row.try_get(2)?,
-        roles: serde_json::from_str(&roles)?,
-        created_at: crate::from_micros(row.try_get(4)?),
-    })
+    crate::workspaces::member_from_row(&row)
 }
 
 /// Refuses a change that would leave the workspace without an owner.

@@ -41,6 +41,18 @@ pub struct NewOwner {
     pub password_hash: String,
 }
 
+/// A member from `id, email, name, roles, created_at`.
+pub(crate) fn member_from_row(row: &AnyRow) -> Result<Member> {
+    let roles: String = row.try_get(3)?;
+    Ok(Member {
+        id: row.try_get(0)?,
+        email: row.try_get(1)?,
+        name: row.try_get(2)?,
+        roles: serde_json::from_str(&roles)?,
+        created_at: from_micros(row.try_get(4)?),
+    })
+}
+
 fn key_from_row(row: &AnyRow) -> Result<ApiKey> {
     let scope: String = row.try_get(2)?;
     Ok(ApiKey {
@@ -170,18 +182,7 @@ impl Store {
         .bind(tenant.workspace_id())
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                let roles: String = row.try_get(3)?;
-                Ok(Member {
-                    id: row.try_get(0)?,
-                    email: row.try_get(1)?,
-                    name: row.try_get(2)?,
-                    roles: serde_json::from_str(&roles)?,
-                    created_at: from_micros(row.try_get(4)?),
-                })
-            })
-            .collect()
+        rows.iter().map(member_from_row).collect()
     }
 
     /// A member's password hash, for signing in.
