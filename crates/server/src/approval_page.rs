@@ -238,3 +238,117 @@ pub async fn submit(
         Err(e) => error_page(e),
     }
 }
+
+/// `GET /approvals/evaluations/{id}`: where a Slack or Teams channel post leads. Everyone in
+/// the channel can open it, so it shows no proposal and grants nothing: an approver of the
+/// waiting stage signs in with their e-mail address and gets their own secure link there.
+pub async fn sign_in(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    let waiting = match state.store.waiting_stage(&id).await {
+        Ok(Some(w)) => w,
+        Ok(None) => {
+            return page(
+                StatusCode::NOT_FOUND,
+                "Unknown evaluation",
+                "<p>No evaluation has this address. Check that you opened the whole link.</p>",
+            );
+        }
+        Err(e) => return error_page(e.into()),
+    };
+    let Some(stage) = waiting.stage_name else {
+        return page(
+            StatusCode::GONE,
+            "Nothing to decide",
+            &format!(
+                "<p>This evaluation is {}: no stage is waiting for a decision.</p>",
+                esc(waiting.status.as_str())
+            ),
+        );
+    };
+    page(
+        StatusCode::OK,
+        "Approval needed",
+        &format!(
+            "<p>Evaluation {id} is waiting for its stage “{stage}”.</p>\
+             <p>If you are one of its approvers, sign in with your e-mail address: we send you \
+             your own link to review the proposal and decide.</p>\
+             <form method=\"post\" action=\"/approvals/evaluations/{id}\">\
+             <p><label>Your e-mail address<br><input type=\"email\" name=\"email\" \
+             autocomplete=\"email\" required></label></p>\
+             <button class=\"approve\">Send my link</button></form>",
+            id = esc(&id),
+            stage = esc(&stage),
+        ),
+    )
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SignInForm {
+    #[serde(default)]
+    email: String,
+}
+
+/// `POST /approvals/evaluations/{id}`: an approver of the waiting stage gets a fresh link by
+/// e-mail. The answer is the same for anyone else, so the page tells no one who approves.
+pub async fn request_link(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    f: Result<Form<SignInForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let result = async {
+        let Ok(Form(f)) = f else {
+            return Err(ApiError::field("email", "the form could not be read"));
+        };
+        let email = crate::api::members::parse_email(&f.email)?;
+        let waiting = state
+            .store
+            .waiting_stage(&id)
+            .await?
+            .ok_or(ApiError::NotFound)?;
+        let Some(stage) = waiting.stage else {
+            return Err(ApiError::Gone("this evaluation has been decided".into()));
+        };
+        let ev = state
+            .store
+            .evaluation(&waiting.tenant, &id)
+            .await?
+            .ok_or(ApiError::NotFound)?;
+        let record = ev
+            .stages
+            .iter()
+            .find(|s| s.index == stage)
+            .ok_or(ApiError::NotFound)?;
+        let people = crate::approvals::resolve(&state, &waiting.tenant, &record.approvers).await?;
+        if people.contains(&email) {
+            let now = state.now();
+            let about = crate::approvals::About {
+                evaluation_id: &ev.id,
+                agent_id: &ev.agent_id,
+                action: &ev.action,
+                resource: ev.resource.as_deref(),
+                amount_cents: ev.amount_cents,
+                reason: &ev.reason,
+                stage_name: &record.name,
+                tier: ev.approval.as_ref().and_then(|a| a["tier"].as_str()),
+            };
+            let expires_at = record
+                .expires_at
+                .unwrap_or(now + crate::approvals::LINK_WITHOUT_DEADLINE);
+            let notice = crate::approvals::personal_notice(&state, &email, &about, expires_at);
+            state
+                .store
+                .issue_link(&waiting.tenant, &id, stage, &notice, now)
+                .await?;
+        }
+        Ok(page(
+            StatusCode::OK,
+            "Check your e-mail",
+            &format!(
+                "<p>If {} may decide this stage, a link of their own is on its way to that \
+                 address. It works once, until the stage's deadline.</p>",
+                esc(&email)
+            ),
+        ))
+    }
+    .await;
+    result.unwrap_or_else(error_page)
+}

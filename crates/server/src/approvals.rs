@@ -1,7 +1,8 @@
-//! Reaching approvers: who a stage's approvers are, their secure links, and the e-mails that
-//! carry them (SPEC §5).
+//! Reaching approvers: who a stage's approvers are, their secure links, and the messages that
+//! carry them (SPEC §5): e-mail and Slack direct messages to each person, Slack and Teams
+//! channel posts to everyone.
 
-use agentnexus_store::{Notice, Tenant};
+use agentnexus_store::{JobKind, NewLink, Notice, Tenant};
 use chrono::{DateTime, Duration, Utc};
 use rand::Rng;
 use rand::distr::Alphanumeric;
@@ -54,6 +55,7 @@ pub async fn next_stage_notices(
         amount_cents: ev.amount_cents,
         reason: &ev.reason,
         stage_name: &next.name,
+        tier: ev.approval.as_ref().and_then(|a| a["tier"].as_str()),
     };
     let reach = Reach {
         approvers: &next.approvers,
@@ -63,7 +65,7 @@ pub async fn next_stage_notices(
     notices(state, tenant, reach, &about, now).await
 }
 
-/// What an e-mail says about the proposal.
+/// What a message says about the proposal.
 pub struct About<'a> {
     pub evaluation_id: &'a str,
     pub agent_id: &'a str,
@@ -72,6 +74,25 @@ pub struct About<'a> {
     pub amount_cents: i64,
     pub reason: &'a str,
     pub stage_name: &'a str,
+    pub tier: Option<&'a str>,
+}
+
+impl About<'_> {
+    /// What a chat job keeps to write its message when it runs.
+    fn facts(&self, people: &[String], expires_at: DateTime<Utc>, deadline: bool) -> Value {
+        json!({
+            "evaluation_id": self.evaluation_id,
+            "agent_id": self.agent_id,
+            "action": self.action,
+            "resource": self.resource,
+            "amount_cents": self.amount_cents,
+            "reason": self.reason,
+            "stage": self.stage_name,
+            "tier": self.tier,
+            "approvers": people,
+            "expires_at": deadline.then(|| expires_at.format("%Y-%m-%d %H:%M").to_string()),
+        })
+    }
 }
 
 /// The people a stage reaches: its e-mails, and every member holding one of its roles.
@@ -101,8 +122,11 @@ pub async fn resolve(
     Ok(people)
 }
 
-/// A secure link and its e-mail for each person a stage reaches, when the stage's channels
-/// include e-mail (the channel that carries personal links).
+/// What a stage's start sends on its channels: to each person it reaches, a secure link by
+/// e-mail and by Slack direct message (with a bot token); to the workspace's Slack channel
+/// (webhook) and Teams channel, one post that links to the sign-in page. A chat channel the
+/// stage names but the workspace has not connected still gets its job, which fails saying so
+/// (visible in the deliveries and the audit trail) rather than vanishing.
 pub async fn notices(
     state: &AppState,
     tenant: &Tenant,
@@ -110,27 +134,86 @@ pub async fn notices(
     about: &About<'_>,
     now: DateTime<Utc>,
 ) -> ApiResult<Vec<Notice>> {
-    if !stage.channels.iter().any(|c| c == "email") {
-        return Ok(Vec::new());
-    }
-    let (approvers, timeout_secs) = (stage.approvers, stage.timeout_secs);
+    let wants = |c: &str| stage.channels.iter().any(|x| x == c);
     let expires_at = now
-        + timeout_secs
+        + stage
+            .timeout_secs
             .map(|s| Duration::seconds(s as i64))
             .unwrap_or(LINK_WITHOUT_DEADLINE);
-    let people = resolve(state, tenant, approvers).await?;
-    Ok(people
-        .into_iter()
-        .map(|approver| {
-            let token = new_token();
-            Notice {
-                token_hash: token_hash(&token),
-                expires_at,
-                email: link_email(state, &approver, &token, about, expires_at),
-                approver,
-            }
-        })
-        .collect())
+    let people = resolve(state, tenant, stage.approvers).await?;
+    let slack = if wants("slack") {
+        crate::channels::connected(state, tenant)
+            .await?
+            .slack
+            .unwrap_or_default()
+    } else {
+        Default::default()
+    };
+    let facts = about.facts(&people, expires_at, stage.timeout_secs.is_some());
+    let direct = wants("slack") && slack.bot_token.is_some();
+    let mut out = Vec::new();
+    for approver in &people {
+        let token = new_token();
+        let sealed = state.cipher.encrypt(&token);
+        let mut messages = Vec::new();
+        if wants("email") {
+            messages.push((
+                JobKind::Email,
+                link_email(approver, &sealed, about, expires_at),
+            ));
+        }
+        if direct {
+            messages.push((
+                JobKind::Slack,
+                json!({"to": approver, "token": sealed, "about": facts}),
+            ));
+        }
+        if !messages.is_empty() {
+            out.push(Notice {
+                link: Some(NewLink {
+                    approver: approver.clone(),
+                    token_hash: token_hash(&token),
+                    expires_at,
+                }),
+                messages,
+            });
+        }
+    }
+    if wants("slack") && (slack.webhook_url.is_some() || !direct) {
+        out.push(Notice {
+            link: None,
+            messages: vec![(JobKind::Slack, json!({"about": facts}))],
+        });
+    }
+    if wants("teams") {
+        out.push(Notice {
+            link: None,
+            messages: vec![(JobKind::Teams, json!({"about": facts}))],
+        });
+    }
+    Ok(out)
+}
+
+/// A fresh link for one approver, by e-mail only: what the sign-in page sends.
+pub fn personal_notice(
+    state: &AppState,
+    approver: &str,
+    about: &About<'_>,
+    expires_at: DateTime<Utc>,
+) -> Notice {
+    let token = new_token();
+    let sealed = state.cipher.encrypt(&token);
+    Notice {
+        link: Some(NewLink {
+            approver: approver.to_owned(),
+            token_hash: token_hash(&token),
+            expires_at,
+        }),
+        messages: vec![(
+            JobKind::Email,
+            link_email(approver, &sealed, about, expires_at),
+        )],
+    }
 }
 
 fn money(cents: i64) -> String {
@@ -139,13 +222,7 @@ fn money(cents: i64) -> String {
 
 /// The e-mail job's payload: the token is sealed with the server key, so the job table never
 /// holds a usable link; the sender opens it and writes the link in place of `{link}`.
-fn link_email(
-    state: &AppState,
-    to: &str,
-    token: &str,
-    about: &About<'_>,
-    expires: DateTime<Utc>,
-) -> Value {
+fn link_email(to: &str, sealed_token: &str, about: &About<'_>, expires: DateTime<Utc>) -> Value {
     let resource = about
         .resource
         .map(|r| format!(" on {r}"))
@@ -173,7 +250,7 @@ fn link_email(
         "to": to,
         "subject": format!("Approval needed: {} by {}", about.action, about.agent_id),
         "text": text,
-        "token": state.cipher.encrypt(token),
+        "token": sealed_token,
     })
 }
 

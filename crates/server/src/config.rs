@@ -115,6 +115,15 @@ pub struct Config {
     )]
     pub smtp_from: String,
 
+    /// Base URL of the Slack Web API (`users.lookupByEmail`, `chat.postMessage`); change it
+    /// for a Slack-compatible gateway or a test double.
+    #[arg(
+        long,
+        env = "AGENTNEXUS_SLACK_API_URL",
+        default_value = "https://slack.com/api"
+    )]
+    pub slack_api_url: String,
+
     /// The bearer secret of `POST /api/cron/approval-timeouts`; the endpoint answers 401
     /// while it is unset.
     #[arg(long, env = "CRON_SECRET", hide_env_values = true)]
@@ -180,6 +189,7 @@ impl Config {
             cron_secret: Some("cron-secret-for-tests".into()),
             timeout_sweep_secs: 0,
             smtp_from: "AgentNexus <agentnexus@localhost>".into(),
+            slack_api_url: "http://127.0.0.1:9/api".into(),
         }
     }
 }

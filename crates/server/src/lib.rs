@@ -6,6 +6,7 @@ pub mod api;
 pub mod approval_page;
 pub mod approvals;
 pub mod auth;
+pub mod channels;
 pub mod config;
 pub mod crypto;
 pub mod error;
@@ -45,6 +46,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             "/approvals/{token}",
             get(approval_page::show).post(approval_page::submit),
+        )
+        .route(
+            "/approvals/evaluations/{id}",
+            get(approval_page::sign_in).post(approval_page::request_link),
         )
         .route(
             "/api/openapi.json",

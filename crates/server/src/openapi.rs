@@ -4,7 +4,9 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::api::{approvals, audit, cron, evaluations, keys, members, policies, webhooks};
+use crate::api::{
+    approvals, audit, cron, evaluations, keys, members, policies, settings, webhooks,
+};
 use crate::{error, ops};
 
 #[derive(OpenApi)]
@@ -42,6 +44,11 @@ use crate::{error, ops};
         webhooks::secret,
         webhooks::rotate,
         webhooks::deliveries,
+        settings::channels,
+        settings::put_slack,
+        settings::delete_slack,
+        settings::put_teams,
+        settings::delete_teams,
         ops::healthz,
         ops::readyz,
         ops::metrics,
@@ -56,6 +63,7 @@ use crate::{error, ops};
         (name = "members", description = "Members and roles: the people approval stages reach"),
         (name = "audit", description = "The hash-chained audit trail"),
         (name = "webhooks", description = "Signed event deliveries to integrators"),
+        (name = "settings", description = "Workspace settings: the chat channels approvals use"),
         (name = "operations", description = "Health and metrics"),
     )
 )]

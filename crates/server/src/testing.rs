@@ -2,6 +2,8 @@
 //! answers from a script, notices one message being delivered twice at once, and verifies
 //! Standard Webhooks signatures with its own implementation (not the server's signer).
 
+pub mod chat;
+
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

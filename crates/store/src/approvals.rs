@@ -11,8 +11,8 @@ use sqlx::{AnyConnection, Row};
 use crate::audit::Chain;
 use crate::jobs::{JobKind, approval_required, enqueue, terminal_outcome};
 use crate::{
-    Actor, HumanDecision, NewAuditEvent, Notice, Result, Status, Store, StoreError, Tenant,
-    from_micros, micros,
+    Actor, HumanDecision, NewAuditEvent, NewLink, Notice, Result, Status, Store, StoreError,
+    Tenant, from_micros, micros,
 };
 
 pub(crate) async fn insert_link(
@@ -20,22 +20,42 @@ pub(crate) async fn insert_link(
     workspace_id: &str,
     evaluation_id: &str,
     stage: i64,
-    notice: &Notice,
+    link: &NewLink,
     now: DateTime<Utc>,
 ) -> Result<()> {
     sqlx::query(
         "INSERT INTO approval_links (token_hash, workspace_id, evaluation_id, stage_idx, approver, \
          expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
-    .bind(&notice.token_hash)
+    .bind(&link.token_hash)
     .bind(workspace_id)
     .bind(evaluation_id)
     .bind(stage)
-    .bind(&notice.approver)
-    .bind(micros(notice.expires_at))
+    .bind(&link.approver)
+    .bind(micros(link.expires_at))
     .bind(micros(now))
     .execute(&mut *conn)
     .await?;
+    Ok(())
+}
+
+/// Stores the notices' links and queues their messages.
+async fn queue_notices(
+    conn: &mut AnyConnection,
+    workspace_id: &str,
+    evaluation_id: &str,
+    stage: i64,
+    notices: &[Notice],
+    now: DateTime<Utc>,
+) -> Result<()> {
+    for notice in notices {
+        if let Some(link) = &notice.link {
+            insert_link(conn, workspace_id, evaluation_id, stage, link, now).await?;
+        }
+        for (kind, payload) in &notice.messages {
+            enqueue(conn, workspace_id, *kind, Some(evaluation_id), payload, now).await?;
+        }
+    }
     Ok(())
 }
 
@@ -78,18 +98,7 @@ async fn start_stage(
     .bind(expires.map(micros))
     .execute(&mut *conn)
     .await?;
-    for notice in notices {
-        insert_link(conn, f.workspace_id, f.evaluation_id, idx, notice, f.now).await?;
-        enqueue(
-            conn,
-            f.workspace_id,
-            JobKind::Email,
-            Some(f.evaluation_id),
-            &notice.email,
-            f.now,
-        )
-        .await?;
-    }
+    queue_notices(conn, f.workspace_id, f.evaluation_id, idx, notices, f.now).await?;
     let mut data = data;
     data["stage"] = json!(idx);
     data["name"] = json!(name);
@@ -691,6 +700,108 @@ impl Store {
             .await?;
             conclude(&mut tx, &mut chain, &flow, Status::Expired, "timeout").await?;
         }
+        chain.save(&mut tx).await?;
+        tx.commit().await?;
+        self.jobs_ready.notify_one();
+        Ok(true)
+    }
+}
+
+/// Most links one person may hold for one stage: the one the stage started with and those
+/// asked for from the approval page, so a shared chat message cannot be used to flood anyone.
+pub const LINKS_PER_APPROVER: i64 = 5;
+
+/// A waiting stage as the approval page's sign-in shows it: no proposal, only where it is.
+#[derive(Debug, Clone)]
+pub struct WaitingStage {
+    pub tenant: Tenant,
+    pub evaluation_id: String,
+    /// The evaluation's status; the stage fields are set only while it is `pending`.
+    pub status: Status,
+    pub stage: Option<i64>,
+    pub stage_name: Option<String>,
+}
+
+impl Store {
+    /// Where an evaluation stands, found by its id alone: for the page a shared chat message
+    /// links to, where an approver signs in to get a personal link. It tells nothing more.
+    pub async fn waiting_stage(&self, evaluation_id: &str) -> Result<Option<WaitingStage>> {
+        let row = sqlx::query(
+            "SELECT e.workspace_id, e.status, e.current_stage, s.name FROM evaluations e \
+             LEFT JOIN evaluation_stages s ON s.evaluation_id = e.id AND s.idx = e.current_stage \
+             WHERE e.id = $1",
+        )
+        .bind(evaluation_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            let status: String = r.try_get(1)?;
+            let status = Status::parse(&status)
+                .ok_or_else(|| StoreError::Corrupt(format!("evaluation status {status}")))?;
+            let pending = status == Status::Pending;
+            Ok(WaitingStage {
+                tenant: Tenant::new(r.try_get(0)?),
+                evaluation_id: evaluation_id.to_owned(),
+                status,
+                stage: r.try_get::<Option<i64>, _>(2)?.filter(|_| pending),
+                stage_name: r.try_get::<Option<String>, _>(3)?.filter(|_| pending),
+            })
+        })
+        .transpose()
+    }
+
+    /// Gives an approver of a waiting stage a fresh personal link (asked for from the
+    /// approval page). Answers false, changing nothing, when the stage is no longer waiting,
+    /// the person has decided it already, or holds [`LINKS_PER_APPROVER`] links for it.
+    pub async fn issue_link(
+        &self,
+        tenant: &Tenant,
+        evaluation_id: &str,
+        stage: i64,
+        notice: &Notice,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let Some(link) = &notice.link else {
+            return Ok(false);
+        };
+        let ws = tenant.workspace_id();
+        let mut tx = self.pool.begin().await?;
+        let mut chain = Chain::lock(&mut tx, ws).await?;
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM evaluations WHERE id = $1 AND workspace_id = $2 \
+             AND status = 'pending' AND current_stage = $3), \
+             (SELECT COUNT(*) FROM approval_decisions WHERE evaluation_id = $1 \
+             AND stage_idx = $3 AND approver = $4), \
+             (SELECT COUNT(*) FROM approval_links WHERE evaluation_id = $1 \
+             AND stage_idx = $3 AND approver = $4)",
+        )
+        .bind(evaluation_id)
+        .bind(ws)
+        .bind(stage)
+        .bind(&link.approver)
+        .fetch_one(&mut *tx)
+        .await?;
+        let (waiting, decided, links): (i64, i64, i64) =
+            (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+        if waiting == 0 || decided > 0 || links >= LINKS_PER_APPROVER {
+            return Ok(false);
+        }
+        queue_notices(
+            &mut tx,
+            ws,
+            evaluation_id,
+            stage,
+            std::slice::from_ref(notice),
+            now,
+        )
+        .await?;
+        chain.append(&NewAuditEvent {
+            kind: "approval.link_requested",
+            actor: Actor::System,
+            evaluation_id: Some(evaluation_id.to_owned()),
+            data: json!({"stage": stage, "approver": link.approver}),
+            occurred_at: now,
+        });
         chain.save(&mut tx).await?;
         tx.commit().await?;
         self.jobs_ready.notify_one();

@@ -21,7 +21,7 @@ pub const IDEMPOTENCY_WINDOW: Duration = Duration::hours(24);
 #[derive(Default)]
 pub(crate) struct Pending<'a> {
     evaluations: Vec<&'a NewEvaluation>,
-    links: Vec<(&'a NewEvaluation, &'a crate::Notice)>,
+    links: Vec<(&'a NewEvaluation, &'a crate::NewLink)>,
     costs: std::collections::BTreeMap<(&'a str, &'a str, String), (i64, i64)>,
 }
 
@@ -98,13 +98,13 @@ impl<'a> Pending<'a> {
                 .await?;
             }
         }
-        for (ev, notice) in &self.links {
+        for (ev, link) in &self.links {
             crate::approvals::insert_link(
                 &mut *conn,
                 ev.tenant.workspace_id(),
                 &ev.id,
                 0,
-                notice,
+                link,
                 ev.created_at,
             )
             .await?;
@@ -205,16 +205,12 @@ pub(crate) async fn insert<'a>(
     let p = &ev.proposal;
     pending.evaluations.push(ev);
     for notice in &ev.notices {
-        pending.links.push((ev, notice));
-        crate::jobs::enqueue(
-            conn,
-            ws,
-            crate::JobKind::Email,
-            Some(&ev.id),
-            &notice.email,
-            ev.created_at,
-        )
-        .await?;
+        if let Some(link) = &notice.link {
+            pending.links.push((ev, link));
+        }
+        for (kind, payload) in &notice.messages {
+            crate::jobs::enqueue(conn, ws, *kind, Some(&ev.id), payload, ev.created_at).await?;
+        }
     }
     let cost = pending
         .costs

@@ -22,6 +22,10 @@ pub enum JobKind {
     Webhook,
     /// Send an e-mail (secure links and one-time codes) over SMTP (SPEC §5).
     Email,
+    /// Post an approval request to Slack: a direct message, or a channel's webhook.
+    Slack,
+    /// Post an approval request to a Microsoft Teams channel's webhook.
+    Teams,
 }
 
 impl JobKind {
@@ -29,6 +33,8 @@ impl JobKind {
         match self {
             JobKind::Webhook => "webhook",
             JobKind::Email => "email",
+            JobKind::Slack => "slack",
+            JobKind::Teams => "teams",
         }
     }
 
@@ -36,6 +42,8 @@ impl JobKind {
         match s {
             "webhook" => Some(JobKind::Webhook),
             "email" => Some(JobKind::Email),
+            "slack" => Some(JobKind::Slack),
+            "teams" => Some(JobKind::Teams),
             _ => None,
         }
     }
@@ -45,6 +53,8 @@ impl JobKind {
         match self {
             JobKind::Webhook => "webhook.attempted",
             JobKind::Email => "email.attempted",
+            JobKind::Slack => "slack.attempted",
+            JobKind::Teams => "teams.attempted",
         }
     }
 }

@@ -8,6 +8,7 @@
 
 mod approvals;
 mod audit;
+mod channels;
 mod evaluations;
 mod jobs;
 mod members;
@@ -30,8 +31,9 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 use tokio::sync::Notify;
 
-pub use approvals::{Decide, Decided, DueStage, Link};
+pub use approvals::{Decide, Decided, DueStage, LINKS_PER_APPROVER, Link, WaitingStage};
 pub use audit::timestamp_text;
+pub use channels::ChannelSettings;
 pub use jobs::{Attempt, Delivery, Finished, Job, JobKind, Next};
 pub use members::{EmptyStage, NewMember};
 pub use model::*;

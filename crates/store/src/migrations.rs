@@ -29,6 +29,11 @@ const SHARED: &[Embedded] = &[
         "approvals",
         include_str!("../migrations/0004_approvals.sql"),
     ),
+    (
+        5,
+        "channels",
+        include_str!("../migrations/0005_channels.sql"),
+    ),
 ];
 
 const SQLITE: &[Embedded] = &[(

@@ -208,15 +208,23 @@ pub struct NewEvaluation {
     pub created_at: DateTime<Utc>,
 }
 
-/// A secure link for one approver of one stage, and the e-mail that carries it. Only the
-/// token's hash is stored; the e-mail job holds the token sealed with the server key.
+/// What a stage's start sends: to one approver, a personal secure link and the messages that
+/// carry it (an e-mail, a Slack direct message); to a stage's chat channel, an announcement
+/// with no link. Each message is a job.
 #[derive(Debug, Clone)]
 pub struct Notice {
+    pub link: Option<NewLink>,
+    /// The jobs to queue: their kind and payload.
+    pub messages: Vec<(crate::JobKind, Value)>,
+}
+
+/// A secure link for one approver of one stage. Only the token's hash is stored; the
+/// messages hold the token sealed with the server key.
+#[derive(Debug, Clone)]
+pub struct NewLink {
     pub approver: String,
     pub token_hash: String,
     pub expires_at: DateTime<Utc>,
-    /// The e-mail job's payload.
-    pub email: Value,
 }
 
 /// A person's decision on a stage.

@@ -327,6 +327,7 @@ pub async fn decide(
                 amount_cents: proposal.amount_cents,
                 reason: &decision.reason,
                 stage_name: &stage.name,
+                tier: approval.as_ref().and_then(|a| a["tier"].as_str()),
             };
             let channels: Vec<String> = serde_json::to_value(&stage.channels)
                 .ok()

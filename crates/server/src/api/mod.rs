@@ -7,6 +7,7 @@ pub mod evaluations;
 pub mod keys;
 pub mod members;
 pub mod policies;
+pub mod settings;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -55,4 +56,13 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/api/v1/policies/{name}/rollback", post(policies::rollback))
         .route("/api/v1/audit", get(audit::page))
         .route("/api/v1/audit/verify", get(audit::verify))
+        .route("/api/v1/settings/channels", get(settings::channels))
+        .route(
+            "/api/v1/settings/channels/slack",
+            axum::routing::put(settings::put_slack).delete(settings::delete_slack),
+        )
+        .route(
+            "/api/v1/settings/channels/teams",
+            axum::routing::put(settings::put_teams).delete(settings::delete_teams),
+        )
 }

@@ -85,6 +85,12 @@ pub struct AttemptView {
 pub struct DeliveryView {
     /// Also the `webhook-id` header of every attempt.
     pub id: String,
+    /// `webhook` (to the evaluation's `webhook_url`), or an approval message: `email`,
+    /// `slack` or `teams`.
+    pub kind: String,
+    /// Who a message is for: an approver's e-mail address, or `channel` for a chat channel
+    /// post. Absent for webhooks.
+    pub to: Option<String>,
     /// `approval_required` or `terminal_outcome`.
     pub event: Option<String>,
     pub url: Option<String>,
@@ -105,6 +111,11 @@ impl From<Delivery> for DeliveryView {
             event: text(&d.payload["body"]["event"]),
             url: text(&d.payload["url"]),
             body: d.payload["body"].clone(),
+            kind: d.kind.to_owned(),
+            to: match d.kind {
+                "webhook" => None,
+                _ => Some(text(&d.payload["to"]).unwrap_or_else(|| "channel".into())),
+            },
             id: d.id,
             status: d.status,
             next_attempt_at: d.next_attempt_at,
@@ -130,7 +141,7 @@ pub struct DeliveryList {
     pub deliveries: Vec<DeliveryView>,
 }
 
-/// The webhook deliveries of one evaluation, with every attempt.
+/// The deliveries of one evaluation (webhooks and approval messages), with every attempt.
 #[utoipa::path(get, path = "/api/v1/evaluations/{id}/deliveries", tag = "webhooks",
     params(("id" = String, Path)),
     responses((status = 200, body = DeliveryList), (status = 404, body = Problem, content_type = "application/problem+json")),

@@ -146,13 +146,99 @@ pub fn http_client(allow_private: bool) -> reqwest::Client {
 }
 
 /// What an attempt came to, before it is recorded.
-struct Outcome {
+pub(crate) struct Outcome {
     attempt: Attempt,
     /// The receiver's `Retry-After`, if it sent one.
     retry_after: Option<Duration>,
     /// Whether trying again could help.
     retryable: bool,
     delivered: bool,
+}
+
+impl Outcome {
+    /// An attempt that got no answer (or was not made).
+    pub(crate) fn failed(job: &Job, started: Instant, error: String, retryable: bool) -> Outcome {
+        Outcome {
+            attempt: Attempt {
+                attempt: job.attempts,
+                attempted_at: String::new(),
+                status_code: None,
+                latency_ms: started.elapsed().as_millis() as i64,
+                error: Some(error),
+                response_body: None,
+            },
+            retry_after: None,
+            retryable,
+            delivered: false,
+        }
+    }
+
+    /// An attempt the receiver answered: delivered unless `error` says why not.
+    pub(crate) fn answered(
+        job: &Job,
+        started: Instant,
+        answer: &Answer,
+        error: Option<String>,
+        retryable: bool,
+    ) -> Outcome {
+        let kept = &answer.body[..answer.body.len().min(BODY_KEPT)];
+        Outcome {
+            attempt: Attempt {
+                attempt: job.attempts,
+                attempted_at: String::new(),
+                status_code: Some(answer.status.as_u16()),
+                latency_ms: started.elapsed().as_millis() as i64,
+                error: error.clone(),
+                response_body: (!kept.is_empty())
+                    .then(|| String::from_utf8_lossy(kept).into_owned()),
+            },
+            retry_after: answer.retry_after,
+            retryable,
+            delivered: error.is_none(),
+        }
+    }
+}
+
+/// What a receiver answered.
+pub(crate) struct Answer {
+    pub status: reqwest::StatusCode,
+    /// Its `Retry-After`, in seconds.
+    pub retry_after: Option<Duration>,
+    /// At most the first `limit` bytes of the body.
+    pub body: Vec<u8>,
+}
+
+/// Sends a request and reads its answer, keeping at most `limit` bytes of the body. A
+/// transport failure comes back as what to record, and whether retrying could help.
+pub(crate) async fn exchange(
+    request: reqwest::RequestBuilder,
+    limit: usize,
+) -> Result<Answer, (String, bool)> {
+    let mut response = request.send().await.map_err(|e| {
+        let why = describe(&e);
+        let retryable = !why.contains(PRIVATE_ONLY);
+        (why, retryable)
+    })?;
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let mut body = Vec::new();
+    while body.len() < limit {
+        match response.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    body.truncate(limit);
+    Ok(Answer {
+        status,
+        retry_after,
+        body,
+    })
 }
 
 /// Runs until `stop`: claims what is due, up to `concurrency` at a time, and waits for a
@@ -248,6 +334,8 @@ async fn perform(state: Arc<AppState>, job: Job) -> Finished {
         match job.kind {
             JobKind::Webhook => webhook(&state, &job).await,
             JobKind::Email => email(&state, &job).await,
+            JobKind::Slack => super::chat::slack(&state, &job).await,
+            JobKind::Teams => super::chat::teams(&state, &job).await,
         }
     };
     let (outcome, summary) = match tokio::time::timeout(bound, attempt).await {
@@ -308,19 +396,7 @@ async fn webhook(state: &AppState, job: &Job) -> (Outcome, Value) {
     let body = serde_json::to_vec(&job.payload["body"]).unwrap_or_default();
     let summary = json!({"event": job.payload["body"]["event"], "url": without_query(&url)});
     let started = Instant::now();
-    let failed = |error: String, retryable: bool| Outcome {
-        attempt: Attempt {
-            attempt: job.attempts,
-            attempted_at: String::new(),
-            status_code: None,
-            latency_ms: started.elapsed().as_millis() as i64,
-            error: Some(error),
-            response_body: None,
-        },
-        retry_after: None,
-        retryable,
-        delivered: false,
-    };
+    let failed = |error: String, retryable: bool| Outcome::failed(job, started, error, retryable);
     if let Err(why) = check_destination(&url, state.config.webhook_allow_private) {
         return (failed(why, false), summary);
     }
@@ -333,7 +409,7 @@ async fn webhook(state: &AppState, job: &Job) -> (Outcome, Value) {
         }
     };
     let timestamp = state.now().timestamp();
-    let response = state
+    let request = state
         .http
         .post(&url)
         .header("content-type", "application/json")
@@ -343,47 +419,18 @@ async fn webhook(state: &AppState, job: &Job) -> (Outcome, Value) {
             "webhook-signature",
             crate::webhooks::signature_header(&secrets, &job.id, timestamp, &body),
         )
-        .body(body)
-        .send()
-        .await;
-    let mut response = match response {
-        Ok(r) => r,
-        Err(e) => {
-            let why = describe(&e);
-            let retryable = !why.contains(PRIVATE_ONLY);
-            return (failed(why, retryable), summary);
+        .body(body);
+    match exchange(request, BODY_KEPT).await {
+        Ok(answer) => {
+            let error = (!answer.status.is_success())
+                .then(|| format!("the receiver answered {}", answer.status));
+            (
+                Outcome::answered(job, started, &answer, error, true),
+                summary,
+            )
         }
-    };
-    let status = response.status();
-    let retry_after = response
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
-    let mut kept = Vec::new();
-    while kept.len() < BODY_KEPT {
-        match response.chunk().await {
-            Ok(Some(chunk)) => kept.extend_from_slice(&chunk),
-            _ => break,
-        }
+        Err((why, retryable)) => (failed(why, retryable), summary),
     }
-    kept.truncate(BODY_KEPT);
-    let delivered = status.is_success();
-    let outcome = Outcome {
-        attempt: Attempt {
-            attempt: job.attempts,
-            attempted_at: String::new(),
-            status_code: Some(status.as_u16()),
-            latency_ms: started.elapsed().as_millis() as i64,
-            error: (!delivered).then(|| format!("the receiver answered {status}")),
-            response_body: (!kept.is_empty()).then(|| String::from_utf8_lossy(&kept).into_owned()),
-        },
-        retry_after,
-        retryable: true,
-        delivered,
-    };
-    (outcome, summary)
 }
 
 /// Sends one e-mail over SMTP, opening the sealed link or code it carries.
@@ -488,7 +535,7 @@ async fn email(state: &AppState, job: &Job) -> (Outcome, Value) {
 
 /// Refuses what no retry can fix: a URL that is not http(s), or a literal address in a
 /// private range (names are checked after resolution, by the client's resolver).
-fn check_destination(url: &str, allow_private: bool) -> Result<(), String> {
+pub(crate) fn check_destination(url: &str, allow_private: bool) -> Result<(), String> {
     let parsed = reqwest::Url::parse(url).map_err(|e| format!("invalid webhook_url: {e}"))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err("webhook_url must be http or https".into());
@@ -509,7 +556,7 @@ fn check_destination(url: &str, allow_private: bool) -> Result<(), String> {
 }
 
 /// A URL as the audit trail keeps it: without its query, which may carry a token.
-fn without_query(url: &str) -> String {
+pub(crate) fn without_query(url: &str) -> String {
     match reqwest::Url::parse(url) {
         Ok(mut u) => {
             u.set_query(None);

@@ -1,4 +1,5 @@
 //! Background work: deliveries of the durable job queue.
 
+pub mod chat;
 pub mod deadlines;
 pub mod delivery;
