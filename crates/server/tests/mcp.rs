@@ -118,7 +118,9 @@ both_backends!(official_client_in_both_generations, |backend| async move {
         assert_eq!(pending["status"], "pending");
         let id = pending["evaluation_id"].as_str().unwrap();
         assert_eq!(pending["follow"]["tool"], "get_evaluation");
-        assert!(pending["follow"]["url"].as_str().unwrap().ends_with(id));
+        // For people: the approval page's sign-in.
+        let page = format!("{}/approvals/evaluations/{id}", app.url);
+        assert_eq!(pending["follow"]["url"], page.as_str());
         assert_eq!(r["get"]["structured"]["evaluation_id"], id);
         assert_eq!(r["get"]["structured"]["stages"][0]["name"], "finance");
         assert_eq!(r["bad_arguments"]["is_error"], true);

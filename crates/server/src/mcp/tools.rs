@@ -173,12 +173,13 @@ fn failed(e: ApiError) -> Outcome {
     }
 }
 
-/// Where an agent follows an evaluation: the tool call to make and the REST URL.
+/// Where an evaluation is followed: by the agent, the tool call to make; by its user, the
+/// approval page, where an approver signs in to decide.
 fn follow(state: &AppState, id: &str) -> Value {
     json!({
         "tool": "get_evaluation",
         "arguments": {"evaluation_id": id, "wait_seconds": MAX_WAIT_SECS},
-        "url": format!("{}/api/v1/evaluations/{id}", state.public_url()),
+        "url": crate::channels::sign_in_url(state, id),
     })
 }
 
