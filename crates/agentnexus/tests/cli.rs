@@ -457,9 +457,12 @@ both_backends!(queued_webhooks_survive_sigkill, |backend| async move {
     // Nothing listens here yet: every first attempt is refused and queued for a retry.
     let port = free_port();
     let hook = format!("http://127.0.0.1:{port}/hook");
+    // The first retry comes 6-10 s after the first attempt: long enough that no job is in a
+    // second attempt (leased to the killed server for a minute) when the kill comes, even on
+    // a loaded machine; soon enough for the restarted server to deliver within the wait.
     let env = [
         ("AGENTNEXUS_WEBHOOK_ALLOW_PRIVATE", "1"),
-        ("AGENTNEXUS_RETRY_BASE_MS", "300"),
+        ("AGENTNEXUS_RETRY_BASE_MS", "8000"),
     ];
     let mut server = serve_with(&db, &dir, &env);
     let key = server

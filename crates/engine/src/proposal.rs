@@ -100,7 +100,28 @@ impl Proposal {
     /// proposal fields with defaults filled in (`resource` null when absent). An executing
     /// system recomputes it to check that what it runs is exactly what was decided.
     pub fn hash(&self) -> String {
-        crate::canonical::sha256_hex(&crate::canonical::to_vec(self))
+        use crate::canonical::{write, write_i64, write_str};
+        // The object's members in RFC 8785 order, written directly.
+        let mut out = Vec::with_capacity(160);
+        out.extend_from_slice(b"{\"action\":");
+        write_str(&mut out, &self.action);
+        out.extend_from_slice(b",\"agent_id\":");
+        write_str(&mut out, &self.agent_id);
+        out.extend_from_slice(b",\"amount_cents\":");
+        write_i64(&mut out, self.amount_cents);
+        out.extend_from_slice(b",\"context\":");
+        write(&mut out, &self.context);
+        out.extend_from_slice(b",\"cost_cents\":");
+        write_i64(&mut out, self.cost_cents);
+        out.extend_from_slice(b",\"params\":");
+        write(&mut out, &self.params);
+        out.extend_from_slice(b",\"resource\":");
+        match &self.resource {
+            Some(r) => write_str(&mut out, r),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.push(b'}');
+        crate::canonical::sha256_hex(&out)
     }
 }
 
@@ -151,5 +172,12 @@ mod tests {
         ))
         .unwrap();
         assert_ne!(a.hash(), c.hash());
+        // Written by hand, it must be what the reference canonicalizer makes of the proposal.
+        let d = Proposal::new(fields(json!({"agent_id": "bot ☃", "action": "x\"y",
+            "resource": "r/😀", "amount_cents": 9_007_199_254_740_993i64, "cost_cents": 7,
+            "params": {"\u{ff61}": 1, "😀": [0.5, "\u{1}"]}, "context": {"on_behalf_of": "a@b.c"}})))
+        .unwrap();
+        let reference = serde_json_canonicalizer::to_vec(&d).unwrap();
+        assert_eq!(d.hash(), crate::canonical::sha256_hex(&reference));
     }
 }

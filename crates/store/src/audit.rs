@@ -109,16 +109,10 @@ impl Chain {
     /// Writes the pending events and the new head; call once before commit.
     pub(crate) async fn save(&mut self, conn: &mut AnyConnection) -> Result<()> {
         for rows in self.pending.chunks(ROWS_PER_INSERT) {
-            let values: Vec<String> = (0..rows.len())
-                .map(|r| {
-                    let p: Vec<String> = (1..=9).map(|c| format!("${}", r * 9 + c)).collect();
-                    format!("({})", p.join(", "))
-                })
-                .collect();
+            let values = crate::values_list(conn, 9, rows.len());
             let sql = format!(
                 "INSERT INTO audit_events (workspace_id, seq, occurred_at, type, actor, \
-                 evaluation_id, data, prev_hash, hash) VALUES {}",
-                values.join(", ")
+                 evaluation_id, data, prev_hash, hash) VALUES {values}"
             );
             let mut q = sqlx::query(&sql);
             for e in rows {

@@ -25,25 +25,18 @@ pub(crate) struct Pending<'a> {
     costs: std::collections::BTreeMap<(&'a str, &'a str, String), (i64, i64)>,
 }
 
-/// Evaluations per INSERT: 23 parameters each.
+/// Evaluations per INSERT: 24 parameters each.
 const EVALUATIONS_PER_INSERT: usize = 32;
 
 impl<'a> Pending<'a> {
     pub(crate) async fn flush(&mut self, conn: &mut AnyConnection) -> Result<()> {
         for rows in self.evaluations.chunks(EVALUATIONS_PER_INSERT) {
-            let values: Vec<String> = (0..rows.len())
-                .map(|r| {
-                    let p: Vec<String> = (1..=23).map(|c| format!("${}", r * 23 + c)).collect();
-                    // updated_at starts as created_at.
-                    format!("({}, ${})", p.join(", "), r * 23 + 23)
-                })
-                .collect();
+            let values = crate::values_list(conn, 24, rows.len());
             let sql = format!(
                 "INSERT INTO evaluations (id, workspace_id, key_id, agent_id, action, resource, \
                  amount_cents, cost_cents, params, context, trace, idempotency_key, webhook_url, \
                  decision, status, reason, matched_rules, errors, approval, current_stage, \
-                 policy_versions, proposal_hash, created_at, updated_at) VALUES {}",
-                values.join(", ")
+                 policy_versions, proposal_hash, created_at, updated_at) VALUES {values}"
             );
             let mut q = sqlx::query(&sql);
             for ev in rows {
@@ -71,6 +64,8 @@ impl<'a> Pending<'a> {
                     .bind((!ev.stages.is_empty()).then_some(0i64))
                     .bind(serde_json::to_string(&ev.policy_versions)?)
                     .bind(&ev.proposal_hash)
+                    .bind(micros(ev.created_at))
+                    // updated_at starts as created_at.
                     .bind(micros(ev.created_at));
             }
             q.execute(&mut *conn).await?;
@@ -112,25 +107,12 @@ impl<'a> Pending<'a> {
         // One row per (workspace, agent, day): a statement may not update a row twice.
         let costs: Vec<_> = self.costs.iter().collect();
         for rows in costs.chunks(EVALUATIONS_PER_INSERT) {
-            let values: Vec<String> = (0..rows.len())
-                .map(|r| {
-                    let b = r * 5;
-                    format!(
-                        "(${}, ${}, ${}, ${}, ${})",
-                        b + 1,
-                        b + 2,
-                        b + 3,
-                        b + 4,
-                        b + 5
-                    )
-                })
-                .collect();
+            let values = crate::values_list(conn, 5, rows.len());
             let sql = format!(
                 "INSERT INTO agent_costs (workspace_id, agent_id, day, cents, evaluations) \
-                 VALUES {} ON CONFLICT (workspace_id, agent_id, day) DO UPDATE SET \
+                 VALUES {values} ON CONFLICT (workspace_id, agent_id, day) DO UPDATE SET \
                  cents = agent_costs.cents + excluded.cents, \
-                 evaluations = agent_costs.evaluations + excluded.evaluations",
-                values.join(", ")
+                 evaluations = agent_costs.evaluations + excluded.evaluations"
             );
             let mut q = sqlx::query(&sql);
             for ((ws, agent, day), (cents, n)) in rows {
