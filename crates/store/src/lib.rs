@@ -196,6 +196,11 @@ impl Store {
                         conn.execute("PRAGMA synchronous = FULL").await?;
                         conn.execute("PRAGMA foreign_keys = ON").await?;
                         conn.execute("PRAGMA busy_timeout = 10000").await?;
+                        // Statement journals (which a multi-row INSERT inside a transaction
+                        // needs) in memory, not in a temporary file created, written and
+                        // deleted on every commit: that file was half of a commit's time
+                        // (strace), and evaluate's throughput doubled without it.
+                        conn.execute("PRAGMA temp_store = MEMORY").await?;
                     }
                     Ok(())
                 })

@@ -5,7 +5,8 @@
 
 use std::sync::Arc;
 
-use sqlx::AnyPool;
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyPool};
 use tokio::sync::{Mutex, Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -80,6 +81,10 @@ async fn run(
     jobs_ready: Arc<Notify>,
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
+    // One connection for every batch while it works: SQLite keeps a connection's page cache
+    // only while no other connection writes, so a warm one spares re-reading the pages every
+    // commit touches (index leaves, the tables' last pages).
+    let mut conn: Option<PoolConnection<Any>> = None;
     loop {
         let first = tokio::select! {
             biased;
@@ -110,7 +115,7 @@ async fn run(
         let queues_jobs = evaluations
             .iter()
             .any(|e| e.webhook_url.is_some() || !e.notices.is_empty());
-        match write(&pool, &evaluations).await {
+        match write(&pool, &mut conn, &evaluations).await {
             Ok(results) => {
                 for (job, result) in batch.drain(..).zip(results) {
                     let _ = job.reply.send(Ok(result));
@@ -120,7 +125,7 @@ async fn run(
                 // One bad evaluation must not fail the others: retry each on its own.
                 tracing::warn!(error = %e, size = batch.len(), "batch write failed; retrying singly");
                 for job in batch.drain(..) {
-                    let result = write(&pool, &[&job.evaluation])
+                    let result = write(&pool, &mut conn, &[&job.evaluation])
                         .await
                         .map(|mut r| r.remove(0));
                     let _ = job.reply.send(result);
@@ -134,8 +139,29 @@ async fn run(
     }
 }
 
-async fn write(pool: &AnyPool, evaluations: &[&NewEvaluation]) -> Result<Vec<Recorded>> {
-    let mut tx = pool.begin().await?;
+/// Writes a batch on the held connection (acquired when there is none); a connection whose
+/// write failed is let go, in case the failure was the connection's.
+async fn write(
+    pool: &AnyPool,
+    held: &mut Option<PoolConnection<Any>>,
+    evaluations: &[&NewEvaluation],
+) -> Result<Vec<Recorded>> {
+    let conn = match held {
+        Some(c) => c,
+        None => held.insert(pool.acquire().await?),
+    };
+    let result = write_on(conn, evaluations).await;
+    if result.is_err() {
+        *held = None;
+    }
+    result
+}
+
+async fn write_on(
+    conn: &mut PoolConnection<Any>,
+    evaluations: &[&NewEvaluation],
+) -> Result<Vec<Recorded>> {
+    let mut tx = sqlx::Connection::begin(&mut **conn).await?;
     let mut chains: Vec<Chain> = Vec::new();
     let mut pending = crate::evaluations::Pending::default();
     let mut results = Vec::with_capacity(evaluations.len());
