@@ -1,7 +1,10 @@
-//! Audit chain throughput: batched appends on SQLite, and verifying a long chain.
+//! Audit chain throughput: batched appends, and verifying a long chain.
 //!
 //! `cargo bench -p agentnexus-store --bench audit` (AUDIT_EVENTS=1000000 by default,
-//! AUDIT_BATCH=64). Prints events/s for appends and seconds for one verification.
+//! AUDIT_BATCH=64, AUDIT_BACKEND=sqlite or postgres; PostgreSQL as for the tests,
+//! `AGENTNEXUS_TEST_POSTGRES_URL`). Prints events/s for appends and seconds for each of
+//! AUDIT_VERIFY_RUNS verifications (1 by default). On PostgreSQL take a later run: the first
+//! read of freshly written rows is several times slower (PostgreSQL sets hint bits on it).
 
 use std::time::Instant;
 
@@ -24,7 +27,12 @@ fn main() {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(64);
-        let db = TestDatabase::new(Backend::Sqlite).await;
+        let backend = match std::env::var("AUDIT_BACKEND").as_deref() {
+            Ok("postgres") => Backend::Postgres,
+            Ok("sqlite") | Err(_) => Backend::Sqlite,
+            Ok(other) => panic!("AUDIT_BACKEND={other}: sqlite or postgres"),
+        };
+        let db = TestDatabase::new(backend).await;
         let store = Store::open(StoreConfig::new(&db.url)).await.unwrap();
         let owner = NewOwner {
             email: "o@example.com".into(),
@@ -54,7 +62,7 @@ fn main() {
         }
         let append = start.elapsed();
         println!(
-            "append: {events} events in batches of {batch}: {:.2} s, {:.0} events/s",
+            "append ({backend:?}): {events} events in batches of {batch}: {:.2} s, {:.0} events/s",
             append.as_secs_f64(),
             events as f64 / append.as_secs_f64()
         );
@@ -76,11 +84,21 @@ fn main() {
             }
             println!("fetch only: {:.2} s ({bytes} bytes)", start.elapsed().as_secs_f64());
         }
-        let start = Instant::now();
-        let verified = store.verify_audit(&tenant).await.unwrap();
-        let verify = start.elapsed();
-        assert!(verified.is_ok(), "{verified:?}");
-        println!("verify: {} events in {:.2} s", events + 3, verify.as_secs_f64());
+        let runs: usize = std::env::var("AUDIT_VERIFY_RUNS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
+        for run in 1..=runs {
+            let start = Instant::now();
+            let verified = store.verify_audit(&tenant).await.unwrap();
+            let verify = start.elapsed();
+            assert!(verified.is_ok(), "{verified:?}");
+            println!(
+                "verify (run {run}): {} events in {:.2} s",
+                events + 3,
+                verify.as_secs_f64()
+            );
+        }
         store.close().await;
         db.drop_database().await;
     });

@@ -8,7 +8,9 @@ use agentnexus_engine::canonical::{self, AuditFields, GENESIS_HASH};
 use chrono::{DateTime, SecondsFormat, Utc};
 use sqlx::{AnyConnection, Row};
 
-use crate::{AuditEvent, NewAuditEvent, Result, Store, StoreError, Tenant, Verification};
+use crate::{AuditEvent, NewAuditEvent, Result, Store, StoreError, Tenant};
+
+mod verify;
 
 /// How `occurred_at` is written in the hashed form and in the API.
 pub fn timestamp_text(t: DateTime<Utc>) -> String {
@@ -158,9 +160,6 @@ fn event_from_row(row: &sqlx::any::AnyRow) -> Result<AuditEvent> {
     })
 }
 
-/// Rows read per query while verifying: bounded memory for any chain length.
-const VERIFY_CHUNK: i64 = 20_000;
-
 impl Store {
     /// Appends events in their own transaction (for changes that have no other writes).
     pub async fn append_audit(&self, tenant: &Tenant, events: &[NewAuditEvent]) -> Result<()> {
@@ -204,107 +203,5 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(event_from_row).collect()
-    }
-
-    /// Recomputes the whole chain: every seq in order from 1, every `prev_hash` equal to the
-    /// hash before it, every hash recomputed from the columns, the head matching the end.
-    pub async fn verify_audit(&self, tenant: &Tenant) -> Result<Verification> {
-        let ws = tenant.workspace_id();
-        // The head is read first: events appended while verifying are after it and wait for
-        // the next run, so a busy workspace never looks broken.
-        // One statement, one snapshot: the head and the highest stored seq are read together,
-        // so an event slipped in past the head is caught and a concurrent append is not.
-        let head = sqlx::query(
-            "SELECT h.seq, h.hash, (SELECT MAX(e.seq) FROM audit_events e \
-             WHERE e.workspace_id = h.workspace_id) FROM audit_heads h WHERE h.workspace_id = $1",
-        )
-        .bind(ws)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or(StoreError::NotFound)?;
-        let (head_seq, head_hash): (i64, String) = (head.try_get(0)?, head.try_get(1)?);
-        let stored_max: Option<i64> = head.try_get(2)?;
-        let mut prev = GENESIS_HASH.to_owned();
-        let mut expected_seq = 1;
-        let broken = |seq: i64, reason: String| Verification::Broken {
-            ok: false,
-            broken_at_seq: seq,
-            events_checked: seq - 1,
-            reason,
-        };
-        while expected_seq <= head_seq {
-            let rows = sqlx::query(&format!(
-                "SELECT {EVENT_COLUMNS} FROM audit_events WHERE workspace_id = $1 \
-                 AND seq >= $2 AND seq <= $3 ORDER BY seq LIMIT $4"
-            ))
-            .bind(ws)
-            .bind(expected_seq)
-            .bind(head_seq)
-            .bind(VERIFY_CHUNK)
-            .fetch_all(&self.pool)
-            .await?;
-            if rows.is_empty() {
-                break;
-            }
-            for row in &rows {
-                let seq: i64 = row.try_get(0)?;
-                if seq != expected_seq {
-                    return Ok(broken(
-                        expected_seq,
-                        format!("event {expected_seq} is missing"),
-                    ));
-                }
-                let prev_hash: String = row.try_get(6)?;
-                if prev_hash != prev {
-                    return Ok(broken(
-                        seq,
-                        "prev_hash does not match the event before".into(),
-                    ));
-                }
-                let occurred_at = timestamp_text(crate::from_micros(row.try_get(1)?));
-                let kind: String = row.try_get(2)?;
-                let actor: String = row.try_get(3)?;
-                let evaluation_id: Option<String> = row.try_get(4)?;
-                let data: String = row.try_get(5)?;
-                let fields = AuditFields {
-                    workspace_id: ws,
-                    seq,
-                    occurred_at: &occurred_at,
-                    kind: &kind,
-                    actor: &actor,
-                    evaluation_id: evaluation_id.as_deref(),
-                    data: &data,
-                };
-                let hash: String = row.try_get(7)?;
-                if canonical::chain_hash(&prev, &fields.canonical()) != hash {
-                    return Ok(broken(seq, "hash does not match the event".into()));
-                }
-                prev = hash;
-                expected_seq += 1;
-            }
-        }
-        if expected_seq <= head_seq {
-            return Ok(broken(
-                expected_seq,
-                format!("event {expected_seq} is missing"),
-            ));
-        }
-        if stored_max.unwrap_or(0) > head_seq {
-            return Ok(broken(
-                head_seq + 1,
-                format!("events after the chain head ({head_seq}) were added outside the chain"),
-            ));
-        }
-        if prev != head_hash {
-            return Ok(broken(
-                head_seq,
-                "the chain head does not match the last event".into(),
-            ));
-        }
-        Ok(Verification::Ok {
-            ok: true,
-            events: head_seq,
-            head_hash: prev,
-        })
     }
 }

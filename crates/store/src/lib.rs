@@ -22,6 +22,7 @@ pub mod testing;
 mod workspaces;
 mod writer;
 
+use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,6 +50,9 @@ pub enum StoreError {
     Conflict(String),
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    /// From the SQLite reader that verification uses beside sqlx.
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("migration: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
     /// The thing existed but can no longer be acted on (a used or expired link).
@@ -133,6 +137,9 @@ pub(crate) fn new_id(prefix: &str) -> String {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// The SQLite database file, when there is one (not in memory): verification reads it
+    /// directly.
+    sqlite_file: Option<Arc<Path>>,
     writer: writer::Handle,
     jobs_ready: Arc<Notify>,
 }
@@ -208,11 +215,24 @@ impl Store {
             .connect_with(options)
             .await?;
         migrations::run(&pool, backend).await?;
+        let sqlite_file = match backend {
+            Backend::Sqlite => {
+                // The file SQLite itself opened, whatever the URL's spelling; empty when the
+                // database is in memory.
+                let file: String =
+                    sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
+                        .fetch_one(&pool)
+                        .await?;
+                (!file.is_empty()).then(|| Arc::from(Path::new(&file)))
+            }
+            Backend::Postgres => None,
+        };
         let jobs_ready = Arc::new(Notify::new());
         let writer = writer::Handle::spawn(pool.clone(), config.writer, jobs_ready.clone());
         Ok(Store {
             pool,
             backend,
+            sqlite_file,
             writer,
             jobs_ready,
         })
