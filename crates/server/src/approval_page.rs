@@ -320,16 +320,7 @@ pub async fn request_link(
         let people = crate::approvals::resolve(&state, &waiting.tenant, &record.approvers).await?;
         if people.contains(&email) {
             let now = state.now();
-            let about = crate::approvals::About {
-                evaluation_id: &ev.id,
-                agent_id: &ev.agent_id,
-                action: &ev.action,
-                resource: ev.resource.as_deref(),
-                amount_cents: ev.amount_cents,
-                reason: &ev.reason,
-                stage_name: &record.name,
-                tier: ev.approval.as_ref().and_then(|a| a["tier"].as_str()),
-            };
+            let about = crate::approvals::About::of(&ev, &record.name);
             let expires_at = record
                 .expires_at
                 .unwrap_or(now + crate::approvals::LINK_WITHOUT_DEADLINE);

@@ -47,16 +47,7 @@ pub async fn next_stage_notices(
     let Some(next) = ev.stages.iter().find(|s| s.index == stage + 1) else {
         return Ok(Vec::new());
     };
-    let about = About {
-        evaluation_id: &ev.id,
-        agent_id: &ev.agent_id,
-        action: &ev.action,
-        resource: ev.resource.as_deref(),
-        amount_cents: ev.amount_cents,
-        reason: &ev.reason,
-        stage_name: &next.name,
-        tier: ev.approval.as_ref().and_then(|a| a["tier"].as_str()),
-    };
+    let about = About::of(ev, &next.name);
     let reach = Reach {
         approvers: &next.approvers,
         channels: &next.channels,
@@ -77,7 +68,21 @@ pub struct About<'a> {
     pub tier: Option<&'a str>,
 }
 
-impl About<'_> {
+impl<'a> About<'a> {
+    /// What messages about a stored evaluation's stage `stage_name` say.
+    pub fn of(ev: &'a agentnexus_store::Evaluation, stage_name: &'a str) -> About<'a> {
+        About {
+            evaluation_id: &ev.id,
+            agent_id: &ev.agent_id,
+            action: &ev.action,
+            resource: ev.resource.as_deref(),
+            amount_cents: ev.amount_cents,
+            reason: &ev.reason,
+            stage_name,
+            tier: ev.approval.as_ref().and_then(|a| a["tier"].as_str()),
+        }
+    }
+
     /// What a chat job keeps to write its message when it runs.
     fn facts(&self, people: &[String], expires_at: DateTime<Utc>, deadline: bool) -> Value {
         json!({
