@@ -35,6 +35,10 @@ pub struct CompiledRule {
     pub reason: Option<String>,
     pub approval: Option<Approval>,
     program: Option<Program>,
+    /// Which of [`VARIABLES`] the expression reads, one bit each: a decision puts only those
+    /// its candidate rules read into the CEL context (converting `params` or `context` into CEL
+    /// values, and every variable's insertion and drop, were most of a decision's cost).
+    reads: u8,
 }
 
 /// A policy whose expressions all compiled; only these are ever stored or evaluated.
@@ -72,6 +76,7 @@ pub fn compile_document(
     let mut rules = Vec::with_capacity(document.rules.len());
     let mut uses_spend = false;
     for rule in &document.rules {
+        let mut reads = 0u8;
         let program = match rule.when.as_deref() {
             None => None,
             Some(when) => match ENV.compile(when) {
@@ -81,6 +86,9 @@ pub fn compile_document(
                     let mut bound = Vec::new();
                     comprehension_variables(p.expression(), &mut bound);
                     for var in refs.variables() {
+                        if let Some(i) = VARIABLES.iter().position(|v| *v == var) {
+                            reads |= 1 << i;
+                        }
                         if !VARIABLES.contains(&var) && !bound.iter().any(|b| b == var) {
                             problems.push(Problem {
                                 rule: Some(rule.id.clone()),
@@ -128,6 +136,7 @@ pub fn compile_document(
             reason: rule.reason.clone(),
             approval: rule.approval.clone(),
             program,
+            reads,
         });
     }
     if !problems.is_empty() {
@@ -271,7 +280,8 @@ impl PolicySet {
             candidates.dedup();
         }
         let ctx = if candidates.iter().any(|r| self.rule(*r).program.is_some()) {
-            Some(cel_context(proposal, spend))
+            let reads = candidates.iter().fold(0, |m, r| m | self.rule(*r).reads);
+            Some(cel_context(proposal, spend, reads))
         } else {
             None
         };
@@ -411,27 +421,33 @@ fn pinned_actions(expr: &cel::IdedExpr) -> Option<Vec<String>> {
 }
 
 /// One context per decision, shared by every expression: building it is the expensive part.
-fn cel_context<'a>(proposal: &Proposal, spend: Spend) -> Context<'a, 'a> {
+/// The CEL context with the variables in `reads` (bits of [`VARIABLES`]).
+fn cel_context<'a>(proposal: &Proposal, spend: Spend, reads: u8) -> Context<'a, 'a> {
     let mut ctx = Context::with_env(ENV.clone());
-    ctx.add_variable_from_value("agent_id", proposal.agent_id.as_str());
-    ctx.add_variable_from_value("action", proposal.action.as_str());
-    ctx.add_variable_from_value(
-        "resource",
-        proposal
-            .resource
-            .as_deref()
-            .map_or(Value::Null, Value::from),
-    );
-    ctx.add_variable_from_value("amount_cents", proposal.amount_cents);
-    ctx.add_variable_from_value("cost_cents", proposal.cost_cents);
-    ctx.add_variable_from_value("params", crate::value::to_cel(&proposal.params));
-    ctx.add_variable_from_value("context", crate::value::to_cel(&proposal.context));
-    let spend_map: HashMap<&str, i64> = [
-        ("today_cents", spend.today_cents),
-        ("month_cents", spend.month_cents),
-    ]
-    .into();
-    ctx.add_variable_from_value("spend", spend_map);
+    for (i, name) in VARIABLES.iter().enumerate() {
+        if reads & (1 << i) == 0 {
+            continue;
+        }
+        let value: Value = match *name {
+            "agent_id" => proposal.agent_id.as_str().into(),
+            "action" => proposal.action.as_str().into(),
+            "resource" => proposal
+                .resource
+                .as_deref()
+                .map_or(Value::Null, Value::from),
+            "amount_cents" => proposal.amount_cents.into(),
+            "cost_cents" => proposal.cost_cents.into(),
+            "params" => crate::value::to_cel(&proposal.params),
+            "context" => crate::value::to_cel(&proposal.context),
+            // spend
+            _ => HashMap::from([
+                ("today_cents", spend.today_cents),
+                ("month_cents", spend.month_cents),
+            ])
+            .into(),
+        };
+        ctx.add_variable_from_value(*name, value);
+    }
     ctx
 }
 

@@ -247,3 +247,41 @@ fn macros_bind_their_own_variables() {
     // Outside a macro, an unknown name is still an error.
     assert!(compile_policy("name: p\nrules:\n  - id: r\n    when: params.items.exists(i, i > j)\n    effect: allow\n", Format::Yaml).is_err());
 }
+
+#[test]
+fn every_variable_reaches_the_rules_that_read_it() {
+    // A decision puts into the CEL context only what its candidate rules read; each variable
+    // must still be there for the rule that reads it, alone or beside others.
+    let policy = r#"
+name: each
+rules:
+  - {id: agent, when: 'agent_id == "a"', effect: allow}
+  - {id: resource, when: 'resource == "r/1"', effect: allow}
+  - {id: amount, when: 'amount_cents == 5', effect: allow}
+  - {id: cost, when: 'cost_cents == 6', effect: allow}
+  - {id: params, when: 'params.x == 1', effect: allow}
+  - {id: context, when: 'context.y == "z"', effect: allow}
+  - {id: spend, when: 'spend.today_cents == 3 && spend.month_cents == 4', effect: allow}
+  - {id: pinned, when: 'action == "act" && params.x == 1 && resource == "r/1"', effect: allow}
+  - {id: macro, when: 'params.list.exists(i, i == agent_id)', effect: allow}
+"#;
+    let set = PolicySet::new([Arc::new(compile_policy(policy, Format::Yaml).unwrap())]);
+    let fields: ProposalFields = serde_json::from_value(json!({
+        "agent_id": "a", "action": "act", "resource": "r/1", "amount_cents": 5,
+        "cost_cents": 6, "params": {"x": 1, "list": ["b", "a"]}, "context": {"y": "z"}
+    }))
+    .unwrap();
+    let spend = Spend {
+        today_cents: 3,
+        month_cents: 4,
+    };
+    let d = set.decide(&Proposal::new(fields).unwrap(), spend);
+    assert!(d.errors.is_empty(), "{:?}", d.errors);
+    let matched: Vec<&str> = d.matched_rules.iter().map(|m| m.rule.as_str()).collect();
+    assert_eq!(
+        matched,
+        [
+            "agent", "resource", "amount", "cost", "params", "context", "spend", "pinned", "macro"
+        ]
+    );
+}
