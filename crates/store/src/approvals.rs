@@ -68,6 +68,26 @@ pub(crate) struct Flow<'a> {
     pub now: DateTime<Utc>,
 }
 
+impl Flow<'_> {
+    /// Queues an event for the evaluation's `webhook_url`, when it has one.
+    async fn queue_webhook(&self, conn: &mut AnyConnection, body: Value) -> Result<()> {
+        if let Some(url) = self.webhook_url {
+            let payload = json!({"url": url, "body": body});
+            let id = Some(self.evaluation_id);
+            enqueue(
+                conn,
+                self.workspace_id,
+                JobKind::Webhook,
+                id,
+                &payload,
+                self.now,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
 /// Starts stage `idx`: waiting with its deadline running, its people's links and e-mails,
 /// `stage.started`, and `approval_required` to the integrator.
 async fn start_stage(
@@ -109,18 +129,9 @@ async fn start_stage(
         data,
         occurred_at: f.now,
     });
-    if let Some(url) = f.webhook_url {
+    if f.webhook_url.is_some() {
         let body = approval_required(f.evaluation_id, idx, &name, expires, f.now);
-        let payload = json!({"url": url, "body": body});
-        enqueue(
-            conn,
-            f.workspace_id,
-            JobKind::Webhook,
-            Some(f.evaluation_id),
-            &payload,
-            f.now,
-        )
-        .await?;
+        f.queue_webhook(conn, body).await?;
     }
     Ok(())
 }
@@ -145,7 +156,7 @@ async fn conclude(
         data: json!({"status": status, "reason": reason}),
         occurred_at: f.now,
     });
-    if let Some(url) = f.webhook_url {
+    if f.webhook_url.is_some() {
         let decided = decisions(&mut *conn, f.evaluation_id).await?;
         let body = terminal_outcome(
             f.evaluation_id,
@@ -154,16 +165,7 @@ async fn conclude(
             serde_json::to_value(&decided)?,
             f.now,
         );
-        let payload = json!({"url": url, "body": body});
-        enqueue(
-            conn,
-            f.workspace_id,
-            JobKind::Webhook,
-            Some(f.evaluation_id),
-            &payload,
-            f.now,
-        )
-        .await?;
+        f.queue_webhook(conn, body).await?;
     }
     Ok(())
 }
