@@ -150,16 +150,30 @@ fn main() -> ExitCode {
         Command::Policy(PolicyCommand::Test { dir }) => return policy_files::test(dir),
         _ => {}
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Serve(config) = &cli.command {
+        runtime.worker_threads(worker_threads(&cli.database, config.worker_threads));
+    }
+    let runtime = runtime.enable_all().build().expect("a tokio runtime");
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Threads handling requests. On a SQLite file the group-commit writer and its WAL syncing are
+/// threads of their own, the writer busy under load; by default requests get one core fewer
+/// than the machine has (at least one), so the writer is not queued behind them: on two cores
+/// that took evaluate from 13.5k to 16.2k requests/s (docs/performance.md).
+fn worker_threads(database: &str, configured: Option<usize>) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    match configured {
+        Some(n) => n.max(1),
+        None if database.starts_with("sqlite:") => cores.saturating_sub(1).max(1),
+        None => cores,
     }
 }
 

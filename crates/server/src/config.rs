@@ -25,6 +25,10 @@ pub struct Config {
     )]
     pub database_max_connections: u32,
 
+    /// Threads handling requests; by default one per core, less one on SQLite (at least one).
+    #[arg(long, env = "AGENTNEXUS_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
+
     /// E-mail of the owner account bootstrapped on an empty store.
     #[arg(
         long,
@@ -169,6 +173,7 @@ impl Config {
             listen: "127.0.0.1:0".parse().expect("an address"),
             public_url: None,
             database_max_connections: 8,
+            worker_threads: None,
             bootstrap_email: "owner@agentnexus.local".into(),
             bootstrap_password: None,
             rate_limit_per_second: 50_000,

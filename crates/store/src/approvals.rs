@@ -16,25 +16,26 @@ use crate::{
 };
 
 pub(crate) async fn insert_link(
-    conn: &mut AnyConnection,
+    conn: &mut impl crate::exec::Exec,
     workspace_id: &str,
     evaluation_id: &str,
     stage: i64,
     link: &NewLink,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    sqlx::query(
+    conn.execute(
         "INSERT INTO approval_links (token_hash, workspace_id, evaluation_id, stage_idx, approver, \
          expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        &[
+            (&link.token_hash).into(),
+            workspace_id.into(),
+            evaluation_id.into(),
+            stage.into(),
+            (&link.approver).into(),
+            micros(link.expires_at).into(),
+            micros(now).into(),
+        ],
     )
-    .bind(&link.token_hash)
-    .bind(workspace_id)
-    .bind(evaluation_id)
-    .bind(stage)
-    .bind(&link.approver)
-    .bind(micros(link.expires_at))
-    .bind(micros(now))
-    .execute(&mut *conn)
     .await?;
     Ok(())
 }

@@ -6,8 +6,9 @@
 
 use agentnexus_engine::canonical::{self, AuditFields, GENESIS_HASH};
 use chrono::{DateTime, SecondsFormat, Utc};
-use sqlx::{AnyConnection, Row};
+use sqlx::Row;
 
+use crate::exec::{Arg, Exec};
 use crate::{AuditEvent, NewAuditEvent, Result, Store, StoreError, Tenant};
 
 mod verify;
@@ -56,24 +57,24 @@ impl Chain {
         }
     }
 
-    pub(crate) async fn lock(conn: &mut AnyConnection, workspace_id: &str) -> Result<Chain> {
-        let row = sqlx::query(
-            "UPDATE audit_heads SET seq = seq WHERE workspace_id = $1 RETURNING seq, hash",
-        )
-        .bind(workspace_id)
-        .fetch_optional(&mut *conn)
-        .await?
-        .ok_or(StoreError::NotFound)?;
-        Ok(Chain::at(workspace_id, row.try_get(0)?, row.try_get(1)?))
+    pub(crate) async fn lock(conn: &mut impl Exec, workspace_id: &str) -> Result<Chain> {
+        let row = conn
+            .fetch_optional(
+                "UPDATE audit_heads SET seq = seq WHERE workspace_id = $1 RETURNING seq, hash",
+                &[workspace_id.into()],
+            )
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        Ok(Chain::at(workspace_id, row.int(0)?, row.text(1)?))
     }
 
     /// The head row every workspace starts with.
-    pub(crate) async fn create(conn: &mut AnyConnection, workspace_id: &str) -> Result<Chain> {
-        sqlx::query("INSERT INTO audit_heads (workspace_id, seq, hash) VALUES ($1, 0, $2)")
-            .bind(workspace_id)
-            .bind(GENESIS_HASH)
-            .execute(&mut *conn)
-            .await?;
+    pub(crate) async fn create(conn: &mut impl Exec, workspace_id: &str) -> Result<Chain> {
+        conn.execute(
+            "INSERT INTO audit_heads (workspace_id, seq, hash) VALUES ($1, 0, $2)",
+            &[workspace_id.into(), GENESIS_HASH.into()],
+        )
+        .await?;
         Ok(Chain::at(workspace_id, 0, GENESIS_HASH.to_owned()))
     }
 
@@ -109,35 +110,41 @@ impl Chain {
     }
 
     /// Writes the pending events and the new head; call once before commit.
-    pub(crate) async fn save(&mut self, conn: &mut AnyConnection) -> Result<()> {
+    pub(crate) async fn save(&mut self, conn: &mut impl Exec) -> Result<()> {
+        let mut args = Vec::new();
         for rows in self.pending.chunks(ROWS_PER_INSERT) {
-            let values = crate::values_list(conn, 9, rows.len());
+            let values = crate::values_list(conn.is_sqlite(), 9, rows.len());
             let sql = format!(
                 "INSERT INTO audit_events (workspace_id, seq, occurred_at, type, actor, \
                  evaluation_id, data, prev_hash, hash) VALUES {values}"
             );
-            let mut q = sqlx::query(&sql);
+            args.clear();
             for e in rows {
-                q = q
-                    .bind(&self.workspace_id)
-                    .bind(e.seq)
-                    .bind(e.occurred_at)
-                    .bind(e.kind)
-                    .bind(&e.actor)
-                    .bind(e.evaluation_id.as_deref())
-                    .bind(&e.data)
-                    .bind(&e.prev_hash)
-                    .bind(&e.hash);
+                args.extend([
+                    Arg::from(&self.workspace_id),
+                    e.seq.into(),
+                    e.occurred_at.into(),
+                    e.kind.into(),
+                    (&e.actor).into(),
+                    e.evaluation_id.as_deref().into(),
+                    (&e.data).into(),
+                    (&e.prev_hash).into(),
+                    (&e.hash).into(),
+                ]);
             }
-            q.execute(&mut *conn).await?;
+            conn.execute(&sql, &args).await?;
         }
+        drop(args);
         self.pending.clear();
-        sqlx::query("UPDATE audit_heads SET seq = $2, hash = $3 WHERE workspace_id = $1")
-            .bind(&self.workspace_id)
-            .bind(self.seq)
-            .bind(&self.hash)
-            .execute(&mut *conn)
-            .await?;
+        conn.execute(
+            "UPDATE audit_heads SET seq = $2, hash = $3 WHERE workspace_id = $1",
+            &[
+                (&self.workspace_id).into(),
+                self.seq.into(),
+                (&self.hash).into(),
+            ],
+        )
+        .await?;
         Ok(())
     }
 }
@@ -162,15 +169,10 @@ fn event_from_row(row: &sqlx::any::AnyRow) -> Result<AuditEvent> {
 
 impl Store {
     /// Appends events in their own transaction (for changes that have no other writes).
+    ///
+    /// They go through the group-commit writer, so they share its transactions and fsyncs.
     pub async fn append_audit(&self, tenant: &Tenant, events: &[NewAuditEvent]) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        let mut chain = Chain::lock(&mut tx, tenant.workspace_id()).await?;
-        for e in events {
-            chain.append(e);
-        }
-        chain.save(&mut tx).await?;
-        tx.commit().await?;
-        Ok(())
+        self.writer.append(tenant.clone(), events.to_vec()).await
     }
 
     /// Events after `after_seq`, oldest first.

@@ -3,10 +3,11 @@
 use agentnexus_engine::{Channel, Effect, OnTimeout, Spend};
 use chrono::{DateTime, Datelike, Duration, Utc};
 use serde_json::{Value, json};
+use sqlx::Row;
 use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
 
 use crate::audit::Chain;
+use crate::exec::{Arg, Exec};
 use crate::{
     Evaluation, EvaluationFilter, NewAuditEvent, NewEvaluation, Recorded, Result, StageRecord,
     Status, Store, StoreError, Tenant, from_micros, micros,
@@ -29,67 +30,70 @@ pub(crate) struct Pending<'a> {
 const EVALUATIONS_PER_INSERT: usize = 32;
 
 impl<'a> Pending<'a> {
-    pub(crate) async fn flush(&mut self, conn: &mut AnyConnection) -> Result<()> {
+    pub(crate) async fn flush(&mut self, conn: &mut impl Exec) -> Result<()> {
+        let mut args = Vec::new();
         for rows in self.evaluations.chunks(EVALUATIONS_PER_INSERT) {
-            let values = crate::values_list(conn, 24, rows.len());
+            let values = crate::values_list(conn.is_sqlite(), 24, rows.len());
             let sql = format!(
                 "INSERT INTO evaluations (id, workspace_id, key_id, agent_id, action, resource, \
                  amount_cents, cost_cents, params, context, trace, idempotency_key, webhook_url, \
                  decision, status, reason, matched_rules, errors, approval, current_stage, \
                  policy_versions, proposal_hash, created_at, updated_at) VALUES {values}"
             );
-            let mut q = sqlx::query(&sql);
+            args.clear();
             for ev in rows {
                 let p = &ev.proposal;
-                q = q
-                    .bind(&ev.id)
-                    .bind(ev.tenant.workspace_id())
-                    .bind(ev.key_id.as_deref())
-                    .bind(&p.agent_id)
-                    .bind(&p.action)
-                    .bind(p.resource.as_deref())
-                    .bind(p.amount_cents)
-                    .bind(p.cost_cents)
-                    .bind(p.params.to_string())
-                    .bind(p.context.to_string())
-                    .bind(ev.trace.as_ref().map(Value::to_string))
-                    .bind(ev.idempotency_key.as_deref())
-                    .bind(ev.webhook_url.as_deref())
-                    .bind(ev.decision.as_str())
-                    .bind(Status::initial(ev.decision).as_str())
-                    .bind(&ev.reason)
-                    .bind(serde_json::to_string(&ev.matched_rules)?)
-                    .bind(serde_json::to_string(&ev.errors)?)
-                    .bind(ev.approval.as_ref().map(Value::to_string))
-                    .bind((!ev.stages.is_empty()).then_some(0i64))
-                    .bind(serde_json::to_string(&ev.policy_versions)?)
-                    .bind(&ev.proposal_hash)
-                    .bind(micros(ev.created_at))
+                args.extend([
+                    Arg::from(&ev.id),
+                    ev.tenant.workspace_id().into(),
+                    ev.key_id.as_deref().into(),
+                    (&p.agent_id).into(),
+                    (&p.action).into(),
+                    p.resource.as_deref().into(),
+                    p.amount_cents.into(),
+                    p.cost_cents.into(),
+                    p.params.to_string().into(),
+                    p.context.to_string().into(),
+                    ev.trace.as_ref().map(Value::to_string).into(),
+                    ev.idempotency_key.as_deref().into(),
+                    ev.webhook_url.as_deref().into(),
+                    ev.decision.as_str().into(),
+                    Status::initial(ev.decision).as_str().into(),
+                    (&ev.reason).into(),
+                    serde_json::to_string(&ev.matched_rules)?.into(),
+                    serde_json::to_string(&ev.errors)?.into(),
+                    ev.approval.as_ref().map(Value::to_string).into(),
+                    (!ev.stages.is_empty()).then_some(0i64).into(),
+                    serde_json::to_string(&ev.policy_versions)?.into(),
+                    (&ev.proposal_hash).into(),
+                    micros(ev.created_at).into(),
                     // updated_at starts as created_at.
-                    .bind(micros(ev.created_at));
+                    micros(ev.created_at).into(),
+                ]);
             }
-            q.execute(&mut *conn).await?;
+            conn.execute(&sql, &args).await?;
         }
         for ev in self.evaluations.iter().filter(|e| !e.stages.is_empty()) {
             for stage in ev.stage_records() {
-                sqlx::query(
+                conn.execute(
                     "INSERT INTO evaluation_stages (evaluation_id, idx, workspace_id, name, \
                      approvers, required, channels, timeout_secs, on_timeout, status, started_at, \
                      expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                    &[
+                        (&ev.id).into(),
+                        stage.index.into(),
+                        ev.tenant.workspace_id().into(),
+                        (&stage.name).into(),
+                        serde_json::to_string(&stage.approvers)?.into(),
+                        stage.required.into(),
+                        serde_json::to_string(&stage.channels)?.into(),
+                        stage.timeout_secs.into(),
+                        (&stage.on_timeout).into(),
+                        (&stage.status).into(),
+                        stage.started_at.map(micros).into(),
+                        stage.expires_at.map(micros).into(),
+                    ],
                 )
-                .bind(&ev.id)
-                .bind(stage.index)
-                .bind(ev.tenant.workspace_id())
-                .bind(&stage.name)
-                .bind(serde_json::to_string(&stage.approvers)?)
-                .bind(stage.required)
-                .bind(serde_json::to_string(&stage.channels)?)
-                .bind(stage.timeout_secs)
-                .bind(&stage.on_timeout)
-                .bind(&stage.status)
-                .bind(stage.started_at.map(micros))
-                .bind(stage.expires_at.map(micros))
-                .execute(&mut *conn)
                 .await?;
             }
         }
@@ -107,24 +111,26 @@ impl<'a> Pending<'a> {
         // One row per (workspace, agent, day): a statement may not update a row twice.
         let costs: Vec<_> = self.costs.iter().collect();
         for rows in costs.chunks(EVALUATIONS_PER_INSERT) {
-            let values = crate::values_list(conn, 5, rows.len());
+            let values = crate::values_list(conn.is_sqlite(), 5, rows.len());
             let sql = format!(
                 "INSERT INTO agent_costs (workspace_id, agent_id, day, cents, evaluations) \
                  VALUES {values} ON CONFLICT (workspace_id, agent_id, day) DO UPDATE SET \
                  cents = agent_costs.cents + excluded.cents, \
                  evaluations = agent_costs.evaluations + excluded.evaluations"
             );
-            let mut q = sqlx::query(&sql);
+            args.clear();
             for ((ws, agent, day), (cents, n)) in rows {
-                q = q
-                    .bind(*ws)
-                    .bind(*agent)
-                    .bind(day.as_str())
-                    .bind(*cents)
-                    .bind(*n);
+                args.extend([
+                    Arg::from(*ws),
+                    (*agent).into(),
+                    day.as_str().into(),
+                    (*cents).into(),
+                    (*n).into(),
+                ]);
             }
-            q.execute(&mut *conn).await?;
+            conn.execute(&sql, &args).await?;
         }
+        drop(args);
         self.evaluations.clear();
         self.links.clear();
         self.costs.clear();
@@ -136,7 +142,7 @@ impl<'a> Pending<'a> {
 /// Its audit event is appended to the chain now (hashing fixes its place), and its rows are
 /// written by [`Pending::flush`] before the chain is saved.
 pub(crate) async fn insert<'a>(
-    conn: &mut AnyConnection,
+    conn: &mut impl Exec,
     chain: &mut Chain,
     ev: &'a NewEvaluation,
     pending: &mut Pending<'a>,
@@ -144,40 +150,32 @@ pub(crate) async fn insert<'a>(
     let ws = ev.tenant.workspace_id();
     let now = micros(ev.created_at);
     if let Some(key) = &ev.idempotency_key {
-        let existing = sqlx::query(
-            "SELECT evaluation_id, created_at FROM idempotency_keys \
-             WHERE workspace_id = $1 AND key = $2",
-        )
-        .bind(ws)
-        .bind(key)
-        .fetch_optional(&mut *conn)
-        .await?;
+        let existing = conn
+            .fetch_optional(
+                "SELECT evaluation_id, created_at FROM idempotency_keys \
+                 WHERE workspace_id = $1 AND key = $2",
+                &[ws.into(), key.into()],
+            )
+            .await?;
+        let args = [ws.into(), key.into(), (&ev.id).into(), now.into()];
         match existing {
-            Some(row) if row.try_get::<i64, _>(1)? > micros(ev.created_at - IDEMPOTENCY_WINDOW) => {
-                return Ok(Recorded::Existing(row.try_get(0)?));
+            Some(row) if row.int(1)? > micros(ev.created_at - IDEMPOTENCY_WINDOW) => {
+                return Ok(Recorded::Existing(row.text(0)?));
             }
             Some(_) => {
-                sqlx::query(
+                conn.execute(
                     "UPDATE idempotency_keys SET evaluation_id = $3, created_at = $4 \
                      WHERE workspace_id = $1 AND key = $2",
+                    &args,
                 )
-                .bind(ws)
-                .bind(key)
-                .bind(&ev.id)
-                .bind(now)
-                .execute(&mut *conn)
                 .await?;
             }
             None => {
-                sqlx::query(
+                conn.execute(
                     "INSERT INTO idempotency_keys (workspace_id, key, evaluation_id, created_at) \
                      VALUES ($1, $2, $3, $4)",
+                    &args,
                 )
-                .bind(ws)
-                .bind(key)
-                .bind(&ev.id)
-                .bind(now)
-                .execute(&mut *conn)
                 .await?;
             }
         }

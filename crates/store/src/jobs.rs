@@ -181,8 +181,8 @@ async fn finish(
 }
 
 /// Writes a job in the caller's transaction.
-pub async fn enqueue(
-    conn: &mut AnyConnection,
+pub(crate) async fn enqueue(
+    conn: &mut impl crate::exec::Exec,
     workspace_id: &str,
     kind: JobKind,
     evaluation_id: Option<&str>,
@@ -190,17 +190,18 @@ pub async fn enqueue(
     now: DateTime<Utc>,
 ) -> Result<String> {
     let id = new_id("msg");
-    sqlx::query(
+    conn.execute(
         "INSERT INTO jobs (id, workspace_id, kind, evaluation_id, payload, status, attempts, \
          next_attempt_at, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'queued', 0, $6, $6, $6)",
+        &[
+            (&id).into(),
+            workspace_id.into(),
+            kind.as_str().into(),
+            evaluation_id.into(),
+            payload.to_string().into(),
+            micros(now).into(),
+        ],
     )
-    .bind(&id)
-    .bind(workspace_id)
-    .bind(kind.as_str())
-    .bind(evaluation_id)
-    .bind(payload.to_string())
-    .bind(micros(now))
-    .execute(&mut *conn)
     .await?;
     Ok(id)
 }

@@ -10,6 +10,7 @@ mod approvals;
 mod audit;
 mod channels;
 mod evaluations;
+mod exec;
 mod jobs;
 mod members;
 mod migrations;
@@ -65,6 +66,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the store is shutting down")]
     Closed,
+    /// Written, but making it durable failed: it was not acknowledged.
+    #[error("syncing the database: {0}")]
+    Sync(String),
 }
 
 impl StoreError {
@@ -228,7 +232,12 @@ impl Store {
             Backend::Postgres => None,
         };
         let jobs_ready = Arc::new(Notify::new());
-        let writer = writer::Handle::spawn(pool.clone(), config.writer, jobs_ready.clone());
+        let writer = writer::Handle::spawn(
+            pool.clone(),
+            config.writer,
+            sqlite_file.as_deref(),
+            jobs_ready.clone(),
+        )?;
         Ok(Store {
             pool,
             backend,
@@ -284,11 +293,10 @@ pub fn redact(url: &str) -> String {
 /// every parameter's name, and SQLite finds a name by scanning all the statement's named
 /// parameters, so `$N` made a 736-parameter INSERT quadratic (about 11,000 instructions per
 /// evaluation under callgrind). PostgreSQL needs `$N`.
-pub(crate) fn values_list(conn: &sqlx::AnyConnection, cols: usize, rows: usize) -> &'static str {
+pub(crate) fn values_list(sqlite: bool, cols: usize, rows: usize) -> &'static str {
     type Shapes = std::collections::HashMap<(bool, usize, usize), &'static str>;
     static SHAPES: std::sync::LazyLock<std::sync::Mutex<Shapes>> =
         std::sync::LazyLock::new(Default::default);
-    let sqlite = conn.backend_name() == <sqlx::Sqlite as sqlx::Database>::NAME;
     let mut shapes = SHAPES.lock().unwrap_or_else(|e| e.into_inner());
     shapes.entry((sqlite, cols, rows)).or_insert_with(|| {
         let group = |r: usize| {

@@ -1,17 +1,34 @@
-//! Group commit for evaluations: one task takes every evaluation waiting to be recorded,
-//! writes the lot in one transaction (evaluation, stages, idempotency key, cost, audit event
-//! for each) and answers each request only after that transaction has committed. Many
-//! evaluations share one fsync; none is acknowledged before its audit event is durable.
+//! Group commit for evaluations and audit events: one writer takes every evaluation waiting to
+//! be recorded (and every list of audit events to append), writes the lot in one transaction
+//! (evaluation, stages, idempotency key, cost, audit event for each) and answers each request
+//! only after that transaction is durable. Many evaluations share one fsync; none is
+//! acknowledged before its audit event is durable.
+//!
+//! On PostgreSQL the writer is a task on a pooled sqlx connection, and the commit syncs.
+//!
+//! On a SQLite file the writer is a thread of its own holding a rusqlite connection (see
+//! `exec` for why not sqlx there), and the fsync is moved off the write lock: the connection
+//! commits with `synchronous = NORMAL` (SQLite then writes the transaction to the WAL without
+//! syncing it), and a second thread calls `fdatasync` on the WAL before answering the batch. The
+//! next batch is written while the last one syncs, and one sync covers every batch written
+//! before it. This is what `synchronous = FULL` does at commit, minus the waiting: in WAL mode
+//! the two settings differ only in that sync (checkpoints sync the WAL and the database file
+//! under both), and an answer still waits for a sync that began after its transaction was in the
+//! WAL. Other connections can read a batch in the moment between its commit and its sync; any of
+//! them that then commits syncs the same WAL, so nothing they write can outlive it.
 
+use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyPool};
-use tokio::sync::{Mutex, Notify, mpsc, oneshot, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 
 use crate::audit::Chain;
-use crate::{NewEvaluation, Recorded, Result, StoreError};
+use crate::exec::Exec;
+use crate::{NewAuditEvent, NewEvaluation, Recorded, Result, StoreError, Tenant};
 
 #[derive(Debug, Clone)]
 pub struct WriterConfig {
@@ -30,155 +47,379 @@ impl Default for WriterConfig {
     }
 }
 
+/// What one caller asked the writer to write. Moved once, into the queue: not boxed.
+#[allow(clippy::large_enum_variant)]
+enum Entry {
+    Evaluation(NewEvaluation),
+    /// Events appended on their own (changes that write nothing else).
+    Audit(Tenant, Vec<NewAuditEvent>),
+}
+
+impl Entry {
+    fn tenant(&self) -> &Tenant {
+        match self {
+            Entry::Evaluation(ev) => &ev.tenant,
+            Entry::Audit(tenant, _) => tenant,
+        }
+    }
+}
+
+enum Reply {
+    Evaluation(oneshot::Sender<Result<Recorded>>),
+    Audit(oneshot::Sender<Result<()>>),
+}
+
 struct Job {
-    evaluation: NewEvaluation,
-    reply: oneshot::Sender<Result<Recorded>>,
+    entry: Entry,
+    reply: Reply,
+}
+
+#[allow(clippy::large_enum_variant)]
+enum Msg {
+    Job(Job),
+    /// Take nothing new; write what is queued, then end.
+    Stop,
 }
 
 #[derive(Clone)]
 pub(crate) struct Handle {
-    jobs: mpsc::Sender<Job>,
-    shutdown: watch::Sender<bool>,
-    task: Arc<Mutex<Option<JoinHandle<()>>>>,
+    jobs: mpsc::Sender<Msg>,
+    /// Fires when the writer has ended, everything queued written and answered.
+    ended: Arc<Mutex<Option<oneshot::Receiver<()>>>>,
 }
 
 impl Handle {
-    pub(crate) fn spawn(pool: AnyPool, config: WriterConfig, jobs_ready: Arc<Notify>) -> Handle {
+    /// `sqlite_file`: the SQLite database file, which gets the writer thread described above;
+    /// `None` for PostgreSQL (and SQLite in memory), which get the task.
+    pub(crate) fn spawn(
+        pool: AnyPool,
+        config: WriterConfig,
+        sqlite_file: Option<&Path>,
+        jobs_ready: Arc<Notify>,
+    ) -> Result<Handle> {
         let (jobs, rx) = mpsc::channel(config.queue.max(1));
-        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (ended_tx, ended) = oneshot::channel();
         let max_batch = config.max_batch.max(1);
-        let task = tokio::spawn(run(pool, rx, shutdown_rx, max_batch, jobs_ready));
-        Handle {
-            jobs,
-            shutdown,
-            task: Arc::new(Mutex::new(Some(task))),
+        match sqlite_file {
+            Some(file) => {
+                let writer = SqliteWriter::open(file)?;
+                let mut wal = file.as_os_str().to_owned();
+                wal.push("-wal");
+                let wal = PathBuf::from(wal);
+                std::thread::Builder::new()
+                    .name("anx-writer".into())
+                    .spawn(move || {
+                        sqlite_loop(writer, rx, max_batch, wal, jobs_ready);
+                        let _ = ended_tx.send(());
+                    })
+                    .map_err(|e| StoreError::Sync(format!("starting the writer: {e}")))?;
+            }
+            None => {
+                tokio::spawn(async move {
+                    let writer = SqlxWriter { pool, held: None };
+                    task_loop(writer, rx, max_batch, jobs_ready).await;
+                    let _ = ended_tx.send(());
+                });
+            }
         }
+        Ok(Handle {
+            jobs,
+            ended: Arc::new(Mutex::new(Some(ended))),
+        })
     }
 
     pub(crate) async fn record(&self, evaluation: NewEvaluation) -> Result<Recorded> {
         let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send(Job { evaluation, reply })
-            .await
-            .map_err(|_| StoreError::Closed)?;
+        let entry = Entry::Evaluation(evaluation);
+        self.send(entry, Reply::Evaluation(reply)).await?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Stops taking new evaluations, writes every queued one, and waits for the task.
+    pub(crate) async fn append(&self, tenant: Tenant, events: Vec<NewAuditEvent>) -> Result<()> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Entry::Audit(tenant, events), Reply::Audit(reply))
+            .await?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn send(&self, entry: Entry, reply: Reply) -> Result<()> {
+        self.jobs
+            .send(Msg::Job(Job { entry, reply }))
+            .await
+            .map_err(|_| StoreError::Closed)
+    }
+
+    /// Stops taking new evaluations, writes every queued one, and waits for the writer.
     pub(crate) async fn shutdown(&self) {
-        let _ = self.shutdown.send(true);
-        if let Some(task) = self.task.lock().await.take() {
-            let _ = task.await;
+        let _ = self.jobs.send(Msg::Stop).await;
+        if let Some(ended) = self.ended.lock().await.take() {
+            let _ = ended.await;
         }
     }
 }
 
-async fn run(
+/// Adds `first` and whatever else is queued, up to `max`, to the batch; a `Stop` closes the
+/// queue (what is already in it is still taken, then the receiver reports the end).
+fn fill(rx: &mut mpsc::Receiver<Msg>, batch: &mut Vec<Job>, first: Msg, max: usize) {
+    let mut next = Some(first);
+    while let Some(msg) = next {
+        match msg {
+            Msg::Job(job) => batch.push(job),
+            Msg::Stop => rx.close(),
+        }
+        if batch.len() >= max {
+            break;
+        }
+        next = rx.try_recv().ok();
+    }
+    // One lock order for every writer, so concurrent batches on PostgreSQL cannot deadlock.
+    batch.sort_by(|a, b| {
+        let workspace = |job: &Job| job.entry.tenant().workspace_id().to_owned();
+        workspace(a).cmp(&workspace(b))
+    });
+}
+
+/// A caller waiting, and what to tell it once the batch is durable.
+type Answer = (Reply, Result<Recorded>);
+
+/// Writes one batch in one transaction.
+trait Writer {
+    fn write(&mut self, entries: &[&Entry]) -> impl Future<Output = Result<Vec<Recorded>>>;
+}
+
+/// Writes the batch, or, when that fails, each evaluation on its own, so one bad evaluation
+/// does not fail the others. Returns what to answer; the batch is left empty.
+async fn write_batch(writer: &mut impl Writer, batch: &mut Vec<Job>) -> (Vec<Answer>, bool) {
+    metrics::histogram!("agentnexus_store_commit_batch_size").record(batch.len() as f64);
+    let queues_jobs = batch.iter().any(|j| match &j.entry {
+        Entry::Evaluation(ev) => ev.webhook_url.is_some() || !ev.notices.is_empty(),
+        Entry::Audit(..) => false,
+    });
+    let entries: Vec<&Entry> = batch.iter().map(|j| &j.entry).collect();
+    let written = writer.write(&entries).await;
+    drop(entries);
+    let answers = match written {
+        Ok(results) => batch
+            .drain(..)
+            .zip(results)
+            .map(|(job, result)| (job.reply, Ok(result)))
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, size = batch.len(), "batch write failed; retrying singly");
+            let mut answers = Vec::with_capacity(batch.len());
+            for job in batch.drain(..) {
+                let result = writer.write(&[&job.entry]).await.map(|mut r| r.remove(0));
+                answers.push((job.reply, result));
+            }
+            answers
+        }
+    };
+    (answers, queues_jobs)
+}
+
+fn answer(answers: Vec<Answer>, queues_jobs: bool, jobs_ready: &Notify) {
+    for (reply, result) in answers {
+        // A caller that went away (its request was dropped) needs no answer.
+        match reply {
+            Reply::Evaluation(reply) => drop(reply.send(result)),
+            Reply::Audit(reply) => drop(reply.send(result.map(|_| ()))),
+        }
+    }
+    // Wake this process's delivery worker for the jobs just committed.
+    if queues_jobs {
+        jobs_ready.notify_one();
+    }
+}
+
+/// What a batch writes, on either driver, inside a transaction the caller opened. An entry of
+/// audit events only is answered `Created` once written.
+async fn write_rows(conn: &mut impl Exec, entries: &[&Entry]) -> Result<Vec<Recorded>> {
+    let mut chains: Vec<Chain> = Vec::new();
+    let mut pending = crate::evaluations::Pending::default();
+    let mut results = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let ws = entry.tenant().workspace_id();
+        // Entries come sorted by workspace: lock each workspace's head once, in order.
+        if chains.last().is_none_or(|c| c.workspace_id() != ws) {
+            chains.push(Chain::lock(conn, ws).await?);
+        }
+        let chain = chains.last_mut().expect("locked above");
+        results.push(match entry {
+            Entry::Evaluation(ev) => {
+                crate::evaluations::insert(conn, chain, ev, &mut pending).await?
+            }
+            Entry::Audit(_, events) => {
+                for event in events {
+                    chain.append(event);
+                }
+                Recorded::Created
+            }
+        });
+    }
+    // Evaluations first: their audit events, stages and jobs refer to them.
+    pending.flush(conn).await?;
+    for chain in &mut chains {
+        chain.save(conn).await?;
+    }
+    Ok(results)
+}
+
+// --- PostgreSQL (and SQLite in memory): a task, sqlx, a commit that syncs ---
+
+struct SqlxWriter {
     pool: AnyPool,
-    mut rx: mpsc::Receiver<Job>,
-    mut shutdown: watch::Receiver<bool>,
+    /// One connection for every batch while it works; let go when a write fails, in case the
+    /// failure was the connection's.
+    held: Option<PoolConnection<Any>>,
+}
+
+impl Writer for SqlxWriter {
+    async fn write(&mut self, entries: &[&Entry]) -> Result<Vec<Recorded>> {
+        let conn = match &mut self.held {
+            Some(c) => c,
+            None => self.held.insert(self.pool.acquire().await?),
+        };
+        let result = async {
+            let mut tx = sqlx::Connection::begin(&mut **conn).await?;
+            let results = write_rows(&mut *tx, entries).await?;
+            tx.commit().await?;
+            Ok(results)
+        }
+        .await;
+        if result.is_err() {
+            self.held = None;
+        }
+        result
+    }
+}
+
+async fn task_loop(
+    mut writer: SqlxWriter,
+    mut rx: mpsc::Receiver<Msg>,
     max_batch: usize,
     jobs_ready: Arc<Notify>,
 ) {
-    let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
-    // One connection for every batch while it works: SQLite keeps a connection's page cache
-    // only while no other connection writes, so a warm one spares re-reading the pages every
-    // commit touches (index leaves, the tables' last pages).
-    let mut conn: Option<PoolConnection<Any>> = None;
-    loop {
-        let first = tokio::select! {
-            biased;
-            job = rx.recv() => job,
-            _ = shutdown.wait_for(|stop| *stop) => {
-                // Refuse new work; what is queued is still taken, then `recv` ends the loop.
-                rx.close();
-                continue;
-            }
+    let mut batch = Vec::with_capacity(max_batch);
+    while let Some(first) = rx.recv().await {
+        fill(&mut rx, &mut batch, first, max_batch);
+        if batch.is_empty() {
+            continue;
+        }
+        let (answers, queues_jobs) = write_batch(&mut writer, &mut batch).await;
+        answer(answers, queues_jobs, &jobs_ready);
+    }
+}
+
+// --- A SQLite file: a thread, rusqlite, and the WAL synced beside it ---
+
+struct SqliteWriter {
+    conn: rusqlite::Connection,
+}
+
+impl SqliteWriter {
+    fn open(file: &Path) -> Result<SqliteWriter> {
+        use rusqlite::OpenFlags;
+        let conn = rusqlite::Connection::open_with_flags(
+            file,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        // As the pool's connections (see `Store::open`), except `synchronous`: the syncing
+        // thread does what FULL would do at commit.
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
+             PRAGMA busy_timeout = 10000; PRAGMA temp_store = MEMORY;",
+        )?;
+        // Multi-row INSERTs come in a shape per batch size: keep them all prepared.
+        conn.set_prepared_statement_cache_capacity(256);
+        Ok(SqliteWriter { conn })
+    }
+}
+
+impl Writer for SqliteWriter {
+    async fn write(&mut self, entries: &[&Entry]) -> Result<Vec<Recorded>> {
+        // IMMEDIATE: take the write lock now (waiting out other writers under busy_timeout),
+        // not at the first write, where a stale read snapshot would fail without waiting.
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        let result = match write_rows(&mut self.conn, entries).await {
+            Ok(results) => self
+                .conn
+                .execute_batch("COMMIT")
+                .map(|()| results)
+                .map_err(StoreError::from),
+            Err(e) => Err(e),
         };
-        let Some(first) = first else { break };
-        batch.push(first);
-        while batch.len() < max_batch {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
+        if !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
         }
-        // One lock order for every writer, so concurrent batches on PostgreSQL cannot deadlock.
-        batch.sort_by(|a, b| {
-            a.evaluation
-                .tenant
-                .workspace_id()
-                .cmp(b.evaluation.tenant.workspace_id())
-        });
-        metrics::histogram!("agentnexus_store_commit_batch_size").record(batch.len() as f64);
-        let evaluations: Vec<&NewEvaluation> = batch.iter().map(|j| &j.evaluation).collect();
-        let queues_jobs = evaluations
-            .iter()
-            .any(|e| e.webhook_url.is_some() || !e.notices.is_empty());
-        match write(&pool, &mut conn, &evaluations).await {
-            Ok(results) => {
-                for (job, result) in batch.drain(..).zip(results) {
-                    let _ = job.reply.send(Ok(result));
-                }
-            }
-            Err(e) => {
-                // One bad evaluation must not fail the others: retry each on its own.
-                tracing::warn!(error = %e, size = batch.len(), "batch write failed; retrying singly");
-                for job in batch.drain(..) {
-                    let result = write(&pool, &mut conn, &[&job.evaluation])
-                        .await
-                        .map(|mut r| r.remove(0));
-                    let _ = job.reply.send(result);
-                }
-            }
-        }
-        // Wake this process's delivery worker for the jobs just committed.
-        if queues_jobs {
-            jobs_ready.notify_one();
-        }
+        result
     }
 }
 
-/// Writes a batch on the held connection (acquired when there is none); a connection whose
-/// write failed is let go, in case the failure was the connection's.
-async fn write(
-    pool: &AnyPool,
-    held: &mut Option<PoolConnection<Any>>,
-    evaluations: &[&NewEvaluation],
-) -> Result<Vec<Recorded>> {
-    let conn = match held {
-        Some(c) => c,
-        None => held.insert(pool.acquire().await?),
-    };
-    let result = write_on(conn, evaluations).await;
-    if result.is_err() {
-        *held = None;
+/// Runs a future that never waits (rusqlite's statements complete when called) to its end.
+fn now<F: Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    match future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
+        Poll::Ready(output) => output,
+        Poll::Pending => unreachable!("the SQLite writer's statements never wait"),
     }
-    result
 }
 
-async fn write_on(
-    conn: &mut PoolConnection<Any>,
-    evaluations: &[&NewEvaluation],
-) -> Result<Vec<Recorded>> {
-    let mut tx = sqlx::Connection::begin(&mut **conn).await?;
-    let mut chains: Vec<Chain> = Vec::new();
-    let mut pending = crate::evaluations::Pending::default();
-    let mut results = Vec::with_capacity(evaluations.len());
-    for ev in evaluations {
-        let ws = ev.tenant.workspace_id();
-        // Evaluations come sorted by workspace: lock each workspace's head once, in order.
-        if chains.last().is_none_or(|c| c.workspace_id() != ws) {
-            chains.push(Chain::lock(&mut tx, ws).await?);
+fn sqlite_loop(
+    mut writer: SqliteWriter,
+    mut rx: mpsc::Receiver<Msg>,
+    max_batch: usize,
+    wal: PathBuf,
+    jobs_ready: Arc<Notify>,
+) {
+    // A few batches may wait for the sync; then the writer waits too.
+    let (to_sync, synced) = std::sync::mpsc::sync_channel(4);
+    let syncer = std::thread::Builder::new()
+        .name("anx-wal-sync".into())
+        .spawn(move || sync_loop(&wal, synced, &jobs_ready))
+        .expect("starting the WAL syncing thread");
+    let mut batch = Vec::with_capacity(max_batch);
+    while let Some(first) = rx.blocking_recv() {
+        fill(&mut rx, &mut batch, first, max_batch);
+        if batch.is_empty() {
+            continue;
         }
-        let chain = chains.last_mut().expect("locked above");
-        results.push(crate::evaluations::insert(&mut tx, chain, ev, &mut pending).await?);
+        let written = now(write_batch(&mut writer, &mut batch));
+        if to_sync.send(written).is_err() {
+            // The syncing thread is gone (it panicked): nothing more can be made durable.
+            break;
+        }
     }
-    // Evaluations first: their audit events, stages and jobs refer to them.
-    pending.flush(&mut tx).await?;
-    for chain in &mut chains {
-        chain.save(&mut tx).await?;
+    drop(to_sync);
+    let _ = syncer.join();
+}
+
+/// Takes every batch committed since the last sync, syncs the WAL once, then answers them.
+fn sync_loop(
+    wal: &Path,
+    batches: std::sync::mpsc::Receiver<(Vec<Answer>, bool)>,
+    jobs_ready: &Notify,
+) {
+    let mut waiting = Vec::new();
+    while let Ok(first) = batches.recv() {
+        waiting.push(first);
+        waiting.extend(batches.try_iter());
+        // Opened for each sync, so it is always the file SQLite writes now.
+        let synced = std::fs::File::open(wal).and_then(|f| f.sync_data());
+        if let Err(e) = &synced {
+            tracing::error!(error = %e, wal = %wal.display(), "syncing the WAL failed");
+        }
+        for (answers, queues_jobs) in waiting.drain(..) {
+            let answers = answers
+                .into_iter()
+                .map(|(reply, result)| match &synced {
+                    Ok(()) => (reply, result),
+                    Err(e) => (reply, Err(StoreError::Sync(e.to_string()))),
+                })
+                .collect();
+            answer(answers, queues_jobs, jobs_ready);
+        }
     }
-    tx.commit().await?;
-    Ok(results)
 }

@@ -1,0 +1,231 @@
+//! The few statements the group-commit writer runs, over either of two drivers.
+//!
+//! Everything in the store goes through sqlx, except the writer on a SQLite file: sqlx's SQLite
+//! driver runs each connection on a thread of its own and hands every statement and every
+//! result across with a channel, so a batch's seven or so statements cost fourteen thread
+//! wake-ups plus sqlx's argument conversions — under `perf`, more of the writer's time than
+//! SQLite's own work. The writer there holds a rusqlite connection (the same SQLite library)
+//! on its own thread instead. What a batch writes is written once, generic over [`Exec`].
+
+use std::borrow::Cow;
+use std::future::Future;
+
+use sqlx::{AnyConnection, Row};
+
+use crate::{Result, StoreError};
+
+/// A value bound to a statement. NULLs are typed: PostgreSQL checks a parameter's type.
+#[derive(Debug, Clone)]
+pub(crate) enum Arg<'a> {
+    Int(Option<i64>),
+    Text(Option<Cow<'a, str>>),
+}
+
+impl From<i64> for Arg<'_> {
+    fn from(v: i64) -> Self {
+        Arg::Int(Some(v))
+    }
+}
+
+impl From<Option<i64>> for Arg<'_> {
+    fn from(v: Option<i64>) -> Self {
+        Arg::Int(v)
+    }
+}
+
+impl<'a> From<&'a str> for Arg<'a> {
+    fn from(v: &'a str) -> Self {
+        Arg::Text(Some(Cow::Borrowed(v)))
+    }
+}
+
+impl<'a> From<&'a String> for Arg<'a> {
+    fn from(v: &'a String) -> Self {
+        Arg::Text(Some(Cow::Borrowed(v)))
+    }
+}
+
+impl From<String> for Arg<'_> {
+    fn from(v: String) -> Self {
+        Arg::Text(Some(Cow::Owned(v)))
+    }
+}
+
+impl<'a> From<Option<&'a str>> for Arg<'a> {
+    fn from(v: Option<&'a str>) -> Self {
+        Arg::Text(v.map(Cow::Borrowed))
+    }
+}
+
+impl From<Option<String>> for Arg<'_> {
+    fn from(v: Option<String>) -> Self {
+        Arg::Text(v.map(Cow::Owned))
+    }
+}
+
+/// One column of a row read back.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Cell {
+    Int(i64),
+    Text(String),
+    Null,
+}
+
+#[derive(Debug)]
+pub(crate) struct Cells(Vec<Cell>);
+
+impl Cells {
+    pub(crate) fn int(&self, i: usize) -> Result<i64> {
+        match self.0.get(i) {
+            Some(Cell::Int(v)) => Ok(*v),
+            other => Err(StoreError::Corrupt(format!(
+                "column {i}: {other:?}, not an integer"
+            ))),
+        }
+    }
+
+    pub(crate) fn text(&self, i: usize) -> Result<String> {
+        match self.0.get(i) {
+            Some(Cell::Text(v)) => Ok(v.clone()),
+            other => Err(StoreError::Corrupt(format!(
+                "column {i}: {other:?}, not text"
+            ))),
+        }
+    }
+}
+
+/// A connection inside a transaction that the writer's statements run on.
+pub(crate) trait Exec: Send {
+    /// SQLite takes anonymous `?` parameters in long statements (see `values_list`).
+    fn is_sqlite(&self) -> bool;
+
+    fn execute(&mut self, sql: &str, args: &[Arg<'_>]) -> impl Future<Output = Result<u64>> + Send;
+
+    fn fetch_optional(
+        &mut self,
+        sql: &str,
+        args: &[Arg<'_>],
+    ) -> impl Future<Output = Result<Option<Cells>>> + Send;
+}
+
+fn bind_all<'q>(
+    mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    args: &'q [Arg<'_>],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    for a in args {
+        q = match a {
+            Arg::Int(v) => q.bind(*v),
+            Arg::Text(v) => q.bind(v.as_deref()),
+        };
+    }
+    q
+}
+
+impl Exec for AnyConnection {
+    fn is_sqlite(&self) -> bool {
+        self.backend_name() == <sqlx::Sqlite as sqlx::Database>::NAME
+    }
+
+    async fn execute(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<u64> {
+        let done = bind_all(sqlx::query(sql), args).execute(&mut *self).await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn fetch_optional(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<Option<Cells>> {
+        let Some(row) = bind_all(sqlx::query(sql), args)
+            .fetch_optional(&mut *self)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let cells = (0..row.len())
+            .map(|i| {
+                if let Ok(v) = row.try_get::<Option<i64>, _>(i) {
+                    Ok(v.map_or(Cell::Null, Cell::Int))
+                } else {
+                    let v: Option<String> = row.try_get(i)?;
+                    Ok(v.map_or(Cell::Null, Cell::Text))
+                }
+            })
+            .collect::<Result<_>>()?;
+        Ok(Some(Cells(cells)))
+    }
+}
+
+impl Exec for sqlx::Transaction<'_, sqlx::Any> {
+    fn is_sqlite(&self) -> bool {
+        (**self).is_sqlite()
+    }
+
+    fn execute(&mut self, sql: &str, args: &[Arg<'_>]) -> impl Future<Output = Result<u64>> + Send {
+        (**self).execute(sql, args)
+    }
+
+    fn fetch_optional(
+        &mut self,
+        sql: &str,
+        args: &[Arg<'_>],
+    ) -> impl Future<Output = Result<Option<Cells>>> + Send {
+        (**self).fetch_optional(sql, args)
+    }
+}
+
+/// Binds by position, or by name where the statement numbers its parameters `$1`, `$2`, …
+/// (SQLite numbers named parameters in order of first appearance, not by their digits).
+fn bind_rusqlite(stmt: &mut rusqlite::CachedStatement<'_>, args: &[Arg<'_>]) -> Result<()> {
+    let named = stmt.parameter_name(1).is_some_and(|n| n.starts_with('$'));
+    for (i, a) in args.iter().enumerate() {
+        let index = if named {
+            stmt.parameter_index(&format!("${}", i + 1))?
+                .ok_or_else(|| StoreError::Corrupt(format!("no parameter ${}", i + 1)))?
+        } else {
+            i + 1
+        };
+        match a {
+            Arg::Int(v) => stmt.raw_bind_parameter(index, v)?,
+            Arg::Text(v) => stmt.raw_bind_parameter(index, v.as_deref())?,
+        }
+    }
+    Ok(())
+}
+
+// rusqlite never waits: these futures are ready when first polled (see `writer::now`).
+impl Exec for rusqlite::Connection {
+    fn is_sqlite(&self) -> bool {
+        true
+    }
+
+    async fn execute(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<u64> {
+        let mut stmt = self.prepare_cached(sql)?;
+        bind_rusqlite(&mut stmt, args)?;
+        Ok(stmt.raw_execute()? as u64)
+    }
+
+    async fn fetch_optional(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<Option<Cells>> {
+        let mut stmt = self.prepare_cached(sql)?;
+        bind_rusqlite(&mut stmt, args)?;
+        let columns = stmt.column_count();
+        let mut rows = stmt.raw_query();
+        let Some(row) = rows.next()? else {
+            return Ok(None);
+        };
+        let cells = (0..columns)
+            .map(|i| {
+                Ok(match row.get_ref(i)? {
+                    rusqlite::types::ValueRef::Integer(v) => Cell::Int(v),
+                    rusqlite::types::ValueRef::Text(t) => {
+                        Cell::Text(String::from_utf8_lossy(t).into_owned())
+                    }
+                    rusqlite::types::ValueRef::Null => Cell::Null,
+                    other => {
+                        return Err(StoreError::Corrupt(format!(
+                            "unexpected {:?}",
+                            other.data_type()
+                        )));
+                    }
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Some(Cells(cells)))
+    }
+}
