@@ -212,6 +212,10 @@ impl Store {
                         // deleted on every commit: that file was half of a commit's time
                         // (strace), and evaluate's throughput doubled without it.
                         conn.execute("PRAGMA temp_store = MEMORY").await?;
+                        conn.execute(
+                            format!("PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT}").as_str(),
+                        )
+                        .await?;
                     }
                     Ok(())
                 })
@@ -273,6 +277,13 @@ impl Store {
         &self.pool
     }
 }
+
+/// WAL frames (pages) after which a committing SQLite connection copies the WAL into the
+/// database file. The pages every commit rewrites (index leaves, the tables' last pages) are
+/// copied once per checkpoint, so fewer, longer checkpoints write less: against SQLite's 1,000,
+/// evaluate went from 15,308 / 15,509 to 16,611 / 17,819 req/s (alternating runs), p99 5–10 ms
+/// to 7–8 ms; 16,000 gave no more and a p99 of 16–17 ms. The WAL grows to about 16 MB.
+pub(crate) const WAL_AUTOCHECKPOINT: u32 = 4000;
 
 /// A database URL with its password hidden, for messages and logs.
 pub fn redact(url: &str) -> String {

@@ -325,10 +325,12 @@ impl SqliteWriter {
         )?;
         // As the pool's connections (see `Store::open`), except `synchronous`: the syncing
         // thread does what FULL would do at commit.
-        conn.execute_batch(
+        conn.execute_batch(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
-             PRAGMA busy_timeout = 10000; PRAGMA temp_store = MEMORY;",
-        )?;
+             PRAGMA busy_timeout = 10000; PRAGMA temp_store = MEMORY; \
+             PRAGMA wal_autocheckpoint = {};",
+            crate::WAL_AUTOCHECKPOINT
+        ))?;
         // Multi-row INSERTs come in a shape per batch size: keep them all prepared.
         conn.set_prepared_statement_cache_capacity(256);
         Ok(SqliteWriter { conn })
