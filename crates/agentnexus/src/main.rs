@@ -389,3 +389,17 @@ fn init_logging() {
         builder.json().flatten_event(true).init();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::worker_threads;
+
+    #[test]
+    fn sqlite_leaves_the_writer_a_core() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(worker_threads("sqlite://a.db", None), (cores - 1).max(1));
+        assert_eq!(worker_threads("postgres://h/db", None), cores);
+        assert_eq!(worker_threads("sqlite://a.db", Some(3)), 3);
+        assert_eq!(worker_threads("postgres://h/db", Some(0)), 1);
+    }
+}

@@ -608,3 +608,89 @@ both_backends!(members_and_stages_from_the_cli, |backend| async move {
     std::fs::remove_dir_all(&dir).unwrap();
     db.drop_database().await;
 });
+
+both_backends!(
+    acknowledged_evaluations_survive_sigkill,
+    |backend| async move {
+        let db = TestDatabase::new(backend).await;
+        let dir = scratch();
+        let mut server = serve(&db, &dir);
+        let key = server
+            .stdout
+            .iter()
+            .find_map(|l| l.trim().strip_prefix("admin key: "))
+            .unwrap()
+            .to_owned();
+        let client = reqwest::Client::new();
+        // Sixteen clients evaluating as fast as they can, so the kill lands while batches are
+        // being written and synced; each keeps the ids it was answered with.
+        let mut clients = Vec::new();
+        for c in 0..16 {
+            let (client, key, url) = (client.clone(), key.clone(), server.url.clone());
+            clients.push(tokio::spawn(async move {
+                let mut acknowledged = Vec::new();
+                for i in 0.. {
+                    let sent = client
+                        .post(format!("{url}/api/v1/evaluate"))
+                        .bearer_auth(&key)
+                        .json(
+                            &json!({"agent_id": format!("agent-{c}"), "action": format!("act{i}")}),
+                        )
+                        .send()
+                        .await;
+                    let Ok(response) = sent else { break };
+                    let Ok(body) = response.json::<Value>().await else {
+                        break;
+                    };
+                    acknowledged.push(body["evaluation_id"].as_str().unwrap().to_owned());
+                }
+                acknowledged
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        Command::new("kill")
+            .args(["-KILL", &server.child.id().to_string()])
+            .status()
+            .unwrap();
+        server.child.wait().unwrap();
+        let mut acknowledged = Vec::new();
+        for c in clients {
+            acknowledged.extend(c.await.unwrap());
+        }
+        assert!(
+            acknowledged.len() >= 50,
+            "{} evaluations",
+            acknowledged.len()
+        );
+
+        // Every evaluation that was answered is there after a restart, and the chain verifies
+        // with one event per evaluation at least.
+        let mut server = serve(&db, &dir);
+        for id in &acknowledged {
+            let r = client
+                .get(format!("{}/api/v1/evaluations/{id}", server.url))
+                .bearer_auth(&key)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{id} was acknowledged, then lost");
+        }
+        let v: Value = client
+            .get(format!("{}/api/v1/audit/verify", server.url))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v["ok"], true, "{v}");
+        assert!(
+            v["events"].as_i64().unwrap() >= acknowledged.len() as i64,
+            "{v}"
+        );
+        assert!(terminate(&mut server).success());
+        std::fs::remove_dir_all(&dir).unwrap();
+        db.drop_database().await;
+    }
+);

@@ -228,10 +228,17 @@ both_backends!(
         );
         let mut again = evaluation(&tenant, "bot", Some("refund-ch_1"));
         again.created_at = later;
+        let again_id = again.id.clone();
         assert_eq!(
             store.record_evaluation(again).await.unwrap(),
             Recorded::Created
         );
+        // And now names the new evaluation (the key's row was updated, not left alone).
+        let found = store
+            .idempotent_evaluation(&tenant, "refund-ch_1", later)
+            .await
+            .unwrap();
+        assert_eq!(found.as_deref(), Some(again_id.as_str()));
         // One audit event per created evaluation, none for the replays.
         assert_eq!(head(&store.verify_audit(&tenant).await.unwrap()).0, 3 + 2);
         store.close().await;
