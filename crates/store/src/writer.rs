@@ -112,7 +112,7 @@ impl Handle {
                         sqlite_loop(writer, rx, max_batch, wal, jobs_ready);
                         let _ = ended_tx.send(());
                     })
-                    .map_err(|e| StoreError::Sync(format!("starting the writer: {e}")))?;
+                    .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
             }
             None => {
                 tokio::spawn(async move {
@@ -174,8 +174,8 @@ fn fill(rx: &mut mpsc::Receiver<Msg>, batch: &mut Vec<Job>, first: Msg, max: usi
     }
     // One lock order for every writer, so concurrent batches on PostgreSQL cannot deadlock.
     batch.sort_by(|a, b| {
-        let workspace = |job: &Job| job.entry.tenant().workspace_id().to_owned();
-        workspace(a).cmp(&workspace(b))
+        let (a, b) = (a.entry.tenant(), b.entry.tenant());
+        a.workspace_id().cmp(b.workspace_id())
     });
 }
 
