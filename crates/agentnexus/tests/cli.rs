@@ -313,6 +313,46 @@ fn serve_with(db: &TestDatabase, dir: &Path, env: &[(&str, &str)]) -> Server {
     }
 }
 
+/// The admin key a first start prints.
+fn admin_key(server: &Server) -> String {
+    server
+        .stdout
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("admin key: "))
+        .expect("the admin key is printed")
+        .to_owned()
+}
+
+/// Asserts that every acknowledged evaluation is stored and the chain verifies; returns the
+/// chain's length.
+async fn assert_recorded(
+    client: &reqwest::Client,
+    server: &Server,
+    key: &str,
+    acknowledged: &[String],
+) -> i64 {
+    for id in acknowledged {
+        let r = client
+            .get(format!("{}/api/v1/evaluations/{id}", server.url))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{id} was acknowledged but is missing");
+    }
+    let v: Value = client
+        .get(format!("{}/api/v1/audit/verify", server.url))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    v["events"].as_i64().unwrap()
+}
+
 fn terminate(server: &mut Server) -> std::process::ExitStatus {
     let status = Command::new("kill")
         .args(["-TERM", &server.child.id().to_string()])
@@ -341,12 +381,7 @@ both_backends!(
         let text = server.stdout.join("\n");
         assert!(text.contains("bootstrapped workspace `default`"), "{text}");
         assert!(text.contains("owner:     boss@example.com"));
-        let key = server
-            .stdout
-            .iter()
-            .find_map(|l| l.trim().strip_prefix("admin key: "))
-            .expect("the admin key is printed")
-            .to_owned();
+        let key = admin_key(&server);
         assert!(
             text.contains("password:  "),
             "a generated password is printed once"
@@ -407,27 +442,8 @@ both_backends!(
             "bootstrap happens once: {:?}",
             server.stdout
         );
-        for id in &acknowledged {
-            let r = client
-                .get(format!("{}/api/v1/evaluations/{id}", server.url))
-                .bearer_auth(&key)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 200, "{id} was acknowledged but is missing");
-        }
-        let v: Value = client
-            .get(format!("{}/api/v1/audit/verify", server.url))
-            .bearer_auth(&key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert_eq!(v["ok"], true, "{v}");
         assert_eq!(
-            v["events"].as_i64().unwrap(),
+            assert_recorded(&client, &server, &key, &acknowledged).await,
             3 + acknowledged.len() as i64,
             "one audit event per acknowledged evaluation"
         );
@@ -465,12 +481,7 @@ both_backends!(queued_webhooks_survive_sigkill, |backend| async move {
         ("AGENTNEXUS_RETRY_BASE_MS", "8000"),
     ];
     let mut server = serve_with(&db, &dir, &env);
-    let key = server
-        .stdout
-        .iter()
-        .find_map(|l| l.trim().strip_prefix("admin key: "))
-        .unwrap()
-        .to_owned();
+    let key = admin_key(&server);
     let client = reqwest::Client::new();
     let get = |url: String| {
         let (client, key) = (client.clone(), key.clone());
@@ -615,12 +626,7 @@ both_backends!(
         let db = TestDatabase::new(backend).await;
         let dir = scratch();
         let mut server = serve(&db, &dir);
-        let key = server
-            .stdout
-            .iter()
-            .find_map(|l| l.trim().strip_prefix("admin key: "))
-            .unwrap()
-            .to_owned();
+        let key = admin_key(&server);
         let client = reqwest::Client::new();
         // Sixteen clients evaluating as fast as they can, so the kill lands while batches are
         // being written and synced; each keeps the ids it was answered with.
@@ -666,29 +672,8 @@ both_backends!(
         // Every evaluation that was answered is there after a restart, and the chain verifies
         // with one event per evaluation at least.
         let mut server = serve(&db, &dir);
-        for id in &acknowledged {
-            let r = client
-                .get(format!("{}/api/v1/evaluations/{id}", server.url))
-                .bearer_auth(&key)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 200, "{id} was acknowledged, then lost");
-        }
-        let v: Value = client
-            .get(format!("{}/api/v1/audit/verify", server.url))
-            .bearer_auth(&key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert_eq!(v["ok"], true, "{v}");
-        assert!(
-            v["events"].as_i64().unwrap() >= acknowledged.len() as i64,
-            "{v}"
-        );
+        let events = assert_recorded(&client, &server, &key, &acknowledged).await;
+        assert!(events >= acknowledged.len() as i64, "{events} events");
         assert!(terminate(&mut server).success());
         std::fs::remove_dir_all(&dir).unwrap();
         db.drop_database().await;
