@@ -1,7 +1,9 @@
 //! Storage for AgentNexus: one implementation over SQLite and PostgreSQL.
 //!
 //! Both backends run the same SQL through sqlx's `Any` driver; where the dialects differ
-//! (migrations, pragmas) the difference is isolated in [`Backend`]. Every tenant-owned read
+//! (migrations, pragmas) the difference is isolated in [`Backend`]. Two SQLite paths step
+//! outside sqlx onto rusqlite, for measured costs: the group-commit writer (`writer`, over the
+//! `exec::Exec` trait it shares with PostgreSQL) and audit verification. Every tenant-owned read
 //! or write takes a [`Tenant`], which only this crate can mint, so there is no way to query
 //! a workspace's data without having resolved it from a key or a name first.
 #![forbid(unsafe_code)]
