@@ -23,6 +23,8 @@ pub(crate) struct Chain {
     workspace_id: String,
     seq: i64,
     hash: String,
+    /// The seq up to which this workspace's evaluations are in `evaluation_index`.
+    indexed: i64,
     /// Events hashed but not yet written: `save` writes them with the head, many rows per
     /// statement.
     pending: Vec<Pending>,
@@ -43,16 +45,22 @@ struct Pending {
 /// limits, and few enough distinct statements for the prepared-statement cache.
 const ROWS_PER_INSERT: usize = 64;
 
+/// How far the chain may run ahead of `evaluation_index` before `save` catches the index up.
+/// Every commit used to write an index leaf per distinct agent and status; caught up in bulk,
+/// a leaf takes many entries at once. Lists read at most this many tail events besides.
+pub(crate) const INDEX_EVERY: i64 = 128;
+
 impl Chain {
     pub(crate) fn workspace_id(&self) -> &str {
         &self.workspace_id
     }
 
-    fn at(workspace_id: &str, seq: i64, hash: String) -> Chain {
+    fn at(workspace_id: &str, seq: i64, hash: String, indexed: i64) -> Chain {
         Chain {
             workspace_id: workspace_id.to_owned(),
             seq,
             hash,
+            indexed,
             pending: Vec::new(),
         }
     }
@@ -60,12 +68,18 @@ impl Chain {
     pub(crate) async fn lock(conn: &mut impl Exec, workspace_id: &str) -> Result<Chain> {
         let row = conn
             .fetch_optional(
-                "UPDATE audit_heads SET seq = seq WHERE workspace_id = $1 RETURNING seq, hash",
+                "UPDATE audit_heads SET seq = seq WHERE workspace_id = $1 \
+                 RETURNING seq, hash, indexed_seq",
                 &[workspace_id.into()],
             )
             .await?
             .ok_or(StoreError::NotFound)?;
-        Ok(Chain::at(workspace_id, row.int(0)?, row.text(1)?))
+        Ok(Chain::at(
+            workspace_id,
+            row.int(0)?,
+            row.text(1)?,
+            row.int(2)?,
+        ))
     }
 
     /// The head row every workspace starts with.
@@ -75,7 +89,7 @@ impl Chain {
             &[workspace_id.into(), GENESIS_HASH.into()],
         )
         .await?;
-        Ok(Chain::at(workspace_id, 0, GENESIS_HASH.to_owned()))
+        Ok(Chain::at(workspace_id, 0, GENESIS_HASH.to_owned(), 0))
     }
 
     /// Gives the event its seq and hashes; it is written by `save`, in the same transaction.
@@ -136,12 +150,27 @@ impl Chain {
         }
         drop(args);
         self.pending.clear();
+        if self.seq - self.indexed >= INDEX_EVERY {
+            // The evaluations these events created are written by now (the writer writes
+            // evaluations before their events), so every one of them is found here.
+            conn.execute(
+                "INSERT INTO evaluation_index (workspace_id, id, agent_id, status) \
+                 SELECT e.workspace_id, e.id, e.agent_id, e.status \
+                 FROM audit_events a JOIN evaluations e ON e.id = a.evaluation_id \
+                 WHERE a.workspace_id = $1 AND a.seq > $2 AND a.type = 'evaluation.created' \
+                 ON CONFLICT DO NOTHING",
+                &[(&self.workspace_id).into(), self.indexed.into()],
+            )
+            .await?;
+            self.indexed = self.seq;
+        }
         conn.execute(
-            "UPDATE audit_heads SET seq = $2, hash = $3 WHERE workspace_id = $1",
+            "UPDATE audit_heads SET seq = $2, hash = $3, indexed_seq = $4 WHERE workspace_id = $1",
             &[
                 (&self.workspace_id).into(),
                 self.seq.into(),
                 (&self.hash).into(),
+                self.indexed.into(),
             ],
         )
         .await?;

@@ -444,31 +444,40 @@ impl Store {
     }
 
     /// Evaluations newest first, filtered; stages are not loaded.
+    ///
+    /// They are found in `evaluation_index` and, for the newest few that the index has not
+    /// caught up with, in the tail of the workspace's audit chain; the filters are applied to
+    /// the evaluations themselves too, so both give the same answer.
     pub async fn evaluations(
         &self,
         tenant: &Tenant,
         filter: &EvaluationFilter,
     ) -> Result<Vec<Evaluation>> {
-        let mut sql =
-            format!("SELECT {EVALUATION_COLUMNS} FROM evaluations WHERE workspace_id = $1");
+        let mut filters = String::new();
         let mut n = 1;
-        let mut clause = |sql: &mut String, column: &str, op: &str| {
+        let mut clause = |column: &str, op: &str| {
             n += 1;
-            sql.push_str(&format!(" AND {column} {op} ${n}"));
+            filters.push_str(&format!(" AND {column} {op} ${n}"));
         };
         if filter.status.is_some() {
-            clause(&mut sql, "status", "=");
+            clause("status", "=");
         }
         if filter.agent_id.is_some() {
-            clause(&mut sql, "agent_id", "=");
+            clause("agent_id", "=");
         }
         if filter.before.is_some() {
-            clause(&mut sql, "id", "<");
+            clause("id", "<");
         }
-        sql.push_str(&format!(
-            " ORDER BY id DESC LIMIT {}",
-            filter.limit.clamp(1, 500)
-        ));
+        let limit = filter.limit.clamp(1, 500);
+        let sql = format!(
+            "SELECT {EVALUATION_COLUMNS} FROM evaluations WHERE workspace_id = $1{filters} \
+             AND id IN (SELECT id FROM (SELECT id FROM evaluation_index \
+             WHERE workspace_id = $1{filters} ORDER BY id DESC LIMIT {limit}) AS listed \
+             UNION ALL SELECT evaluation_id FROM audit_events WHERE workspace_id = $1 \
+             AND type = 'evaluation.created' \
+             AND seq > (SELECT indexed_seq FROM audit_heads WHERE workspace_id = $1)) \
+             ORDER BY id DESC LIMIT {limit}"
+        );
         let mut q = sqlx::query(&sql).bind(tenant.workspace_id());
         if let Some(s) = filter.status {
             q = q.bind(s.as_str());

@@ -34,19 +34,38 @@ const SHARED: &[Embedded] = &[
         "channels",
         include_str!("../migrations/0005_channels.sql"),
     ),
+    (
+        6,
+        "evaluation index",
+        include_str!("../migrations/0006_evaluation_index.sql"),
+    ),
 ];
 
-const SQLITE: &[Embedded] = &[(
-    2,
-    "append only",
-    include_str!("../migrations/sqlite/0002_append_only.sql"),
-)];
+const SQLITE: &[Embedded] = &[
+    (
+        2,
+        "append only",
+        include_str!("../migrations/sqlite/0002_append_only.sql"),
+    ),
+    (
+        7,
+        "evaluation index status",
+        include_str!("../migrations/sqlite/0007_evaluation_index_status.sql"),
+    ),
+];
 
-const POSTGRES: &[Embedded] = &[(
-    2,
-    "append only",
-    include_str!("../migrations/postgres/0002_append_only.sql"),
-)];
+const POSTGRES: &[Embedded] = &[
+    (
+        2,
+        "append only",
+        include_str!("../migrations/postgres/0002_append_only.sql"),
+    ),
+    (
+        7,
+        "evaluation index status",
+        include_str!("../migrations/postgres/0007_evaluation_index_status.sql"),
+    ),
+];
 
 type Embedded = (i64, &'static str, &'static str);
 

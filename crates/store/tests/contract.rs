@@ -410,6 +410,129 @@ both_backends!(
 );
 
 both_backends!(
+    evaluation_lists_read_the_index_and_the_chain_tail_alike,
+    |backend| async move {
+        let db = TestDatabase::new(backend).await;
+        let store = open(&db).await;
+        let tenant = workspace(&store, "acme").await;
+        let policy = compile_policy(
+            "name: p\nrules:\n  - id: r\n    effect: require_approval\n    approval:\n      stages:\n        - {name: ops, approvers: [role:ops], timeout: 30m, on_timeout: reject}\n",
+            Format::Yaml,
+        )
+        .unwrap();
+        let pending = |agent: &str| {
+            let mut ev = evaluation(&tenant, agent, None);
+            ev.decision = Effect::RequireApproval;
+            ev.stages = policy.document.rules[0].approval.clone().unwrap().stages;
+            ev
+        };
+        let list = |status: Option<Status>, agent: Option<&str>, before: Option<&str>, limit| {
+            let filter = agentnexus_store::EvaluationFilter {
+                status,
+                agent_id: agent.map(str::to_owned),
+                before: before.map(str::to_owned),
+                limit,
+            };
+            let store = &store;
+            let tenant = &tenant;
+            async move {
+                let page = store.evaluations(tenant, &filter).await.unwrap();
+                page.into_iter().map(|e| e.id).collect::<Vec<_>>()
+            }
+        };
+
+        // One pending evaluation, then enough others (agents a and b) that the index catches
+        // up past it, then one more pending at the tail.
+        let old = pending("approver");
+        let old_id = old.id.clone();
+        store.record_evaluation(old).await.unwrap();
+        let mut by_agent: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for i in 0..600 {
+            let agent = if i % 2 == 0 { "a" } else { "b" };
+            let ev = evaluation(&tenant, agent, None);
+            by_agent.entry(agent).or_default().push(ev.id.clone());
+            store.record_evaluation(ev).await.unwrap();
+        }
+        let new = pending("approver");
+        let new_id = new.id.clone();
+        store.record_evaluation(new).await.unwrap();
+
+        // The index holds the first evaluations, not the last (so both halves are read).
+        let indexed: Vec<String> = sqlx::query_scalar("SELECT id FROM evaluation_index")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+        assert!(indexed.len() > 500, "{} indexed", indexed.len());
+        assert!(indexed.contains(&old_id));
+        assert!(!indexed.contains(&new_id));
+
+        let newest_first = |mut ids: Vec<String>| {
+            ids.sort_unstable_by(|a, b| b.cmp(a));
+            ids
+        };
+        for (agent, ids) in &by_agent {
+            assert_eq!(ids.len(), 300);
+            let expected = newest_first(ids.clone());
+            assert_eq!(list(None, Some(agent), None, 500).await, expected);
+            // Page by page, each evaluation once.
+            let mut paged = Vec::new();
+            let mut before: Option<String> = None;
+            loop {
+                let page = list(None, Some(agent), before.as_deref(), 70).await;
+                before = page.last().cloned();
+                paged.extend(page);
+                if before.is_none() {
+                    break;
+                }
+            }
+            assert_eq!(paged, expected);
+        }
+        let everything = newest_first(
+            by_agent
+                .values()
+                .flatten()
+                .cloned()
+                .chain([old_id.clone(), new_id.clone()])
+                .collect(),
+        );
+        assert_eq!(list(None, None, None, 25).await, everything[..25]);
+        assert_eq!(
+            list(None, None, Some(&everything[400]), 500).await,
+            everything[401..]
+        );
+        let both = newest_first(vec![old_id.clone(), new_id.clone()]);
+        assert_eq!(list(Some(Status::Pending), None, None, 10).await, both);
+        assert_eq!(
+            list(Some(Status::Pending), Some("a"), None, 10).await,
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            list(Some(Status::Allowed), Some("b"), None, 500).await,
+            newest_first(by_agent["b"].clone())
+        );
+
+        // A status change reaches the index (old) as it reaches the tail (new).
+        let later = Utc::now() + Duration::hours(1);
+        let due = store.due_stages(later, 10).await.unwrap();
+        assert_eq!(due.len(), 2);
+        for d in &due {
+            assert!(store.expire_stage(d, vec![], later).await.unwrap());
+        }
+        assert_eq!(
+            list(Some(Status::Pending), None, None, 10).await,
+            Vec::<String>::new()
+        );
+        assert_eq!(list(Some(Status::Expired), None, None, 10).await, both);
+        assert_eq!(
+            list(Some(Status::Expired), Some("approver"), None, 1).await,
+            both[..1]
+        );
+        store.close().await;
+        db.drop_database().await;
+    }
+);
+
+both_backends!(
     jobs_are_claimed_once_and_leases_expire,
     |backend| async move {
         let db = TestDatabase::new(backend).await;
