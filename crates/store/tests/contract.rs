@@ -60,6 +60,21 @@ fn evaluation(tenant: &Tenant, agent: &str, idempotency_key: Option<&str>) -> Ne
     }
 }
 
+/// An evaluation waiting for approval through the stages given (YAML list items).
+fn pending_evaluation(tenant: &Tenant, agent: &str, stages: &str) -> NewEvaluation {
+    let policy = compile_policy(
+        &format!(
+            "name: p\nrules:\n  - id: r\n    effect: require_approval\n    approval:\n      stages:\n{stages}"
+        ),
+        Format::Yaml,
+    )
+    .unwrap();
+    let mut ev = evaluation(tenant, agent, None);
+    ev.decision = Effect::RequireApproval;
+    ev.stages = policy.document.rules[0].approval.clone().unwrap().stages;
+    ev
+}
+
 fn head(v: &Verification) -> (i64, String) {
     match v {
         Verification::Ok {
@@ -374,14 +389,11 @@ both_backends!(
         let db = TestDatabase::new(backend).await;
         let store = open(&db).await;
         let tenant = workspace(&store, "acme").await;
-        let policy = compile_policy(
-        "name: p\nrules:\n  - id: r\n    effect: require_approval\n    approval:\n      stages:\n        - {name: finance, approvers: [role:finance], timeout: 30m, on_timeout: escalate}\n        - {name: cfo, approvers: [cfo@example.com], required: 2}\n",
-        Format::Yaml,
-    )
-    .unwrap();
-        let mut ev = evaluation(&tenant, "bot", None);
-        ev.decision = Effect::RequireApproval;
-        ev.stages = policy.document.rules[0].approval.clone().unwrap().stages;
+        let ev = pending_evaluation(
+            &tenant,
+            "bot",
+            "        - {name: finance, approvers: [role:finance], timeout: 30m, on_timeout: escalate}\n        - {name: cfo, approvers: [cfo@example.com], required: 2}\n",
+        );
         let id = ev.id.clone();
         let created = ev.created_at;
         let expected = Arc::new(ev.to_evaluation());
@@ -415,16 +427,10 @@ both_backends!(
         let db = TestDatabase::new(backend).await;
         let store = open(&db).await;
         let tenant = workspace(&store, "acme").await;
-        let policy = compile_policy(
-            "name: p\nrules:\n  - id: r\n    effect: require_approval\n    approval:\n      stages:\n        - {name: ops, approvers: [role:ops], timeout: 30m, on_timeout: reject}\n",
-            Format::Yaml,
-        )
-        .unwrap();
         let pending = |agent: &str| {
-            let mut ev = evaluation(&tenant, agent, None);
-            ev.decision = Effect::RequireApproval;
-            ev.stages = policy.document.rules[0].approval.clone().unwrap().stages;
-            ev
+            let stage =
+                "        - {name: ops, approvers: [role:ops], timeout: 30m, on_timeout: reject}\n";
+            pending_evaluation(&tenant, agent, stage)
         };
         let list = |status: Option<Status>, agent: Option<&str>, before: Option<&str>, limit| {
             let filter = agentnexus_store::EvaluationFilter {
@@ -462,7 +468,6 @@ both_backends!(
             .fetch_all(store.pool())
             .await
             .unwrap();
-        assert!(indexed.len() > 500, "{} indexed", indexed.len());
         assert!(indexed.contains(&old_id));
         assert!(!indexed.contains(&new_id));
 
