@@ -16,6 +16,12 @@
 //! under both), and an answer still waits for a sync that began after its transaction was in the
 //! WAL. Other connections can read a batch in the moment between its commit and its sync; any of
 //! them that then commits syncs the same WAL, so nothing they write can outlive it.
+//!
+//! Checkpoints (copying the WAL into the database file) are mostly made off the writer too: a
+//! third thread runs a PASSIVE checkpoint every `CHECKPOINT_EVERY` commits, beside the writer,
+//! and when the WAL reaches `WAL_AUTOCHECKPOINT` frames the writer's own checkpoint finds most
+//! of it copied already, copies the rest and lets the WAL start over. Made by the writer alone,
+//! each checkpoint held up every request behind it for milliseconds (p99 9–10 ms against 5.6).
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -103,13 +109,11 @@ impl Handle {
         match sqlite_file {
             Some(file) => {
                 let writer = SqliteWriter::open(file)?;
-                let mut wal = file.as_os_str().to_owned();
-                wal.push("-wal");
-                let wal = PathBuf::from(wal);
+                let file = file.to_path_buf();
                 std::thread::Builder::new()
                     .name("anx-writer".into())
                     .spawn(move || {
-                        sqlite_loop(writer, rx, max_batch, wal, jobs_ready);
+                        sqlite_loop(writer, rx, max_batch, &file, jobs_ready);
                         let _ = ended_tx.send(());
                     })
                     .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
@@ -369,19 +373,35 @@ fn now<F: Future>(future: F) -> F::Output {
     }
 }
 
+/// Commits between background checkpoints: at the 15–16 WAL frames a loaded batch writes,
+/// about a quarter of `WAL_AUTOCHECKPOINT`. More often copies the pages every commit rewrites
+/// more often (every 64: p99 5.6 ms, throughput −5 %; every 128: 6.4–6.8 ms, −3 %).
+const CHECKPOINT_EVERY: u64 = 64;
+
 fn sqlite_loop(
     mut writer: SqliteWriter,
     mut rx: mpsc::Receiver<Msg>,
     max_batch: usize,
-    wal: PathBuf,
+    file: &Path,
     jobs_ready: Arc<Notify>,
 ) {
+    let mut wal = file.as_os_str().to_owned();
+    wal.push("-wal");
+    let wal = PathBuf::from(wal);
     // A few batches may wait for the sync; then the writer waits too.
     let (to_sync, synced) = std::sync::mpsc::sync_channel(4);
     let syncer = std::thread::Builder::new()
         .name("anx-wal-sync".into())
         .spawn(move || sync_loop(&wal, synced, &jobs_ready))
         .expect("starting the WAL syncing thread");
+    // One checkpoint asked for at a time; a tick while one runs is dropped.
+    let (tick, ticks) = std::sync::mpsc::sync_channel(1);
+    let db = file.to_path_buf();
+    let checkpointer = std::thread::Builder::new()
+        .name("anx-checkpoint".into())
+        .spawn(move || checkpoint_loop(&db, ticks))
+        .expect("starting the checkpointing thread");
+    let mut commits = 0u64;
     let mut batch = Vec::with_capacity(max_batch);
     while let Some(first) = rx.blocking_recv() {
         fill(&mut rx, &mut batch, first, max_batch);
@@ -393,9 +413,38 @@ fn sqlite_loop(
             // The syncing thread is gone (it panicked): nothing more can be made durable.
             break;
         }
+        commits += 1;
+        if commits.is_multiple_of(CHECKPOINT_EVERY) {
+            let _ = tick.try_send(());
+        }
     }
     drop(to_sync);
     let _ = syncer.join();
+    drop(tick);
+    let _ = checkpointer.join();
+}
+
+/// Copies the WAL into the database file when ticked, beside the writer. PASSIVE takes no lock
+/// the writer or a reader waits for: it copies the frames no reader still needs, syncing the
+/// WAL before and the database file after (the connection's default `synchronous = FULL`).
+fn checkpoint_loop(file: &Path, ticks: std::sync::mpsc::Receiver<()>) {
+    use rusqlite::OpenFlags;
+    let conn = match rusqlite::Connection::open_with_flags(
+        file,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    ) {
+        Ok(conn) => conn,
+        Err(e) => {
+            // The writer's own checkpoints still keep the WAL bounded.
+            tracing::error!(error = %e, "opening the checkpointing connection failed");
+            return;
+        }
+    };
+    while ticks.recv().is_ok() {
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "background checkpoint failed");
+        }
+    }
 }
 
 /// Takes every batch committed since the last sync, syncs the WAL once, then answers them.

@@ -629,3 +629,38 @@ both_backends!(
         db.drop_database().await;
     }
 );
+
+/// On SQLite the WAL reaches the database file beside the writer: a background checkpoint
+/// copies it long before the WAL grows to the writer's own checkpoint, and what it copied reads
+/// back whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_checkpoints_beside_the_writer() {
+    let db = TestDatabase::new(agentnexus_store::Backend::Sqlite).await;
+    let store = open(&db).await;
+    let tenant = workspace(&store, "acme").await;
+    let file = std::path::PathBuf::from(db.url.strip_prefix("sqlite://").unwrap());
+    let size = || std::fs::metadata(&file).unwrap().len();
+    let before = size();
+    // One evaluation per commit: 130 commits, two ticks, far fewer frames than the writer's
+    // own checkpoint waits for.
+    for _ in 0..130 {
+        let ev = evaluation(&tenant, "a", None);
+        store.record_evaluation(ev).await.unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while size() <= before && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        size() > before,
+        "the database file stayed at {before} bytes: nothing was checkpointed"
+    );
+    let all = agentnexus_store::EvaluationFilter {
+        limit: 500,
+        ..Default::default()
+    };
+    assert_eq!(store.evaluations(&tenant, &all).await.unwrap().len(), 130);
+    assert!(store.verify_audit(&tenant).await.unwrap().is_ok());
+    store.close().await;
+    db.drop_database().await;
+}
