@@ -426,7 +426,7 @@ fn sqlite_loop(
 
 /// Copies the WAL into the database file when ticked, beside the writer. PASSIVE takes no lock
 /// the writer or a reader waits for: it copies the frames no reader still needs, syncing the
-/// WAL before and the database file after (the connection's default `synchronous = FULL`).
+/// WAL before and the database file after, as every checkpoint does.
 fn checkpoint_loop(file: &Path, ticks: std::sync::mpsc::Receiver<()>) {
     use rusqlite::OpenFlags;
     let conn = match rusqlite::Connection::open_with_flags(
