@@ -475,33 +475,6 @@ async fn cron(app: &TestApp, secret: Option<&str>) -> common::Response {
     .await
 }
 
-/// Waits until every job of the evaluation has ended (done or dead), at least `n` of them.
-async fn settled(app: &TestApp, id: &str, n: usize) {
-    let start = std::time::Instant::now();
-    loop {
-        let r = app
-            .get(
-                &format!("/api/v1/evaluations/{id}/deliveries"),
-                &app.admin_key,
-            )
-            .await;
-        let jobs = r.body["deliveries"].as_array().cloned().unwrap_or_default();
-        if jobs.len() >= n
-            && jobs
-                .iter()
-                .all(|d| d["status"] == "done" || d["status"] == "dead")
-        {
-            return;
-        }
-        assert!(
-            start.elapsed() < WAIT,
-            "jobs of {id} not settled: {}",
-            r.body
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 both_backends!(deadlines_expire_or_escalate, |backend| async move {
     let sink = SmtpSink::start().await;
     let app = setup(backend, &sink).await;
@@ -523,8 +496,15 @@ both_backends!(deadlines_expire_or_escalate, |backend| async move {
     // Delivered, and recorded as delivered, before the clock jumps: a job still running when
     // the clock passes its lease looks like a crashed worker's and is delivered again.
     receiver.wait_for(1, WAIT).await;
-    settled(&app, &strict, 1).await;
-    settled(&app, &escalating, 0).await;
+    let body = app.deliveries_until(&strict, common::settled).await;
+    assert!(common::settled(&body), "{body}");
+    let all_ended = |b: &Value| {
+        b["deliveries"]
+            .as_array()
+            .is_some_and(|d| d.iter().all(common::ended))
+    };
+    let body = app.deliveries_until(&escalating, all_ended).await;
+    assert!(all_ended(&body), "{body}");
     cron(&app, None).await.problem(401);
     cron(&app, Some("wrong")).await.problem(401);
     assert_eq!(

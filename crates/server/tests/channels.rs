@@ -80,39 +80,17 @@ async fn setup(backend: agentnexus_store::Backend, slack: &FakeSlack, sink: &Smt
     app
 }
 
-async fn deliveries(app: &TestApp, id: &str) -> Vec<Value> {
-    let r = app
-        .get(
-            &format!("/api/v1/evaluations/{id}/deliveries"),
-            &app.admin_key,
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.body);
-    r.body["deliveries"].as_array().unwrap().clone()
-}
-
-/// Waits until the evaluation's jobs of `kind` have all ended (done or dead).
+/// Waits until at least `n` of the evaluation's jobs of `kind` exist and all of them ended.
 async fn settled(app: &TestApp, id: &str, kind: &str, n: usize) -> Vec<Value> {
-    let start = std::time::Instant::now();
-    loop {
-        let of_kind: Vec<Value> = deliveries(app, id)
-            .await
-            .into_iter()
-            .filter(|d| d["kind"] == kind)
-            .collect();
-        if of_kind.len() >= n
-            && of_kind
-                .iter()
-                .all(|d| d["status"] == "done" || d["status"] == "dead")
-        {
-            return of_kind;
-        }
-        assert!(
-            start.elapsed() < WAIT,
-            "{kind} jobs never settled: {of_kind:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let of_kind = |body: &Value| -> Vec<Value> {
+        let jobs = body["deliveries"].as_array().into_iter().flatten();
+        jobs.filter(|d| d["kind"] == kind).cloned().collect()
+    };
+    let done = |jobs: &[Value]| jobs.len() >= n && jobs.iter().all(common::ended);
+    let body = app.deliveries_until(id, |b| done(&of_kind(b))).await;
+    let jobs = of_kind(&body);
+    assert!(done(&jobs), "{kind} jobs never settled: {jobs:?}");
+    jobs
 }
 
 both_backends!(channel_settings_keep_their_secrets, |backend| async move {

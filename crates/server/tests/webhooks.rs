@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use agentnexus_server::testing::{Receiver, Reply, verify};
 use agentnexus_store::both_backends;
-use common::{PAYMENTS, TestApp};
+use common::{PAYMENTS, TestApp, settled};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -16,32 +16,6 @@ async fn secret(app: &TestApp) -> String {
     let r = app.get("/api/v1/webhooks/secret", &app.admin_key).await;
     assert_eq!(r.status, 200, "{}", r.body);
     r.body["signing_secret"].as_str().unwrap().to_owned()
-}
-
-/// Polls an evaluation's deliveries until `done` says they are settled.
-async fn deliveries_until(app: &TestApp, id: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let start = Instant::now();
-    loop {
-        let r = app
-            .get(
-                &format!("/api/v1/evaluations/{id}/deliveries"),
-                &app.admin_key,
-            )
-            .await;
-        assert_eq!(r.status, 200, "{}", r.body);
-        if done(&r.body) || start.elapsed() > WAIT {
-            return r.body;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn settled(body: &Value) -> bool {
-    body["deliveries"].as_array().is_some_and(|d| {
-        !d.is_empty()
-            && d.iter()
-                .all(|d| d["status"] == "done" || d["status"] == "dead")
-    })
 }
 
 both_backends!(outcomes_are_delivered_signed_once, |backend| async move {
@@ -103,7 +77,7 @@ both_backends!(outcomes_are_delivered_signed_once, |backend| async move {
 
     // Each attempt is readable and in the audit trail.
     let id = allowed.body["evaluation_id"].as_str().unwrap();
-    let body = deliveries_until(&app, id, settled).await;
+    let body = app.deliveries_until(id, settled).await;
     let delivery = &body["deliveries"][0];
     assert_eq!(
         (delivery["status"].as_str(), delivery["event"].as_str()),
@@ -168,7 +142,7 @@ both_backends!(failures_are_retried_with_backoff, |backend| async move {
         )
         .await;
     let id = r.body["evaluation_id"].as_str().unwrap().to_owned();
-    let body = deliveries_until(&app, &id, settled).await;
+    let body = app.deliveries_until(&id, settled).await;
     let got = receiver.received();
     assert_eq!(got.len(), 3, "500, then 429, then delivered");
     assert!(
@@ -220,7 +194,7 @@ both_backends!(deliveries_give_up_after_the_horizon, |backend| async move {
         )
         .await;
     let id = r.body["evaluation_id"].as_str().unwrap();
-    let body = deliveries_until(&app, id, settled).await;
+    let body = app.deliveries_until(id, settled).await;
     assert_eq!(body["deliveries"][0]["status"], "dead", "{body}");
     let attempts = body["deliveries"][0]["attempts"].as_array().unwrap().len();
     assert!(attempts >= 2, "retried before giving up: {attempts}");
@@ -242,18 +216,20 @@ both_backends!(
                     json!({"agent_id": "a", "action": "x", "webhook_url": url}),
                 )
                 .await;
-            let body = deliveries_until(&app, r.body["evaluation_id"].as_str().unwrap(), |b| {
-                b["deliveries"][0]["attempts"]
-                    .as_array()
-                    .is_some_and(|a| !a.is_empty())
-            })
-            .await;
+            let body = app
+                .deliveries_until(r.body["evaluation_id"].as_str().unwrap(), |b| {
+                    b["deliveries"][0]["attempts"]
+                        .as_array()
+                        .is_some_and(|a| !a.is_empty())
+                })
+                .await;
             let error = body["deliveries"][0]["attempts"][0]["error"]
                 .as_str()
                 .unwrap()
                 .to_owned();
-            let settled =
-                deliveries_until(&app, r.body["evaluation_id"].as_str().unwrap(), settled).await;
+            let settled = app
+                .deliveries_until(r.body["evaluation_id"].as_str().unwrap(), settled)
+                .await;
             assert_eq!(
                 settled["deliveries"][0]["status"], "dead",
                 "{url}: not retried"

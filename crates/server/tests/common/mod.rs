@@ -100,7 +100,38 @@ pub struct TestApp {
     db: Option<TestDatabase>,
 }
 
+/// A delivery job that will not run again: done or dead.
+pub fn ended(job: &Value) -> bool {
+    job["status"] == "done" || job["status"] == "dead"
+}
+
+/// A deliveries answer with jobs, every one of them ended.
+pub fn settled(body: &Value) -> bool {
+    body["deliveries"]
+        .as_array()
+        .is_some_and(|d| !d.is_empty() && d.iter().all(ended))
+}
+
 impl TestApp {
+    /// Polls the evaluation's delivery jobs (`GET …/deliveries`, as the admin) until `done`
+    /// holds of the answer's body or 15 s pass; returns the last body.
+    pub async fn deliveries_until(&self, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let start = std::time::Instant::now();
+        loop {
+            let r = self
+                .get(
+                    &format!("/api/v1/evaluations/{id}/deliveries"),
+                    &self.admin_key,
+                )
+                .await;
+            assert_eq!(r.status, 200, "{}", r.body);
+            if done(&r.body) || start.elapsed() > std::time::Duration::from_secs(15) {
+                return r.body;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+    }
+
     pub async fn spawn(backend: Backend) -> TestApp {
         TestApp::spawn_with(backend, |_| {}).await
     }
