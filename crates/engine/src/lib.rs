@@ -17,4 +17,4 @@ pub use document::{
     Approval, Channel, Effect, Format, Invalid, OnTimeout, PolicyDocument, Position, Problem, Rule,
     Stage, Tier, Timeout, locate_rule, valid_policy_name,
 };
-pub use proposal::{FieldError, Proposal, ProposalFields, Spend};
+pub use proposal::{FieldError, MAX_CENTS, Proposal, ProposalFields, Spend};

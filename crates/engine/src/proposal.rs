@@ -15,6 +15,11 @@ pub struct Proposal {
     pub context: Value,
 }
 
+/// The most `amount_cents` and `cost_cents` may be: 2^53 - 1. Past it a JSON number is a
+/// double to RFC 8785, so neither the proposal's hash nor the audit event could hold the value
+/// exactly.
+pub const MAX_CENTS: i64 = (1 << 53) - 1;
+
 /// The agent's attributed cost so far (SPEC §8), as seen by `spend` in expressions.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -83,6 +88,10 @@ impl Proposal {
         };
         let cents = |field, v: Option<i64>| match v.unwrap_or(0) {
             n if n < 0 => Err(field_error(field, "must not be negative")),
+            n if n > MAX_CENTS => Err(field_error(
+                field,
+                "must be at most 9007199254740991 (2^53 - 1), the largest integer JSON keeps exact",
+            )),
             n => Ok(n),
         };
         Ok(Proposal {
@@ -153,6 +162,12 @@ mod tests {
         ))
         .unwrap_err();
         assert_eq!(e.field, "amount_cents");
+        // Past 2^53 a JSON number is a double: the canonical form (and the audit event, which
+        // is a final evaluation's record) could not hold the amount exactly.
+        let most = json!({"agent_id": "a", "action": "x", "cost_cents": MAX_CENTS});
+        assert_eq!(Proposal::new(fields(most)).unwrap().cost_cents, MAX_CENTS);
+        let past = json!({"agent_id": "a", "action": "x", "cost_cents": MAX_CENTS + 1});
+        assert_eq!(Proposal::new(fields(past)).unwrap_err().field, "cost_cents");
     }
 
     #[test]
@@ -174,8 +189,9 @@ mod tests {
         assert_ne!(a.hash(), c.hash());
         // Written by hand, it must be what the reference canonicalizer makes of the proposal.
         let d = Proposal::new(fields(json!({"agent_id": "bot ☃", "action": "x\"y",
-            "resource": "r/😀", "amount_cents": 9_007_199_254_740_993i64, "cost_cents": 7,
-            "params": {"\u{ff61}": 1, "😀": [0.5, "\u{1}"]}, "context": {"on_behalf_of": "a@b.c"}})))
+            "resource": "r/😀", "amount_cents": MAX_CENTS, "cost_cents": 7,
+            "params": {"\u{ff61}": 1, "😀": [0.5, 9_007_199_254_740_993i64, "\u{1}"]},
+            "context": {"on_behalf_of": "a@b.c"}})))
         .unwrap();
         let reference = serde_json_canonicalizer::to_vec(&d).unwrap();
         assert_eq!(d.hash(), crate::canonical::sha256_hex(&reference));

@@ -187,6 +187,14 @@ both_backends!(
         )
         .await
         .problem(422);
+        // Past 2^53 - 1 a JSON number is not exact: refused rather than rounded.
+        let p = app
+            .evaluate(
+                &key,
+                json!({"agent_id": "a", "action": "x", "cost_cents": 9_007_199_254_740_992i64}),
+            )
+            .await;
+        assert_eq!(p.problem(422)["errors"][0]["field"], "cost_cents");
         app.evaluate(
             &key,
             json!({"agent_id": "a", "action": "x", "params": [1, 2]}),

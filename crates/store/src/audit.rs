@@ -151,14 +151,23 @@ impl Chain {
         drop(args);
         self.pending.clear();
         if self.seq - self.indexed >= INDEX_EVERY {
-            // The evaluations these events created are written by now (the writer writes
-            // evaluations before their events), so every one of them is found here.
+            // A pending evaluation's row is written by now (the writer writes rows before
+            // events), and its status may have moved on; one final at once has only its event.
+            use crate::evaluations::{Field, event_field};
+            let sqlite = conn.is_sqlite();
+            let (agent, status) = (
+                event_field(sqlite, Field::Text, "agent_id"),
+                event_field(sqlite, Field::Text, "status"),
+            );
             conn.execute(
-                "INSERT INTO evaluation_index (workspace_id, id, agent_id, status) \
-                 SELECT e.workspace_id, e.id, e.agent_id, e.status \
-                 FROM audit_events a JOIN evaluations e ON e.id = a.evaluation_id \
-                 WHERE a.workspace_id = $1 AND a.seq > $2 AND a.type = 'evaluation.created' \
-                 ON CONFLICT DO NOTHING",
+                &format!(
+                    "INSERT INTO evaluation_index (workspace_id, id, agent_id, status) \
+                     SELECT a.workspace_id, a.evaluation_id, COALESCE(e.agent_id, {agent}), \
+                     COALESCE(e.status, {status}) \
+                     FROM audit_events a LEFT JOIN evaluations e ON e.id = a.evaluation_id \
+                     WHERE a.workspace_id = $1 AND a.seq > $2 AND a.type = 'evaluation.created' \
+                     ON CONFLICT DO NOTHING"
+                ),
                 &[(&self.workspace_id).into(), self.indexed.into()],
             )
             .await?;

@@ -183,7 +183,13 @@ pub(crate) async fn insert<'a>(
 
     let status = Status::initial(ev.decision);
     let p = &ev.proposal;
-    pending.evaluations.push(ev);
+    // An evaluation final at once (allowed, denied) never changes: its audit event, which holds
+    // all of it, is its record, and it gets no row of its own (`evaluation` and `evaluations`
+    // read it from the chain). Written on every commit, that row and its id index were a
+    // quarter of the writer's pages. A pending one changes as humans decide: it gets its row.
+    if status == Status::Pending {
+        pending.evaluations.push(ev);
+    }
     for notice in &ev.notices {
         if let Some(link) = &notice.link {
             pending.links.push((ev, link));
@@ -205,6 +211,8 @@ pub(crate) async fn insert<'a>(
         "resource": p.resource,
         "amount_cents": p.amount_cents,
         "cost_cents": p.cost_cents,
+        "params": p.params,
+        "context": p.context,
         "decision": ev.decision,
         "status": status,
         "reason": ev.reason,
@@ -221,6 +229,12 @@ pub(crate) async fn insert<'a>(
     }
     if let Some(t) = &ev.trace {
         extra.insert("trace".into(), t.clone());
+    }
+    if let Some(k) = &ev.idempotency_key {
+        extra.insert("idempotency_key".into(), k.as_str().into());
+    }
+    if let Some(u) = &ev.webhook_url {
+        extra.insert("webhook_url".into(), u.as_str().into());
     }
     let actor = match &ev.key_id {
         Some(k) => crate::Actor::Key(k.clone()),
@@ -327,6 +341,59 @@ const EVALUATION_COLUMNS: &str = "id, agent_id, action, resource, amount_cents, 
     matched_rules, errors, approval, current_stage, policy_versions, proposal_hash, key_id, \
     created_at, updated_at";
 
+/// A field of an `evaluation.created` event (aliased `a`) as SQL: text (`->>`), a number
+/// (`->>`, as BIGINT) or JSON text (`->`); absent or JSON null, it is NULL (`->` gives `null`).
+pub(crate) fn event_field(sqlite: bool, kind: Field, key: &str) -> String {
+    match (sqlite, kind) {
+        (true, Field::Text | Field::Int) => format!("a.data ->> '{key}'"),
+        (true, Field::Json) => format!("a.data -> '{key}'"),
+        (false, Field::Text) => format!("(a.data::json ->> '{key}')"),
+        (false, Field::Int) => format!("(a.data::json ->> '{key}')::bigint"),
+        (false, Field::Json) => format!("(a.data::json -> '{key}')::text"),
+    }
+}
+
+#[derive(Clone, Copy)]
+pub(crate) enum Field {
+    Text,
+    Int,
+    Json,
+}
+
+/// `EVALUATION_COLUMNS` read from an evaluation's `evaluation.created` event (aliased `a`):
+/// how an evaluation final at once, which has no row (see `insert`), is read.
+fn event_columns(sqlite: bool) -> String {
+    use Field::{Int, Json, Text};
+    let f = |kind, key| event_field(sqlite, kind, key);
+    let or = |kind, key, default| format!("COALESCE({}, '{default}')", f(kind, key));
+    [
+        "a.evaluation_id".to_owned(),
+        f(Text, "agent_id"),
+        f(Text, "action"),
+        f(Text, "resource"),
+        f(Int, "amount_cents"),
+        f(Int, "cost_cents"),
+        or(Json, "params", "{}"),
+        or(Json, "context", "{}"),
+        f(Json, "trace"),
+        f(Text, "idempotency_key"),
+        f(Text, "webhook_url"),
+        f(Text, "decision"),
+        f(Text, "status"),
+        f(Text, "reason"),
+        f(Json, "matched_rules"),
+        or(Json, "errors", "[]"),
+        f(Json, "approval"),
+        "CAST(NULL AS BIGINT)".to_owned(),
+        f(Json, "policy_versions"),
+        f(Text, "proposal_hash"),
+        "CASE WHEN a.actor LIKE 'key:%' THEN substr(a.actor, 5) END".to_owned(),
+        "a.occurred_at".to_owned(),
+        "a.occurred_at".to_owned(),
+    ]
+    .join(", ")
+}
+
 fn json_column(row: &AnyRow, i: usize) -> Result<Value> {
     let text: String = row.try_get(i)?;
     Ok(serde_json::from_str(&text)?)
@@ -419,8 +486,12 @@ impl Store {
 
     /// One evaluation of this workspace, with its stages.
     pub async fn evaluation(&self, tenant: &Tenant, id: &str) -> Result<Option<Evaluation>> {
+        let events = event_columns(self.backend == crate::Backend::Sqlite);
         let row = sqlx::query(&format!(
-            "SELECT {EVALUATION_COLUMNS} FROM evaluations WHERE id = $1 AND workspace_id = $2"
+            "SELECT {EVALUATION_COLUMNS} FROM evaluations WHERE id = $1 AND workspace_id = $2 \
+             UNION ALL SELECT {events} FROM audit_events a WHERE a.evaluation_id = $1 \
+             AND a.workspace_id = $2 AND a.type = 'evaluation.created' \
+             AND NOT EXISTS (SELECT 1 FROM evaluations WHERE id = $1)"
         ))
         .bind(id)
         .bind(tenant.workspace_id())
@@ -469,14 +540,21 @@ impl Store {
             clause("id", "<");
         }
         let limit = filter.limit.clamp(1, 500);
+        let events = event_columns(self.backend == crate::Backend::Sqlite);
+        // The candidates (the index's page and the chain's tail), then each read from its row
+        // or, final at once, from its event; the filters again on what was read.
         let sql = format!(
-            "SELECT {EVALUATION_COLUMNS} FROM evaluations WHERE workspace_id = $1{filters} \
-             AND id IN (SELECT id FROM (SELECT id FROM evaluation_index \
-             WHERE workspace_id = $1{filters} ORDER BY id DESC LIMIT {limit}) AS listed \
+            "WITH listed AS (SELECT id FROM (SELECT id FROM evaluation_index \
+             WHERE workspace_id = $1{filters} ORDER BY id DESC LIMIT {limit}) AS page \
              UNION ALL SELECT evaluation_id FROM audit_events WHERE workspace_id = $1 \
              AND type = 'evaluation.created' \
              AND seq > (SELECT indexed_seq FROM audit_heads WHERE workspace_id = $1)) \
-             ORDER BY id DESC LIMIT {limit}"
+             SELECT * FROM (SELECT {EVALUATION_COLUMNS} FROM evaluations \
+             WHERE workspace_id = $1 AND id IN (SELECT id FROM listed) \
+             UNION ALL SELECT {events} FROM audit_events a WHERE a.workspace_id = $1 \
+             AND a.type = 'evaluation.created' AND a.evaluation_id IN (SELECT id FROM listed) \
+             AND NOT EXISTS (SELECT 1 FROM evaluations e WHERE e.id = a.evaluation_id)) AS ev \
+             WHERE 1 = 1{filters} ORDER BY id DESC LIMIT {limit}"
         );
         let mut q = sqlx::query(&sql).bind(tenant.workspace_id());
         if let Some(s) = filter.status {

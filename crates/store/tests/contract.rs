@@ -384,6 +384,96 @@ both_backends!(cost_is_attributed_per_agent_and_day, |backend| async move {
 });
 
 both_backends!(
+    final_evaluations_are_read_whole_from_their_audit_event,
+    |backend| async move {
+        let db = TestDatabase::new(backend).await;
+        let store = open(&db).await;
+        let (tenant, other) = (
+            workspace(&store, "acme").await,
+            workspace(&store, "other").await,
+        );
+        // Everything an evaluation can carry, at a time the store keeps exactly (micros).
+        let mut ev = evaluation(&tenant, "bot", Some("refund-ch_1"));
+        ev.proposal = Proposal::new(ProposalFields {
+            agent_id: Some("bot".into()),
+            action: Some("stripe.refund".into()),
+            resource: Some("customer/cus_1".into()),
+            amount_cents: Some(agentnexus_engine::MAX_CENTS),
+            cost_cents: Some(4),
+            params: Some(json!({"charge": "ch_1", "n": [1, 2.5, {"deep": null}]})),
+            context: Some(json!({"environment": "production", "on_behalf_of": "a@b.c"})),
+        })
+        .unwrap();
+        ev.proposal_hash = ev.proposal.hash();
+        ev.key_id = Some("key_1".into());
+        ev.trace = Some(json!({"trace_id": "t1", "span_id": "s1"}));
+        ev.webhook_url = Some("https://hooks.example.com/x".into());
+        ev.decision = Effect::Deny;
+        ev.reason = "production deletes are denied".into();
+        ev.matched_rules = vec![agentnexus_engine::MatchedRule {
+            policy: "payments".into(),
+            rule: "deny-prod".into(),
+            effect: Effect::Deny,
+        }];
+        ev.errors = vec![agentnexus_engine::RuleError {
+            policy: "payments".into(),
+            rule: "broken".into(),
+            message: "no such field".into(),
+        }];
+        ev.policy_versions = BTreeMap::from([("payments".to_owned(), 3)]);
+        ev.created_at =
+            chrono::DateTime::from_timestamp_micros(Utc::now().timestamp_micros()).unwrap();
+        let expected = ev.to_evaluation();
+        store.record_evaluation(ev).await.unwrap();
+        let pending = pending_evaluation(
+            &tenant,
+            "bot",
+            "        - {name: ops, approvers: [role:ops]}\n",
+        );
+        store.record_evaluation(pending).await.unwrap();
+
+        // Only the pending evaluation, which humans will change, has a row.
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM evaluations")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(rows, 1);
+        let read = store.evaluation(&tenant, &expected.id).await.unwrap();
+        assert_eq!(read.as_ref(), Some(&expected));
+        assert_eq!(store.evaluation(&other, &expected.id).await.unwrap(), None);
+
+        // Listed and filtered alike from the chain's tail and, once caught up, the index.
+        let denied = agentnexus_store::EvaluationFilter {
+            status: Some(Status::Denied),
+            agent_id: Some("bot".into()),
+            limit: 10,
+            ..Default::default()
+        };
+        let listed = store.evaluations(&tenant, &denied).await.unwrap();
+        assert_eq!(listed, vec![expected.clone()]);
+        for _ in 0..130 {
+            store
+                .record_evaluation(evaluation(&tenant, "bot", None))
+                .await
+                .unwrap();
+        }
+        let indexed: Vec<String> =
+            sqlx::query_scalar("SELECT status FROM evaluation_index WHERE id = $1")
+                .bind(&expected.id)
+                .fetch_all(store.pool())
+                .await
+                .unwrap();
+        assert_eq!(indexed, vec!["denied".to_owned()]);
+        let listed = store.evaluations(&tenant, &denied).await.unwrap();
+        assert_eq!(listed, vec![expected]);
+        let elsewhere = store.evaluations(&other, &denied).await.unwrap();
+        assert!(elsewhere.is_empty());
+        store.close().await;
+        db.drop_database().await;
+    }
+);
+
+both_backends!(
     pending_evaluations_keep_their_stages,
     |backend| async move {
         let db = TestDatabase::new(backend).await;

@@ -30,8 +30,10 @@ pub struct EvaluateRequest {
     #[schema(example = "customer/cus_123")]
     pub resource: Option<String>,
     /// Money the action moves, in cents; 0 when absent.
+    #[schema(minimum = 0, maximum = 9007199254740991_i64)]
     pub amount_cents: Option<i64>,
     /// What the agent spent to get here, in cents, attributed to `agent_id`.
+    #[schema(minimum = 0, maximum = 9007199254740991_i64)]
     pub cost_cents: Option<i64>,
     #[schema(value_type = Option<Object>)]
     pub params: Option<Value>,

@@ -13,7 +13,8 @@ use crate::state::AppState;
 pub const MAX_WAIT_SECS: u64 = 60;
 
 fn cents(description: &str) -> Value {
-    json!({"type": "integer", "minimum": 0, "description": description})
+    json!({"type": "integer", "minimum": 0, "maximum": agentnexus_engine::MAX_CENTS,
+        "description": description})
 }
 
 /// The evaluate request (SPEC §4) as JSON Schema.
