@@ -151,26 +151,7 @@ impl Chain {
         drop(args);
         self.pending.clear();
         if self.seq - self.indexed >= INDEX_EVERY {
-            // A pending evaluation's row is written by now (the writer writes rows before
-            // events), and its status may have moved on; one final at once has only its event.
-            use crate::evaluations::{Field, event_field};
-            let sqlite = conn.is_sqlite();
-            let (agent, status) = (
-                event_field(sqlite, Field::Text, "agent_id"),
-                event_field(sqlite, Field::Text, "status"),
-            );
-            conn.execute(
-                &format!(
-                    "INSERT INTO evaluation_index (workspace_id, id, agent_id, status) \
-                     SELECT a.workspace_id, a.evaluation_id, COALESCE(e.agent_id, {agent}), \
-                     COALESCE(e.status, {status}) \
-                     FROM audit_events a LEFT JOIN evaluations e ON e.id = a.evaluation_id \
-                     WHERE a.workspace_id = $1 AND a.seq > $2 AND a.type = 'evaluation.created' \
-                     ON CONFLICT DO NOTHING"
-                ),
-                &[(&self.workspace_id).into(), self.indexed.into()],
-            )
-            .await?;
+            self.catch_up(conn).await?;
             self.indexed = self.seq;
         }
         conn.execute(
@@ -183,6 +164,82 @@ impl Chain {
             ],
         )
         .await?;
+        Ok(())
+    }
+}
+
+impl Chain {
+    /// Adds the evaluations created since `indexed` to `evaluation_index`, and the id range of
+    /// each agent's and each status's among them to `evaluation_facets`. A pending evaluation's
+    /// row is written by now (the writer writes rows before events) and its status may have
+    /// moved on; one final at once has only its event.
+    async fn catch_up(&self, conn: &mut impl Exec) -> Result<()> {
+        use crate::evaluations::{Field, event_field};
+        let sqlite = conn.is_sqlite();
+        let agent = event_field(sqlite, Field::Text, "agent_id");
+        let status = event_field(sqlite, Field::Text, "status");
+        let rows = conn
+            .fetch_all(
+                &format!(
+                    "SELECT a.evaluation_id, COALESCE(e.agent_id, {agent}), \
+                     COALESCE(e.status, {status}) \
+                     FROM audit_events a LEFT JOIN evaluations e ON e.id = a.evaluation_id \
+                     WHERE a.workspace_id = $1 AND a.seq > $2 AND a.type = 'evaluation.created'"
+                ),
+                &[(&self.workspace_id).into(), self.indexed.into()],
+            )
+            .await?;
+        let rows = rows
+            .iter()
+            .map(|r| Ok((r.text(0)?, r.text(1)?, r.text(2)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let mut facets = std::collections::BTreeMap::<String, (&str, &str)>::new();
+        for (id, agent, status) in &rows {
+            for facet in [format!("agent:{agent}"), format!("status:{status}")] {
+                let (lo, hi) = facets.entry(facet).or_insert((id, id));
+                *lo = (*lo).min(id.as_str());
+                *hi = (*hi).max(id.as_str());
+            }
+        }
+        let mut args = Vec::new();
+        for chunk in rows.chunks(ROWS_PER_INSERT) {
+            let values = crate::values_list(sqlite, 4, chunk.len());
+            args.clear();
+            for (id, agent, status) in chunk {
+                args.extend([
+                    Arg::from(&self.workspace_id),
+                    id.into(),
+                    agent.into(),
+                    status.into(),
+                ]);
+            }
+            let sql = format!(
+                "INSERT INTO evaluation_index (workspace_id, id, agent_id, status) \
+                 VALUES {values} ON CONFLICT DO NOTHING"
+            );
+            conn.execute(&sql, &args).await?;
+        }
+        let facets: Vec<_> = facets.into_iter().collect();
+        for chunk in facets.chunks(ROWS_PER_INSERT) {
+            let values = crate::values_list(sqlite, 4, chunk.len());
+            args.clear();
+            for (facet, (lo, hi)) in chunk {
+                args.extend([
+                    Arg::from(&self.workspace_id),
+                    facet.into(),
+                    (*lo).into(),
+                    (*hi).into(),
+                ]);
+            }
+            // A range already ending at the same id (a status change's range of one) widens.
+            let sql = format!(
+                "INSERT INTO evaluation_facets (workspace_id, facet, lo_id, hi_id) \
+                 VALUES {values} ON CONFLICT (workspace_id, facet, hi_id) DO UPDATE SET \
+                 lo_id = CASE WHEN excluded.lo_id < evaluation_facets.lo_id \
+                 THEN excluded.lo_id ELSE evaluation_facets.lo_id END"
+            );
+            conn.execute(&sql, &args).await?;
+        }
         Ok(())
     }
 }

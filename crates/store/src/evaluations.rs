@@ -394,6 +394,79 @@ fn event_columns(sqlite: bool) -> String {
     .join(", ")
 }
 
+/// The newest `limit` indexed evaluations that pass the filter (status or agent), by id: the
+/// id ranges of its agent's (else its status's) facet, newest first, each read from
+/// `evaluation_index` by its primary key. Ranges come in order of their newest id, so the walk
+/// ends at the first range whose newest id is older than the `limit`-th found.
+async fn facet_page(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    ws: &str,
+    filter: &EvaluationFilter,
+    limit: usize,
+) -> Result<Vec<String>> {
+    const RANGES_PER_READ: i64 = 16;
+    let facet = match (&filter.agent_id, filter.status) {
+        (Some(agent), _) => format!("agent:{agent}"),
+        (None, Some(status)) => format!("status:{}", status.as_str()),
+        (None, None) => return Err(StoreError::Corrupt("a facet needs a filter".into())),
+    };
+    // What each range is read with: bounds, then the filters.
+    let mut within = String::from(
+        "SELECT id FROM evaluation_index WHERE workspace_id = $1 AND id >= $2 AND id <= $3",
+    );
+    let mut binds: Vec<&str> = Vec::new();
+    for (column, op, value) in [
+        ("id", "<", filter.before.as_deref()),
+        ("agent_id", "=", filter.agent_id.as_deref()),
+        ("status", "=", filter.status.map(Status::as_str)),
+    ] {
+        if let Some(v) = value {
+            binds.push(v);
+            within.push_str(&format!(" AND {column} {op} ${}", binds.len() + 3));
+        }
+    }
+    let mut found: Vec<String> = Vec::new();
+    let mut older_than: Option<String> = None;
+    loop {
+        let mut q = String::from(
+            "SELECT lo_id, hi_id FROM evaluation_facets WHERE workspace_id = $1 AND facet = $2",
+        );
+        let mut n = 2;
+        for (column, value) in [("hi_id", &older_than), ("lo_id", &filter.before)] {
+            if value.is_some() {
+                n += 1;
+                q.push_str(&format!(" AND {column} < ${n}"));
+            }
+        }
+        q.push_str(&format!(" ORDER BY hi_id DESC LIMIT {RANGES_PER_READ}"));
+        let mut query = sqlx::query(&q).bind(ws).bind(&facet);
+        for value in [&older_than, &filter.before].into_iter().flatten() {
+            query = query.bind(value.as_str());
+        }
+        let ranges = query.fetch_all(&mut **tx).await?;
+        for range in &ranges {
+            let (lo, hi): (String, String) = (range.try_get(0)?, range.try_get(1)?);
+            if found.len() >= limit && hi < found[limit - 1] {
+                return Ok(found);
+            }
+            let mut query = sqlx::query(&within).bind(ws).bind(&lo).bind(&hi);
+            for b in &binds {
+                query = query.bind(*b);
+            }
+            for row in query.fetch_all(&mut **tx).await? {
+                found.push(row.try_get(0)?);
+            }
+            found.sort_unstable_by(|a, b| b.cmp(a));
+            found.dedup();
+            found.truncate(limit);
+            older_than = Some(hi);
+        }
+        if (ranges.len() as i64) < RANGES_PER_READ {
+            return Ok(found);
+        }
+    }
+}
+
 fn json_column(row: &AnyRow, i: usize) -> Result<Value> {
     let text: String = row.try_get(i)?;
     Ok(serde_json::from_str(&text)?)
@@ -516,36 +589,67 @@ impl Store {
 
     /// Evaluations newest first, filtered; stages are not loaded.
     ///
-    /// They are found in `evaluation_index` and, for the newest few that the index has not
-    /// caught up with, in the tail of the workspace's audit chain; the filters are applied to
-    /// the evaluations themselves too, so both give the same answer.
+    /// They are found in `evaluation_index` (through `evaluation_facets` when filtered) and,
+    /// for the newest few that the index has not caught up with, in the tail of the
+    /// workspace's audit chain; the filters are applied to the evaluations themselves too, so
+    /// both give the same answer. Every statement reads one snapshot.
     pub async fn evaluations(
         &self,
         tenant: &Tenant,
         filter: &EvaluationFilter,
     ) -> Result<Vec<Evaluation>> {
         let mut filters = String::new();
-        let mut n = 1;
-        let mut clause = |column: &str, op: &str| {
-            n += 1;
-            filters.push_str(&format!(" AND {column} {op} ${n}"));
+        let mut binds: Vec<&str> = Vec::new();
+        let mut clause = |column: &str, op: &str, value| {
+            binds.push(value);
+            filters.push_str(&format!(" AND {column} {op} ${}", binds.len() + 1));
         };
-        if filter.status.is_some() {
-            clause("status", "=");
+        if let Some(s) = filter.status {
+            clause("status", "=", s.as_str());
         }
-        if filter.agent_id.is_some() {
-            clause("agent_id", "=");
+        if let Some(a) = &filter.agent_id {
+            clause("agent_id", "=", a);
         }
-        if filter.before.is_some() {
-            clause("id", "<");
+        if let Some(b) = &filter.before {
+            clause("id", "<", b);
         }
         let limit = filter.limit.clamp(1, 500);
+        let mut tx = self.pool.begin().await?;
+        if self.backend == crate::Backend::Postgres {
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                .execute(&mut *tx)
+                .await?;
+        }
+        let ws = tenant.workspace_id();
+        // The index's page: by its primary key, or found through the facets when filtered.
+        let found;
+        let page = if filter.status.is_some() || filter.agent_id.is_some() {
+            found = facet_page(&mut tx, ws, filter, limit as usize).await?;
+            let first = binds.len() + 2;
+            let ids: Vec<String> = (first..first + found.len())
+                .map(|i| format!("${i}"))
+                .collect();
+            binds.extend(found.iter().map(String::as_str));
+            // The filters again, so parameters appear in the order of their numbers.
+            match ids.is_empty() {
+                true => "SELECT id FROM evaluation_index WHERE 1 = 0".to_owned(),
+                false => format!(
+                    "SELECT id FROM evaluation_index WHERE workspace_id = $1{filters} \
+                     AND id IN ({})",
+                    ids.join(", ")
+                ),
+            }
+        } else {
+            format!(
+                "SELECT id FROM (SELECT id FROM evaluation_index WHERE workspace_id = $1{filters} \
+                 ORDER BY id DESC LIMIT {limit}) AS page"
+            )
+        };
         let events = event_columns(self.backend == crate::Backend::Sqlite);
         // The candidates (the index's page and the chain's tail), then each read from its row
         // or, final at once, from its event; the filters again on what was read.
         let sql = format!(
-            "WITH listed AS (SELECT id FROM (SELECT id FROM evaluation_index \
-             WHERE workspace_id = $1{filters} ORDER BY id DESC LIMIT {limit}) AS page \
+            "WITH listed AS ({page} \
              UNION ALL SELECT evaluation_id FROM audit_events WHERE workspace_id = $1 \
              AND type = 'evaluation.created' \
              AND seq > (SELECT indexed_seq FROM audit_heads WHERE workspace_id = $1)) \
@@ -556,17 +660,12 @@ impl Store {
              AND NOT EXISTS (SELECT 1 FROM evaluations e WHERE e.id = a.evaluation_id)) AS ev \
              WHERE 1 = 1{filters} ORDER BY id DESC LIMIT {limit}"
         );
-        let mut q = sqlx::query(&sql).bind(tenant.workspace_id());
-        if let Some(s) = filter.status {
-            q = q.bind(s.as_str());
+        let mut q = sqlx::query(&sql).bind(ws);
+        for b in &binds {
+            q = q.bind(*b);
         }
-        if let Some(a) = &filter.agent_id {
-            q = q.bind(a.as_str());
-        }
-        if let Some(b) = &filter.before {
-            q = q.bind(b.as_str());
-        }
-        let rows = q.fetch_all(&self.pool).await?;
+        let rows = q.fetch_all(&mut *tx).await?;
+        tx.commit().await?;
         rows.iter().map(evaluation_from_row).collect()
     }
 

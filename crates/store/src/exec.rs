@@ -106,6 +106,12 @@ pub(crate) trait Exec: Send {
         sql: &str,
         args: &[Arg<'_>],
     ) -> impl Future<Output = Result<Option<Cells>>> + Send;
+
+    fn fetch_all(
+        &mut self,
+        sql: &str,
+        args: &[Arg<'_>],
+    ) -> impl Future<Output = Result<Vec<Cells>>> + Send;
 }
 
 fn bind_all<'q>(
@@ -132,24 +138,32 @@ impl Exec for AnyConnection {
     }
 
     async fn fetch_optional(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<Option<Cells>> {
-        let Some(row) = bind_all(sqlx::query(sql), args)
+        let row = bind_all(sqlx::query(sql), args)
             .fetch_optional(&mut *self)
-            .await?
-        else {
-            return Ok(None);
-        };
-        let cells = (0..row.len())
-            .map(|i| {
-                if let Ok(v) = row.try_get::<Option<i64>, _>(i) {
-                    Ok(v.map_or(Cell::Null, Cell::Int))
-                } else {
-                    let v: Option<String> = row.try_get(i)?;
-                    Ok(v.map_or(Cell::Null, Cell::Text))
-                }
-            })
-            .collect::<Result<_>>()?;
-        Ok(Some(Cells(cells)))
+            .await?;
+        row.as_ref().map(any_cells).transpose()
     }
+
+    async fn fetch_all(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<Vec<Cells>> {
+        let rows = bind_all(sqlx::query(sql), args)
+            .fetch_all(&mut *self)
+            .await?;
+        rows.iter().map(any_cells).collect()
+    }
+}
+
+fn any_cells(row: &sqlx::any::AnyRow) -> Result<Cells> {
+    let cells = (0..row.len())
+        .map(|i| {
+            if let Ok(v) = row.try_get::<Option<i64>, _>(i) {
+                Ok(v.map_or(Cell::Null, Cell::Int))
+            } else {
+                let v: Option<String> = row.try_get(i)?;
+                Ok(v.map_or(Cell::Null, Cell::Text))
+            }
+        })
+        .collect::<Result<_>>()?;
+    Ok(Cells(cells))
 }
 
 impl Exec for sqlx::Transaction<'_, sqlx::Any> {
@@ -167,6 +181,14 @@ impl Exec for sqlx::Transaction<'_, sqlx::Any> {
         args: &[Arg<'_>],
     ) -> impl Future<Output = Result<Option<Cells>>> + Send {
         (**self).fetch_optional(sql, args)
+    }
+
+    fn fetch_all(
+        &mut self,
+        sql: &str,
+        args: &[Arg<'_>],
+    ) -> impl Future<Output = Result<Vec<Cells>>> + Send {
+        (**self).fetch_all(sql, args)
     }
 }
 
@@ -206,26 +228,40 @@ impl Exec for rusqlite::Connection {
         bind_rusqlite(&mut stmt, args)?;
         let columns = stmt.column_count();
         let mut rows = stmt.raw_query();
-        let Some(row) = rows.next()? else {
-            return Ok(None);
-        };
-        let cells = (0..columns)
-            .map(|i| {
-                Ok(match row.get_ref(i)? {
-                    rusqlite::types::ValueRef::Integer(v) => Cell::Int(v),
-                    rusqlite::types::ValueRef::Text(t) => {
-                        Cell::Text(String::from_utf8_lossy(t).into_owned())
-                    }
-                    rusqlite::types::ValueRef::Null => Cell::Null,
-                    other => {
-                        return Err(StoreError::Corrupt(format!(
-                            "unexpected {:?}",
-                            other.data_type()
-                        )));
-                    }
-                })
-            })
-            .collect::<Result<_>>()?;
-        Ok(Some(Cells(cells)))
+        let row = rows.next()?;
+        row.map(|row| rusqlite_cells(row, columns)).transpose()
     }
+
+    async fn fetch_all(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<Vec<Cells>> {
+        let mut stmt = self.prepare_cached(sql)?;
+        bind_rusqlite(&mut stmt, args)?;
+        let columns = stmt.column_count();
+        let mut rows = stmt.raw_query();
+        let mut all = Vec::new();
+        while let Some(row) = rows.next()? {
+            all.push(rusqlite_cells(row, columns)?);
+        }
+        Ok(all)
+    }
+}
+
+fn rusqlite_cells(row: &rusqlite::Row<'_>, columns: usize) -> Result<Cells> {
+    let cells = (0..columns)
+        .map(|i| {
+            Ok(match row.get_ref(i)? {
+                rusqlite::types::ValueRef::Integer(v) => Cell::Int(v),
+                rusqlite::types::ValueRef::Text(t) => {
+                    Cell::Text(String::from_utf8_lossy(t).into_owned())
+                }
+                rusqlite::types::ValueRef::Null => Cell::Null,
+                other => {
+                    return Err(StoreError::Corrupt(format!(
+                        "unexpected {:?}",
+                        other.data_type()
+                    )));
+                }
+            })
+        })
+        .collect::<Result<_>>()?;
+    Ok(Cells(cells))
 }

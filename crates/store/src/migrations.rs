@@ -39,6 +39,11 @@ const SHARED: &[Embedded] = &[
         "evaluation index",
         include_str!("../migrations/0006_evaluation_index.sql"),
     ),
+    (
+        8,
+        "evaluation facets",
+        include_str!("../migrations/0008_evaluation_facets.sql"),
+    ),
 ];
 
 const SQLITE: &[Embedded] = &[
@@ -52,6 +57,11 @@ const SQLITE: &[Embedded] = &[
         "evaluation index status",
         include_str!("../migrations/sqlite/0007_evaluation_index_status.sql"),
     ),
+    (
+        9,
+        "evaluation facets status",
+        include_str!("../migrations/sqlite/0009_evaluation_facets_status.sql"),
+    ),
 ];
 
 const POSTGRES: &[Embedded] = &[
@@ -64,6 +74,11 @@ const POSTGRES: &[Embedded] = &[
         7,
         "evaluation index status",
         include_str!("../migrations/postgres/0007_evaluation_index_status.sql"),
+    ),
+    (
+        9,
+        "evaluation facets status",
+        include_str!("../migrations/postgres/0009_evaluation_facets_status.sql"),
     ),
 ];
 
