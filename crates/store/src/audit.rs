@@ -169,8 +169,9 @@ impl Chain {
 }
 
 impl Chain {
-    /// Adds the evaluations created since `indexed` to `evaluation_index`, and the id range of
-    /// each agent's and each status's among them to `evaluation_facets`. A pending evaluation's
+    /// Adds the evaluations created since `indexed` to `evaluation_index`, the id range of
+    /// each agent's and each status's among them to `evaluation_facets`, and their costs to
+    /// `agent_costs` (a row per agent and day per catch-up, where it was one per commit). A pending evaluation's
     /// row is written by now (the writer writes rows before events) and its status may have
     /// moved on; one final at once has only its event.
     async fn catch_up(&self, conn: &mut impl Exec) -> Result<()> {
@@ -178,20 +179,31 @@ impl Chain {
         let sqlite = conn.is_sqlite();
         let agent = event_field(sqlite, Field::Text, "agent_id");
         let status = event_field(sqlite, Field::Text, "status");
+        let cost = event_field(sqlite, Field::Int, "cost_cents");
         let rows = conn
             .fetch_all(
                 &format!(
                     "SELECT a.evaluation_id, COALESCE(e.agent_id, {agent}), \
-                     COALESCE(e.status, {status}) \
+                     COALESCE(e.status, {status}), {cost}, a.occurred_at \
                      FROM audit_events a LEFT JOIN evaluations e ON e.id = a.evaluation_id \
                      WHERE a.workspace_id = $1 AND a.seq > $2 AND a.type = 'evaluation.created'"
                 ),
                 &[(&self.workspace_id).into(), self.indexed.into()],
             )
             .await?;
+        let mut costs = std::collections::BTreeMap::<(String, String), (i64, i64)>::new();
         let rows = rows
             .iter()
-            .map(|r| Ok((r.text(0)?, r.text(1)?, r.text(2)?)))
+            .map(|r| {
+                let (agent, day) = (
+                    r.text(1)?,
+                    crate::evaluations::day(crate::from_micros(r.int(4)?)),
+                );
+                let cost = costs.entry((agent.clone(), day)).or_default();
+                cost.0 += r.int(3)?;
+                cost.1 += 1;
+                Ok((r.text(0)?, agent, r.text(2)?))
+            })
             .collect::<Result<Vec<_>>>()?;
         let mut facets = std::collections::BTreeMap::<String, (&str, &str)>::new();
         for (id, agent, status) in &rows {
@@ -237,6 +249,28 @@ impl Chain {
                  VALUES {values} ON CONFLICT (workspace_id, facet, hi_id) DO UPDATE SET \
                  lo_id = CASE WHEN excluded.lo_id < evaluation_facets.lo_id \
                  THEN excluded.lo_id ELSE evaluation_facets.lo_id END"
+            );
+            conn.execute(&sql, &args).await?;
+        }
+        // Every evaluation's cost counts for its agent on its UTC day, whatever its decision.
+        let costs: Vec<_> = costs.into_iter().collect();
+        for chunk in costs.chunks(ROWS_PER_INSERT) {
+            let values = crate::values_list(sqlite, 5, chunk.len());
+            args.clear();
+            for ((agent, day), (cents, n)) in chunk {
+                args.extend([
+                    Arg::from(&self.workspace_id),
+                    agent.into(),
+                    day.into(),
+                    (*cents).into(),
+                    (*n).into(),
+                ]);
+            }
+            let sql = format!(
+                "INSERT INTO agent_costs (workspace_id, agent_id, day, cents, evaluations) \
+                 VALUES {values} ON CONFLICT (workspace_id, agent_id, day) DO UPDATE SET \
+                 cents = agent_costs.cents + excluded.cents, \
+                 evaluations = agent_costs.evaluations + excluded.evaluations"
             );
             conn.execute(&sql, &args).await?;
         }

@@ -17,13 +17,13 @@ use crate::{
 pub const IDEMPOTENCY_WINDOW: Duration = Duration::hours(24);
 
 /// Writes one evaluation inside the writer's transaction; see `writer`.
-/// What a batch writes after its per-evaluation checks: evaluations many rows per statement,
-/// then their stages, then the cost of each (agent, day) added once.
+/// What a batch writes after its per-evaluation checks: pending evaluations many rows per
+/// statement, then their stages and links. (Costs are added up from the chain when the list
+/// index catches up: see `audit::Chain::catch_up`.)
 #[derive(Default)]
 pub(crate) struct Pending<'a> {
     evaluations: Vec<&'a NewEvaluation>,
     links: Vec<(&'a NewEvaluation, &'a crate::NewLink)>,
-    costs: std::collections::BTreeMap<(&'a str, &'a str, String), (i64, i64)>,
 }
 
 /// Evaluations per INSERT: 24 parameters each.
@@ -108,32 +108,9 @@ impl<'a> Pending<'a> {
             )
             .await?;
         }
-        // One row per (workspace, agent, day): a statement may not update a row twice.
-        let costs: Vec<_> = self.costs.iter().collect();
-        for rows in costs.chunks(EVALUATIONS_PER_INSERT) {
-            let values = crate::values_list(conn.is_sqlite(), 5, rows.len());
-            let sql = format!(
-                "INSERT INTO agent_costs (workspace_id, agent_id, day, cents, evaluations) \
-                 VALUES {values} ON CONFLICT (workspace_id, agent_id, day) DO UPDATE SET \
-                 cents = agent_costs.cents + excluded.cents, \
-                 evaluations = agent_costs.evaluations + excluded.evaluations"
-            );
-            args.clear();
-            for ((ws, agent, day), (cents, n)) in rows {
-                args.extend([
-                    Arg::from(*ws),
-                    (*agent).into(),
-                    day.as_str().into(),
-                    (*cents).into(),
-                    (*n).into(),
-                ]);
-            }
-            conn.execute(&sql, &args).await?;
-        }
         drop(args);
         self.evaluations.clear();
         self.links.clear();
-        self.costs.clear();
         Ok(())
     }
 }
@@ -198,12 +175,6 @@ pub(crate) async fn insert<'a>(
             crate::jobs::enqueue(conn, ws, *kind, Some(&ev.id), payload, ev.created_at).await?;
         }
     }
-    let cost = pending
-        .costs
-        .entry((ws, p.agent_id.as_str(), day(ev.created_at)))
-        .or_default();
-    cost.0 += p.cost_cents;
-    cost.1 += 1;
 
     let mut data = json!({
         "agent_id": p.agent_id,
@@ -332,7 +303,7 @@ fn channel_name(c: Channel) -> &'static str {
 }
 
 /// The UTC day an amount is attributed to.
-fn day(t: DateTime<Utc>) -> String {
+pub(crate) fn day(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d").to_string()
 }
 
@@ -677,15 +648,29 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Spend> {
         let month_start = now.date_naive().with_day(1).unwrap_or(now.date_naive());
-        let row = sqlx::query(
-            "SELECT CAST(COALESCE(SUM(CASE WHEN day = $3 THEN cents ELSE 0 END), 0) AS BIGINT), \
-             CAST(COALESCE(SUM(cents), 0) AS BIGINT) FROM agent_costs \
-             WHERE workspace_id = $1 AND agent_id = $2 AND day >= $4",
-        )
+        let start = |d: chrono::NaiveDate| micros(d.and_time(chrono::NaiveTime::MIN).and_utc());
+        let sqlite = self.backend == crate::Backend::Sqlite;
+        let (agent, cost) = (
+            event_field(sqlite, Field::Text, "agent_id"),
+            event_field(sqlite, Field::Int, "cost_cents"),
+        );
+        // What the index has added up, and the chain's tail it has not, in one statement.
+        let row = sqlx::query(&format!(
+            "SELECT CAST(COALESCE(SUM(CASE WHEN today THEN cents ELSE 0 END), 0) AS BIGINT), \
+             CAST(COALESCE(SUM(cents), 0) AS BIGINT) FROM ( \
+             SELECT cents, day = $3 AS today FROM agent_costs \
+             WHERE workspace_id = $1 AND agent_id = $2 AND day >= $4 \
+             UNION ALL SELECT {cost}, a.occurred_at >= $5 FROM audit_events a \
+             WHERE a.workspace_id = $1 AND a.type = 'evaluation.created' \
+             AND a.seq > (SELECT indexed_seq FROM audit_heads WHERE workspace_id = $1) \
+             AND a.occurred_at >= $6 AND {agent} = $2) AS c"
+        ))
         .bind(tenant.workspace_id())
         .bind(agent_id)
         .bind(day(now))
         .bind(month_start.format("%Y-%m-%d").to_string())
+        .bind(start(now.date_naive()))
+        .bind(start(month_start))
         .fetch_one(&self.pool)
         .await?;
         Ok(Spend {

@@ -379,6 +379,26 @@ both_backends!(cost_is_attributed_per_agent_and_day, |backend| async move {
     let spend = store.spend(&tenant, "a", now).await.unwrap();
     assert_eq!((spend.today_cents, spend.month_cents), (6, 6));
     assert_eq!(store.spend(&tenant, "b", now).await.unwrap().today_cents, 3);
+    // Costs are added up when the list index catches up (every 128 events); before and after,
+    // spend counts each evaluation once.
+    for _ in 0..130 {
+        store
+            .record_evaluation(evaluation(&tenant, "b", None))
+            .await
+            .unwrap();
+    }
+    let added: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT agent_id, cents, evaluations FROM agent_costs WHERE day = $1 ORDER BY agent_id",
+    )
+    .bind(now.format("%Y-%m-%d").to_string())
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    assert!(added.iter().any(|(agent, _, _)| agent == "b"), "{added:?}");
+    let spend = store.spend(&tenant, "a", now).await.unwrap();
+    assert_eq!((spend.today_cents, spend.month_cents), (6, 6));
+    let spend = store.spend(&tenant, "b", now).await.unwrap();
+    assert_eq!((spend.today_cents, spend.month_cents), (393, 393));
     store.close().await;
     db.drop_database().await;
 });
