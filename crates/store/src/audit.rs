@@ -28,6 +28,39 @@ pub(crate) struct Chain {
     /// Events hashed but not yet written: `save` writes them with the head, many rows per
     /// statement.
     pending: Vec<Pending>,
+    /// Every evaluation created past `indexed`, when this chain knows them all (see
+    /// [`Memory`]); `None` sends the next catch-up to read them back from the chain.
+    known: Option<Vec<Indexed>>,
+}
+
+/// What the list index and cost attribution need of one evaluation.
+pub(crate) struct Indexed {
+    pub(crate) id: String,
+    pub(crate) agent: String,
+    pub(crate) status: String,
+    pub(crate) cost: i64,
+    pub(crate) occurred_at: i64,
+}
+
+/// What the group-commit writer remembers of each workspace's chain between its transactions:
+/// the evaluations it created past `indexed_seq`, so that catching up writes them from memory
+/// instead of reading them back from the chain (which cost more than writing them). It holds
+/// only while the chain has grown by this writer alone: the head must still be where the
+/// writer left it (`seq`, `indexed`), else the chain is read back. Emptied whenever a
+/// transaction fails.
+#[derive(Default)]
+pub(crate) struct Memory(std::collections::HashMap<String, Remembered>);
+
+struct Remembered {
+    seq: i64,
+    indexed: i64,
+    evaluations: Vec<Indexed>,
+}
+
+impl Memory {
+    pub(crate) fn forget(&mut self) {
+        self.0.clear();
+    }
 }
 
 struct Pending {
@@ -62,6 +95,46 @@ impl Chain {
             hash,
             indexed,
             pending: Vec::new(),
+            known: (seq == indexed).then(Vec::new),
+        }
+    }
+
+    /// [`Chain::lock`], taking up what `memory` holds of this workspace if it still holds.
+    pub(crate) async fn lock_remembering(
+        conn: &mut impl Exec,
+        workspace_id: &str,
+        memory: &mut Memory,
+    ) -> Result<Chain> {
+        let mut chain = Chain::lock(conn, workspace_id).await?;
+        if let Some(r) = memory.0.remove(workspace_id)
+            && (r.seq, r.indexed) == (chain.seq, chain.indexed)
+        {
+            chain.known = Some(r.evaluations);
+        }
+        Ok(chain)
+    }
+
+    /// Hands what this chain knows back to `memory`, after `save`; the caller keeps `memory`
+    /// only if the transaction then commits.
+    pub(crate) fn remember(self, memory: &mut Memory) {
+        if let Some(evaluations) = self.known {
+            let r = Remembered {
+                seq: self.seq,
+                indexed: self.indexed,
+                evaluations,
+            };
+            memory.0.insert(self.workspace_id, r);
+        }
+    }
+
+    /// Notes an evaluation just appended, for the next catch-up. A pending one's status will
+    /// change: the catch-up then reads the chain back, with each row's status as it stands.
+    pub(crate) fn created(&mut self, evaluation: Indexed) {
+        if evaluation.status == crate::Status::Pending.as_str() {
+            self.known = None;
+        }
+        if let Some(known) = &mut self.known {
+            known.push(evaluation);
         }
     }
 
@@ -174,55 +247,36 @@ impl Chain {
     /// `agent_costs` (a row per agent and day per catch-up, where it was one per commit). A pending evaluation's
     /// row is written by now (the writer writes rows before events) and its status may have
     /// moved on; one final at once has only its event.
-    async fn catch_up(&self, conn: &mut impl Exec) -> Result<()> {
-        use crate::evaluations::{Field, event_field};
+    async fn catch_up(&mut self, conn: &mut impl Exec) -> Result<()> {
         let sqlite = conn.is_sqlite();
-        let agent = event_field(sqlite, Field::Text, "agent_id");
-        let status = event_field(sqlite, Field::Text, "status");
-        let cost = event_field(sqlite, Field::Int, "cost_cents");
-        let rows = conn
-            .fetch_all(
-                &format!(
-                    "SELECT a.evaluation_id, COALESCE(e.agent_id, {agent}), \
-                     COALESCE(e.status, {status}), {cost}, a.occurred_at \
-                     FROM audit_events a LEFT JOIN evaluations e ON e.id = a.evaluation_id \
-                     WHERE a.workspace_id = $1 AND a.seq > $2 AND a.type = 'evaluation.created'"
-                ),
-                &[(&self.workspace_id).into(), self.indexed.into()],
-            )
-            .await?;
-        let mut costs = std::collections::BTreeMap::<(String, String), (i64, i64)>::new();
-        let rows = rows
-            .iter()
-            .map(|r| {
-                let (agent, day) = (
-                    r.text(1)?,
-                    crate::evaluations::day(crate::from_micros(r.int(4)?)),
-                );
-                let cost = costs.entry((agent.clone(), day)).or_default();
-                cost.0 += r.int(3)?;
-                cost.1 += 1;
-                Ok((r.text(0)?, agent, r.text(2)?))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let rows = match self.known.take() {
+            Some(known) => known,
+            None => self.read_back(conn).await?,
+        };
+        self.known = Some(Vec::new());
+        let mut costs = std::collections::BTreeMap::<(&str, String), (i64, i64)>::new();
         let mut facets = std::collections::BTreeMap::<String, (&str, &str)>::new();
-        for (id, agent, status) in &rows {
-            for facet in [format!("agent:{agent}"), format!("status:{status}")] {
-                let (lo, hi) = facets.entry(facet).or_insert((id, id));
-                *lo = (*lo).min(id.as_str());
-                *hi = (*hi).max(id.as_str());
+        for e in &rows {
+            let day = crate::evaluations::day(crate::from_micros(e.occurred_at));
+            let cost = costs.entry((&e.agent, day)).or_default();
+            cost.0 += e.cost;
+            cost.1 += 1;
+            for facet in [format!("agent:{}", e.agent), format!("status:{}", e.status)] {
+                let (lo, hi) = facets.entry(facet).or_insert((&e.id, &e.id));
+                *lo = (*lo).min(e.id.as_str());
+                *hi = (*hi).max(e.id.as_str());
             }
         }
         let mut args = Vec::new();
         for chunk in rows.chunks(ROWS_PER_INSERT) {
             let values = crate::values_list(sqlite, 4, chunk.len());
             args.clear();
-            for (id, agent, status) in chunk {
+            for e in chunk {
                 args.extend([
                     Arg::from(&self.workspace_id),
-                    id.into(),
-                    agent.into(),
-                    status.into(),
+                    (&e.id).into(),
+                    (&e.agent).into(),
+                    (&e.status).into(),
                 ]);
             }
             let sql = format!(
@@ -260,7 +314,7 @@ impl Chain {
             for ((agent, day), (cents, n)) in chunk {
                 args.extend([
                     Arg::from(&self.workspace_id),
-                    agent.into(),
+                    (*agent).into(),
                     day.into(),
                     (*cents).into(),
                     (*n).into(),
@@ -275,6 +329,37 @@ impl Chain {
             conn.execute(&sql, &args).await?;
         }
         Ok(())
+    }
+
+    /// Every evaluation created past `indexed`, read back from the chain.
+    async fn read_back(&self, conn: &mut impl Exec) -> Result<Vec<Indexed>> {
+        use crate::evaluations::{Field, event_field};
+        let sqlite = conn.is_sqlite();
+        let agent = event_field(sqlite, Field::Text, "agent_id");
+        let status = event_field(sqlite, Field::Text, "status");
+        let cost = event_field(sqlite, Field::Int, "cost_cents");
+        let rows = conn
+            .fetch_all(
+                &format!(
+                    "SELECT a.evaluation_id, COALESCE(e.agent_id, {agent}), \
+                     COALESCE(e.status, {status}), {cost}, a.occurred_at \
+                     FROM audit_events a LEFT JOIN evaluations e ON e.id = a.evaluation_id \
+                     WHERE a.workspace_id = $1 AND a.seq > $2 AND a.type = 'evaluation.created'"
+                ),
+                &[(&self.workspace_id).into(), self.indexed.into()],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Indexed {
+                    id: r.text(0)?,
+                    agent: r.text(1)?,
+                    status: r.text(2)?,
+                    cost: r.int(3)?,
+                    occurred_at: r.int(4)?,
+                })
+            })
+            .collect()
     }
 }
 

@@ -218,6 +218,13 @@ pub(crate) async fn insert<'a>(
         data,
         occurred_at: ev.created_at,
     });
+    chain.created(crate::audit::Indexed {
+        id: ev.id.clone(),
+        agent: p.agent_id.clone(),
+        status: status.as_str().to_owned(),
+        cost: p.cost_cents,
+        occurred_at: micros(ev.created_at),
+    });
     if let Some(payload) = crate::jobs::first_webhook(ev) {
         let kind = crate::jobs::JobKind::Webhook;
         crate::jobs::enqueue(conn, ws, kind, Some(&ev.id), &payload, ev.created_at).await?;

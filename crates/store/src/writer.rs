@@ -32,7 +32,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyPool};
 use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 
-use crate::audit::Chain;
+use crate::audit::{Chain, Memory};
 use crate::exec::Exec;
 use crate::{NewAuditEvent, NewEvaluation, Recorded, Result, StoreError, Tenant};
 
@@ -120,7 +120,11 @@ impl Handle {
             }
             None => {
                 tokio::spawn(async move {
-                    let writer = SqlxWriter { pool, held: None };
+                    let writer = SqlxWriter {
+                        pool,
+                        held: None,
+                        memory: Memory::default(),
+                    };
                     task_loop(writer, rx, max_batch, jobs_ready).await;
                     let _ = ended_tx.send(());
                 });
@@ -237,7 +241,14 @@ fn answer(answers: Vec<Answer>, queues_jobs: bool, jobs_ready: &Notify) {
 
 /// What a batch writes, on either driver, inside a transaction the caller opened. An entry of
 /// audit events only is answered `Created` once written.
-async fn write_rows(conn: &mut impl Exec, entries: &[&Entry]) -> Result<Vec<Recorded>> {
+/// `memory` is what the writer knows of each workspace's chain (see [`Memory`]): taken up as
+/// each head is locked, handed back after it is saved; the caller forgets it all if the
+/// transaction then fails.
+async fn write_rows(
+    conn: &mut impl Exec,
+    entries: &[&Entry],
+    memory: &mut Memory,
+) -> Result<Vec<Recorded>> {
     let mut chains: Vec<Chain> = Vec::new();
     let mut pending = crate::evaluations::Pending::default();
     let mut results = Vec::with_capacity(entries.len());
@@ -245,7 +256,7 @@ async fn write_rows(conn: &mut impl Exec, entries: &[&Entry]) -> Result<Vec<Reco
         let ws = entry.tenant().workspace_id();
         // Entries come sorted by workspace: lock each workspace's head once, in order.
         if chains.last().is_none_or(|c| c.workspace_id() != ws) {
-            chains.push(Chain::lock(conn, ws).await?);
+            chains.push(Chain::lock_remembering(conn, ws, memory).await?);
         }
         let chain = chains.last_mut().expect("locked above");
         results.push(match entry {
@@ -265,6 +276,9 @@ async fn write_rows(conn: &mut impl Exec, entries: &[&Entry]) -> Result<Vec<Reco
     for chain in &mut chains {
         chain.save(conn).await?;
     }
+    for chain in chains {
+        chain.remember(memory);
+    }
     Ok(results)
 }
 
@@ -275,6 +289,7 @@ struct SqlxWriter {
     /// One connection for every batch while it works; let go when a write fails, in case the
     /// failure was the connection's.
     held: Option<PoolConnection<Any>>,
+    memory: Memory,
 }
 
 impl Writer for SqlxWriter {
@@ -285,13 +300,14 @@ impl Writer for SqlxWriter {
         };
         let result = async {
             let mut tx = sqlx::Connection::begin(&mut **conn).await?;
-            let results = write_rows(&mut *tx, entries).await?;
+            let results = write_rows(&mut *tx, entries, &mut self.memory).await?;
             tx.commit().await?;
             Ok(results)
         }
         .await;
         if result.is_err() {
             self.held = None;
+            self.memory.forget();
         }
         result
     }
@@ -318,6 +334,7 @@ async fn task_loop(
 
 struct SqliteWriter {
     conn: rusqlite::Connection,
+    memory: Memory,
 }
 
 impl SqliteWriter {
@@ -337,7 +354,10 @@ impl SqliteWriter {
         ))?;
         // Multi-row INSERTs come in a shape per batch size: keep them all prepared.
         conn.set_prepared_statement_cache_capacity(256);
-        Ok(SqliteWriter { conn })
+        Ok(SqliteWriter {
+            conn,
+            memory: Memory::default(),
+        })
     }
 }
 
@@ -346,7 +366,7 @@ impl Writer for SqliteWriter {
         // IMMEDIATE: take the write lock now (waiting out other writers under busy_timeout),
         // not at the first write, where a stale read snapshot would fail without waiting.
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
-        let result = match write_rows(&mut self.conn, entries).await {
+        let result = match write_rows(&mut self.conn, entries, &mut self.memory).await {
             Ok(results) => self
                 .conn
                 .execute_batch("COMMIT")
@@ -356,6 +376,9 @@ impl Writer for SqliteWriter {
         };
         if !self.conn.is_autocommit() {
             let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        if result.is_err() {
+            self.memory.forget();
         }
         result
     }

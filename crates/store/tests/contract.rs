@@ -494,6 +494,60 @@ both_backends!(
 );
 
 both_backends!(
+    two_writers_keep_the_list_index_and_costs_whole,
+    |backend| async move {
+        let db = TestDatabase::new(backend).await;
+        // Two stores on one database stand for two server processes: each writer's memory of
+        // the chain holds only until the other appends, then catching up reads the chain back.
+        let (a, b) = (open(&db).await, open(&db).await);
+        let tenant = workspace(&a, "acme").await;
+        let mut expected: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for i in 0..400 {
+            // Runs of 150 from each store, then alternating, so both ways of catching up run.
+            let store = match i {
+                0..150 => &a,
+                150..300 => &b,
+                _ if i % 2 == 0 => &a,
+                _ => &b,
+            };
+            let agent = if i % 3 == 0 { "x" } else { "y" };
+            let ev = evaluation(&tenant, agent, None);
+            expected.entry(agent).or_default().push(ev.id.clone());
+            store.record_evaluation(ev).await.unwrap();
+        }
+        let indexed: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM evaluation_index")
+            .fetch_one(a.pool())
+            .await
+            .unwrap();
+        assert!(indexed >= 256, "{indexed}");
+        for (agent, ids) in &expected {
+            let mut ids = ids.clone();
+            ids.sort_unstable_by(|l, r| r.cmp(l));
+            let filter = agentnexus_store::EvaluationFilter {
+                agent_id: Some((*agent).to_owned()),
+                limit: 500,
+                ..Default::default()
+            };
+            for store in [&a, &b] {
+                let listed: Vec<String> = store
+                    .evaluations(&tenant, &filter)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|e| e.id)
+                    .collect();
+                assert_eq!(listed, ids);
+                let spend = store.spend(&tenant, agent, Utc::now()).await.unwrap();
+                assert_eq!(spend.today_cents, 3 * ids.len() as i64);
+            }
+        }
+        a.close().await;
+        b.close().await;
+        db.drop_database().await;
+    }
+);
+
+both_backends!(
     pending_evaluations_keep_their_stages,
     |backend| async move {
         let db = TestDatabase::new(backend).await;
