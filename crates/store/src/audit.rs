@@ -105,7 +105,20 @@ impl Chain {
         workspace_id: &str,
         memory: &mut Memory,
     ) -> Result<Chain> {
-        let mut chain = Chain::lock(conn, workspace_id).await?;
+        let mut chain = if conn.write_locked() {
+            // Nobody else can write: reading the head is enough (no row to lock, no page to
+            // dirty before `save` does).
+            let row = conn
+                .fetch_optional(
+                    "SELECT seq, hash, indexed_seq FROM audit_heads WHERE workspace_id = $1",
+                    &[workspace_id.into()],
+                )
+                .await?
+                .ok_or(StoreError::NotFound)?;
+            Chain::at(workspace_id, row.int(0)?, row.text(1)?, row.int(2)?)
+        } else {
+            Chain::lock(conn, workspace_id).await?
+        };
         if let Some(r) = memory.0.remove(workspace_id)
             && (r.seq, r.indexed) == (chain.seq, chain.indexed)
         {
@@ -201,8 +214,15 @@ impl Chain {
         let mut args = Vec::new();
         for rows in self.pending.chunks(ROWS_PER_INSERT) {
             let values = crate::values_list(conn.is_sqlite(), 9, rows.len());
+            // On the SQLite writer a failure rolls the whole transaction back, which spares
+            // SQLite a statement journal (a copy of every page the statement changes).
+            let or = if conn.write_locked() {
+                " OR ROLLBACK"
+            } else {
+                ""
+            };
             let sql = format!(
-                "INSERT INTO audit_events (workspace_id, seq, occurred_at, type, actor, \
+                "INSERT{or} INTO audit_events (workspace_id, seq, occurred_at, type, actor, \
                  evaluation_id, data, prev_hash, hash) VALUES {values}"
             );
             args.clear();

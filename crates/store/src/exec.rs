@@ -99,6 +99,12 @@ pub(crate) trait Exec: Send {
     /// SQLite takes anonymous `?` parameters in long statements (see `values_list`).
     fn is_sqlite(&self) -> bool;
 
+    /// The transaction took SQLite's write lock when it began (`BEGIN IMMEDIATE`: the SQLite
+    /// writer's), and a failed statement ends it (the writer then writes each entry alone).
+    fn write_locked(&self) -> bool {
+        false
+    }
+
     fn execute(&mut self, sql: &str, args: &[Arg<'_>]) -> impl Future<Output = Result<u64>> + Send;
 
     fn fetch_optional(
@@ -214,6 +220,10 @@ fn bind_rusqlite(stmt: &mut rusqlite::CachedStatement<'_>, args: &[Arg<'_>]) -> 
 // rusqlite never waits: these futures are ready when first polled (see `writer::now`).
 impl Exec for rusqlite::Connection {
     fn is_sqlite(&self) -> bool {
+        true
+    }
+
+    fn write_locked(&self) -> bool {
         true
     }
 

@@ -547,6 +547,55 @@ both_backends!(
     }
 );
 
+both_backends!(a_failing_evaluation_fails_alone, |backend| async move {
+    let db = TestDatabase::new(backend).await;
+    let store = open(&db).await;
+    let tenant = workspace(&store, "acme").await;
+    // Two pending evaluations with one id (the second row cannot be written) among others,
+    // sent at once so that they share batches: only the duplicate fails.
+    let stage = "        - {name: ops, approvers: [role:ops]}\n";
+    let first = pending_evaluation(&tenant, "bot", stage);
+    let mut twin = pending_evaluation(&tenant, "bot", stage);
+    twin.id = first.id.clone();
+    let mut batch = vec![first, twin];
+    batch.extend((0..20).map(|_| evaluation(&tenant, "bot", None)));
+    let tasks: Vec<_> = batch
+        .into_iter()
+        .map(|ev| {
+            let store = store.clone();
+            tokio::spawn(async move { store.record_evaluation(ev).await })
+        })
+        .collect();
+    let mut failed = 0;
+    for t in tasks {
+        failed += usize::from(t.await.unwrap().is_err());
+    }
+    assert_eq!(failed, 1);
+    // 3 events at creation, one per evaluation written; the chain and the lists whole after
+    // the index has caught up past them.
+    for _ in 0..130 {
+        store
+            .record_evaluation(evaluation(&tenant, "bot", None))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        head(&store.verify_audit(&tenant).await.unwrap()).0,
+        3 + 21 + 130
+    );
+    let all = agentnexus_store::EvaluationFilter {
+        agent_id: Some("bot".into()),
+        limit: 500,
+        ..Default::default()
+    };
+    assert_eq!(
+        store.evaluations(&tenant, &all).await.unwrap().len(),
+        21 + 130
+    );
+    store.close().await;
+    db.drop_database().await;
+});
+
 both_backends!(
     pending_evaluations_keep_their_stages,
     |backend| async move {
