@@ -74,9 +74,26 @@ struct Pending {
     hash: String,
 }
 
-/// Rows per INSERT when writing pending events: 9 parameters each, far below both backends'
-/// limits, and few enough distinct statements for the prepared-statement cache.
+/// Rows per INSERT (events: 9 parameters each; index rows, ranges and costs fewer), far below
+/// both backends' limits, and few enough distinct statements for the prepared-statement cache.
 const ROWS_PER_INSERT: usize = 64;
+
+/// Runs `{head} VALUES (…), (…){tail}` over `args`, `cols` of them to a row, up to
+/// `ROWS_PER_INSERT` rows per statement.
+async fn insert_rows(
+    conn: &mut impl Exec,
+    head: &str,
+    tail: &str,
+    cols: usize,
+    args: &[Arg<'_>],
+) -> Result<()> {
+    for chunk in args.chunks(cols * ROWS_PER_INSERT) {
+        let values = crate::values_list(conn.is_sqlite(), cols, chunk.len() / cols);
+        conn.execute(&format!("{head} VALUES {values}{tail}"), chunk)
+            .await?;
+    }
+    Ok(())
+}
 
 /// How far the chain may run ahead of `evaluation_index` before `save` catches the index up.
 /// Every commit used to write an index leaf per distinct agent and status; caught up in bulk,
@@ -211,36 +228,32 @@ impl Chain {
 
     /// Writes the pending events and the new head; call once before commit.
     pub(crate) async fn save(&mut self, conn: &mut impl Exec) -> Result<()> {
-        let mut args = Vec::new();
-        for rows in self.pending.chunks(ROWS_PER_INSERT) {
-            let values = crate::values_list(conn.is_sqlite(), 9, rows.len());
-            // On the SQLite writer a failure rolls the whole transaction back, which spares
-            // SQLite a statement journal (a copy of every page the statement changes).
-            let or = if conn.write_locked() {
-                " OR ROLLBACK"
-            } else {
-                ""
-            };
-            let sql = format!(
-                "INSERT{or} INTO audit_events (workspace_id, seq, occurred_at, type, actor, \
-                 evaluation_id, data, prev_hash, hash) VALUES {values}"
-            );
-            args.clear();
-            for e in rows {
-                args.extend([
-                    Arg::from(&self.workspace_id),
-                    e.seq.into(),
-                    e.occurred_at.into(),
-                    e.kind.into(),
-                    (&e.actor).into(),
-                    e.evaluation_id.as_deref().into(),
-                    (&e.data).into(),
-                    (&e.prev_hash).into(),
-                    (&e.hash).into(),
-                ]);
-            }
-            conn.execute(&sql, &args).await?;
+        // On the SQLite writer a failure rolls the whole transaction back, which spares SQLite a
+        // statement journal (a copy of every page the statement changes).
+        let or = if conn.write_locked() {
+            " OR ROLLBACK"
+        } else {
+            ""
+        };
+        let mut args = Vec::with_capacity(self.pending.len() * 9);
+        for e in &self.pending {
+            args.extend([
+                Arg::from(&self.workspace_id),
+                e.seq.into(),
+                e.occurred_at.into(),
+                e.kind.into(),
+                (&e.actor).into(),
+                e.evaluation_id.as_deref().into(),
+                (&e.data).into(),
+                (&e.prev_hash).into(),
+                (&e.hash).into(),
+            ]);
         }
+        let head = format!(
+            "INSERT{or} INTO audit_events (workspace_id, seq, occurred_at, type, actor, \
+             evaluation_id, data, prev_hash, hash)"
+        );
+        insert_rows(conn, &head, "", 9, &args).await?;
         drop(args);
         self.pending.clear();
         if self.seq - self.indexed >= INDEX_EVERY {
@@ -268,7 +281,6 @@ impl Chain {
     /// row is written by now (the writer writes rows before events) and its status may have
     /// moved on; one final at once has only its event.
     async fn catch_up(&mut self, conn: &mut impl Exec) -> Result<()> {
-        let sqlite = conn.is_sqlite();
         let rows = match self.known.take() {
             Some(known) => known,
             None => self.read_back(conn).await?,
@@ -287,67 +299,44 @@ impl Chain {
                 *hi = (*hi).max(e.id.as_str());
             }
         }
-        let mut args = Vec::new();
-        for chunk in rows.chunks(ROWS_PER_INSERT) {
-            let values = crate::values_list(sqlite, 4, chunk.len());
-            args.clear();
-            for e in chunk {
-                args.extend([
-                    Arg::from(&self.workspace_id),
-                    (&e.id).into(),
-                    (&e.agent).into(),
-                    (&e.status).into(),
-                ]);
-            }
-            let sql = format!(
-                "INSERT INTO evaluation_index (workspace_id, id, agent_id, status) \
-                 VALUES {values} ON CONFLICT DO NOTHING"
-            );
-            conn.execute(&sql, &args).await?;
+        let ws = &self.workspace_id;
+        let mut args = Vec::with_capacity(rows.len() * 4);
+        for e in &rows {
+            args.extend([
+                Arg::from(ws),
+                (&e.id).into(),
+                (&e.agent).into(),
+                (&e.status).into(),
+            ]);
         }
-        let facets: Vec<_> = facets.into_iter().collect();
-        for chunk in facets.chunks(ROWS_PER_INSERT) {
-            let values = crate::values_list(sqlite, 4, chunk.len());
-            args.clear();
-            for (facet, (lo, hi)) in chunk {
-                args.extend([
-                    Arg::from(&self.workspace_id),
-                    facet.into(),
-                    (*lo).into(),
-                    (*hi).into(),
-                ]);
-            }
-            // A range already ending at the same id (a status change's range of one) widens.
-            let sql = format!(
-                "INSERT INTO evaluation_facets (workspace_id, facet, lo_id, hi_id) \
-                 VALUES {values} ON CONFLICT (workspace_id, facet, hi_id) DO UPDATE SET \
-                 lo_id = CASE WHEN excluded.lo_id < evaluation_facets.lo_id \
-                 THEN excluded.lo_id ELSE evaluation_facets.lo_id END"
-            );
-            conn.execute(&sql, &args).await?;
+        let head = "INSERT INTO evaluation_index (workspace_id, id, agent_id, status)";
+        insert_rows(conn, head, " ON CONFLICT DO NOTHING", 4, &args).await?;
+        args.clear();
+        for (facet, (lo, hi)) in &facets {
+            args.extend([Arg::from(ws), facet.into(), (*lo).into(), (*hi).into()]);
         }
+        // A range already ending at the same id (a status change's range of one) widens.
+        let head = "INSERT INTO evaluation_facets (workspace_id, facet, lo_id, hi_id)";
+        let tail = " ON CONFLICT (workspace_id, facet, hi_id) DO UPDATE SET \
+                    lo_id = CASE WHEN excluded.lo_id < evaluation_facets.lo_id \
+                    THEN excluded.lo_id ELSE evaluation_facets.lo_id END";
+        insert_rows(conn, head, tail, 4, &args).await?;
         // Every evaluation's cost counts for its agent on its UTC day, whatever its decision.
-        let costs: Vec<_> = costs.into_iter().collect();
-        for chunk in costs.chunks(ROWS_PER_INSERT) {
-            let values = crate::values_list(sqlite, 5, chunk.len());
-            args.clear();
-            for ((agent, day), (cents, n)) in chunk {
-                args.extend([
-                    Arg::from(&self.workspace_id),
-                    (*agent).into(),
-                    day.into(),
-                    (*cents).into(),
-                    (*n).into(),
-                ]);
-            }
-            let sql = format!(
-                "INSERT INTO agent_costs (workspace_id, agent_id, day, cents, evaluations) \
-                 VALUES {values} ON CONFLICT (workspace_id, agent_id, day) DO UPDATE SET \
-                 cents = agent_costs.cents + excluded.cents, \
-                 evaluations = agent_costs.evaluations + excluded.evaluations"
-            );
-            conn.execute(&sql, &args).await?;
+        args.clear();
+        for ((agent, day), (cents, n)) in &costs {
+            args.extend([
+                Arg::from(ws),
+                (*agent).into(),
+                day.into(),
+                (*cents).into(),
+                (*n).into(),
+            ]);
         }
+        let head = "INSERT INTO agent_costs (workspace_id, agent_id, day, cents, evaluations)";
+        let tail = " ON CONFLICT (workspace_id, agent_id, day) DO UPDATE SET \
+                    cents = agent_costs.cents + excluded.cents, \
+                    evaluations = agent_costs.evaluations + excluded.evaluations";
+        insert_rows(conn, head, tail, 5, &args).await?;
         Ok(())
     }
 
