@@ -36,6 +36,8 @@ pub(crate) struct Chain {
 /// What the list index and cost attribution need of one evaluation.
 pub(crate) struct Indexed {
     pub(crate) id: String,
+    /// Its `evaluation.created` event's.
+    pub(crate) seq: i64,
     pub(crate) agent: String,
     pub(crate) status: String,
     pub(crate) cost: i64,
@@ -300,17 +302,18 @@ impl Chain {
             }
         }
         let ws = &self.workspace_id;
-        let mut args = Vec::with_capacity(rows.len() * 4);
+        let mut args = Vec::with_capacity(rows.len() * 5);
         for e in &rows {
             args.extend([
                 Arg::from(ws),
                 (&e.id).into(),
                 (&e.agent).into(),
                 (&e.status).into(),
+                e.seq.into(),
             ]);
         }
-        let head = "INSERT INTO evaluation_index (workspace_id, id, agent_id, status)";
-        insert_rows(conn, head, " ON CONFLICT DO NOTHING", 4, &args).await?;
+        let head = "INSERT INTO evaluation_index (workspace_id, id, agent_id, status, seq)";
+        insert_rows(conn, head, " ON CONFLICT DO NOTHING", 5, &args).await?;
         args.clear();
         for (facet, (lo, hi)) in &facets {
             args.extend([Arg::from(ws), facet.into(), (*lo).into(), (*hi).into()]);
@@ -351,7 +354,7 @@ impl Chain {
             .fetch_all(
                 &format!(
                     "SELECT a.evaluation_id, COALESCE(e.agent_id, {agent}), \
-                     COALESCE(e.status, {status}), {cost}, a.occurred_at \
+                     COALESCE(e.status, {status}), {cost}, a.occurred_at, a.seq \
                      FROM audit_events a LEFT JOIN evaluations e ON e.id = a.evaluation_id \
                      WHERE a.workspace_id = $1 AND a.seq > $2 AND a.type = 'evaluation.created'"
                 ),
@@ -362,6 +365,7 @@ impl Chain {
             .map(|r| {
                 Ok(Indexed {
                     id: r.text(0)?,
+                    seq: r.int(5)?,
                     agent: r.text(1)?,
                     status: r.text(2)?,
                     cost: r.int(3)?,
@@ -371,6 +375,16 @@ impl Chain {
             .collect()
     }
 }
+
+/// The seq of evaluation `$1`'s `evaluation.created` event in workspace `$2`: kept with the
+/// evaluation in `evaluation_index`, or found in the chain's tail (at most a catch-up's worth of
+/// events) when the index has not caught up with it. `audit_events_by_evaluation` leaves
+/// creations out.
+pub(crate) const CREATED_SEQ: &str = "SELECT seq FROM evaluation_index \
+    WHERE workspace_id = $2 AND id = $1 \
+    UNION ALL SELECT seq FROM audit_events WHERE workspace_id = $2 \
+    AND seq > (SELECT indexed_seq FROM audit_heads WHERE workspace_id = $2) \
+    AND type = 'evaluation.created' AND evaluation_id = $1";
 
 const EVENT_COLUMNS: &str =
     "seq, occurred_at, type, actor, evaluation_id, data, prev_hash, hash, workspace_id";
@@ -417,16 +431,26 @@ impl Store {
         rows.iter().map(event_from_row).collect()
     }
 
-    /// Every event of one evaluation, oldest first.
+    /// Every event of one evaluation, oldest first: its creation found by seq, the rest by
+    /// `audit_events_by_evaluation`.
     pub async fn timeline(&self, tenant: &Tenant, evaluation_id: &str) -> Result<Vec<AuditEvent>> {
         let rows = sqlx::query(&format!(
             "SELECT {EVENT_COLUMNS} FROM audit_events WHERE evaluation_id = $1 \
-             AND workspace_id = $2 ORDER BY seq"
+             AND workspace_id = $2 AND type <> 'evaluation.created' \
+             UNION ALL SELECT {EVENT_COLUMNS} FROM audit_events WHERE workspace_id = $2 \
+             AND seq IN ({CREATED_SEQ}) AND evaluation_id = $1 AND type = 'evaluation.created'"
         ))
         .bind(evaluation_id)
         .bind(tenant.workspace_id())
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(event_from_row).collect()
+        // Sorted here: asked to order by seq, SQLite walks the workspace's whole chain in seq
+        // order rather than use the index on evaluation_id.
+        let mut events = rows
+            .iter()
+            .map(event_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        events.sort_unstable_by_key(|e| e.seq);
+        Ok(events)
     }
 }

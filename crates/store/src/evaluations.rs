@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::audit::Chain;
+use crate::audit::{CREATED_SEQ, Chain};
 use crate::exec::{Arg, Exec};
 use crate::{
     Evaluation, EvaluationFilter, NewAuditEvent, NewEvaluation, Recorded, Result, StageRecord,
@@ -211,7 +211,7 @@ pub(crate) async fn insert<'a>(
         Some(k) => crate::Actor::Key(k.clone()),
         None => crate::Actor::System,
     };
-    chain.append(&NewAuditEvent {
+    let seq = chain.append(&NewAuditEvent {
         kind: "evaluation.created",
         actor,
         evaluation_id: Some(ev.id.clone()),
@@ -220,6 +220,7 @@ pub(crate) async fn insert<'a>(
     });
     chain.created(crate::audit::Indexed {
         id: ev.id.clone(),
+        seq,
         agent: p.agent_id.clone(),
         status: status.as_str().to_owned(),
         cost: p.cost_cents,
@@ -541,7 +542,8 @@ impl Store {
         let row = sqlx::query(&format!(
             "SELECT {EVALUATION_COLUMNS} FROM evaluations WHERE id = $1 AND workspace_id = $2 \
              UNION ALL SELECT {events} FROM audit_events a WHERE a.evaluation_id = $1 \
-             AND a.workspace_id = $2 AND a.type = 'evaluation.created' \
+             AND a.workspace_id = $2 AND a.seq IN ({CREATED_SEQ}) \
+             AND a.type = 'evaluation.created' \
              AND NOT EXISTS (SELECT 1 FROM evaluations WHERE id = $1)"
         ))
         .bind(id)
@@ -610,17 +612,17 @@ impl Store {
             binds.extend(found.iter().map(String::as_str));
             // The filters again, so parameters appear in the order of their numbers.
             match ids.is_empty() {
-                true => "SELECT id FROM evaluation_index WHERE 1 = 0".to_owned(),
+                true => "SELECT id, seq FROM evaluation_index WHERE 1 = 0".to_owned(),
                 false => format!(
-                    "SELECT id FROM evaluation_index WHERE workspace_id = $1{filters} \
+                    "SELECT id, seq FROM evaluation_index WHERE workspace_id = $1{filters} \
                      AND id IN ({})",
                     ids.join(", ")
                 ),
             }
         } else {
             format!(
-                "SELECT id FROM (SELECT id FROM evaluation_index WHERE workspace_id = $1{filters} \
-                 ORDER BY id DESC LIMIT {limit}) AS page"
+                "SELECT id, seq FROM (SELECT id, seq FROM evaluation_index \
+                 WHERE workspace_id = $1{filters} ORDER BY id DESC LIMIT {limit}) AS page"
             )
         };
         let events = event_columns(self.backend == crate::Backend::Sqlite);
@@ -628,13 +630,13 @@ impl Store {
         // or, final at once, from its event; the filters again on what was read.
         let sql = format!(
             "WITH listed AS ({page} \
-             UNION ALL SELECT evaluation_id FROM audit_events WHERE workspace_id = $1 \
+             UNION ALL SELECT evaluation_id, seq FROM audit_events WHERE workspace_id = $1 \
              AND type = 'evaluation.created' \
              AND seq > (SELECT indexed_seq FROM audit_heads WHERE workspace_id = $1)) \
              SELECT * FROM (SELECT {EVALUATION_COLUMNS} FROM evaluations \
              WHERE workspace_id = $1 AND id IN (SELECT id FROM listed) \
              UNION ALL SELECT {events} FROM audit_events a WHERE a.workspace_id = $1 \
-             AND a.type = 'evaluation.created' AND a.evaluation_id IN (SELECT id FROM listed) \
+             AND a.type = 'evaluation.created' AND a.seq IN (SELECT seq FROM listed) \
              AND NOT EXISTS (SELECT 1 FROM evaluations e WHERE e.id = a.evaluation_id)) AS ev \
              WHERE 1 = 1{filters} ORDER BY id DESC LIMIT {limit}"
         );

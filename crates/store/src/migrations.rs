@@ -44,6 +44,11 @@ const SHARED: &[Embedded] = &[
         "evaluation facets",
         include_str!("../migrations/0008_evaluation_facets.sql"),
     ),
+    (
+        10,
+        "evaluation seq",
+        include_str!("../migrations/0010_evaluation_seq.sql"),
+    ),
 ];
 
 const SQLITE: &[Embedded] = &[

@@ -485,7 +485,20 @@ both_backends!(
                 .unwrap();
         assert_eq!(indexed, vec!["denied".to_owned()]);
         let listed = store.evaluations(&tenant, &denied).await.unwrap();
-        assert_eq!(listed, vec![expected]);
+        assert_eq!(listed, vec![expected.clone()]);
+        // Found by the seq the index keeps, once caught up, as it was in the tail before.
+        let read = store.evaluation(&tenant, &expected.id).await.unwrap();
+        assert_eq!(read.as_ref(), Some(&expected));
+        let timeline = store.timeline(&tenant, &expected.id).await.unwrap();
+        let kinds: Vec<&str> = timeline.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["evaluation.created"]);
+        assert!(
+            store
+                .timeline(&other, &expected.id)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         let elsewhere = store.evaluations(&other, &denied).await.unwrap();
         assert!(elsewhere.is_empty());
         store.close().await;
