@@ -16,7 +16,6 @@ use crate::{
 /// How long an idempotency key returns the first evaluation (SPEC §4).
 pub const IDEMPOTENCY_WINDOW: Duration = Duration::hours(24);
 
-/// Writes one evaluation inside the writer's transaction; see `writer`.
 /// What a batch writes after its per-evaluation checks: pending evaluations many rows per
 /// statement, then their stages and links. (Costs are added up from the chain when the list
 /// index catches up: see `audit::Chain::catch_up`.)
@@ -373,22 +372,27 @@ fn event_columns(sqlite: bool) -> String {
     .join(", ")
 }
 
-/// The newest `limit` indexed evaluations that pass the filter (status or agent), by id: the
-/// id ranges of its agent's (else its status's) facet, newest first, each read from
-/// `evaluation_index` by its primary key. Ranges come in order of their newest id, so the walk
-/// ends at the first range whose newest id is older than the `limit`-th found.
+/// The facet a filtered list walks: its agent's, else its status's; none unfiltered.
+fn facet(filter: &EvaluationFilter) -> Option<String> {
+    match (&filter.agent_id, filter.status) {
+        (Some(agent), _) => Some(format!("agent:{agent}")),
+        (None, Some(status)) => Some(format!("status:{}", status.as_str())),
+        (None, None) => None,
+    }
+}
+
+/// The newest `limit` indexed evaluations that pass the filter, by id: the id ranges of
+/// `facet`, newest first, each read from `evaluation_index` by its primary key. Ranges come in
+/// order of their newest id, so the walk ends at the first range whose newest id is older than
+/// the `limit`-th found.
 async fn facet_page(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     ws: &str,
+    facet: &str,
     filter: &EvaluationFilter,
     limit: usize,
 ) -> Result<Vec<String>> {
     const RANGES_PER_READ: i64 = 16;
-    let facet = match (&filter.agent_id, filter.status) {
-        (Some(agent), _) => format!("agent:{agent}"),
-        (None, Some(status)) => format!("status:{}", status.as_str()),
-        (None, None) => return Err(StoreError::Corrupt("a facet needs a filter".into())),
-    };
     // What each range is read with: bounds, then the filters.
     let mut within = String::from(
         "SELECT id FROM evaluation_index WHERE workspace_id = $1 AND id >= $2 AND id <= $3",
@@ -418,7 +422,7 @@ async fn facet_page(
             }
         }
         q.push_str(&format!(" ORDER BY hi_id DESC LIMIT {RANGES_PER_READ}"));
-        let mut query = sqlx::query(&q).bind(ws).bind(&facet);
+        let mut query = sqlx::query(&q).bind(ws).bind(facet);
         for value in [&older_than, &filter.before].into_iter().flatten() {
             query = query.bind(value.as_str());
         }
@@ -603,8 +607,8 @@ impl Store {
         let ws = tenant.workspace_id();
         // The index's page: by its primary key, or found through the facets when filtered.
         let found;
-        let page = if filter.status.is_some() || filter.agent_id.is_some() {
-            found = facet_page(&mut tx, ws, filter, limit as usize).await?;
+        let page = if let Some(facet) = facet(filter) {
+            found = facet_page(&mut tx, ws, &facet, filter, limit as usize).await?;
             let first = binds.len() + 2;
             let ids: Vec<String> = (first..first + found.len())
                 .map(|i| format!("${i}"))
