@@ -199,28 +199,42 @@ impl Chain {
 
     /// Gives the event its seq and hashes; it is written by `save`, in the same transaction.
     pub(crate) fn append(&mut self, event: &NewAuditEvent) -> i64 {
-        let seq = self.seq + 1;
-        let occurred_at = crate::micros(event.occurred_at);
         let data = canonical::to_string(&event.data);
         let actor = event.actor.label();
+        let id = event.evaluation_id.as_deref();
+        self.append_canonical(event.kind, &actor, id, &data, event.occurred_at)
+    }
+
+    /// [`Chain::append`] with the event's `data` already in canonical JSON.
+    pub(crate) fn append_canonical(
+        &mut self,
+        kind: &'static str,
+        actor: &str,
+        evaluation_id: Option<&str>,
+        data: &str,
+        occurred_at: DateTime<Utc>,
+    ) -> i64 {
+        let seq = self.seq + 1;
+        // Stored in microseconds: hashed as stored.
+        let occurred_at = crate::micros(occurred_at);
         let fields = AuditFields {
             workspace_id: &self.workspace_id,
             seq,
             occurred_at: &timestamp_text(crate::from_micros(occurred_at)),
-            kind: event.kind,
-            actor: &actor,
-            evaluation_id: event.evaluation_id.as_deref(),
-            data: &data,
+            kind,
+            actor,
+            evaluation_id,
+            data,
         };
         let hash = canonical::chain_hash(&self.hash, &fields.canonical());
         let prev_hash = std::mem::replace(&mut self.hash, hash.clone());
         self.pending.push(Pending {
             seq,
             occurred_at,
-            kind: event.kind,
-            actor,
-            evaluation_id: event.evaluation_id.clone(),
-            data,
+            kind,
+            actor: actor.to_owned(),
+            evaluation_id: evaluation_id.map(str::to_owned),
+            data: data.to_owned(),
             prev_hash,
             hash,
         });

@@ -2,15 +2,15 @@
 
 use agentnexus_engine::{Channel, Effect, OnTimeout, Spend};
 use chrono::{DateTime, Datelike, Duration, Utc};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::audit::{CREATED_SEQ, Chain};
 use crate::exec::{Arg, Exec};
 use crate::{
-    Evaluation, EvaluationFilter, NewAuditEvent, NewEvaluation, Recorded, Result, StageRecord,
-    Status, Store, StoreError, Tenant, from_micros, micros,
+    Evaluation, EvaluationFilter, NewEvaluation, Recorded, Result, StageRecord, Status, Store,
+    StoreError, Tenant, from_micros, micros,
 };
 
 /// How long an idempotency key returns the first evaluation (SPEC §4).
@@ -121,6 +121,7 @@ pub(crate) async fn insert<'a>(
     conn: &mut impl Exec,
     chain: &mut Chain,
     ev: &'a NewEvaluation,
+    data: &str,
     pending: &mut Pending<'a>,
 ) -> Result<Recorded> {
     let ws = ev.tenant.workspace_id();
@@ -175,48 +176,17 @@ pub(crate) async fn insert<'a>(
         }
     }
 
-    let mut data = json!({
-        "agent_id": p.agent_id,
-        "action": p.action,
-        "resource": p.resource,
-        "amount_cents": p.amount_cents,
-        "cost_cents": p.cost_cents,
-        "params": p.params,
-        "context": p.context,
-        "decision": ev.decision,
-        "status": status,
-        "reason": ev.reason,
-        "matched_rules": ev.matched_rules,
-        "policy_versions": ev.policy_versions,
-        "proposal_hash": ev.proposal_hash,
-    });
-    let extra = data.as_object_mut().expect("an object");
-    if !ev.errors.is_empty() {
-        extra.insert("errors".into(), serde_json::to_value(&ev.errors)?);
-    }
-    if let Some(a) = &ev.approval {
-        extra.insert("approval".into(), a.clone());
-    }
-    if let Some(t) = &ev.trace {
-        extra.insert("trace".into(), t.clone());
-    }
-    if let Some(k) = &ev.idempotency_key {
-        extra.insert("idempotency_key".into(), k.as_str().into());
-    }
-    if let Some(u) = &ev.webhook_url {
-        extra.insert("webhook_url".into(), u.as_str().into());
-    }
     let actor = match &ev.key_id {
         Some(k) => crate::Actor::Key(k.clone()),
         None => crate::Actor::System,
     };
-    let seq = chain.append(&NewAuditEvent {
-        kind: "evaluation.created",
-        actor,
-        evaluation_id: Some(ev.id.clone()),
+    let seq = chain.append_canonical(
+        "evaluation.created",
+        &actor.label(),
+        Some(&ev.id),
         data,
-        occurred_at: ev.created_at,
-    });
+        ev.created_at,
+    );
     chain.created(crate::audit::Indexed {
         id: ev.id.clone(),
         seq,
@@ -233,6 +203,103 @@ pub(crate) async fn insert<'a>(
 }
 
 impl NewEvaluation {
+    /// The `data` of its `evaluation.created` event, in canonical JSON: all of the evaluation
+    /// as created (an allowed or denied one has no other record). Written straight into one
+    /// buffer, keys in RFC 8785 order, not through a `serde_json::Value`; the caller's thread
+    /// does it, before the evaluation joins the writer's queue (this was a tenth of the
+    /// writer's time). The tests hold it to the `Value` it replaced, byte for byte.
+    pub(crate) fn event_data(&self) -> String {
+        use agentnexus_engine::canonical::{write, write_i64, write_i64_map, write_str};
+        let p = &self.proposal;
+        let mut out = Vec::with_capacity(512);
+        let key = |out: &mut Vec<u8>, key: &str| {
+            out.push(if out.is_empty() { b'{' } else { b',' });
+            write_str(out, key);
+            out.push(b':');
+        };
+        let rules = |out: &mut Vec<u8>, rules: &mut dyn Iterator<Item = [(&str, &str); 3]>| {
+            out.push(b'[');
+            for (i, fields) in rules.enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                for (j, (name, value)) in fields.into_iter().enumerate() {
+                    out.push(if j == 0 { b'{' } else { b',' });
+                    write_str(out, name);
+                    out.push(b':');
+                    write_str(out, value);
+                }
+                out.push(b'}');
+            }
+            out.push(b']');
+        };
+        key(&mut out, "action");
+        write_str(&mut out, &p.action);
+        key(&mut out, "agent_id");
+        write_str(&mut out, &p.agent_id);
+        key(&mut out, "amount_cents");
+        write_i64(&mut out, p.amount_cents);
+        if let Some(a) = &self.approval {
+            key(&mut out, "approval");
+            write(&mut out, a);
+        }
+        key(&mut out, "context");
+        write(&mut out, &p.context);
+        key(&mut out, "cost_cents");
+        write_i64(&mut out, p.cost_cents);
+        key(&mut out, "decision");
+        write_str(&mut out, self.decision.as_str());
+        if !self.errors.is_empty() {
+            key(&mut out, "errors");
+            let mut errors = self.errors.iter().map(|e| {
+                [
+                    ("message", e.message.as_str()),
+                    ("policy", e.policy.as_str()),
+                    ("rule", e.rule.as_str()),
+                ]
+            });
+            rules(&mut out, &mut errors);
+        }
+        if let Some(k) = &self.idempotency_key {
+            key(&mut out, "idempotency_key");
+            write_str(&mut out, k);
+        }
+        key(&mut out, "matched_rules");
+        let mut matched = self.matched_rules.iter().map(|r| {
+            [
+                ("effect", r.effect.as_str()),
+                ("policy", r.policy.as_str()),
+                ("rule", r.rule.as_str()),
+            ]
+        });
+        rules(&mut out, &mut matched);
+        key(&mut out, "params");
+        write(&mut out, &p.params);
+        key(&mut out, "policy_versions");
+        write_i64_map(&mut out, &self.policy_versions);
+        key(&mut out, "proposal_hash");
+        write_str(&mut out, &self.proposal_hash);
+        key(&mut out, "reason");
+        write_str(&mut out, &self.reason);
+        key(&mut out, "resource");
+        match &p.resource {
+            Some(r) => write_str(&mut out, r),
+            None => out.extend_from_slice(b"null"),
+        }
+        key(&mut out, "status");
+        write_str(&mut out, Status::initial(self.decision).as_str());
+        if let Some(t) = &self.trace {
+            key(&mut out, "trace");
+            write(&mut out, t);
+        }
+        if let Some(u) = &self.webhook_url {
+            key(&mut out, "webhook_url");
+            write_str(&mut out, u);
+        }
+        out.push(b'}');
+        String::from_utf8(out).expect("JSON text is UTF-8")
+    }
+
     /// The stages as they stand when the evaluation is created: the first waiting with its
     /// deadline running, the rest queued.
     pub fn stage_records(&self) -> Vec<StageRecord> {
@@ -311,7 +378,8 @@ fn channel_name(c: Channel) -> &'static str {
 
 /// The UTC day an amount is attributed to.
 pub(crate) fn day(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%d").to_string()
+    // `%Y-%m-%d`, without parsing a format string for every evaluation a catch-up adds up.
+    t.date_naive().to_string()
 }
 
 const EVALUATION_COLUMNS: &str = "id, agent_id, action, resource, amount_cents, cost_cents, \
@@ -690,5 +758,119 @@ impl Store {
             today_cents: row.try_get(0)?,
             month_cents: row.try_get(1)?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use agentnexus_engine::canonical;
+    use agentnexus_engine::{MatchedRule, Proposal, ProposalFields, RuleError};
+    use serde_json::json;
+
+    use super::*;
+
+    /// The event data as it was built before `event_data`: a `Value`, then canonical JSON.
+    fn through_value(ev: &NewEvaluation) -> String {
+        let p = &ev.proposal;
+        let mut data = json!({
+            "agent_id": p.agent_id, "action": p.action, "resource": p.resource,
+            "amount_cents": p.amount_cents, "cost_cents": p.cost_cents,
+            "params": p.params, "context": p.context,
+            "decision": ev.decision, "status": Status::initial(ev.decision),
+            "reason": ev.reason, "matched_rules": ev.matched_rules,
+            "policy_versions": ev.policy_versions, "proposal_hash": ev.proposal_hash,
+        });
+        let extra = data.as_object_mut().unwrap();
+        if !ev.errors.is_empty() {
+            extra.insert("errors".into(), json!(ev.errors));
+        }
+        for (k, v) in [
+            ("approval", ev.approval.clone()),
+            ("trace", ev.trace.clone()),
+            (
+                "idempotency_key",
+                ev.idempotency_key.clone().map(Value::from),
+            ),
+            ("webhook_url", ev.webhook_url.clone().map(Value::from)),
+        ] {
+            if let Some(v) = v {
+                extra.insert(k.into(), v);
+            }
+        }
+        canonical::to_string(&data)
+    }
+
+    fn evaluation(fields: ProposalFields) -> NewEvaluation {
+        let proposal = Proposal::new(fields).unwrap();
+        NewEvaluation {
+            id: "ev_1".into(),
+            tenant: Tenant::new("ws_1".into()),
+            key_id: None,
+            proposal_hash: proposal.hash(),
+            proposal,
+            trace: None,
+            idempotency_key: None,
+            webhook_url: None,
+            decision: Effect::Allow,
+            reason: "allowed by rule p/r".into(),
+            matched_rules: vec![],
+            errors: vec![],
+            approval: None,
+            stages: vec![],
+            notices: vec![],
+            policy_versions: BTreeMap::new(),
+            created_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn event_data_is_the_canonical_json_of_the_evaluation() {
+        let plain = evaluation(ProposalFields {
+            agent_id: Some("a".into()),
+            action: Some("svc.read".into()),
+            ..Default::default()
+        });
+        let mut full = evaluation(ProposalFields {
+            agent_id: Some("bot \"é\" 😀".into()),
+            action: Some("stripe.refund".into()),
+            resource: Some("cus/\u{ff61}".into()),
+            amount_cents: Some(9_007_199_254_740_991),
+            cost_cents: Some(12),
+            params: Some(json!({"z": [1, 2.5, null], "a": {"\u{e000}": 1, "😀": 2}})),
+            context: Some(json!({"environment": "production", "n": -0.0})),
+        });
+        full.decision = Effect::RequireApproval;
+        full.reason = "needs \\ a human\n".into();
+        full.trace = Some(json!({"span": "s1", "b": [true]}));
+        full.idempotency_key = Some("k-1".into());
+        full.webhook_url = Some("https://example.com/hook?a=1&b=é".into());
+        full.approval = Some(json!({"tier": "critical", "policy": "p", "rule": "r"}));
+        full.matched_rules = vec![
+            MatchedRule {
+                policy: "p".into(),
+                rule: "r".into(),
+                effect: Effect::RequireApproval,
+            },
+            MatchedRule {
+                policy: "\u{ff61}".into(),
+                rule: "😀".into(),
+                effect: Effect::Allow,
+            },
+        ];
+        full.errors = vec![RuleError {
+            policy: "p".into(),
+            rule: "broken".into(),
+            message: "no such key: \"x\"".into(),
+        }];
+        full.policy_versions = [("p", 3), ("\u{ff61}", 1), ("😀", 2)]
+            .map(|(k, v)| (k.to_owned(), v))
+            .into();
+        let mut denied = plain.clone();
+        denied.decision = Effect::Deny;
+        for ev in [&plain, &full, &denied] {
+            assert_eq!(ev.event_data(), through_value(ev));
+        }
     }
 }

@@ -4,7 +4,6 @@ use chrono::{DateTime, Utc};
 use rand::Rng;
 use rand::distr::Alphanumeric;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -20,7 +19,7 @@ const KEY_RANDOM_CHARS: usize = 40;
 /// The stored form of an API key. Keys are long random strings, so one SHA-256 is enough;
 /// a slow password hash would only slow every request down.
 pub fn key_hash(secret: &str) -> String {
-    hex::encode(Sha256::digest(secret.as_bytes()))
+    agentnexus_engine::canonical::sha256_hex(secret.as_bytes())
 }
 
 fn generate_key() -> String {

@@ -56,7 +56,8 @@ impl Default for WriterConfig {
 /// What one caller asked the writer to write. Moved once, into the queue: not boxed.
 #[allow(clippy::large_enum_variant)]
 enum Entry {
-    Evaluation(NewEvaluation),
+    /// With its `evaluation.created` event's data, in canonical JSON.
+    Evaluation(NewEvaluation, String),
     /// Events appended on their own (changes that write nothing else).
     Audit(Tenant, Vec<NewAuditEvent>),
 }
@@ -64,7 +65,7 @@ enum Entry {
 impl Entry {
     fn tenant(&self) -> &Tenant {
         match self {
-            Entry::Evaluation(ev) => &ev.tenant,
+            Entry::Evaluation(ev, _) => &ev.tenant,
             Entry::Audit(tenant, _) => tenant,
         }
     }
@@ -138,7 +139,8 @@ impl Handle {
 
     pub(crate) async fn record(&self, evaluation: NewEvaluation) -> Result<Recorded> {
         let (reply, answer) = oneshot::channel();
-        let entry = Entry::Evaluation(evaluation);
+        let data = evaluation.event_data();
+        let entry = Entry::Evaluation(evaluation, data);
         self.send(entry, Reply::Evaluation(reply)).await?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
@@ -200,7 +202,7 @@ trait Writer {
 async fn write_batch(writer: &mut impl Writer, batch: &mut Vec<Job>) -> (Vec<Answer>, bool) {
     metrics::histogram!("agentnexus_store_commit_batch_size").record(batch.len() as f64);
     let queues_jobs = batch.iter().any(|j| match &j.entry {
-        Entry::Evaluation(ev) => ev.webhook_url.is_some() || !ev.notices.is_empty(),
+        Entry::Evaluation(ev, _) => ev.webhook_url.is_some() || !ev.notices.is_empty(),
         Entry::Audit(..) => false,
     });
     let entries: Vec<&Entry> = batch.iter().map(|j| &j.entry).collect();
@@ -260,8 +262,8 @@ async fn write_rows(
         }
         let chain = chains.last_mut().expect("locked above");
         results.push(match entry {
-            Entry::Evaluation(ev) => {
-                crate::evaluations::insert(conn, chain, ev, &mut pending).await?
+            Entry::Evaluation(ev, data) => {
+                crate::evaluations::insert(conn, chain, ev, data, &mut pending).await?
             }
             Entry::Audit(_, events) => {
                 for event in events {

@@ -1,13 +1,14 @@
 //! Evaluate (SPEC §4) and reading evaluations back.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
-use agentnexus_engine::{Proposal, ProposalFields, Spend};
+use agentnexus_engine::{Effect, Proposal, ProposalFields, Spend};
 use agentnexus_store::{
     Evaluation, EvaluationFilter, NewEvaluation, Recorded, StageRecord, Status,
 };
 use axum::extract::State;
 use chrono::{DateTime, Utc};
+use metrics::Counter;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
@@ -208,40 +209,78 @@ impl From<StageRecord> for StageDetail {
 }
 
 fn summary(ev: &Evaluation) -> EvaluationResponse {
-    let approval = ev.approval.as_ref().map(|a| {
-        let text = |k: &str| {
-            a.get(k)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned()
-        };
-        let stage = ev
-            .current_stage
-            .filter(|_| ev.status == Status::Pending)
-            .and_then(|i| ev.stages.iter().find(|s| s.index == i))
-            .map(|s| StageView {
-                index: s.index,
-                name: s.name.clone(),
-                expires_at: s.expires_at,
-            });
-        ApprovalView {
-            tier: text("tier"),
-            policy: text("policy"),
-            rule: text("rule"),
-            stage,
-        }
-    });
+    let stage = ev
+        .current_stage
+        .filter(|_| ev.status == Status::Pending)
+        .and_then(|i| ev.stages.iter().find(|s| s.index == i));
     EvaluationResponse {
         evaluation_id: ev.id.clone(),
         decision: ev.decision.as_str(),
         status: ev.status.as_str(),
         reason: ev.reason.clone(),
         matched_rules: ev.matched_rules.clone(),
-        approval,
+        approval: approval_view(ev.approval.as_ref(), stage),
         policy_versions: ev.policy_versions.clone(),
         proposal_hash: ev.proposal_hash.clone(),
         errors: ev.errors.clone(),
         created_at: ev.created_at,
+    }
+}
+
+/// The answer for an evaluation about to be recorded, as [`summary`] will read it back, without
+/// first copying all of it (params, context, stages) into an [`Evaluation`].
+fn fresh_summary(new: &NewEvaluation) -> EvaluationResponse {
+    let status = Status::initial(new.decision);
+    let stage = match status {
+        Status::Pending => new.stage_records().into_iter().next(),
+        _ => None,
+    };
+    let json = |v: Result<Value, _>| v.unwrap_or_default();
+    EvaluationResponse {
+        evaluation_id: new.id.clone(),
+        decision: new.decision.as_str(),
+        status: status.as_str(),
+        reason: new.reason.clone(),
+        matched_rules: json(serde_json::to_value(&new.matched_rules)),
+        approval: approval_view(new.approval.as_ref(), stage.as_ref()),
+        policy_versions: json(serde_json::to_value(&new.policy_versions)),
+        proposal_hash: new.proposal_hash.clone(),
+        errors: json(serde_json::to_value(&new.errors)),
+        created_at: new.created_at,
+    }
+}
+
+/// The approval an evaluation waits for, with the stage it is at while pending.
+fn approval_view(approval: Option<&Value>, stage: Option<&StageRecord>) -> Option<ApprovalView> {
+    let a = approval?;
+    let text = |k: &str| {
+        a.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    Some(ApprovalView {
+        tier: text("tier"),
+        policy: text("policy"),
+        rule: text("rule"),
+        stage: stage.map(|s| StageView {
+            index: s.index,
+            name: s.name.clone(),
+            expires_at: s.expires_at,
+        }),
+    })
+}
+
+/// `agentnexus_decisions_total` by effect; its handles kept (see `ops::RequestMetrics`).
+fn count_decision(effect: Effect) {
+    static COUNTERS: LazyLock<[(Effect, Counter); 3]> = LazyLock::new(|| {
+        [Effect::Allow, Effect::RequireApproval, Effect::Deny].map(|e| {
+            let counter = metrics::counter!("agentnexus_decisions_total", "effect" => e.as_str());
+            (e, counter)
+        })
+    });
+    if let Some((_, counter)) = COUNTERS.iter().find(|(e, _)| *e == effect) {
+        counter.increment(1);
     }
 }
 
@@ -344,6 +383,7 @@ pub async fn decide(
         }
         None => Vec::new(),
     };
+    let answer_effect = decision.effect;
     let new = NewEvaluation {
         id,
         tenant: tenant.clone(),
@@ -363,12 +403,11 @@ pub async fn decide(
         policy_versions: decision.policy_versions,
         created_at: now,
     };
-    let view = new.to_evaluation();
+    let answer = fresh_summary(&new);
     match state.store.record_evaluation(new).await? {
         Recorded::Created => {
-            metrics::counter!("agentnexus_decisions_total", "effect" => view.decision.as_str())
-                .increment(1);
-            Ok(summary(&view))
+            count_decision(answer_effect);
+            Ok(answer)
         }
         Recorded::Existing(id) => existing(state, caller, &id).await,
     }
