@@ -422,31 +422,31 @@ fn pinned_actions(expr: &cel::IdedExpr) -> Option<Vec<String>> {
 
 /// One context per decision, shared by every expression: building it is the expensive part.
 /// The CEL context with the variables in `reads` (bits of [`VARIABLES`]).
-fn cel_context<'a>(proposal: &Proposal, spend: Spend, reads: u8) -> Context<'a, 'a> {
+fn cel_context(proposal: &Proposal, spend: Spend, reads: u8) -> Context<'_, '_> {
+    use crate::value::{int, int_map, string, to_val};
     let mut ctx = Context::with_env(ENV.clone());
     for (i, name) in VARIABLES.iter().enumerate() {
         if reads & (1 << i) == 0 {
             continue;
         }
-        let value: Value = match *name {
-            "agent_id" => proposal.agent_id.as_str().into(),
-            "action" => proposal.action.as_str().into(),
-            "resource" => proposal
-                .resource
-                .as_deref()
-                .map_or(Value::Null, Value::from),
-            "amount_cents" => proposal.amount_cents.into(),
-            "cost_cents" => proposal.cost_cents.into(),
-            "params" => crate::value::to_cel(&proposal.params),
-            "context" => crate::value::to_cel(&proposal.context),
+        let value = match *name {
+            "agent_id" => string(&proposal.agent_id),
+            "action" => string(&proposal.action),
+            "resource" => match &proposal.resource {
+                Some(r) => string(r),
+                None => Box::new(cel::common::types::CelNull),
+            },
+            "amount_cents" => int(proposal.amount_cents),
+            "cost_cents" => int(proposal.cost_cents),
+            "params" => to_val(&proposal.params),
+            "context" => to_val(&proposal.context),
             // spend
-            _ => HashMap::from([
+            _ => int_map(&[
                 ("today_cents", spend.today_cents),
                 ("month_cents", spend.month_cents),
-            ])
-            .into(),
+            ]),
         };
-        ctx.add_variable_from_value(*name, value);
+        ctx.add_variable_as_val(*name, value);
     }
     ctx
 }

@@ -285,3 +285,39 @@ rules:
         ]
     );
 }
+
+#[test]
+fn json_values_keep_their_cel_types() {
+    // Integers are ints (int arithmetic), fractions and integers past i64 doubles (double
+    // arithmetic; mixing the two is an error in CEL), null is null, objects are maps with string keys,
+    // arrays are lists; an absent resource is null.
+    let policy = r#"
+name: types
+rules:
+  - {id: int, when: 'params.n + 1 == 3 && params.n / 4 == 0', effect: allow}
+  - {id: double, when: 'params.f + 0.25 == 1.75', effect: allow}
+  - {id: big, when: 'params.big + 1.0 > 1e19', effect: allow}
+  - {id: null, when: 'params.nothing == null && resource == null', effect: allow}
+  - {id: bool, when: 'params.yes && !params.no', effect: allow}
+  - {id: map, when: '"k" in params.m && params.m.k.size() == 2 && size(params.m) == 1', effect: allow}
+  - {id: list, when: 'params.l[1] == "b" && params.l.size() == 3 && params.l[2].z == [1]', effect: allow}
+  - {id: unicode, when: 'context["é"] == "😀"', effect: allow}
+"#;
+    let set = PolicySet::new([Arc::new(compile_policy(policy, Format::Yaml).unwrap())]);
+    let fields: ProposalFields = serde_json::from_value(json!({
+        "agent_id": "a", "action": "act",
+        "params": {"n": 2, "f": 1.5, "big": 18446744073709551615u64, "nothing": null,
+            "yes": true, "no": false, "m": {"k": "vv"}, "l": ["a", "b", {"z": [1]}]},
+        "context": {"é": "😀"}
+    }))
+    .unwrap();
+    let d = set.decide(&Proposal::new(fields).unwrap(), Spend::default());
+    assert!(d.errors.is_empty(), "{:?}", d.errors);
+    let matched: Vec<&str> = d.matched_rules.iter().map(|m| m.rule.as_str()).collect();
+    assert_eq!(
+        matched,
+        [
+            "int", "double", "big", "null", "bool", "map", "list", "unicode"
+        ]
+    );
+}
