@@ -47,8 +47,10 @@ fn main() {
             kind: "evaluation.created",
             actor: Actor::Key("key_01jbench".into()),
             evaluation_id: Some(format!("ev_{i:026}")),
+            // What every `evaluation.created` carries that the list index's catch-up reads.
             data: json!({"agent_id": "agent-1", "action": "svc3.read", "decision": "allow",
                 "status": "allowed", "reason": "allowed by rule bench/read-3",
+                "amount_cents": 0, "cost_cents": 0,
                 "proposal_hash": "d9928dc253cbe80be1db6109f280f3bc7edf0b9c46630db8c5761430a870ff27"}),
             occurred_at: Utc::now(),
         };
