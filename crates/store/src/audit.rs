@@ -202,7 +202,7 @@ impl Chain {
         let data = canonical::to_string(&event.data);
         let actor = event.actor.label();
         let id = event.evaluation_id.as_deref();
-        self.append_canonical(event.kind, &actor, id, &data, event.occurred_at)
+        self.append_canonical(event.kind, &actor, id, data, event.occurred_at)
     }
 
     /// [`Chain::append`] with the event's `data` already in canonical JSON.
@@ -211,9 +211,10 @@ impl Chain {
         kind: &'static str,
         actor: &str,
         evaluation_id: Option<&str>,
-        data: &str,
+        data: impl Into<String>,
         occurred_at: DateTime<Utc>,
     ) -> i64 {
+        let data = data.into();
         let seq = self.seq + 1;
         // Stored in microseconds: hashed as stored.
         let occurred_at = crate::micros(occurred_at);
@@ -224,7 +225,7 @@ impl Chain {
             kind,
             actor,
             evaluation_id,
-            data,
+            data: &data,
         };
         let hash = canonical::chain_hash(&self.hash, &fields.canonical());
         let prev_hash = std::mem::replace(&mut self.hash, hash.clone());
@@ -234,7 +235,7 @@ impl Chain {
             kind,
             actor: actor.to_owned(),
             evaluation_id: evaluation_id.map(str::to_owned),
-            data: data.to_owned(),
+            data,
             prev_hash,
             hash,
         });

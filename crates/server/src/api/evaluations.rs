@@ -383,7 +383,6 @@ pub async fn decide(
         }
         None => Vec::new(),
     };
-    let answer_effect = decision.effect;
     let new = NewEvaluation {
         id,
         tenant: tenant.clone(),
@@ -403,10 +402,10 @@ pub async fn decide(
         policy_versions: decision.policy_versions,
         created_at: now,
     };
-    let answer = fresh_summary(&new);
+    let (answer, effect) = (fresh_summary(&new), new.decision);
     match state.store.record_evaluation(new).await? {
         Recorded::Created => {
-            count_decision(answer_effect);
+            count_decision(effect);
             Ok(answer)
         }
         Recorded::Existing(id) => existing(state, caller, &id).await,
