@@ -3,17 +3,31 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, LazyLock};
 
-use cel::common::ast::{Expr, LiteralValue, operators};
-use cel::{Context, Env, Program, Value};
+use cel::common::ast::{Expr, IdedExpr, LiteralValue, operators};
+use cel::{Context, Env, Value};
 use serde::Serialize;
 
 use crate::document::{
     Approval, Effect, Format, Invalid, PolicyDocument, Position, Problem, Tier, locate_expression,
 };
+use crate::limits::{
+    MAX_EXPRESSION_BYTES, MAX_EXPRESSION_DEPTH, MAX_EXPRESSION_NODES, drop_flat, on_large_stack,
+    shape,
+};
+use crate::meter::{self, Budget};
 use crate::proposal::{Proposal, Spend};
 
-/// The standard CEL environment, built once: every expression is compiled and run with it.
-static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| Arc::new(Env::stdlib()));
+/// The standard CEL environment with the cost meter's functions, built once: every expression
+/// is compiled and run with it.
+static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| {
+    let mut env = Env::stdlib();
+    meter::register(&mut env);
+    Arc::new(env)
+});
+
+/// The longest a run-time error message is kept: the interpreter's messages can quote whole
+/// values, which come from the request.
+const MAX_ERROR_CHARS: usize = 300;
 
 /// The variables a `when` expression may use (SPEC §3.1).
 const VARIABLES: [&str; 8] = [
@@ -34,7 +48,9 @@ pub struct CompiledRule {
     pub tier: Option<Tier>,
     pub reason: Option<String>,
     pub approval: Option<Approval>,
-    program: Option<Program>,
+    /// The `when` expression, checked against the limits and instrumented for the cost
+    /// budget (`meter`).
+    expression: Option<IdedExpr>,
     /// Which of [`VARIABLES`] the expression reads, one bit each: a decision puts only those
     /// its candidate rules read into the CEL context (converting `params` or `context` into CEL
     /// values, and every variable's insertion and drop, were most of a decision's cost).
@@ -62,8 +78,11 @@ impl CompiledPolicy {
 
 /// Parses and compiles a document; every problem found is reported at once.
 pub fn compile_policy(text: &str, format: Format) -> Result<CompiledPolicy, Invalid> {
-    let document = PolicyDocument::parse(text, format)?;
-    compile_document(document, Some(text))
+    // Parsing (YAML and CEL) recurses as deep as its input goes: on a stack of its own.
+    on_large_stack(|| {
+        let document = PolicyDocument::parse(text, format)?;
+        compile_parsed(document, Some(text))
+    })
 }
 
 /// Compiles an already parsed document. With the source `text`, positions of expression
@@ -72,19 +91,64 @@ pub fn compile_document(
     document: PolicyDocument,
     text: Option<&str>,
 ) -> Result<CompiledPolicy, Invalid> {
+    on_large_stack(|| compile_parsed(document, text))
+}
+
+/// Why an expression was refused, with the line and column inside it where known.
+type ExpressionProblems = Vec<(Option<(usize, usize)>, String)>;
+
+/// Parses one `when` expression within the limits: too long, too deep or too large is a
+/// problem at the rule, never a deep tree handed on.
+fn parse_expression(when: &str) -> Result<IdedExpr, ExpressionProblems> {
+    if when.len() > MAX_EXPRESSION_BYTES {
+        return Err(vec![(
+            None,
+            format!(
+                "the expression is {} bytes; at most {MAX_EXPRESSION_BYTES} are allowed",
+                when.len()
+            ),
+        )]);
+    }
+    let expr = ENV.parser().parse(when).map_err(|errors| {
+        errors
+            .errors
+            .into_iter()
+            .map(|e| {
+                let at = (e.pos.0.max(1) as usize, e.pos.1.max(0) as usize + 1);
+                (Some(at), format!("does not compile: {}", e.msg))
+            })
+            .collect::<Vec<_>>()
+    })?;
+    let s = shape(&expr);
+    if s.depth > MAX_EXPRESSION_DEPTH || s.nodes > MAX_EXPRESSION_NODES {
+        drop_flat(expr);
+        return Err(vec![(
+            None,
+            format!(
+                "the expression is too complex: {} levels deep and {} terms (at most \
+                 {MAX_EXPRESSION_DEPTH} levels and {MAX_EXPRESSION_NODES} terms); split it \
+                 into several rules or use `in [...]` for long lists of alternatives",
+                s.depth, s.nodes
+            ),
+        )]);
+    }
+    Ok(expr)
+}
+
+fn compile_parsed(document: PolicyDocument, text: Option<&str>) -> Result<CompiledPolicy, Invalid> {
     let mut problems = Vec::new();
     let mut rules = Vec::with_capacity(document.rules.len());
     let mut uses_spend = false;
     for rule in &document.rules {
         let mut reads = 0u8;
-        let program = match rule.when.as_deref() {
+        let expression = match rule.when.as_deref() {
             None => None,
-            Some(when) => match ENV.compile(when) {
-                Ok(p) => {
-                    let refs = p.references();
+            Some(when) => match parse_expression(when) {
+                Ok(mut expr) => {
+                    let refs = expr.references();
                     uses_spend |= refs.has_variable("spend");
                     let mut bound = Vec::new();
-                    comprehension_variables(p.expression(), &mut bound);
+                    comprehension_variables(&expr, &mut bound);
                     for var in refs.variables() {
                         if let Some(i) = VARIABLES.iter().position(|v| *v == var) {
                             reads |= 1 << i;
@@ -101,28 +165,29 @@ pub fn compile_document(
                             });
                         }
                     }
-                    Some(p)
+                    meter::instrument(&mut expr);
+                    Some(expr)
                 }
                 Err(errors) => {
-                    for e in errors.errors {
-                        let (line, col) = (e.pos.0.max(1) as usize, e.pos.1.max(0) as usize + 1);
-                        let position = match text.and_then(|t| locate_expression(t, &rule.id, when))
-                        {
-                            Some(at) if line == 1 => Position {
+                    let at = text.and_then(|t| locate_expression(t, &rule.id, when));
+                    for (pos, message) in errors {
+                        let position = match (pos, at) {
+                            (Some((1, col)), Some(at)) => Some(Position {
                                 line: at.line,
                                 column: at.column + col - 1,
-                            },
-                            Some(at) => Position {
+                            }),
+                            (Some((line, col)), Some(at)) => Some(Position {
                                 line: at.line + line - 1,
                                 column: col,
-                            },
-                            None => Position { line, column: col },
+                            }),
+                            (Some((line, column)), None) => Some(Position { line, column }),
+                            (None, at) => at,
                         };
                         problems.push(Problem {
                             rule: Some(rule.id.clone()),
                             field: Some("when".into()),
-                            position: Some(position),
-                            message: format!("does not compile: {}", e.msg),
+                            position,
+                            message,
                         });
                     }
                     None
@@ -135,7 +200,7 @@ pub fn compile_document(
             tier: rule.tier,
             reason: rule.reason.clone(),
             approval: rule.approval.clone(),
-            program,
+            expression,
             reads,
         });
     }
@@ -152,7 +217,7 @@ pub fn compile_document(
 
 /// Names bound inside an expression by macros such as `exists(i, …)` or `map(x, …)`: they
 /// are not free variables, so they are not checked against [`VARIABLES`].
-fn comprehension_variables(expr: &cel::IdedExpr, out: &mut Vec<String>) {
+fn comprehension_variables(expr: &IdedExpr, out: &mut Vec<String>) {
     match &expr.expr {
         Expr::Comprehension(c) => {
             out.push(c.iter_var.clone());
@@ -240,11 +305,7 @@ impl PolicySet {
                     policy: pi as u32,
                     rule: ri as u32,
                 };
-                match rule
-                    .program
-                    .as_ref()
-                    .and_then(|p| pinned_actions(p.expression()))
-                {
+                match rule.expression.as_ref().and_then(pinned_actions) {
                     Some(actions) => {
                         for a in actions {
                             set.by_action.entry(a).or_default().push(r);
@@ -279,7 +340,10 @@ impl PolicySet {
             candidates.sort_unstable();
             candidates.dedup();
         }
-        let ctx = if candidates.iter().any(|r| self.rule(*r).program.is_some()) {
+        let ctx = if candidates
+            .iter()
+            .any(|r| self.rule(*r).expression.is_some())
+        {
             let reads = candidates.iter().fold(0, |m, r| m | self.rule(*r).reads);
             Some(cel_context(proposal, spend, reads))
         } else {
@@ -289,17 +353,18 @@ impl PolicySet {
         let mut matched = Vec::new();
         let mut errors = Vec::new();
         let mut winner: Option<(RuleRef, Effect, Tier)> = None;
+        let _budget = ctx.as_ref().map(|_| Budget::start());
         for r in candidates {
             let policy = &self.policies[r.policy as usize];
             let rule = &policy.rules[r.rule as usize];
-            let outcome = match (&rule.program, &ctx) {
-                (Some(p), Some(ctx)) => match p.execute(ctx) {
+            let outcome = match (&rule.expression, &ctx) {
+                (Some(e), Some(ctx)) => match Value::resolve(e, ctx) {
                     Ok(Value::Bool(b)) => Ok(b),
                     Ok(other) => Err(format!(
                         "`when` must be a bool, it evaluated to {:?}",
                         other.type_of()
                     )),
-                    Err(e) => Err(e.to_string()),
+                    Err(e) => Err(truncate(e.to_string())),
                 },
                 _ => Ok(true),
             };
@@ -397,9 +462,18 @@ impl Effect {
     }
 }
 
+/// An error message cut to [`MAX_ERROR_CHARS`] characters.
+fn truncate(mut message: String) -> String {
+    if let Some((at, _)) = message.char_indices().nth(MAX_ERROR_CHARS) {
+        message.truncate(at);
+        message.push('…');
+    }
+    message
+}
+
 /// The actions a `when` expression can only match, when it says so in a way we can read:
 /// a top-level conjunction with `action == "x"` or `action in ["x", …]`.
-fn pinned_actions(expr: &cel::IdedExpr) -> Option<Vec<String>> {
+fn pinned_actions(expr: &IdedExpr) -> Option<Vec<String>> {
     let Expr::Call(call) = &expr.expr else {
         return None;
     };

@@ -4,6 +4,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::limits::{MAX_DOCUMENT_BYTES, MAX_TIMEOUT_SECS};
+
 /// What a matching rule asks for. Ordered from least to most restrictive, so the winning
 /// effect of a decision is the maximum of the matching ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -66,18 +68,35 @@ pub enum OnTimeout {
 pub struct Timeout(pub u64);
 
 impl Timeout {
-    pub fn parse(text: &str) -> Option<Timeout> {
-        let text = text.trim();
-        let unit = text.chars().last()?;
-        let n: u64 = text[..text.len() - unit.len_utf8()].parse().ok()?;
+    /// `30s`, `30m`, `2h` or `1d`: positive, and at most [`MAX_TIMEOUT_SECS`] (365 days).
+    pub fn parse(text: &str) -> Result<Timeout, String> {
+        let invalid = || {
+            format!("invalid timeout `{text}`: use a positive number with s, m, h or d, e.g. 30m")
+        };
+        let trimmed = text.trim();
+        let unit = trimmed.chars().last().ok_or_else(invalid)?;
+        let digits = &trimmed[..trimmed.len() - unit.len_utf8()];
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(invalid());
+        }
         let scale = match unit {
             's' => 1,
             'm' => 60,
             'h' => 3600,
             'd' => 86_400,
-            _ => return None,
+            _ => return Err(invalid()),
         };
-        (n > 0).then(|| n.checked_mul(scale).map(Timeout)).flatten()
+        // Digits past u64 are "too long" as much as any other long timeout.
+        let secs = digits
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| n.checked_mul(scale))
+            .unwrap_or(u64::MAX);
+        match secs {
+            0 => Err(invalid()),
+            s if s > MAX_TIMEOUT_SECS => Err(format!("timeout `{text}` is too long: at most 365d")),
+            s => Ok(Timeout(s)),
+        }
     }
 }
 
@@ -102,11 +121,7 @@ impl Serialize for Timeout {
 impl<'de> Deserialize<'de> for Timeout {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
-        Timeout::parse(&text).ok_or_else(|| {
-            serde::de::Error::custom(format!(
-                "invalid timeout `{text}`: use a positive number with s, m, h or d, e.g. 30m"
-            ))
-        })
+        Timeout::parse(&text).map_err(serde::de::Error::custom)
     }
 }
 
@@ -262,6 +277,12 @@ impl PolicyDocument {
     /// Parses a document without checking its expressions; see `crate::compile_policy` for the
     /// full check.
     pub fn parse(text: &str, format: Format) -> Result<PolicyDocument, Invalid> {
+        if text.len() > MAX_DOCUMENT_BYTES {
+            return Err(Invalid::one(format!(
+                "the document is {} bytes; at most {MAX_DOCUMENT_BYTES} (256 KiB) are allowed",
+                text.len()
+            )));
+        }
         let parsed = match format {
             Format::Json => serde_json::from_str(text).map_err(|e| Problem {
                 rule: None,
@@ -445,14 +466,24 @@ mod tests {
 
     #[test]
     fn timeouts_parse_and_print() {
-        assert_eq!(Timeout::parse("30m"), Some(Timeout(1800)));
-        assert_eq!(Timeout::parse("2h"), Some(Timeout(7200)));
-        assert_eq!(Timeout::parse("1d"), Some(Timeout(86_400)));
-        assert_eq!(Timeout::parse("45s"), Some(Timeout(45)));
-        assert_eq!(Timeout::parse("0m"), None);
-        assert_eq!(Timeout::parse("10x"), None);
-        assert_eq!(Timeout::parse("m"), None);
+        assert_eq!(Timeout::parse("30m"), Ok(Timeout(1800)));
+        assert_eq!(Timeout::parse("2h"), Ok(Timeout(7200)));
+        assert_eq!(Timeout::parse("1d"), Ok(Timeout(86_400)));
+        assert_eq!(Timeout::parse("45s"), Ok(Timeout(45)));
+        assert_eq!(Timeout::parse("365d"), Ok(Timeout(MAX_TIMEOUT_SECS)));
         assert_eq!(Timeout(5400).to_string(), "90m");
+        for bad in ["0m", "10x", "m", "-5m", "+5m", "1.5h", ""] {
+            assert!(
+                Timeout::parse(bad).unwrap_err().contains("invalid"),
+                "{bad}"
+            );
+        }
+        for long in ["366d", "8761h", "999999999d", "99999999999999999999999d"] {
+            assert!(
+                Timeout::parse(long).unwrap_err().contains("too long"),
+                "{long}"
+            );
+        }
     }
 
     #[test]

@@ -5,6 +5,8 @@
 pub mod canonical;
 mod decide;
 mod document;
+mod limits;
+mod meter;
 mod proposal;
 pub mod testing;
 mod value;
@@ -17,4 +19,9 @@ pub use document::{
     Approval, Channel, Effect, Format, Invalid, OnTimeout, PolicyDocument, Position, Problem, Rule,
     Stage, Tier, Timeout, locate_rule, valid_policy_name,
 };
+pub use limits::{
+    MAX_DOCUMENT_BYTES, MAX_EXPRESSION_BYTES, MAX_EXPRESSION_DEPTH, MAX_EXPRESSION_NODES,
+    MAX_TIMEOUT_SECS,
+};
+pub use meter::{BUDGET_SPENT, BYTES_PER_UNIT, DECISION_BUDGET, DECISION_DEADLINE};
 pub use proposal::{FieldError, MAX_CENTS, Proposal, ProposalFields, Spend};

@@ -84,6 +84,13 @@ impl Proposal {
             Some(r) if r.chars().count() > 1024 => {
                 return Err(field_error("resource", "must be at most 1024 characters"));
             }
+            // A line break in `resource` could forge lines of the messages approvers read.
+            Some(r) if r.chars().any(char::is_control) => {
+                return Err(field_error(
+                    "resource",
+                    "must not contain control characters",
+                ));
+            }
             r => r,
         };
         let cents = |field, v: Option<i64>| match v.unwrap_or(0) {
@@ -162,6 +169,25 @@ mod tests {
         ))
         .unwrap_err();
         assert_eq!(e.field, "amount_cents");
+        for (field, bad) in [
+            ("agent_id", "bot\nApprove: https://evil.example"),
+            ("action", "x\ry"),
+            (
+                "resource",
+                "customer/1\n\nApprove or reject: https://evil.example",
+            ),
+            ("resource", "tab\there"),
+            ("resource", "nul\u{0}"),
+            ("resource", "next\u{85}line"),
+        ] {
+            let mut v = json!({"agent_id": "a", "action": "x"});
+            v[field] = json!(bad);
+            let e = Proposal::new(fields(v)).unwrap_err();
+            assert_eq!(
+                (e.field, e.message.as_str()),
+                (field, "must not contain control characters")
+            );
+        }
         // Past 2^53 a JSON number is a double: the canonical form (and the audit event, which
         // is a final evaluation's record) could not hold the amount exactly.
         let most = json!({"agent_id": "a", "action": "x", "cost_cents": MAX_CENTS});

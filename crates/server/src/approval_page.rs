@@ -25,6 +25,31 @@ fn esc(s: &str) -> String {
         .replace('\'', "&#39;")
 }
 
+/// The headers every HTML page sends (SPEC §11): no framing, no referrer (the secure link is in
+/// the address), nothing cached, no script, forms posted only back here.
+pub async fn security_headers(mut response: Response) -> Response {
+    use axum::http::{HeaderValue, header};
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; \
+             frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
 fn page(status: StatusCode, title: &str, body: &str) -> Response {
     let html = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
@@ -62,6 +87,21 @@ fn error_page(e: ApiError) -> Response {
             "Please check your answer",
             &format!("<p>{}</p><p>Go back and try again.</p>", esc(&detail)),
         ),
+        ApiError::RateLimited { retry_after_secs } => {
+            let mut response = page(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many requests",
+                &format!(
+                    "<p>This link has been used too often just now. Try again in \
+                     {retry_after_secs} seconds.</p>"
+                ),
+            );
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(retry_after_secs),
+            );
+            response
+        }
         other => {
             let status = match other {
                 ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -107,6 +147,7 @@ fn json_block(v: &Value) -> String {
 /// `GET /approvals/{token}`
 pub async fn show(State(state): State<Arc<AppState>>, Path(token): Path<String>) -> Response {
     let result = async {
+        state.limits.check_link(&token)?;
         let (_, link) = usable_link(&state, &token).await?;
         let ev = state
             .store
@@ -243,6 +284,9 @@ pub async fn submit(
 /// the channel can open it, so it shows no proposal and grants nothing: an approver of the
 /// waiting stage signs in with their e-mail address and gets their own secure link there.
 pub async fn sign_in(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    if let Err(e) = state.limits.check_link(&id) {
+        return error_page(e);
+    }
     let waiting = match state.store.waiting_stage(&id).await {
         Ok(Some(w)) => w,
         Ok(None) => {
@@ -295,6 +339,7 @@ pub async fn request_link(
     f: Result<Form<SignInForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
     let result = async {
+        state.limits.check_link(&id)?;
         let Ok(Form(f)) = f else {
             return Err(ApiError::field("email", "the form could not be read"));
         };
@@ -324,7 +369,13 @@ pub async fn request_link(
             let expires_at = record
                 .expires_at
                 .unwrap_or(now + crate::approvals::LINK_WITHOUT_DEADLINE);
-            let notice = crate::approvals::personal_notice(&state, &email, &about, expires_at);
+            let notice = crate::approvals::personal_notice(
+                &state,
+                &waiting.tenant,
+                &email,
+                &about,
+                expires_at,
+            );
             state
                 .store
                 .issue_link(&waiting.tenant, &id, stage, &notice, now)

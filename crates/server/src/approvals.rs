@@ -8,6 +8,7 @@ use rand::Rng;
 use rand::distr::Alphanumeric;
 use serde_json::{Value, json};
 
+use crate::crypto::Purpose;
 use crate::error::ApiResult;
 use crate::state::AppState;
 
@@ -17,6 +18,16 @@ pub const LINK_WITHOUT_DEADLINE: Duration = Duration::days(7);
 /// The hash a secure link (or a one-time code) is stored as.
 pub fn token_hash(token: &str) -> String {
     agentnexus_store::key_hash(token)
+}
+
+/// A link's token as a queued message carries it: sealed for its workspace.
+fn seal_token(state: &AppState, tenant: &Tenant, token: &str) -> String {
+    state.cipher.seal(
+        token,
+        Purpose::LinkToken {
+            workspace_id: tenant.workspace_id(),
+        },
+    )
 }
 
 fn new_token() -> String {
@@ -109,7 +120,7 @@ pub async fn resolve(
     let mut people: Vec<String> = approvers
         .iter()
         .filter(|a| !a.starts_with("role:"))
-        .map(|a| a.to_ascii_lowercase())
+        .map(|a| agentnexus_store::normalize_email(a))
         .collect();
     let roles: Vec<&str> = approvers
         .iter()
@@ -118,7 +129,7 @@ pub async fn resolve(
     if !roles.is_empty() {
         for m in state.store.members(tenant).await? {
             if m.roles.iter().any(|r| roles.contains(&r.as_str())) {
-                people.push(m.email.to_ascii_lowercase());
+                people.push(agentnexus_store::normalize_email(&m.email));
             }
         }
     }
@@ -140,11 +151,18 @@ pub async fn notices(
     now: DateTime<Utc>,
 ) -> ApiResult<Vec<Notice>> {
     let wants = |c: &str| stage.channels.iter().any(|x| x == c);
-    let expires_at = now
-        + stage
-            .timeout_secs
-            .map(|s| Duration::seconds(s as i64))
-            .unwrap_or(LINK_WITHOUT_DEADLINE);
+    let expires_at = match stage.timeout_secs {
+        None => now + LINK_WITHOUT_DEADLINE,
+        Some(s) => i64::try_from(s)
+            .ok()
+            .and_then(Duration::try_seconds)
+            .and_then(|d| now.checked_add_signed(d))
+            .ok_or_else(|| {
+                crate::error::ApiError::Internal(format!(
+                    "a stage timeout of {s} s is out of range"
+                ))
+            })?,
+    };
     let people = resolve(state, tenant, stage.approvers).await?;
     let slack = if wants("slack") {
         crate::channels::connected(state, tenant)
@@ -159,7 +177,7 @@ pub async fn notices(
     let mut out = Vec::new();
     for approver in &people {
         let token = new_token();
-        let sealed = state.cipher.encrypt(&token);
+        let sealed = seal_token(state, tenant, &token);
         let mut messages = Vec::new();
         if wants("email") {
             messages.push((
@@ -202,12 +220,13 @@ pub async fn notices(
 /// A fresh link for one approver, by e-mail only: what the sign-in page sends.
 pub fn personal_notice(
     state: &AppState,
+    tenant: &Tenant,
     approver: &str,
     about: &About<'_>,
     expires_at: DateTime<Utc>,
 ) -> Notice {
     let token = new_token();
-    let sealed = state.cipher.encrypt(&token);
+    let sealed = seal_token(state, tenant, &token);
     Notice {
         link: Some(NewLink {
             approver: approver.to_owned(),
@@ -225,42 +244,66 @@ fn money(cents: i64) -> String {
     format!("{}.{:02}", cents / 100, cents % 100)
 }
 
+/// A value on one line of a plain-text e-mail: control characters (line breaks among them)
+/// become spaces, so no value can start a line of its own, and it is cut to 300 characters.
+fn one_line(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(300)
+        .collect();
+    if s.chars().count() > 300 {
+        out.push('…');
+    }
+    out
+}
+
 /// The e-mail job's payload: the token is sealed with the server key, so the job table never
-/// holds a usable link; the sender opens it and writes the link in place of `{link}`.
+/// holds a usable link; the sender opens it and writes the link in place of `{link}`. The
+/// link comes first, on a line of its own after a fixed sentence, before anything taken from
+/// the proposal or the policy, each of which is kept to one labelled line.
 fn link_email(to: &str, sealed_token: &str, about: &About<'_>, expires: DateTime<Utc>) -> Value {
-    let resource = about
-        .resource
-        .map(|r| format!(" on {r}"))
-        .unwrap_or_default();
     let amount = if about.amount_cents > 0 {
-        format!(" for {}", money(about.amount_cents))
+        money(about.amount_cents)
     } else {
-        String::new()
+        "none".to_owned()
     };
     let text = format!(
-        "{agent} proposes {action}{resource}{amount}.\n\
-         Why it needs you: {reason}\n\
-         Stage: {stage}\n\n\
-         Approve or reject: {{link}}\n\n\
-         This link is yours alone, works once and expires at {expires} (UTC).\n\
+        "An AI agent asks for your decision on an action it proposes.\n\n\
+         Approve or reject it here (the link is yours alone, works once and expires at \
+         {expires} UTC):\n\
+         {{link}}\n\n\
+         Agent:    {agent}\n\
+         Action:   {action}\n\
+         Resource: {resource}\n\
+         Amount:   {amount}\n\
+         Why:      {reason}\n\
+         Stage:    {stage}\n\n\
          Evaluation {id}.\n",
-        agent = about.agent_id,
-        action = about.action,
-        reason = about.reason,
-        stage = about.stage_name,
+        agent = one_line(about.agent_id),
+        action = one_line(about.action),
+        resource = one_line(about.resource.unwrap_or("none")),
+        reason = one_line(about.reason),
+        stage = one_line(about.stage_name),
         expires = expires.format("%Y-%m-%d %H:%M"),
         id = about.evaluation_id,
     );
     json!({
         "to": to,
-        "subject": format!("Approval needed: {} by {}", about.action, about.agent_id),
+        "subject": one_line(&format!("Approval needed: {} by {}", about.action, about.agent_id)),
         "text": text,
         "token": sealed_token,
     })
 }
 
 /// The e-mail that carries a one-time code (critical tier).
-pub fn code_email(state: &AppState, to: &str, code: &str, evaluation_id: &str) -> Value {
+pub fn code_email(
+    state: &AppState,
+    tenant: &Tenant,
+    to: &str,
+    code: &str,
+    evaluation_id: &str,
+) -> Value {
     json!({
         "to": to,
         "subject": "Your AgentNexus approval code",
@@ -268,6 +311,11 @@ pub fn code_email(state: &AppState, to: &str, code: &str, evaluation_id: &str) -
             "Your code to decide on evaluation {evaluation_id}: {{code}}\n\
              It works for 10 minutes. If you did not ask for it, ignore this e-mail.\n"
         ),
-        "code": state.cipher.encrypt(code),
+        "code": state.cipher.seal(
+            code,
+            Purpose::OneTimeCode {
+                workspace_id: tenant.workspace_id(),
+            },
+        ),
     })
 }

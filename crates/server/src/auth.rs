@@ -48,7 +48,7 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             .authenticate(secret)
             .await?
             .ok_or(ApiError::Unauthorized)?;
-        state.check_rate(&key.identity.key_id)?;
+        state.limits.check_key(&key.identity.key_id)?;
         key.touch(state.now());
         Ok(Caller {
             tenant: key.identity.tenant.clone(),
@@ -67,7 +67,10 @@ impl FromRequestParts<Arc<AppState>> for Admin {
     ) -> Result<Self, ApiError> {
         let caller = Caller::from_request_parts(parts, state).await?;
         match caller.scope {
-            Scope::Admin => Ok(Admin(caller)),
+            Scope::Admin => {
+                state.limits.check_management(&caller.key_id)?;
+                Ok(Admin(caller))
+            }
             Scope::Agent => Err(ApiError::Forbidden),
         }
     }

@@ -42,9 +42,13 @@ pub struct Connected {
 pub async fn connected(state: &AppState, tenant: &Tenant) -> ApiResult<Connected> {
     let mut out = Connected::default();
     for s in state.store.channel_settings(tenant).await? {
+        let purpose = crate::crypto::Purpose::ChannelSettings {
+            workspace_id: tenant.workspace_id(),
+            channel: &s.channel,
+        };
         let open = state
             .cipher
-            .decrypt(&s.sealed)
+            .open(&s.sealed, purpose)
             .map_err(|e| crate::error::ApiError::Internal(format!("channel settings: {e}")))?;
         let corrupt = |e: serde_json::Error| {
             crate::error::ApiError::Internal(format!("channel settings: {e}"))
@@ -70,7 +74,8 @@ fn money(cents: i64) -> String {
     format!("${}.{:02}", cents / 100, cents % 100)
 }
 
-/// Slack's `mrkdwn` treats `&`, `<` and `>` as markup; everything else is shown as sent.
+/// Slack's `mrkdwn` treats `&`, `<` and `>` as markup (`<https://…|text>` is a link); with them
+/// escaped, everything else is shown as sent.
 fn mrkdwn(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -133,10 +138,11 @@ fn facts(about: &Value, personal: bool) -> Vec<(&'static str, String)> {
 /// sign-in page in a channel.
 pub fn slack_message(about: &Value, link: &str, personal: bool) -> Value {
     let title = format!("Approval needed: {}", str_of(about, "action"));
+    // A backtick in the proposal's text would end the code span early.
     let mut summary = proposal_line(
         about,
-        |s| format!("*{}*", mrkdwn(s)),
-        |s| format!("`{}`", mrkdwn(s)),
+        |s| format!("*{}*", mrkdwn(&s.replace('*', "\u{2217}"))),
+        |s| format!("`{}`", mrkdwn(&s.replace('`', "\u{02CB}"))),
     );
     if let Some(reason) = about["reason"].as_str().filter(|r| !r.is_empty()) {
         summary.push_str(&format!("\n>{}", mrkdwn(reason)));
@@ -168,22 +174,54 @@ pub fn slack_message(about: &Value, link: &str, personal: bool) -> Value {
     })
 }
 
-/// A Teams incoming-webhook message carrying one Adaptive Card (version 1.4, which Teams
-/// renders in channels), linking to the sign-in page.
-pub fn teams_message(about: &Value, link: &str) -> Value {
-    let facts: Vec<Value> = facts(about, false)
-        .into_iter()
-        .map(|(k, v)| json!({"title": k, "value": v}))
+/// A run of text Teams shows as it is: a `TextRun` is the one text element of an Adaptive
+/// Card that takes no Markdown, so a proposal's own text can neither make a link nor format
+/// itself (a `TextBlock` or a `Fact` would render `[Approve](https://…)` as a link).
+fn text_run(text: &str) -> Value {
+    json!({"type": "TextRun", "text": text})
+}
+
+/// A `RichTextBlock` of runs: `(text, bold)`.
+fn rich_text(runs: &[(&str, bool)], extra: Value) -> Value {
+    let inlines: Vec<Value> = runs
+        .iter()
+        .map(|(text, bold)| {
+            let mut run = text_run(text);
+            if *bold {
+                run["weight"] = json!("Bolder");
+            }
+            if let Some(o) = extra.as_object() {
+                for (k, v) in o {
+                    run[k] = v.clone();
+                }
+            }
+            run
+        })
         .collect();
+    json!({"type": "RichTextBlock", "inlines": inlines})
+}
+
+/// A Teams incoming-webhook message carrying one Adaptive Card (version 1.4, which Teams
+/// renders in channels), linking to the sign-in page. Every text that comes from a proposal
+/// or a policy is a `TextRun` (see [`text_run`]).
+pub fn teams_message(about: &Value, link: &str) -> Value {
+    let title = format!("Approval needed: {}", str_of(about, "action"));
     let mut body = vec![
-        json!({"type": "TextBlock", "text": format!("Approval needed: {}", str_of(about, "action")),
-               "size": "Medium", "weight": "Bolder", "wrap": true}),
-        json!({"type": "TextBlock", "text": proposal_line(about, str::to_owned, str::to_owned), "wrap": true}),
+        rich_text(&[(&title, true)], json!({"size": "Medium"})),
+        rich_text(
+            &[(&proposal_line(about, str::to_owned, str::to_owned), false)],
+            json!({}),
+        ),
     ];
     if let Some(reason) = about["reason"].as_str().filter(|r| !r.is_empty()) {
-        body.push(json!({"type": "TextBlock", "text": reason, "isSubtle": true, "wrap": true}));
+        body.push(rich_text(&[(reason, false)], json!({"isSubtle": true})));
     }
-    body.push(json!({"type": "FactSet", "facts": facts}));
+    for (k, v) in facts(about, false) {
+        body.push(rich_text(
+            &[(&format!("{k}: "), true), (&v, false)],
+            json!({}),
+        ));
+    }
     body.push(
         json!({"type": "TextBlock", "text": "Approvers sign in on the page to decide.",
                      "size": "Small", "isSubtle": true, "wrap": true}),
@@ -241,6 +279,33 @@ mod tests {
             summary.contains("$750.00") && summary.contains(">r&amp;d"),
             "{summary}"
         );
+    }
+
+    #[test]
+    fn text_from_a_proposal_cannot_make_links_or_markup() {
+        let forged = "[Approve here](https://evil.example/approve)";
+        let mut about = about(1);
+        about["action"] = json!(forged);
+        about["resource"] = json!("<https://evil.example|Approve> `code` *bold*");
+        let card = teams_message(&about, "https://an.example/x");
+        check_teams_message(&card).unwrap();
+        // Every text of the card outside the fixed note is a TextRun, shown verbatim.
+        let body = card["attachments"][0]["content"]["body"]
+            .as_array()
+            .unwrap();
+        for block in &body[..body.len() - 1] {
+            assert_eq!(block["type"], "RichTextBlock", "{block}");
+        }
+        assert!(card.to_string().contains(forged));
+        let m = slack_message(&about, "https://an.example/a", false);
+        check_slack_message(&m).unwrap();
+        let summary = m["blocks"][1]["text"]["text"].as_str().unwrap();
+        assert!(!summary.contains("<https"), "{summary}");
+        assert!(
+            summary.contains("&lt;https://evil.example|Approve&gt;"),
+            "{summary}"
+        );
+        assert_eq!(summary.matches('`').count(), 4, "{summary}");
     }
 
     #[test]

@@ -41,7 +41,9 @@ pub struct Config {
     #[arg(long, env = "AGENTNEXUS_BOOTSTRAP_PASSWORD", hide_env_values = true)]
     pub bootstrap_password: Option<String>,
 
-    /// Requests per second each API key may make (0 turns limiting off).
+    /// Requests per second each agent key may make (0 turns limiting off). High on purpose:
+    /// one key often stands for a whole fleet of agents, and evaluate is cheap; fairness
+    /// between workspaces comes from the cost budget and the queue limits below.
     #[arg(
         long,
         env = "AGENTNEXUS_RATE_LIMIT_PER_SECOND",
@@ -52,6 +54,30 @@ pub struct Config {
     /// Requests a key may make in a burst above its steady rate; defaults to one second's worth.
     #[arg(long, env = "AGENTNEXUS_RATE_LIMIT_BURST")]
     pub rate_limit_burst: Option<u32>,
+
+    /// Requests per second each admin key may make to the endpoints only admin keys may use
+    /// (0 turns limiting off), in a burst of twice as many: some of them (simulations, policy
+    /// saves, chain verification) cost far more than an evaluation. Evaluating and reading
+    /// evaluations with an admin key count only against AGENTNEXUS_RATE_LIMIT_PER_SECOND.
+    #[arg(
+        long,
+        env = "AGENTNEXUS_ADMIN_RATE_LIMIT_PER_SECOND",
+        default_value_t = 200
+    )]
+    pub admin_rate_limit_per_second: u32,
+
+    /// Long polls (`?wait=`, MCP `get_evaluation` with a wait) one key may hold open at once.
+    #[arg(long, env = "AGENTNEXUS_WAITS_PER_KEY", default_value_t = 32)]
+    pub waits_per_key: usize,
+
+    /// Jobs (webhooks, e-mails, chat messages) a workspace may have queued or running before
+    /// evaluations naming a webhook_url are refused with 429 until some are delivered.
+    #[arg(
+        long,
+        env = "AGENTNEXUS_QUEUE_LIMIT_PER_WORKSPACE",
+        default_value_t = 10_000
+    )]
+    pub queue_limit_per_workspace: u32,
 
     /// Seconds between checks for policy changes and key revocations made elsewhere
     /// (another replica, the CLI).
@@ -84,6 +110,11 @@ pub struct Config {
     /// Deliveries one server performs at once.
     #[arg(long, env = "AGENTNEXUS_DELIVERY_CONCURRENCY", default_value_t = 16)]
     pub delivery_concurrency: usize,
+
+    /// Deliveries of one workspace under way at once, across every server: a workspace with
+    /// a slow receiver holds at most this many slots, and the others keep theirs.
+    #[arg(long, env = "AGENTNEXUS_DELIVERY_PER_WORKSPACE", default_value_t = 8)]
+    pub delivery_per_workspace: u32,
 
     /// How long a claimed job stays with its worker before another may take it (at least 20 s,
     /// longer than a delivery's 15 s timeout).
@@ -148,6 +179,7 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct DeliveryConfig {
     pub concurrency: usize,
+    pub per_workspace: u32,
     pub lease: chrono::Duration,
     pub poll: Duration,
     pub retry: RetrySchedule,
@@ -157,7 +189,8 @@ impl Config {
     pub fn delivery(&self) -> DeliveryConfig {
         DeliveryConfig {
             concurrency: self.delivery_concurrency.max(1),
-            lease: chrono::Duration::seconds(self.delivery_lease_secs.max(20) as i64),
+            per_workspace: self.delivery_per_workspace.max(1),
+            lease: chrono::Duration::seconds(self.delivery_lease_secs.clamp(20, 86_400) as i64),
             poll: Duration::from_millis(self.delivery_poll_ms.max(10)),
             retry: RetrySchedule {
                 base: Duration::from_millis(self.retry_base_ms.max(1)),
@@ -178,12 +211,16 @@ impl Config {
             bootstrap_password: None,
             rate_limit_per_second: 50_000,
             rate_limit_burst: None,
+            admin_rate_limit_per_second: 50_000,
+            waits_per_key: 32,
+            queue_limit_per_workspace: 10_000,
             refresh_secs: 1,
             shutdown_grace_secs: 5,
             secret_key: Some(crate::crypto::Cipher::generate_key()),
             secret_key_file: PathBuf::from("agentnexus.key"),
             webhook_allow_private: true,
             delivery_concurrency: 16,
+            delivery_per_workspace: 8,
             delivery_lease_secs: 60,
             delivery_poll_ms: 200,
             retry_base_ms: 50,

@@ -23,11 +23,18 @@ pub enum ApiError {
     #[error("conflict: {0}")]
     Conflict(String),
     #[error("request body too large")]
-    TooLarge,
+    TooLarge { limit: usize },
     #[error("unsupported media type: {0}")]
     UnsupportedMediaType(String),
     #[error("rate limited")]
     RateLimited { retry_after_secs: u64 },
+    /// Over a limit other than the key's request rate (open waits, a full job queue, a
+    /// verification already running): 429 with what to wait for.
+    #[error("too many: {detail}")]
+    TooMany {
+        detail: String,
+        retry_after_secs: u64,
+    },
     #[error("method not allowed")]
     MethodNotAllowed,
     #[error("gone: {0}")]
@@ -72,7 +79,7 @@ impl ApiError {
             ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden", "Insufficient scope"),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not-found", "Not found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
-            ApiError::TooLarge => (
+            ApiError::TooLarge { .. } => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too-large",
                 "Request body too large",
@@ -82,7 +89,7 @@ impl ApiError {
                 "unsupported-media-type",
                 "Unsupported media type",
             ),
-            ApiError::RateLimited { .. } => (
+            ApiError::RateLimited { .. } | ApiError::TooMany { .. } => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate-limited",
                 "Too many requests",
@@ -154,14 +161,16 @@ impl IntoResponse for ApiError {
             ApiError::RateLimited { retry_after_secs } => {
                 format!("This key is over its rate limit; retry in {retry_after_secs} s.")
             }
-            ApiError::TooLarge => "The request body is larger than 64 KiB.".to_owned(),
+            ApiError::TooLarge { limit } => {
+                format!("The request body is larger than {} KiB.", limit / 1024)
+            }
             ApiError::Malformed(d)
             | ApiError::Conflict(d)
             | ApiError::UnsupportedMediaType(d)
             | ApiError::Unavailable(d)
             | ApiError::Gone(d)
             | ApiError::Refused(d) => d.clone(),
-            ApiError::Invalid { detail, .. } => detail.clone(),
+            ApiError::Invalid { detail, .. } | ApiError::TooMany { detail, .. } => detail.clone(),
             ApiError::MethodNotAllowed => "This path does not take that method.".to_owned(),
         };
         let errors = match &self {
@@ -188,7 +197,10 @@ impl IntoResponse for ApiError {
                     HeaderValue::from_static("Bearer realm=\"agentnexus\""),
                 );
             }
-            ApiError::RateLimited { retry_after_secs } => {
+            ApiError::RateLimited { retry_after_secs }
+            | ApiError::TooMany {
+                retry_after_secs, ..
+            } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
             }
             _ => {}

@@ -11,6 +11,7 @@ pub mod config;
 pub mod crypto;
 pub mod error;
 pub mod extract;
+pub mod limits;
 pub mod mcp;
 pub mod openapi;
 pub mod ops;
@@ -43,13 +44,19 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/api/mcp", axum::routing::any(mcp::handle))
-        .route(
-            "/approvals/{token}",
-            get(approval_page::show).post(approval_page::submit),
-        )
-        .route(
-            "/approvals/evaluations/{id}",
-            get(approval_page::sign_in).post(approval_page::request_link),
+        .merge(
+            Router::new()
+                .route(
+                    "/approvals/{token}",
+                    get(approval_page::show).post(approval_page::submit),
+                )
+                .route(
+                    "/approvals/evaluations/{id}",
+                    get(approval_page::sign_in).post(approval_page::request_link),
+                )
+                .layer(axum::middleware::map_response(
+                    approval_page::security_headers,
+                )),
         )
         .route(
             "/api/openapi.json",
@@ -75,6 +82,14 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     ops::prometheus();
+    match crypto::reseal_legacy(&state.store, &state.cipher).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            values = n,
+            "stored secrets sealed again, bound to their workspace and use"
+        ),
+        Err(e) => tracing::warn!(error = %e, "sealing stored secrets again failed"),
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let background = tokio::spawn(refresh_loop(state.clone(), stop_rx.clone()));
     let delivery = tokio::spawn(workers::delivery::run(state.clone(), stop_rx.clone()));
@@ -115,6 +130,17 @@ async fn refresh_loop(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
         tokio::select! {
             _ = tokio::time::sleep(period) => {}
             _ = stop.wait_for(|s| *s) => return,
+        }
+        state.limits.forget_idle();
+        match state
+            .store
+            .workspaces_with_full_queues(state.config.queue_limit_per_workspace)
+            .await
+        {
+            Ok(full) => state
+                .limits
+                .set_full_queues(full.iter().map(|t| t.workspace_id().to_owned()).collect()),
+            Err(e) => tracing::warn!(error = %e, "counting queued jobs failed"),
         }
         match state.store.policy_generations().await {
             Ok(generations) => {

@@ -1,18 +1,17 @@
 //! Shared state: the store, and the caches that keep the evaluate path off the database.
 
 use std::collections::HashMap;
-use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use agentnexus_engine::{CompiledPolicy, Format, PolicySet, compile_policy};
 use agentnexus_store::{Evaluation, KeyIdentity, Status, Store, Tenant, key_hash};
 use chrono::{DateTime, Utc};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::config::Config;
-use crate::crypto::{Cipher, CipherError};
+use crate::crypto::{Cipher, CipherError, Purpose};
 use crate::error::{ApiError, ApiResult};
+use crate::limits::Limits;
 
 /// Where "now" comes from; tests move it.
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
@@ -28,7 +27,7 @@ pub struct AppState {
     pub http: reqwest::Client,
     pub keys: KeyCache,
     pub policies: PolicyCache,
-    limiter: Option<DefaultKeyedRateLimiter<String>>,
+    pub limits: Limits,
 }
 
 impl AppState {
@@ -39,13 +38,7 @@ impl AppState {
             None => Cipher::from_key_file(&config.secret_key_file)?,
         };
         let http = crate::workers::delivery::http_client(config.webhook_allow_private);
-        let limiter = NonZeroU32::new(config.rate_limit_per_second).map(|rate| {
-            let burst = config
-                .rate_limit_burst
-                .and_then(NonZeroU32::new)
-                .unwrap_or(rate);
-            RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
-        });
+        let limits = Limits::new(&config);
         Ok(AppState {
             stopping: tokio::sync::watch::Sender::new(false),
             store,
@@ -55,7 +48,7 @@ impl AppState {
             http,
             keys: KeyCache::default(),
             policies: PolicyCache::default(),
-            limiter,
+            limits,
         })
     }
 
@@ -78,22 +71,6 @@ impl AppState {
         Ok(Some(self.keys.insert(hash, identity)))
     }
 
-    /// Counts a request against the key's rate limit.
-    pub fn check_rate(&self, key_id: &str) -> ApiResult<()> {
-        let Some(limiter) = &self.limiter else {
-            return Ok(());
-        };
-        // governor's keyed limiter wants an owned key; a key id is short.
-        limiter.check_key(&key_id.to_owned()).map_err(|not_until| {
-            let wait = not_until.wait_time_from(governor::clock::Clock::now(
-                &governor::clock::DefaultClock::default(),
-            ));
-            ApiError::RateLimited {
-                retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
-            }
-        })
-    }
-
     /// The base of links this server gives out: `AGENTNEXUS_PUBLIC_URL`, or its own address.
     pub fn public_url(&self) -> String {
         match &self.config.public_url {
@@ -105,9 +82,13 @@ impl AppState {
     /// An evaluation, once its status differs from what it was when asked, or when `wait`
     /// has passed. Only a pending evaluation can change. It polls the store rather than
     /// holding a connection open while it waits.
+    ///
+    /// A key holds at most `AGENTNEXUS_WAITS_PER_KEY` waits open at once; past that the wait
+    /// is refused (429), not queued.
     pub async fn wait_for_change(
         &self,
         tenant: &Tenant,
+        key_id: &str,
         id: &str,
         wait: std::time::Duration,
     ) -> ApiResult<Option<Evaluation>> {
@@ -117,6 +98,7 @@ impl AppState {
         if wait.is_zero() || first.status != Status::Pending {
             return Ok(Some(first));
         }
+        let _open = self.limits.open_wait(key_id)?;
         let deadline = tokio::time::Instant::now() + wait;
         let mut stopping = self.stopping.subscribe();
         loop {
@@ -135,17 +117,20 @@ impl AppState {
 
     /// The workspace's current webhook signing secret, made on first use.
     pub async fn webhook_secret(&self, tenant: &Tenant) -> ApiResult<String> {
+        let purpose = Purpose::WebhookSecret {
+            workspace_id: tenant.workspace_id(),
+        };
         let stored = match self.store.current_webhook_secret(tenant).await? {
             Some(s) => s,
             None => {
-                let fresh = self.cipher.encrypt(&crate::webhooks::new_secret());
+                let fresh = self.cipher.seal(&crate::webhooks::new_secret(), purpose);
                 self.store
                     .ensure_webhook_secret(tenant, &fresh, self.now())
                     .await?
             }
         };
         self.cipher
-            .decrypt(&stored)
+            .open(&stored, purpose)
             .map_err(|e| ApiError::Internal(e.to_string()))
     }
 
@@ -160,7 +145,12 @@ impl AppState {
             .iter()
             .map(|s| {
                 self.cipher
-                    .decrypt(s)
+                    .open(
+                        s,
+                        Purpose::WebhookSecret {
+                            workspace_id: tenant.workspace_id(),
+                        },
+                    )
                     .map_err(|e| ApiError::Internal(e.to_string()))
             })
             .collect()

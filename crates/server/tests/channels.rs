@@ -349,7 +349,10 @@ both_backends!(channel_posts_lead_to_a_sign_in, |backend| async move {
     assert!(teams.refused().is_empty(), "{:?}", teams.refused());
     let card = &cards[0]["attachments"][0]["content"];
     assert_eq!(card["actions"][0]["url"], page.as_str());
-    assert_eq!(card["body"][0]["text"], "Approval needed: deploy");
+    assert_eq!(
+        card["body"][0]["inlines"][0]["text"],
+        "Approval needed: deploy"
+    );
 
     // The page shows where the evaluation stands, nothing of the proposal.
     let path = format!("/approvals/evaluations/{id}");

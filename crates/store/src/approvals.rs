@@ -108,7 +108,7 @@ async fn start_stage(
     .await?;
     let name: String = stage.try_get(0)?;
     let timeout: Option<i64> = stage.try_get(1)?;
-    let expires = timeout.map(|t| f.now + Duration::seconds(t));
+    let expires = timeout.map(|t| deadline(f.now, t)).transpose()?;
     sqlx::query(
         "UPDATE evaluation_stages SET status = 'waiting', started_at = $3, expires_at = $4 \
          WHERE evaluation_id = $1 AND idx = $2",
@@ -135,6 +135,15 @@ async fn start_stage(
         f.queue_webhook(conn, body).await?;
     }
     Ok(())
+}
+
+/// When a stage started `now` with a timeout of `secs` ends. Timeouts are at most 365 days
+/// (the engine refuses longer ones), but a stored row is checked all the same: arithmetic
+/// that could overflow is an error for this stage, never a panic for the whole sweep.
+pub(crate) fn deadline(now: DateTime<Utc>, secs: i64) -> Result<DateTime<Utc>> {
+    Duration::try_seconds(secs)
+        .and_then(|d| now.checked_add_signed(d))
+        .ok_or_else(|| StoreError::Corrupt(format!("a stage timeout of {secs} s is out of range")))
 }
 
 /// The evaluation is final: its audit event and `terminal_outcome` with the decisions.
@@ -216,6 +225,8 @@ pub struct Link {
 pub struct Decide<'a> {
     pub tenant: &'a Tenant,
     pub token_hash: &'a str,
+    /// The hash of the one-time code the approver gave (critical tier).
+    pub otp_hash: Option<&'a str>,
     pub approve: bool,
     pub comment: Option<&'a str>,
     /// Links and e-mails for the next stage's approvers, used only if this decision opens it.
@@ -236,8 +247,85 @@ pub struct Decided {
     pub next_stage: Option<i64>,
 }
 
+/// What asking for a one-time code did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodeSent {
+    Sent,
+    /// The link had been sent [`CODES_PER_LINK`] codes: it is locked now.
+    Locked,
+}
+
+/// What a decision through a link came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecideOutcome {
+    Recorded(Decided),
+    /// The one-time code was wrong or expired: counted, nothing decided.
+    WrongCode {
+        locked: bool,
+    },
+}
+
+/// Most one-time codes a link may be sent (SPEC §5).
+pub const CODES_PER_LINK: i64 = 5;
+
+/// Most wrong codes a link takes, across all its codes (SPEC §5).
+pub const WRONG_CODES_PER_LINK: i64 = 5;
+
 fn gone(why: &str) -> StoreError {
     StoreError::Gone(why.to_owned())
+}
+
+/// Refuses a link row that was used, is locked or has expired; the columns are named by index.
+fn usable(
+    row: &sqlx::any::AnyRow,
+    used: usize,
+    locked: usize,
+    expires: usize,
+    now: i64,
+) -> Result<()> {
+    if row.try_get::<Option<i64>, _>(used)?.is_some() {
+        return Err(gone("this link has been used"));
+    }
+    if row.try_get::<Option<i64>, _>(locked)?.is_some() {
+        return Err(gone(
+            "this link is locked after too many wrong or requested codes",
+        ));
+    }
+    if row.try_get::<i64, _>(expires)? < now {
+        return Err(gone("this link has expired"));
+    }
+    Ok(())
+}
+
+async fn lock_link(conn: &mut AnyConnection, token_hash: &str, now: DateTime<Utc>) -> Result<()> {
+    sqlx::query("UPDATE approval_links SET locked_at = $2 WHERE token_hash = $1")
+        .bind(token_hash)
+        .bind(micros(now))
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Equality of two hashes in time independent of where they differ.
+fn constant_time_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// An e-mail address as people are compared: without surrounding whitespace or invisible
+/// characters (zero-width spaces and joiners, word joiners, byte-order marks) anywhere, and
+/// ASCII lower-cased, so that `" Alice@Example.com"` and `alice@example.com` are one person.
+pub fn normalize_email(email: &str) -> String {
+    let invisible = |c: char| matches!(c, '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}');
+    email
+        .chars()
+        .filter(|c| !invisible(*c))
+        .collect::<String>()
+        .trim()
+        .to_ascii_lowercase()
 }
 
 impl Store {
@@ -267,7 +355,10 @@ impl Store {
         .transpose()
     }
 
-    /// Starts a one-time code for a link: its hash kept with the link, the code e-mailed.
+    /// Sends a one-time code for a link: its hash kept with the link, the code e-mailed. The
+    /// count of wrong codes carries over from earlier codes; the [`CODES_PER_LINK`]-th request
+    /// past the limit locks the link instead. All of it under the audit head lock, so
+    /// concurrent requests are counted one after the other.
     pub async fn start_otp(
         &self,
         link: &Link,
@@ -276,114 +367,100 @@ impl Store {
         expires_at: DateTime<Utc>,
         email: &Value,
         now: DateTime<Utc>,
-    ) -> Result<()> {
+    ) -> Result<CodeSent> {
         let ws = link.tenant.workspace_id();
         let mut tx = self.pool.begin().await?;
         let mut chain = Chain::lock(&mut tx, ws).await?;
-        sqlx::query(
-            "UPDATE approval_links SET otp_hash = $2, otp_expires_at = $3, otp_attempts = 0 \
-             WHERE token_hash = $1",
+        let row = sqlx::query(
+            "SELECT used_at, locked_at, expires_at, otp_sent, otp_attempts FROM approval_links \
+             WHERE token_hash = $1 AND workspace_id = $2",
         )
         .bind(token_hash)
-        .bind(otp_hash)
-        .bind(micros(expires_at))
-        .execute(&mut *tx)
-        .await?;
-        enqueue(
-            &mut tx,
-            ws,
-            JobKind::Email,
-            Some(&link.evaluation_id),
-            email,
-            now,
-        )
-        .await?;
-        chain.append(&NewAuditEvent {
-            kind: "approval.otp_sent",
-            actor: Actor::System,
-            evaluation_id: Some(link.evaluation_id.clone()),
-            data: json!({"approver": link.approver, "stage": link.stage}),
-            occurred_at: now,
-        });
-        chain.save(&mut tx).await?;
-        tx.commit().await?;
-        self.jobs_ready.notify_one();
-        Ok(())
-    }
-
-    /// Counts a wrong code; at `max_attempts` the link is locked. Answers whether it is.
-    pub async fn otp_failed(
-        &self,
-        link: &Link,
-        token_hash: &str,
-        max_attempts: i64,
-        now: DateTime<Utc>,
-    ) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
-        let mut chain = Chain::lock(&mut tx, link.tenant.workspace_id()).await?;
-        let attempts: i64 = sqlx::query(
-            "UPDATE approval_links SET otp_attempts = otp_attempts + 1 WHERE token_hash = $1 \
-             RETURNING otp_attempts",
-        )
-        .bind(token_hash)
-        .fetch_one(&mut *tx)
+        .bind(ws)
+        .fetch_optional(&mut *tx)
         .await?
-        .try_get(0)?;
-        let locked = attempts >= max_attempts;
-        if locked {
-            sqlx::query("UPDATE approval_links SET locked_at = $2 WHERE token_hash = $1")
-                .bind(token_hash)
-                .bind(micros(now))
-                .execute(&mut *tx)
-                .await?;
-        }
-        chain.append(&NewAuditEvent {
-            kind: if locked {
-                "approval.locked"
-            } else {
-                "approval.otp_failed"
-            },
+        .ok_or(StoreError::NotFound)?;
+        usable(&row, 0, 1, 2, micros(now))?;
+        let sent: i64 = row.try_get(3)?;
+        let attempts: i64 = row.try_get(4)?;
+        let audit = |kind: &'static str, data: Value| NewAuditEvent {
+            kind,
             actor: Actor::System,
             evaluation_id: Some(link.evaluation_id.clone()),
-            data: json!({"approver": link.approver, "stage": link.stage, "attempts": attempts}),
+            data,
             occurred_at: now,
-        });
+        };
+        let outcome = if sent >= CODES_PER_LINK {
+            lock_link(&mut tx, token_hash, now).await?;
+            chain.append(&audit(
+                "approval.locked",
+                json!({"approver": link.approver, "stage": link.stage, "codes_sent": sent,
+                       "attempts": attempts, "why": "too many codes asked for"}),
+            ));
+            CodeSent::Locked
+        } else {
+            sqlx::query(
+                "UPDATE approval_links SET otp_hash = $2, otp_expires_at = $3, \
+                 otp_sent = otp_sent + 1 WHERE token_hash = $1",
+            )
+            .bind(token_hash)
+            .bind(otp_hash)
+            .bind(micros(expires_at))
+            .execute(&mut *tx)
+            .await?;
+            enqueue(
+                &mut tx,
+                ws,
+                JobKind::Email,
+                Some(&link.evaluation_id),
+                email,
+                now,
+            )
+            .await?;
+            chain.append(&audit(
+                "approval.otp_sent",
+                json!({"approver": link.approver, "stage": link.stage, "codes_sent": sent + 1}),
+            ));
+            CodeSent::Sent
+        };
         chain.save(&mut tx).await?;
         tx.commit().await?;
-        Ok(locked)
+        if outcome == CodeSent::Sent {
+            self.jobs_ready.notify_one();
+        }
+        Ok(outcome)
     }
 
     /// Records a person's decision and moves the evaluation on: a rejection rejects it; the
     /// last approval a stage needs passes it and starts the next stage or approves the
     /// evaluation. Webhooks and e-mails that follow are queued in the same transaction.
-    pub async fn decide(&self, d: Decide<'_>) -> Result<Decided> {
+    ///
+    /// On a critical-tier evaluation the decision counts only with the link's current
+    /// one-time code (`d.otp_hash`), checked here under the audit head lock: a wrong or
+    /// expired code is counted (and locks the link at [`WRONG_CODES_PER_LINK`]) and answered
+    /// as [`DecideOutcome::WrongCode`], with nothing decided.
+    pub async fn decide(&self, d: Decide<'_>) -> Result<DecideOutcome> {
         let ws = d.tenant.workspace_id();
         let now = micros(d.now);
         let mut tx = self.pool.begin().await?;
         let mut chain = Chain::lock(&mut tx, ws).await?;
         let link = sqlx::query(
-            "SELECT evaluation_id, stage_idx, approver, expires_at, used_at, locked_at \
-             FROM approval_links WHERE token_hash = $1 AND workspace_id = $2",
+            "SELECT used_at, locked_at, expires_at, evaluation_id, stage_idx, approver, otp_hash, \
+             otp_expires_at, otp_attempts FROM approval_links \
+             WHERE token_hash = $1 AND workspace_id = $2",
         )
         .bind(d.token_hash)
         .bind(ws)
         .fetch_optional(&mut *tx)
         .await?
         .ok_or(StoreError::NotFound)?;
-        let evaluation_id: String = link.try_get(0)?;
-        let stage: i64 = link.try_get(1)?;
-        let approver: String = link.try_get(2)?;
-        if link.try_get::<Option<i64>, _>(4)?.is_some() {
-            return Err(gone("this link has been used"));
-        }
-        if link.try_get::<Option<i64>, _>(5)?.is_some() {
-            return Err(gone("this link is locked after too many wrong codes"));
-        }
-        if link.try_get::<i64, _>(3)? < now {
-            return Err(gone("this link has expired"));
-        }
+        usable(&link, 0, 1, 2, now)?;
+        let evaluation_id: String = link.try_get(3)?;
+        let stage: i64 = link.try_get(4)?;
+        let approver: String = link.try_get(5)?;
         let ev = sqlx::query(
-            "SELECT status, current_stage, webhook_url, context FROM evaluations WHERE id = $1",
+            "SELECT status, current_stage, webhook_url, context, approval FROM evaluations \
+             WHERE id = $1",
         )
         .bind(&evaluation_id)
         .fetch_one(&mut *tx)
@@ -392,12 +469,56 @@ impl Store {
         let current: Option<i64> = ev.try_get(1)?;
         let webhook_url: Option<String> = ev.try_get(2)?;
         let context: String = ev.try_get(3)?;
+        let approval: Option<String> = ev.try_get(4)?;
         if status != Status::Pending.as_str() || current != Some(stage) {
             return Err(gone("this stage has already been decided"));
         }
+        let critical = approval
+            .as_deref()
+            .and_then(|a| serde_json::from_str::<Value>(a).ok())
+            .is_some_and(|a| a["tier"] == "critical");
+        if critical {
+            let stored: Option<String> = link.try_get(6)?;
+            let fresh = link.try_get::<Option<i64>, _>(7)?.is_some_and(|t| t > now);
+            let right = match (stored.as_deref(), d.otp_hash) {
+                (Some(stored), Some(given)) => constant_time_eq(stored, given),
+                _ => false,
+            };
+            if d.otp_hash.is_none() {
+                return Err(StoreError::Refused(
+                    "a one-time code is required for a critical approval".into(),
+                ));
+            }
+            if !(fresh && right) {
+                let attempts = link.try_get::<i64, _>(8)? + 1;
+                sqlx::query("UPDATE approval_links SET otp_attempts = $2 WHERE token_hash = $1")
+                    .bind(d.token_hash)
+                    .bind(attempts)
+                    .execute(&mut *tx)
+                    .await?;
+                let locked = attempts >= WRONG_CODES_PER_LINK;
+                if locked {
+                    lock_link(&mut tx, d.token_hash, d.now).await?;
+                }
+                chain.append(&NewAuditEvent {
+                    kind: if locked {
+                        "approval.locked"
+                    } else {
+                        "approval.otp_failed"
+                    },
+                    actor: Actor::System,
+                    evaluation_id: Some(evaluation_id.clone()),
+                    data: json!({"approver": approver, "stage": stage, "attempts": attempts}),
+                    occurred_at: d.now,
+                });
+                chain.save(&mut tx).await?;
+                tx.commit().await?;
+                return Ok(DecideOutcome::WrongCode { locked });
+            }
+        }
         let on_behalf_of = serde_json::from_str::<Value>(&context)?["on_behalf_of"]
             .as_str()
-            .map(str::to_ascii_lowercase);
+            .map(normalize_email);
         if on_behalf_of.as_deref() == Some(approver.as_str()) {
             return Err(StoreError::Refused(
                 "a person cannot decide on a proposal made on their behalf".into(),
@@ -561,13 +682,13 @@ impl Store {
         chain.save(&mut tx).await?;
         tx.commit().await?;
         self.jobs_ready.notify_one();
-        Ok(Decided {
+        Ok(DecideOutcome::Recorded(Decided {
             evaluation_id,
             status: new_status,
             stage,
             stage_passed: stage_status == "passed",
             next_stage,
-        })
+        }))
     }
 }
 
@@ -586,7 +707,8 @@ impl Store {
     pub async fn due_stages(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<DueStage>> {
         let rows = sqlx::query(
             "SELECT workspace_id, evaluation_id, idx, on_timeout FROM evaluation_stages \
-             WHERE status = 'waiting' AND expires_at <= $1 ORDER BY expires_at LIMIT $2",
+             WHERE status = 'waiting' AND expires_at <= $1 \
+             AND (sweep_after IS NULL OR sweep_after <= $1) ORDER BY expires_at LIMIT $2",
         )
         .bind(micros(now))
         .bind(i64::from(limit))
@@ -604,13 +726,63 @@ impl Store {
             .collect()
     }
 
-    /// The next deadline of any waiting stage, for a sweeper to sleep until.
+    /// The next deadline of any waiting stage, for a sweeper to sleep until (a stage put off
+    /// after failing counts from when it may be tried again).
     pub async fn next_deadline(&self) -> Result<Option<DateTime<Utc>>> {
-        let row =
-            sqlx::query("SELECT MIN(expires_at) FROM evaluation_stages WHERE status = 'waiting'")
-                .fetch_one(&self.pool)
-                .await?;
+        let row = sqlx::query(
+            "SELECT MIN(CASE WHEN sweep_after > expires_at THEN sweep_after ELSE expires_at END) \
+             FROM evaluation_stages WHERE status = 'waiting'",
+        )
+        .fetch_one(&self.pool)
+        .await?;
         Ok(row.try_get::<Option<i64>, _>(0)?.map(from_micros))
+    }
+
+    /// Puts off a due stage that failed to end: the sweep skips it until one minute after
+    /// `now`, doubling with each failure up to a day, and the failure is in the workspace's
+    /// audit trail. Answers when it will be tried again.
+    pub async fn postpone_stage(
+        &self,
+        due: &DueStage,
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> Result<DateTime<Utc>> {
+        let ws = due.tenant.workspace_id();
+        let mut tx = self.pool.begin().await?;
+        let mut chain = Chain::lock(&mut tx, ws).await?;
+        let failures: i64 = sqlx::query(
+            "UPDATE evaluation_stages SET sweep_failures = sweep_failures + 1 \
+             WHERE evaluation_id = $1 AND idx = $2 AND workspace_id = $3 RETURNING sweep_failures",
+        )
+        .bind(&due.evaluation_id)
+        .bind(due.stage)
+        .bind(ws)
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|r| r.try_get(0))
+        .transpose()?
+        .ok_or(StoreError::NotFound)?;
+        let wait = Duration::minutes(1) * 2i32.pow(failures.clamp(1, 11) as u32 - 1);
+        let retry_at = now + wait.min(Duration::days(1));
+        sqlx::query(
+            "UPDATE evaluation_stages SET sweep_after = $3 WHERE evaluation_id = $1 AND idx = $2",
+        )
+        .bind(&due.evaluation_id)
+        .bind(due.stage)
+        .bind(micros(retry_at))
+        .execute(&mut *tx)
+        .await?;
+        chain.append(&NewAuditEvent {
+            kind: "stage.expiry_failed",
+            actor: Actor::System,
+            evaluation_id: Some(due.evaluation_id.clone()),
+            data: json!({"stage": due.stage, "error": error, "failures": failures,
+                         "retry_at": crate::audit::timestamp_text(retry_at)}),
+            occurred_at: now,
+        });
+        chain.save(&mut tx).await?;
+        tx.commit().await?;
+        Ok(retry_at)
     }
 
     /// Ends a stage whose deadline passed: `escalate` starts the next stage (with these

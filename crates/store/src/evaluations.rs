@@ -328,7 +328,7 @@ impl NewEvaluation {
                     started_at: first.then_some(self.created_at),
                     expires_at: timeout
                         .filter(|_| first)
-                        .map(|t| self.created_at + Duration::seconds(t)),
+                        .and_then(|t| crate::approvals::deadline(self.created_at, t).ok()),
                     decided_at: None,
                 }
             })

@@ -279,33 +279,69 @@ fn job_from_row(row: &AnyRow) -> Result<Job> {
 impl Store {
     /// Claims up to `limit` due jobs for `worker` until `now + lease`: queued jobs whose time
     /// has come, and running jobs whose worker's lease ran out (it crashed).
+    ///
+    /// Fair between workspaces: due jobs are taken round-robin (every workspace's first due
+    /// job, then every second one, …), and none is taken for a workspace that already has
+    /// `per_workspace` jobs running on any server. So a workspace queueing thousands of
+    /// webhooks to a slow endpoint holds at most `per_workspace` delivery slots, and the next
+    /// approval e-mail of another workspace is claimed as soon as any slot is free.
     pub async fn claim_jobs(
         &self,
         worker: &str,
         now: DateTime<Utc>,
         lease: Duration,
         limit: u32,
+        per_workspace: u32,
     ) -> Result<Vec<Job>> {
         let lock = match self.backend {
-            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            // Rows are locked where the limit is taken, so a claimer skips the rows another
+            // one holds and takes the next ones; the due conditions are repeated on the locked
+            // table, which PostgreSQL checks again on a row another claimer changed meanwhile,
+            // so no job is claimed twice.
+            Backend::Postgres => " FOR UPDATE OF j SKIP LOCKED",
             // SQLite runs one write at a time: the UPDATE below is atomic as it stands.
             Backend::Sqlite => "",
         };
         let sql = format!(
             "UPDATE jobs SET status = 'running', locked_by = $1, lease_until = $2, \
-             attempts = attempts + 1, updated_at = $3 WHERE id IN (SELECT id FROM jobs \
+             attempts = attempts + 1, updated_at = $3 WHERE id IN (SELECT j.id FROM jobs j \
+             JOIN (SELECT id, workspace_id, ROW_NUMBER() OVER (PARTITION BY workspace_id \
+             ORDER BY next_attempt_at, id) AS turn FROM jobs \
              WHERE (status = 'queued' AND next_attempt_at <= $3) \
-             OR (status = 'running' AND lease_until < $3) \
-             ORDER BY next_attempt_at LIMIT $4{lock}) RETURNING {JOB_COLUMNS}"
+             OR (status = 'running' AND lease_until < $3)) due ON due.id = j.id \
+             LEFT JOIN (SELECT workspace_id, COUNT(*) AS n FROM jobs \
+             WHERE status = 'running' AND lease_until >= $3 GROUP BY workspace_id) busy \
+             ON busy.workspace_id = due.workspace_id \
+             WHERE due.turn + COALESCE(busy.n, 0) <= $5 \
+             AND ((j.status = 'queued' AND j.next_attempt_at <= $3) \
+             OR (j.status = 'running' AND j.lease_until < $3)) \
+             ORDER BY due.turn, j.next_attempt_at, j.id LIMIT $4{lock}) \
+             RETURNING {JOB_COLUMNS}"
         );
         let rows = sqlx::query(&sql)
             .bind(worker)
             .bind(micros(now + lease))
             .bind(micros(now))
             .bind(i64::from(limit))
+            .bind(i64::from(per_workspace.max(1)))
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(job_from_row).collect()
+    }
+
+    /// The workspaces with at least `limit` jobs not yet ended (queued or running): those may
+    /// queue no more webhooks until some end.
+    pub async fn workspaces_with_full_queues(&self, limit: u32) -> Result<Vec<Tenant>> {
+        let rows = sqlx::query(
+            "SELECT workspace_id FROM jobs WHERE status IN ('queued', 'running') \
+             GROUP BY workspace_id HAVING COUNT(*) >= $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok(Tenant::new(r.try_get(0)?)))
+            .collect()
     }
 
     /// Records attempts (a row and an audit event each) and moves their jobs on, all in one

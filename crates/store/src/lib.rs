@@ -18,6 +18,7 @@ mod members;
 mod migrations;
 mod model;
 mod policies;
+mod sealed;
 pub use policies::PolicyChange;
 pub use workspaces::{NewOwner, key_hash};
 #[doc(hidden)]
@@ -35,12 +36,16 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 use tokio::sync::Notify;
 
-pub use approvals::{Decide, Decided, DueStage, LINKS_PER_APPROVER, Link, WaitingStage};
+pub use approvals::{
+    CODES_PER_LINK, CodeSent, Decide, DecideOutcome, Decided, DueStage, LINKS_PER_APPROVER, Link,
+    WRONG_CODES_PER_LINK, WaitingStage, normalize_email,
+};
 pub use audit::timestamp_text;
 pub use channels::ChannelSettings;
 pub use jobs::{Attempt, Delivery, Finished, Job, JobKind, Next};
 pub use members::{EmptyStage, NewMember};
 pub use model::*;
+pub use sealed::{LegacySealed, SealedAt};
 pub use writer::WriterConfig;
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -188,6 +193,9 @@ impl Store {
                 .into(),
             ))
         })?;
+        if backend == Backend::Sqlite {
+            create_private_file(&config.url)?;
+        }
         let url = match backend {
             Backend::Sqlite if !config.url.contains("mode=") => {
                 let sep = if config.url.contains('?') { '&' } else { '?' };
@@ -277,6 +285,37 @@ impl Store {
     #[doc(hidden)]
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+}
+
+/// Creates a SQLite database file that does not exist yet, readable and writable by its owner
+/// only: it holds the audit trail and every workspace's data. SQLite gives the WAL and shared
+/// memory files it creates beside it the same mode. An existing file is left as it is, with a
+/// warning when others may read it.
+fn create_private_file(url: &str) -> Result<()> {
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)?;
+    let path = options.get_filename();
+    if path.as_os_str().is_empty() || path == Path::new(":memory:") || url.contains("mode=memory") {
+        return Ok(());
+    }
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
+    match open.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            #[cfg(unix)]
+            if let Ok(meta) = std::fs::metadata(path) {
+                use std::os::unix::fs::PermissionsExt;
+                if meta.permissions().mode() & 0o077 != 0 {
+                    tracing::warn!(file = %path.display(),
+                        "the database file can be read by other users: chmod 600 it");
+                }
+            }
+            Ok(())
+        }
+        Err(e) => Err(StoreError::Database(sqlx::Error::Io(e))),
     }
 }
 

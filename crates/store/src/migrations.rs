@@ -49,6 +49,11 @@ const SHARED: &[Embedded] = &[
         "evaluation seq",
         include_str!("../migrations/0010_evaluation_seq.sql"),
     ),
+    (
+        11,
+        "hardening",
+        include_str!("../migrations/0011_hardening.sql"),
+    ),
 ];
 
 const SQLITE: &[Embedded] = &[

@@ -764,6 +764,59 @@ both_backends!(
 );
 
 both_backends!(
+    jobs_are_claimed_fairly_between_workspaces,
+    |backend| async move {
+        let db = TestDatabase::new(backend).await;
+        let store = open(&db).await;
+        let (busy, quiet) = (
+            workspace(&store, "busy").await,
+            workspace(&store, "quiet").await,
+        );
+        let queue = |tenant: &Tenant, n: usize| {
+            let (store, tenant) = (store.clone(), tenant.clone());
+            async move {
+                for _ in 0..n {
+                    let mut ev = evaluation(&tenant, "bot", None);
+                    ev.webhook_url = Some("https://hooks.example.com/x".into());
+                    store.record_evaluation(ev).await.unwrap();
+                }
+            }
+        };
+        // The busy workspace queued 50 jobs before the quiet one queued its one.
+        queue(&busy, 50).await;
+        queue(&quiet, 1).await;
+        let now = Utc::now() + Duration::seconds(1);
+        let lease = Duration::seconds(30);
+        let owner = |jobs: &[agentnexus_store::Job], t: &Tenant| {
+            jobs.iter().filter(|j| j.tenant == *t).count()
+        };
+        // Round-robin: the first claim of two takes one job of each.
+        let first = store
+            .claim_jobs("wrk_a", now, lease, 2, 1000)
+            .await
+            .unwrap();
+        assert_eq!((owner(&first, &busy), owner(&first, &quiet)), (1, 1));
+        // A workspace holds at most `per_workspace` running jobs, whoever claims.
+        let second = store.claim_jobs("wrk_b", now, lease, 20, 4).await.unwrap();
+        assert_eq!(owner(&second, &busy), 3, "1 running + 3 = the share of 4");
+        let third = store.claim_jobs("wrk_c", now, lease, 20, 4).await.unwrap();
+        assert!(third.is_empty(), "{third:?}");
+        // Full queues: the busy workspace has 50 jobs not ended, the quiet one 1.
+        let full = store.workspaces_with_full_queues(10).await.unwrap();
+        assert_eq!(full, vec![busy.clone()]);
+        assert!(
+            store
+                .workspaces_with_full_queues(100)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        store.close().await;
+        db.drop_database().await;
+    }
+);
+
+both_backends!(
     jobs_are_claimed_once_and_leases_expire,
     |backend| async move {
         let db = TestDatabase::new(backend).await;
@@ -778,8 +831,8 @@ both_backends!(
         let lease = Duration::seconds(30);
         // Two workers on two connections claim at once: every job goes to exactly one.
         let (left, right) = tokio::join!(
-            a.claim_jobs("wrk_a", now, lease, 20),
-            b.claim_jobs("wrk_b", now, lease, 20)
+            a.claim_jobs("wrk_a", now, lease, 20, 1000),
+            b.claim_jobs("wrk_b", now, lease, 20, 1000)
         );
         let (left, right) = (left.unwrap(), right.unwrap());
         assert_eq!(
@@ -798,7 +851,7 @@ both_backends!(
                 .all(|j| j.attempts == 1 && j.payload["body"]["event"] == "terminal_outcome")
         );
         assert!(
-            a.claim_jobs("wrk_c", now, lease, 50)
+            a.claim_jobs("wrk_c", now, lease, 50, 1000)
                 .await
                 .unwrap()
                 .is_empty(),
@@ -807,7 +860,7 @@ both_backends!(
 
         // wrk_a dies. After its lease, another worker takes its jobs.
         let later = now + Duration::seconds(31);
-        let retaken = b.claim_jobs("wrk_b", later, lease, 50).await.unwrap();
+        let retaken = b.claim_jobs("wrk_b", later, lease, 50, 1000).await.unwrap();
         assert_eq!(retaken.len(), 30, "both workers' leases ran out");
         let job = retaken.iter().find(|j| j.id == left[0].id).unwrap().clone();
         assert_eq!(job.attempts, 2);

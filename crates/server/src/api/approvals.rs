@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use agentnexus_store::{Decide, Link, Status};
+use agentnexus_store::{CodeSent, Decide, DecideOutcome, Link, Status};
 use axum::extract::State;
 use chrono::Duration;
 use rand::Rng;
@@ -15,9 +15,8 @@ use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::{Json, Path};
 use crate::state::AppState;
 
-/// How long a one-time code works, and how many wrong ones lock the link.
+/// How long a one-time code works.
 pub const CODE_LIFETIME: Duration = Duration::minutes(10);
-pub const CODE_ATTEMPTS: i64 = 5;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -38,15 +37,6 @@ pub struct DecisionResponse {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub evaluation_status: Option<&'static str>,
     pub stage: i64,
-}
-
-fn equal(a: &str, b: &str) -> bool {
-    // Constant time: how much of a code matched must not show in the answer's timing.
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
 }
 
 fn code_hash(link_hash: &str, code: &str) -> String {
@@ -116,6 +106,7 @@ pub async fn record(
             "must be at most 2000 characters",
         ));
     }
+    state.limits.check_link(token)?;
     let (hash, link) = usable_link(state, token).await?;
     let now = state.now();
     let ev = state
@@ -130,52 +121,38 @@ pub async fn record(
         .approval
         .as_ref()
         .is_some_and(|a| a["tier"] == "critical");
-    if critical {
-        match req.otp.as_deref() {
-            None => {
-                let code = format!("{:06}", rand::rng().random_range(0..1_000_000));
-                let email = code_email(state, &link.approver, &code, &link.evaluation_id);
-                state
-                    .store
-                    .start_otp(
-                        &link,
-                        &hash,
-                        &code_hash(&hash, &code),
-                        now + CODE_LIFETIME,
-                        &email,
-                        now,
-                    )
-                    .await?;
-                return Ok(DecisionResponse {
-                    status: "otp_required",
-                    evaluation_id: link.evaluation_id,
-                    evaluation_status: None,
-                    stage: link.stage,
-                });
-            }
-            Some(code) => {
-                let fresh = link.otp_expires_at.is_some_and(|t| t > now);
-                let right = link
-                    .otp_hash
-                    .as_deref()
-                    .is_some_and(|h| equal(h, &code_hash(&hash, code.trim())));
-                if !(fresh && right) {
-                    let locked = state
-                        .store
-                        .otp_failed(&link, &hash, CODE_ATTEMPTS, now)
-                        .await?;
-                    if locked {
-                        return Err(ApiError::Gone(
-                            "too many wrong codes: this link is locked".into(),
-                        ));
-                    }
-                    return Err(ApiError::field(
-                        "otp",
-                        "the code is wrong or has expired; send the decision without otp for a new one",
-                    ));
-                }
-            }
+    let given = req.otp.as_deref().map(|c| code_hash(&hash, c.trim()));
+    if critical && given.is_none() {
+        let code = format!("{:06}", rand::rng().random_range(0..1_000_000));
+        let email = code_email(
+            state,
+            &link.tenant,
+            &link.approver,
+            &code,
+            &link.evaluation_id,
+        );
+        let sent = state
+            .store
+            .start_otp(
+                &link,
+                &hash,
+                &code_hash(&hash, &code),
+                now + CODE_LIFETIME,
+                &email,
+                now,
+            )
+            .await?;
+        if sent == CodeSent::Locked {
+            return Err(ApiError::Gone(
+                "too many codes asked for: this link is locked".into(),
+            ));
         }
+        return Ok(DecisionResponse {
+            status: "otp_required",
+            evaluation_id: link.evaluation_id,
+            evaluation_status: None,
+            stage: link.stage,
+        });
     }
     // Links for the next stage, used only if this decision passes the current one.
     let next_notices = if approve {
@@ -183,17 +160,32 @@ pub async fn record(
     } else {
         Vec::new()
     };
-    let decided = state
+    let outcome = state
         .store
         .decide(Decide {
             tenant: &link.tenant,
             token_hash: &hash,
+            otp_hash: given.as_deref().filter(|_| critical),
             approve,
             comment: comment.as_deref(),
             next_notices,
             now,
         })
         .await?;
+    let decided = match outcome {
+        DecideOutcome::Recorded(d) => d,
+        DecideOutcome::WrongCode { locked: true } => {
+            return Err(ApiError::Gone(
+                "too many wrong codes: this link is locked".into(),
+            ));
+        }
+        DecideOutcome::WrongCode { locked: false } => {
+            return Err(ApiError::field(
+                "otp",
+                "the code is wrong or has expired; send the decision without otp for a new one",
+            ));
+        }
+    };
     Ok(DecisionResponse {
         status: "recorded",
         evaluation_id: decided.evaluation_id,

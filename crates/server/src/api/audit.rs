@@ -104,6 +104,9 @@ pub async fn verify(
     State(state): State<Arc<AppState>>,
     Admin(caller): Admin,
 ) -> ApiResult<axum::Json<agentnexus_store::Verification>> {
+    let _one_at_a_time = state
+        .limits
+        .begin_verification(caller.tenant.workspace_id())?;
     Ok(axum::Json(state.store.verify_audit(&caller.tenant).await?))
 }
 

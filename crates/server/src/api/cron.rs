@@ -45,6 +45,6 @@ pub async fn approval_timeouts(
     if !equal(given.trim().as_bytes(), expected.as_bytes()) {
         return Err(ApiError::Unauthorized);
     }
-    let processed = crate::workers::deadlines::sweep(&state).await?;
+    let processed = crate::workers::deadlines::sweep_guarded(state).await?;
     Ok(axum::Json(Processed { processed }))
 }

@@ -67,6 +67,15 @@ fn parse(req: EvaluateRequest) -> ApiResult<(Proposal, Extras)> {
         context: req.context,
     })
     .map_err(|e| ApiError::field(e.field, e.message))?;
+    // Separation of duties compares it with approvers' e-mails: it must be one.
+    if let Some(v) = proposal.context.get("on_behalf_of")
+        && !v.is_string()
+    {
+        return Err(ApiError::field(
+            "context.on_behalf_of",
+            "must be a string: the e-mail of the person the agent acts for",
+        ));
+    }
     let trace = match req.trace {
         None | Some(Value::Null) => None,
         Some(t @ Value::Object(_)) => Some(t),
@@ -336,11 +345,23 @@ pub async fn decide(
 ) -> ApiResult<EvaluationResponse> {
     let (proposal, extras) = parse(req)?;
     let tenant = &caller.tenant;
+    if extras.webhook_url.is_some() && state.limits.queue_full(tenant.workspace_id()) {
+        return Err(ApiError::TooMany {
+            detail: format!(
+                "this workspace has {} or more deliveries waiting \
+                 (AGENTNEXUS_QUEUE_LIMIT_PER_WORKSPACE): no more webhooks are queued until \
+                 some are delivered or given up",
+                state.config.queue_limit_per_workspace
+            ),
+            retry_after_secs: 5,
+        });
+    }
     let now = state.now();
+    let proposal_hash = proposal.hash();
     if let Some(key) = &extras.idempotency_key
         && let Some(id) = state.store.idempotent_evaluation(tenant, key, now).await?
     {
-        return existing(state, caller, &id).await;
+        return existing(state, caller, &id, &proposal_hash).await;
     }
     let policies = state.policy_set(tenant).await?;
     let spend = if policies.set.uses_spend() {
@@ -387,7 +408,7 @@ pub async fn decide(
         id,
         tenant: tenant.clone(),
         key_id: Some(caller.key_id.clone()),
-        proposal_hash: proposal.hash(),
+        proposal_hash,
         proposal,
         trace: extras.trace,
         idempotency_key: extras.idempotency_key,
@@ -408,16 +429,29 @@ pub async fn decide(
             count_decision(effect);
             Ok(answer)
         }
-        Recorded::Existing(id) => existing(state, caller, &id).await,
+        Recorded::Existing(id) => existing(state, caller, &id, &answer.proposal_hash).await,
     }
 }
 
-async fn existing(state: &AppState, caller: &Caller, id: &str) -> ApiResult<EvaluationResponse> {
+/// The evaluation an idempotency key already names, if it was made for the same proposal;
+/// another proposal under the same key is a conflict (SPEC §4), recorded nowhere.
+async fn existing(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    proposal_hash: &str,
+) -> ApiResult<EvaluationResponse> {
     let ev = state
         .store
         .evaluation(&caller.tenant, id)
         .await?
         .ok_or_else(|| ApiError::Internal(format!("idempotency key names missing {id}")))?;
+    if ev.proposal_hash != proposal_hash {
+        return Err(ApiError::Conflict(format!(
+            "idempotency_key was used in the last 24 hours for another proposal (evaluation \
+             {id}); use a new key for a new proposal"
+        )));
+    }
     Ok(summary(&ev))
 }
 
@@ -449,7 +483,12 @@ pub async fn get_evaluation(
         return Err(ApiError::field("wait", "must be 0 to 60 seconds"));
     }
     let ev = state
-        .wait_for_change(&caller.tenant, &id, std::time::Duration::from_secs(wait))
+        .wait_for_change(
+            &caller.tenant,
+            &caller.key_id,
+            &id,
+            std::time::Duration::from_secs(wait),
+        )
         .await?
         .ok_or(ApiError::NotFound)?;
     Ok(axum::Json(detail(ev)))

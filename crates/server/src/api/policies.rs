@@ -22,7 +22,7 @@ struct Document {
     format: Format,
 }
 
-async fn document(req: Request, state: &Arc<AppState>) -> ApiResult<Document> {
+async fn document(req: Request) -> ApiResult<Document> {
     let content_type = req
         .headers()
         .get(CONTENT_TYPE)
@@ -34,7 +34,7 @@ async fn document(req: Request, state: &Arc<AppState>) -> ApiResult<Document> {
                 .trim()
                 .to_ascii_lowercase()
         });
-    let bytes = body_bytes(req, state).await?;
+    let bytes = body_bytes(req, agentnexus_engine::MAX_DOCUMENT_BYTES).await?;
     let text = String::from_utf8(bytes.to_vec())
         .map_err(|_| ApiError::Malformed("the document is not UTF-8".into()))?;
     let format = match content_type.as_deref() {
@@ -222,7 +222,7 @@ pub async fn put(
     Path(name): Path<String>,
     req: Request,
 ) -> ApiResult<axum::Json<PolicyView>> {
-    let doc = document(req, &state).await?;
+    let doc = document(req).await?;
     let compiled = compile_policy(&doc.text, doc.format).map_err(invalid)?;
     refuse_empty_stages(&state, &caller.tenant, &compiled.document, &doc.text).await?;
     if compiled.name() != name {
@@ -366,11 +366,11 @@ pub struct Validation {
     responses((status = 200, description = "Whether the document is valid, and why not", body = Validation)),
     security(("api_key" = [])))]
 pub async fn validate(
-    State(state): State<Arc<AppState>>,
+    State(_state): State<Arc<AppState>>,
     Admin(_caller): Admin,
     req: Request,
 ) -> ApiResult<axum::Json<Validation>> {
-    let doc = document(req, &state).await?;
+    let doc = document(req).await?;
     Ok(axum::Json(match compile_policy(&doc.text, doc.format) {
         Ok(p) => Validation {
             valid: true,

@@ -178,7 +178,13 @@ async fn save(
         .put_channel_settings(
             &caller.tenant,
             channel,
-            &state.cipher.encrypt(settings),
+            &state.cipher.seal(
+                settings,
+                crate::crypto::Purpose::ChannelSettings {
+                    workspace_id: caller.tenant.workspace_id(),
+                    channel,
+                },
+            ),
             described,
             caller.actor(),
             state.now(),

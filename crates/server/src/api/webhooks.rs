@@ -57,7 +57,12 @@ pub async fn rotate(
         .store
         .rotate_webhook_secret(
             &caller.tenant,
-            &state.cipher.encrypt(&fresh),
+            &state.cipher.seal(
+                &fresh,
+                crate::crypto::Purpose::WebhookSecret {
+                    workspace_id: caller.tenant.workspace_id(),
+                },
+            ),
             ROTATION_GRACE,
             caller.actor(),
             state.now(),

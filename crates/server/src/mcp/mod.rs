@@ -309,7 +309,8 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, R
         Ok(None) => return Err(unauthorized()),
         Err(e) => return Err(internal(e)),
     };
-    if let Err(ApiError::RateLimited { retry_after_secs }) = state.check_rate(&key.identity.key_id)
+    if let Err(ApiError::RateLimited { retry_after_secs }) =
+        state.limits.check_key(&key.identity.key_id)
     {
         return Err(RpcError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -581,7 +582,7 @@ fn input_required(
     structured: &Value,
 ) -> Value {
     let id = structured["evaluation_id"].as_str().unwrap_or_default();
-    let sealed = state.cipher.encrypt(
+    let sealed = state.cipher.seal(
         &json!({
             "evaluation_id": id,
             "key_id": caller.key_id,
@@ -589,6 +590,7 @@ fn input_required(
             "expires": state.now().timestamp() + REQUEST_STATE_SECS,
         })
         .to_string(),
+        crate::crypto::Purpose::McpRequestState,
     );
     let url = structured["follow"]["url"].as_str().unwrap_or_default();
     json!({
@@ -629,7 +631,7 @@ fn resume(state: &AppState, caller: &Caller, params: &Value) -> Result<String, R
     let sealed = params["requestState"].as_str().ok_or_else(invalid)?;
     let opened: Value = state
         .cipher
-        .decrypt(sealed)
+        .open(sealed, crate::crypto::Purpose::McpRequestState)
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
         .ok_or_else(invalid)?;

@@ -248,7 +248,12 @@ pub async fn get_evaluation(state: &AppState, caller: &Caller, arguments: Value)
         return Outcome::Failed(format!("unknown argument `{extra}`"));
     }
     match state
-        .wait_for_change(&caller.tenant, id, Duration::from_secs(wait))
+        .wait_for_change(
+            &caller.tenant,
+            &caller.key_id,
+            id,
+            Duration::from_secs(wait),
+        )
         .await
     {
         Ok(Some(ev)) => {

@@ -429,7 +429,23 @@ pub fn check_teams_message(body: &Value) -> Result<(), String> {
                         return Err(format!("body[{i}]: each fact has a title and a value"));
                     }
                 }
-                "Container" | "ColumnSet" | "Image" | "RichTextBlock" => {}
+                "RichTextBlock" => {
+                    let inlines = e["inlines"]
+                        .as_array()
+                        .filter(|i| !i.is_empty())
+                        .ok_or(format!("body[{i}]: a RichTextBlock needs inlines"))?;
+                    for run in inlines {
+                        let text = run.as_str().or_else(|| {
+                            (run["type"] == "TextRun")
+                                .then(|| run["text"].as_str())
+                                .flatten()
+                        });
+                        if text.is_none_or(str::is_empty) {
+                            return Err(format!("body[{i}]: inlines are TextRuns with text"));
+                        }
+                    }
+                }
+                "Container" | "ColumnSet" | "Image" => {}
                 other => return Err(format!("body[{i}]: unknown element {other:?}")),
             }
         }

@@ -96,10 +96,12 @@ pub(crate) async fn slack(state: &AppState, job: &Job) -> (Outcome, Value) {
                     false,
                 );
             };
-            let link = match state
-                .cipher
-                .decrypt(job.payload["token"].as_str().unwrap_or_default())
-            {
+            let link = match state.cipher.open(
+                job.payload["token"].as_str().unwrap_or_default(),
+                crate::crypto::Purpose::LinkToken {
+                    workspace_id: job.tenant.workspace_id(),
+                },
+            ) {
                 Ok(t) => format!("{}/approvals/{t}", state.public_url()),
                 Err(e) => return failed(format!("cannot open the message's link: {e}"), true),
             };

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::crypto::Purpose;
 use crate::state::AppState;
 
 /// How a refused name is described; an attempt failing with it is not retried.
@@ -96,6 +97,17 @@ pub fn is_public(ip: IpAddr) -> bool {
                 }
                 if s[0] == 0x2002 {
                     return is_public(embedded(s[1], s[2]));
+                }
+                // IPv4-compatible (`::a.b.c.d`, deprecated but still routed to the IPv4
+                // address by some stacks) and IPv4-translated (`::ffff:0:a.b.c.d`) addresses,
+                // local-use NAT64 (64:ff9b:1::/48) and the IETF protocol block (2001::/23,
+                // Teredo among it, which hides an IPv4 address): never a webhook receiver.
+                if s[0..6] == [0, 0, 0, 0, 0, 0]
+                    || (s[0..4] == [0, 0, 0, 0] && s[4] == 0xffff && s[5] == 0)
+                    || (s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1)
+                    || (s[0] == 0x2001 && s[1] < 0x200)
+                {
+                    return false;
                 }
                 !(a.is_loopback()
                     || a.is_unspecified()
@@ -256,7 +268,13 @@ pub async fn run(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
         if capacity > 0 {
             match state
                 .store
-                .claim_jobs(&worker, state.now(), config.lease, capacity as u32)
+                .claim_jobs(
+                    &worker,
+                    state.now(),
+                    config.lease,
+                    capacity as u32,
+                    config.per_workspace,
+                )
                 .await
             {
                 Ok(jobs) => {
@@ -467,16 +485,22 @@ async fn email(state: &AppState, job: &Job) -> (Outcome, Value) {
         );
     };
     let mut text = text_of("text");
-    for (field, placeholder) in [("token", "{link}"), ("code", "{code}")] {
+    let workspace_id = job.tenant.workspace_id();
+    for (field, placeholder, purpose) in [
+        ("token", "{link}", Purpose::LinkToken { workspace_id }),
+        ("code", "{code}", Purpose::OneTimeCode { workspace_id }),
+    ] {
         if let Some(sealed) = p[field].as_str() {
-            match state.cipher.decrypt(sealed) {
+            match state.cipher.open(sealed, purpose) {
+                // Once, where the message put it: a `{link}` in a proposal's text stays text.
                 Ok(secret) if field == "token" => {
-                    text = text.replace(
+                    text = text.replacen(
                         placeholder,
                         &format!("{}/approvals/{secret}", state.public_url()),
+                        1,
                     );
                 }
-                Ok(secret) => text = text.replace(placeholder, &secret),
+                Ok(secret) => text = text.replacen(placeholder, &secret, 1),
                 Err(e) => {
                     return (
                         outcome(
@@ -612,6 +636,13 @@ mod tests {
             "fe80::1",
             "fd00::1",
             "::ffff:127.0.0.1",
+            "::127.0.0.1",
+            "::10.0.0.1",
+            "::8.8.8.8",
+            "::ffff:0:127.0.0.1",
+            "64:ff9b:1::a00:1",
+            "2001::5efe:7f00:1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
             "224.0.0.1",
         ] {
             assert!(!is_public(ip.parse().unwrap()), "{ip}");
@@ -625,6 +656,8 @@ mod tests {
     fn literal_private_destinations_are_refused() {
         assert!(check_destination("http://127.0.0.1:9/hook", false).is_err());
         assert!(check_destination("http://[::1]/hook", false).is_err());
+        assert!(check_destination("http://[::127.0.0.1]:9/hook", false).is_err());
+        assert!(check_destination("http://[::ffff:7f00:1]/hook", false).is_err());
         assert!(check_destination("http://169.254.169.254/latest", false).is_err());
         assert!(check_destination("http://127.0.0.1:9/hook", true).is_ok());
         assert!(check_destination("https://hooks.example.com/x", false).is_ok());
