@@ -188,6 +188,41 @@ both_backends!(workspace_keys_policies_and_audit, |backend| async move {
 });
 
 #[test]
+fn lint_refuses_what_the_server_refuses_without_crashing() {
+    let dir = scratch();
+    // 29,000 terms killed `policy lint` while parsing; each is now a refusal naming the rule.
+    for terms in [3_000, 30_000] {
+        let file = write(
+            &dir,
+            &format!("chain{terms}.yaml"),
+            &format!(
+                "name: chain\nrules:\n  - id: long\n    when: {} == 0\n    effect: allow\n",
+                vec!["1"; terms].join("+")
+            ),
+        );
+        for command in ["lint", "test"] {
+            let target = if command == "lint" {
+                file.as_str()
+            } else {
+                dir.to_str().unwrap()
+            };
+            let out = Command::new(BIN)
+                .args(["policy", command, target])
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(1), "{command}: {}", stderr(&out));
+            assert!(
+                stderr(&out).contains("rule `long`: when: the expression is"),
+                "{command}: {}",
+                stderr(&out)
+            );
+        }
+        std::fs::remove_file(&file).unwrap();
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn lint_and_test_policy_directories() {
     let dir = scratch();
     let good = write(&dir, "gate.yaml", GATE);

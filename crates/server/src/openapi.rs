@@ -54,7 +54,7 @@ use crate::{error, ops};
         ops::metrics,
     ),
     components(schemas(error::Problem)),
-    modifiers(&BearerKey),
+    modifiers(&BearerKey, &StandardResponses),
     tags(
         (name = "evaluate", description = "Proposals and their decisions"),
         (name = "policies", description = "Policy documents and versions"),
@@ -96,6 +96,101 @@ impl Modify for BearerKey {
             ),
         );
     }
+}
+
+/// The operations an agent key may call; every other keyed operation needs an admin key.
+const AGENT_OPERATIONS: [(&str, &str); 4] = [
+    ("post", "/api/v1/evaluate"),
+    ("get", "/api/v1/evaluations/{id}"),
+    ("get", "/api/v1/evaluations/{id}/timeline"),
+    ("get", "/api/v1/evaluations/{id}/deliveries"),
+];
+
+/// The answers every operation can give besides its own, documented on each (SPEC §13) from
+/// what the operation takes: a key (401, 429, and 403 for admin-only ones), a body (400, 413,
+/// 422), path parameters (404), query parameters (422); and 500 and 503 for all.
+struct StandardResponses;
+
+impl Modify for StandardResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::ParameterIn;
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let operations = [
+                ("get", item.get.as_mut()),
+                ("put", item.put.as_mut()),
+                ("post", item.post.as_mut()),
+                ("delete", item.delete.as_mut()),
+                ("patch", item.patch.as_mut()),
+            ];
+            for (method, op) in operations {
+                let Some(op) = op else { continue };
+                let keyed =
+                    serde_json::to_string(&op.security).is_ok_and(|s| s.contains("\"api_key\""));
+                let params = op.parameters.as_deref().unwrap_or_default();
+                let in_path = params
+                    .iter()
+                    .any(|p| matches!(p.parameter_in, ParameterIn::Path));
+                let in_query = params
+                    .iter()
+                    .any(|p| matches!(p.parameter_in, ParameterIn::Query));
+                let mut add = |status: &str, description: &str| {
+                    op.responses
+                        .responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| problem(status, description).into());
+                };
+                if keyed {
+                    add("401", "Missing, unknown or revoked API key");
+                    add("429", "Over a rate limit or another limit; see Retry-After");
+                    if !AGENT_OPERATIONS.contains(&(method, path.as_str())) {
+                        add("403", "Not an admin key");
+                    }
+                }
+                if op.request_body.is_some() {
+                    add("400", "The body is not valid JSON");
+                    add("413", "The body is too large");
+                    add("422", "Invalid fields");
+                }
+                if in_path {
+                    add("404", "No such resource in this workspace");
+                }
+                if in_query {
+                    add("422", "Invalid query parameters");
+                }
+                if path.starts_with("/api/") {
+                    add("500", "Internal error; nothing was changed");
+                    add(
+                        "503",
+                        "The server is shutting down or a stored policy cannot be used",
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// A problem+json answer; 429 also documents its `Retry-After`.
+fn problem(status: &str, description: &str) -> utoipa::openapi::Response {
+    use utoipa::openapi::{ContentBuilder, HeaderBuilder, Ref, ResponseBuilder};
+    let mut response = ResponseBuilder::new().description(description).content(
+        "application/problem+json",
+        ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name("Problem")))
+            .build(),
+    );
+    if status == "429" {
+        response = response.header(
+            "Retry-After",
+            HeaderBuilder::new()
+                .schema(
+                    utoipa::openapi::ObjectBuilder::new()
+                        .schema_type(utoipa::openapi::schema::Type::Integer),
+                )
+                .description(Some("Seconds to wait before trying again"))
+                .build(),
+        );
+    }
+    response.build()
 }
 
 /// The document as served at `/api/openapi.json` and committed as `docs/openapi.json`.
