@@ -24,4 +24,4 @@ pub use limits::{
     MAX_TIMEOUT_SECS,
 };
 pub use meter::{BUDGET_SPENT, BYTES_PER_UNIT, DECISION_BUDGET, DECISION_DEADLINE};
-pub use proposal::{FieldError, MAX_CENTS, Proposal, ProposalFields, Spend};
+pub use proposal::{FieldError, MAX_CENTS, Proposal, ProposalFields, Spend, whole_number};

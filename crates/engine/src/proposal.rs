@@ -53,10 +53,44 @@ pub struct ProposalFields {
     pub agent_id: Option<String>,
     pub action: Option<String>,
     pub resource: Option<String>,
+    #[serde(default, deserialize_with = "whole_number")]
     pub amount_cents: Option<i64>,
+    #[serde(default, deserialize_with = "whole_number")]
     pub cost_cents: Option<i64>,
     pub params: Option<Value>,
     pub context: Option<Value>,
+}
+
+/// An optional integer, also when written as a number with no fraction (`750.0`): JSON has one
+/// number type, and JSON Schema's `integer` admits both spellings. A fraction is refused.
+pub fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    struct Whole;
+    impl serde::de::Visitor<'_> for Whole {
+        type Value = Option<i64>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a whole number")
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(Some(v))
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            i64::try_from(v)
+                .map(Some)
+                .map_err(|_| E::custom("a whole number up to 9223372036854775807"))
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            // Within ±2^63 and without a fraction: the cast is exact.
+            if v.fract() == 0.0 && v.abs() < 2f64.powi(63) {
+                Ok(Some(v as i64))
+            } else {
+                Err(E::invalid_type(serde::de::Unexpected::Float(v), &self))
+            }
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+    }
+    d.deserialize_any(Whole)
 }
 
 fn identifier(field: &'static str, value: Option<String>) -> Result<String, FieldError> {
@@ -194,6 +228,13 @@ mod tests {
         assert_eq!(Proposal::new(fields(most)).unwrap().cost_cents, MAX_CENTS);
         let past = json!({"agent_id": "a", "action": "x", "cost_cents": MAX_CENTS + 1});
         assert_eq!(Proposal::new(fields(past)).unwrap_err().field, "cost_cents");
+        // A whole number is one however it is spelled; a fraction is not.
+        let spelled: ProposalFields =
+            serde_json::from_str(r#"{"agent_id": "a", "action": "x", "amount_cents": 750.0}"#)
+                .unwrap();
+        assert_eq!(spelled.amount_cents, Some(750));
+        assert!(serde_json::from_str::<ProposalFields>(r#"{"amount_cents": 12.5}"#).is_err());
+        assert!(serde_json::from_str::<ProposalFields>(r#"{"cost_cents": null}"#).is_ok());
     }
 
     #[test]

@@ -251,7 +251,7 @@ pub async fn submit(
     let req = DecisionRequest {
         decision: f.decision,
         comment: f.comment.clone(),
-        otp: f.otp.filter(|o| !o.trim().is_empty()),
+        otp: f.otp.map(|o| o.trim().to_owned()).filter(|o| !o.is_empty()),
     };
     match record(&state, &token, req).await {
         Ok(r) if r.status == "otp_required" => page(
@@ -343,7 +343,7 @@ pub async fn request_link(
         let Ok(Form(f)) = f else {
             return Err(ApiError::field("email", "the form could not be read"));
         };
-        let email = crate::api::members::parse_email(&f.email)?;
+        let email = crate::api::members::parse_email(f.email.trim())?;
         let waiting = state
             .store
             .waiting_stage(&id)

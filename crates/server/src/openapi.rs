@@ -54,7 +54,7 @@ use crate::{error, ops};
         ops::metrics,
     ),
     components(schemas(error::Problem)),
-    modifiers(&BearerKey, &StandardResponses),
+    modifiers(&BearerKey, &StandardResponses, &Fixups),
     tags(
         (name = "evaluate", description = "Proposals and their decisions"),
         (name = "policies", description = "Policy documents and versions"),
@@ -165,6 +165,46 @@ impl Modify for StandardResponses {
                     );
                 }
             }
+        }
+    }
+}
+
+/// What the derive cannot say: Slack settings need at least one of their fields (utoipa 5.5
+/// writes `min_properties` as `maxProperties`), and simulated policies are documents given
+/// as text or as JSON objects.
+struct Fixups;
+
+impl Modify for Fixups {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::{Schema, Type};
+        use utoipa::openapi::{ObjectBuilder, OneOfBuilder, RefOr};
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        if let Some(RefOr::T(Schema::Object(slack))) = components.schemas.get_mut("SlackSettings") {
+            slack.min_properties = Some(1);
+        }
+        // One pattern, the one the server checks with, for every outbound URL it takes.
+        for (schema, field) in [
+            ("EvaluateRequest", "webhook_url"),
+            ("SlackSettings", "webhook_url"),
+            ("TeamsSettings", "webhook_url"),
+        ] {
+            if let Some(RefOr::T(Schema::Object(o))) = components.schemas.get_mut(schema)
+                && let Some(RefOr::T(Schema::Object(url))) = o.properties.get_mut(field)
+            {
+                url.pattern = Some(crate::extract::WEBHOOK_URL_PATTERN.to_owned());
+            }
+        }
+        if let Some(RefOr::T(Schema::Object(sim))) = components.schemas.get_mut("SimulateRequest")
+            && let Some(RefOr::T(Schema::Array(policies))) = sim.properties.get_mut("policies")
+        {
+            policies.items = utoipa::openapi::schema::ArrayItems::RefOrSchema(Box::new(
+                OneOfBuilder::new()
+                    .item(ObjectBuilder::new().schema_type(Type::String))
+                    .item(ObjectBuilder::new().schema_type(Type::Object))
+                    .into(),
+            ));
         }
     }
 }

@@ -22,9 +22,13 @@ pub const CODE_LIFETIME: Duration = Duration::minutes(10);
 #[serde(deny_unknown_fields)]
 pub struct DecisionRequest {
     /// `approve` or `reject`.
+    #[schema(pattern = "^(approve|reject)$")]
     pub decision: String,
+    /// At most 2000 characters.
+    #[schema(max_length = 2000)]
     pub comment: Option<String>,
     /// The 6-digit code e-mailed for a critical-tier approval.
+    #[schema(pattern = "^[0-9]{6}$")]
     pub otp: Option<String>,
 }
 
@@ -96,16 +100,30 @@ pub async fn record(
         "reject" => false,
         _ => return Err(ApiError::field("decision", "must be approve or reject")),
     };
-    let comment = req
+    if req
         .comment
-        .map(|c| c.trim().to_owned())
-        .filter(|c| !c.is_empty());
-    if comment.as_ref().is_some_and(|c| c.chars().count() > 2000) {
+        .as_ref()
+        .is_some_and(|c| c.chars().count() > 2000)
+    {
         return Err(ApiError::field(
             "comment",
             "must be at most 2000 characters",
         ));
     }
+    if req
+        .otp
+        .as_ref()
+        .is_some_and(|o| o.len() != 6 || !o.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(ApiError::field(
+            "otp",
+            "must be the 6-digit code we e-mailed",
+        ));
+    }
+    let comment = req
+        .comment
+        .map(|c| c.trim().to_owned())
+        .filter(|c| !c.is_empty());
     state.limits.check_link(token)?;
     let (hash, link) = usable_link(state, token).await?;
     let now = state.now();
@@ -121,7 +139,7 @@ pub async fn record(
         .approval
         .as_ref()
         .is_some_and(|a| a["tier"] == "critical");
-    let given = req.otp.as_deref().map(|c| code_hash(&hash, c.trim()));
+    let given = req.otp.as_deref().map(|c| code_hash(&hash, c));
     if critical && given.is_none() {
         let code = format!("{:06}", rand::rng().random_range(0..1_000_000));
         let email = code_email(

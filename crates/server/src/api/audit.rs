@@ -64,8 +64,10 @@ pub struct AuditPage {
 #[into_params(parameter_in = Query)]
 pub struct PageParams {
     /// Events after this sequence number (default 0: from the start).
+    #[param(minimum = 0)]
     pub after_seq: Option<i64>,
     /// Page size, 1-1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 

@@ -22,41 +22,61 @@ use crate::state::AppState;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EvaluateRequest {
-    /// The agent proposing the action (1-256 characters).
-    #[schema(example = "billing-bot")]
+    /// The agent proposing the action (1-256 characters, no control characters).
+    #[schema(value_type = String, required = true, min_length = 1,
+        max_length = 256, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     pub agent_id: Option<String>,
-    /// What it wants to do (1-256 characters).
-    #[schema(example = "stripe.refund")]
+    /// What it wants to do (1-256 characters, no control characters).
+    #[schema(value_type = String, required = true, min_length = 1,
+        max_length = 256, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     pub action: Option<String>,
-    #[schema(example = "customer/cus_123")]
+    /// What it acts on (at most 1024 characters, no control characters).
+    #[schema(max_length = 1024, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     pub resource: Option<String>,
     /// Money the action moves, in cents; 0 when absent.
+    #[serde(default, deserialize_with = "agentnexus_engine::whole_number")]
     #[schema(minimum = 0, maximum = 9007199254740991_i64)]
     pub amount_cents: Option<i64>,
     /// What the agent spent to get here, in cents, attributed to `agent_id`.
+    #[serde(default, deserialize_with = "agentnexus_engine::whole_number")]
     #[schema(minimum = 0, maximum = 9007199254740991_i64)]
     pub cost_cents: Option<i64>,
+    /// The action's own parameters, as the agent would pass them.
     #[schema(value_type = Option<Object>)]
     pub params: Option<Value>,
-    #[schema(value_type = Option<Object>)]
+    /// What surrounds the action (environment, ticket, …). `on_behalf_of`, when present, is
+    /// the e-mail of the person the agent acts for: that person cannot approve it.
+    #[schema(value_type = Option<ContextSchema>)]
     pub context: Option<Value>,
     /// Trace metadata (`trace_id`, `span_id`, `session_id`, …), stored with the evaluation.
     #[schema(value_type = Option<Object>)]
     pub trace: Option<Value>,
-    /// The same key within 24 hours returns the first evaluation.
+    /// The same key within 24 hours returns the first evaluation (1-256 characters).
+    #[schema(min_length = 1, max_length = 256)]
     pub idempotency_key: Option<String>,
-    /// Where to POST `approval_required` and `terminal_outcome` events.
+    /// Where to POST `approval_required` and `terminal_outcome` events: an http(s) URL with a
+    /// host name or an IP address, at most 2048 characters (the pattern is exact; private
+    /// addresses are refused at delivery unless the server allows them).
+    #[schema(max_length = 2048)]
     pub webhook_url: Option<String>,
 }
 
+/// The documented shape of `context`: any object; `on_behalf_of`, when present, a string.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ContextSchema {
+    #[schema(value_type = String, required = false)]
+    on_behalf_of: Option<String>,
+}
+
 /// Parses everything around the proposal itself.
-struct Extras {
+pub(crate) struct Extras {
     trace: Option<Value>,
     idempotency_key: Option<String>,
     webhook_url: Option<String>,
 }
 
-fn parse(req: EvaluateRequest) -> ApiResult<(Proposal, Extras)> {
+pub(crate) fn parse(req: EvaluateRequest) -> ApiResult<(Proposal, Extras)> {
     let proposal = Proposal::new(ProposalFields {
         agent_id: req.agent_id,
         action: req.action,
@@ -89,16 +109,13 @@ fn parse(req: EvaluateRequest) -> ApiResult<(Proposal, Extras)> {
             "must be 1 to 256 characters",
         ));
     }
-    if let Some(url) = &req.webhook_url {
-        let parsed = url::Url::parse(url).ok().filter(|u| {
-            matches!(u.scheme(), "http" | "https") && u.host().is_some() && url.len() <= 2048
-        });
-        if parsed.is_none() {
-            return Err(ApiError::field(
-                "webhook_url",
-                "must be an http(s) URL with a host, at most 2048 characters",
-            ));
-        }
+    if let Some(url) = &req.webhook_url
+        && !crate::extract::is_webhook_url(url)
+    {
+        return Err(ApiError::field(
+            "webhook_url",
+            "must be an http(s) URL with a host, at most 2048 characters",
+        ));
     }
     Ok((
         proposal,
@@ -321,6 +338,7 @@ pub fn detail(ev: Evaluation) -> EvaluationDetail {
     request_body = EvaluateRequest,
     responses(
         (status = 200, description = "The decision, recorded with its audit event", body = EvaluationResponse),
+        (status = 409, description = "The idempotency key was used for another proposal in the last 24 hours; nothing was recorded", body = Problem, content_type = "application/problem+json"),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing, unknown or revoked key", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
@@ -459,6 +477,7 @@ async fn existing(
 #[into_params(parameter_in = Query)]
 pub struct WaitParams {
     /// Hold the request until the status changes or this many seconds pass (at most 60).
+    #[param(minimum = 0, maximum = 60)]
     pub wait: Option<u64>,
 }
 
@@ -498,12 +517,16 @@ pub async fn get_evaluation(
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// Only this status.
+    #[param(pattern = "^(allowed|denied|pending|approved|rejected|expired)$")]
     pub status: Option<String>,
     /// Only this agent.
+    #[param(min_length = 1, max_length = 256)]
     pub agent_id: Option<String>,
     /// Page size, 1-500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
+    #[param(min_length = 1, max_length = 64)]
     pub cursor: Option<String>,
 }
 
@@ -530,7 +553,7 @@ pub async fn list_evaluations(
     Query(params): Query<ListParams>,
 ) -> ApiResult<axum::Json<EvaluationList>> {
     let status = match params.status.as_deref() {
-        None | Some("") => None,
+        None => None,
         Some(s) => Some(Status::parse(s).ok_or_else(|| {
             ApiError::field(
                 "status",
@@ -542,10 +565,27 @@ pub async fn list_evaluations(
     if !(1..=500).contains(&limit) {
         return Err(ApiError::field("limit", "must be 1 to 500"));
     }
+    if params
+        .agent_id
+        .as_ref()
+        .is_some_and(|a| a.is_empty() || a.chars().count() > 256)
+    {
+        return Err(ApiError::field("agent_id", "must be 1 to 256 characters"));
+    }
+    if params
+        .cursor
+        .as_ref()
+        .is_some_and(|c| c.is_empty() || c.chars().count() > 64)
+    {
+        return Err(ApiError::field(
+            "cursor",
+            "must be the next_cursor of a previous page",
+        ));
+    }
     let filter = EvaluationFilter {
         status,
-        agent_id: params.agent_id.filter(|a| !a.is_empty()),
-        before: params.cursor.filter(|c| !c.is_empty()),
+        agent_id: params.agent_id,
+        before: params.cursor,
         limit,
     };
     let page = state.store.evaluations(&caller.tenant, &filter).await?;

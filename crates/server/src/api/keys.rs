@@ -50,9 +50,15 @@ pub struct KeyList {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
-    /// A label (1-128 characters).
+    /// A label (1-128 characters, no control characters).
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     pub name: String,
     /// `agent` or `admin`.
+    #[schema(pattern = "^(agent|admin)$")]
     pub scope: String,
 }
 
@@ -87,9 +93,12 @@ pub async fn create(
     Admin(caller): Admin,
     Json(req): Json<CreateKey>,
 ) -> ApiResult<(StatusCode, axum::Json<CreatedKey>)> {
-    let name = req.name.trim();
-    if name.is_empty() || name.chars().count() > 128 {
-        return Err(ApiError::field("name", "must be 1 to 128 characters"));
+    let name = req.name.as_str();
+    if name.is_empty() || name.chars().count() > 128 || name.chars().any(char::is_control) {
+        return Err(ApiError::field(
+            "name",
+            "must be 1 to 128 characters, no control characters",
+        ));
     }
     let scope = Scope::parse(&req.scope)
         .ok_or_else(|| ApiError::field("scope", "must be agent or admin"))?;

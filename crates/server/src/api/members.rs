@@ -44,20 +44,36 @@ pub struct MemberList {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddMember {
+    /// `name@domain.tld`: no spaces inside, one `@`, a dot inside the domain; kept trimmed and
+    /// lower-cased.
+    #[schema(
+        max_length = 254,
+        pattern = "^[\\t-\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*[^@\\u0000-\\u0020\\u007f-\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff]+@[^@.\\u0000-\\u0020\\u007f-\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff][^@\\u0000-\\u0020\\u007f-\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff]*\\.[^@\\u0000-\\u0020\\u007f-\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff]*[^@.\\u0000-\\u0020\\u007f-\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff][\\t-\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*$"
+    )]
     pub email: String,
+    /// At most 200 characters, no control characters.
+    #[schema(max_length = 200, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     pub name: Option<String>,
-    /// Roles to hold; `approver` when absent.
+    /// Roles to hold (1-64 of a-z 0-9 - _ each); `approver` when absent.
+    #[schema(inline, value_type = Option<Vec<RoleName>>)]
     pub roles: Option<Vec<String>>,
 }
+
+/// A role name: 1-64 of a-z 0-9 - _.
+#[derive(ToSchema)]
+#[schema(value_type = String, pattern = "^[a-z0-9_-]{1,64}$")]
+#[allow(dead_code)]
+pub struct RoleName(String);
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangeMember {
-    /// A new name; null clears it.
+    /// A new name (at most 200 characters, no control characters); null clears it.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 200, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     pub name: Option<Option<String>>,
     /// The member's roles, replacing the current ones.
+    #[schema(inline, value_type = Option<Vec<RoleName>>)]
     pub roles: Option<Vec<String>>,
 }
 
@@ -66,18 +82,51 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Strin
     Option::<String>::deserialize(d).map(Some)
 }
 
-/// `name@domain.tld`, trimmed and lower-cased: e-mail is how approvers are named.
-pub fn parse_email(email: &str) -> ApiResult<String> {
-    let email = email.trim().to_ascii_lowercase();
-    let valid = email.len() <= 254
-        && !email.contains(char::is_whitespace)
+/// What an e-mail address may not contain: control characters and every kind of space
+/// (the class the API's JSON Schema pattern for e-mails spells out, so both agree).
+fn not_in_email(c: char) -> bool {
+    c.is_control()
+        || c.is_whitespace()
+        || matches!(
+            c,
+            '\u{a0}' | '\u{1680}' | '\u{2000}'
+                ..='\u{200a}'
+                    | '\u{2028}'
+                    | '\u{2029}'
+                    | '\u{202f}'
+                    | '\u{205f}'
+                    | '\u{3000}'
+                    | '\u{feff}'
+        )
+}
+
+/// `name@domain.tld`, trimmed and lower-cased: e-mail is how approvers are named. One `@`, no
+/// spaces or control characters, a dot inside the domain, at most 254 characters as sent.
+pub fn parse_email(sent: &str) -> ApiResult<String> {
+    let email = sent.trim();
+    let valid = sent.chars().count() <= 254
+        && !email.contains(not_in_email)
         && matches!(email.split_once('@'), Some((local, domain))
             if !local.is_empty() && domain.contains('.') && !domain.contains('@')
                 && !domain.starts_with('.') && !domain.ends_with('.'));
     if valid {
-        Ok(email)
+        Ok(email.to_ascii_lowercase())
     } else {
         Err(ApiError::field("email", "must be an e-mail address"))
+    }
+}
+
+/// A member's name: at most 200 characters, no control characters; empty is none.
+fn parse_name(name: Option<String>) -> ApiResult<Option<String>> {
+    match name {
+        Some(n) if n.chars().count() > 200 || n.chars().any(char::is_control) => {
+            Err(ApiError::field(
+                "name",
+                "must be at most 200 characters, no control characters",
+            ))
+        }
+        Some(n) if n.trim().is_empty() => Ok(None),
+        other => Ok(other),
     }
 }
 
@@ -85,7 +134,6 @@ pub fn parse_email(email: &str) -> ApiResult<String> {
 pub fn parse_roles(roles: Vec<String>) -> ApiResult<Vec<String>> {
     let mut out: Vec<String> = Vec::with_capacity(roles.len());
     for role in roles {
-        let role = role.trim().to_owned();
         let ok = (1..=64).contains(&role.len())
             && role
                 .bytes()
@@ -130,10 +178,7 @@ pub async fn add(
 ) -> ApiResult<(StatusCode, axum::Json<MemberView>)> {
     let new = NewMember {
         email: parse_email(&req.email)?,
-        name: req
-            .name
-            .map(|n| n.trim().to_owned())
-            .filter(|n| !n.is_empty()),
+        name: parse_name(req.name)?,
         roles: parse_roles(req.roles.unwrap_or_else(|| vec!["approver".into()]))?,
         password_hash: None,
     };
@@ -158,12 +203,16 @@ pub async fn change(
     Json(req): Json<ChangeMember>,
 ) -> ApiResult<axum::Json<MemberView>> {
     let roles = req.roles.map(parse_roles).transpose()?;
+    let name = match req.name {
+        Some(n) => Some(parse_name(n)?),
+        None => None,
+    };
     let member = state
         .store
         .update_member(
             &caller.tenant,
             &id,
-            req.name,
+            name,
             roles,
             caller.actor(),
             state.now(),

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use agentnexus_engine::{Format, PolicySet, Proposal, ProposalFields, Spend, compile_policy};
+use agentnexus_engine::{Format, PolicySet, Spend, compile_policy};
 use agentnexus_store::{PolicyChange, PolicySource, PolicySummary, PolicyVersion, Tenant};
 use axum::extract::{Request, State};
 use axum::http::header::CONTENT_TYPE;
@@ -37,6 +37,12 @@ async fn document(req: Request) -> ApiResult<Document> {
     let bytes = body_bytes(req, agentnexus_engine::MAX_DOCUMENT_BYTES).await?;
     let text = String::from_utf8(bytes.to_vec())
         .map_err(|_| ApiError::Malformed("the document is not UTF-8".into()))?;
+    if text.trim().is_empty() {
+        return Err(ApiError::field(
+            "document",
+            "the body is empty: send the policy document (YAML or JSON)",
+        ));
+    }
     let format = match content_type.as_deref() {
         Some("application/json") => Format::Json,
         Some("application/yaml" | "application/x-yaml" | "text/yaml" | "text/x-yaml") => {
@@ -209,7 +215,7 @@ pub async fn get(
 /// Sending the active document again changes nothing and answers its version.
 #[utoipa::path(put, path = "/api/v1/policies/{name}", tag = "policies",
     params(("name" = String, Path)),
-    request_body(content = String, description = "The policy document", content_type = "application/yaml"),
+    request_body(content = Object, description = "The policy document (YAML, or JSON with `Content-Type: application/json`)", content_type = "application/yaml"),
     responses(
         (status = 200, description = "The new active version", body = PolicyView),
         (status = 415, body = Problem, content_type = "application/problem+json"),
@@ -318,7 +324,14 @@ pub async fn version(
 #[serde(deny_unknown_fields)]
 pub struct RollbackRequest {
     /// The version to make active again (as a new version).
+    #[serde(deserialize_with = "whole_version")]
+    #[schema(minimum = 1)]
     pub version: i64,
+}
+
+fn whole_version<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    agentnexus_engine::whole_number(d)?
+        .ok_or_else(|| serde::de::Error::custom("version is required"))
 }
 
 /// Re-activate an older version as a new version.
@@ -362,7 +375,7 @@ pub struct Validation {
 
 /// Check a document without saving it.
 #[utoipa::path(post, path = "/api/v1/policies/validate", tag = "policies",
-    request_body(content = String, description = "The policy document", content_type = "application/yaml"),
+    request_body(content = Value, description = "Any text: the answer says whether it is a valid policy document, and why not", content_type = "application/yaml"),
     responses((status = 200, description = "Whether the document is valid, and why not", body = Validation)),
     security(("api_key" = [])))]
 pub async fn validate(
@@ -387,12 +400,17 @@ pub async fn validate(
     }))
 }
 
+/// A simulation: `proposal` as for evaluate (an evaluate request's other fields are taken and
+/// ignored, so one can be pasted as it is), optional draft `policies` and an assumed `spend`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SimulateRequest {
-    /// The proposal, as for evaluate.
-    #[schema(value_type = Object)]
-    pub proposal: Value,
+    // The proposal, as for evaluate (an evaluate request's other fields are taken and ignored,
+    // so one can be pasted as it is). Inline and without a doc comment: schemathesis 4.32's
+    // coverage phase mistakes a `$ref`'d (or one-branch `oneOf`) request for one missing its
+    // required properties.
+    #[schema(inline)]
+    pub proposal: crate::api::evaluations::EvaluateRequest,
     /// Policy documents (YAML or JSON text, or JSON objects) to decide with instead of the
     /// stored ones.
     #[schema(value_type = Option<Vec<Object>>)]
@@ -404,10 +422,12 @@ pub struct SimulateRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SpendInput {
-    #[serde(default)]
-    pub today_cents: i64,
-    #[serde(default)]
-    pub month_cents: i64,
+    #[serde(default, deserialize_with = "agentnexus_engine::whole_number")]
+    #[schema(value_type = i64)]
+    pub today_cents: Option<i64>,
+    #[serde(default, deserialize_with = "agentnexus_engine::whole_number")]
+    #[schema(value_type = i64)]
+    pub month_cents: Option<i64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -437,9 +457,7 @@ pub async fn simulate(
     Admin(caller): Admin,
     Json(req): Json<SimulateRequest>,
 ) -> ApiResult<axum::Json<Simulation>> {
-    let fields: ProposalFields =
-        serde_json::from_value(req.proposal).map_err(|e| ApiError::field("proposal", e))?;
-    let proposal = Proposal::new(fields).map_err(|e| ApiError::field(e.field, e.message))?;
+    let (proposal, _) = crate::api::evaluations::parse(req.proposal)?;
     let stored;
     let given;
     let set: &PolicySet = match req.policies {
@@ -475,8 +493,8 @@ pub async fn simulate(
     };
     let spend = match req.spend {
         Some(s) => Spend {
-            today_cents: s.today_cents,
-            month_cents: s.month_cents,
+            today_cents: s.today_cents.unwrap_or_default(),
+            month_cents: s.month_cents.unwrap_or_default(),
         },
         None if set.uses_spend() => {
             state

@@ -46,8 +46,13 @@ pub struct ChannelsView {
 pub struct SlackSettings {
     /// A bot token (`xoxb-…`) with the scopes `chat:write`, `users:read` and
     /// `users:read.email`.
+    #[serde(default, deserialize_with = "crate::extract::not_null")]
+    #[schema(value_type = String, max_length = 255, pattern = "^(xoxb-|xoxe\\.xoxb-)[!-~]*$")]
     pub bot_token: Option<String>,
-    /// An incoming webhook (`https://hooks.slack.com/services/…`).
+    /// An incoming webhook (`https://hooks.slack.com/services/…`): an http(s) URL, at most
+    /// 2048 characters.
+    #[serde(default, deserialize_with = "crate::extract::not_null")]
+    #[schema(value_type = String, max_length = 2048)]
     pub webhook_url: Option<String>,
 }
 
@@ -55,7 +60,8 @@ pub struct SlackSettings {
 #[serde(deny_unknown_fields)]
 pub struct TeamsSettings {
     /// A channel's incoming webhook: a Workflows ("Post to a channel when a webhook request is
-    /// received") URL or a classic connector URL.
+    /// received") URL or a classic connector URL; an http(s) URL, at most 2048 characters.
+    #[schema(max_length = 2048)]
     pub webhook_url: String,
 }
 
@@ -85,7 +91,12 @@ async fn view(state: &AppState, tenant: &agentnexus_store::Tenant) -> ApiResult<
 }
 
 fn webhook_url(state: &AppState, url: &str) -> ApiResult<String> {
-    let url = url.trim();
+    if !crate::extract::is_webhook_url(url) {
+        return Err(ApiError::field(
+            "webhook_url",
+            "must be an http(s) URL with a host, at most 2048 characters",
+        ));
+    }
     check_destination(url, state.config.webhook_allow_private)
         .map_err(|why| ApiError::field("webhook_url", why))?;
     Ok(url.to_owned())
@@ -93,7 +104,6 @@ fn webhook_url(state: &AppState, url: &str) -> ApiResult<String> {
 
 /// Bot tokens as Slack issues them: `xoxb-…`, or `xoxe.xoxb-…` with token rotation.
 fn bot_token(token: &str) -> ApiResult<String> {
-    let token = token.trim();
     let shaped = (token.starts_with("xoxb-") || token.starts_with("xoxe.xoxb-"))
         && token.len() <= 255
         && token.bytes().all(|b| b.is_ascii_graphic());
