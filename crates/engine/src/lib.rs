@@ -1,5 +1,6 @@
 //! The AgentNexus decision engine: policy documents, CEL compilation, decisions and the
-//! canonical hashes that make them verifiable. Pure: no I/O, no clock, no randomness.
+//! canonical hashes that make them verifiable. Pure: no I/O, no randomness, and no clock but
+//! the monotonic deadline backing a decision's cost budget (`meter`).
 #![forbid(unsafe_code)]
 
 pub mod canonical;
