@@ -56,7 +56,10 @@ pub(crate) const SIZE: &str = "@anx_size";
 /// `@anx_matches(text, pattern)`: `text.matches(pattern)`, metered.
 pub(crate) const MATCHES: &str = "@anx_matches";
 
-/// What is left of the running decision's budget, on this thread.
+/// What is left of the running decision's budget, on this thread. The deadline is set by the
+/// first charge, not when the decision starts: a decision whose expressions charge nothing (the
+/// common case) never reads the clock, and what runs before the first charge is bounded by the
+/// expression limits.
 struct Meter {
     units: Cell<u64>,
     deadline: Cell<Option<Instant>>,
@@ -81,7 +84,7 @@ impl Budget {
     pub(crate) fn start() -> Budget {
         METER.with(|m| {
             m.units.set(DECISION_BUDGET);
-            m.deadline.set(Some(Instant::now() + DECISION_DEADLINE));
+            m.deadline.set(None);
             m.since_clock.set(0);
         });
         Budget(())
@@ -90,7 +93,7 @@ impl Budget {
 
 impl Drop for Budget {
     fn drop(&mut self) {
-        METER.with(|m| m.deadline.set(None));
+        METER.with(|m| m.units.set(DECISION_BUDGET));
     }
 }
 
@@ -110,15 +113,16 @@ fn charge(units: u64) -> Result<(), ExecutionError> {
             return Err(spent("too much work"));
         }
         m.units.set(left - units);
-        let n = m.since_clock.get() + 1;
-        if n >= CLOCK_EVERY {
-            m.since_clock.set(0);
-            if m.deadline.get().is_some_and(|d| Instant::now() > d) {
-                return Err(spent("too much time"));
+        let n = m.since_clock.get();
+        if n == 0 {
+            let now = Instant::now();
+            match m.deadline.get() {
+                None => m.deadline.set(Some(now + DECISION_DEADLINE)),
+                Some(d) if now > d => return Err(spent("too much time")),
+                Some(_) => {}
             }
-        } else {
-            m.since_clock.set(n);
         }
+        m.since_clock.set((n + 1) % CLOCK_EVERY);
         Ok(())
     })
 }
@@ -361,5 +365,33 @@ fn int(i: i64) -> IdedExpr {
     IdedExpr {
         id: 0,
         expr: Expr::Literal(LiteralValue::Int(CelInt::from(i))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_deadline_backs_up_the_units() {
+        let _budget = Budget::start();
+        charge(1).unwrap();
+        std::thread::sleep(DECISION_DEADLINE + Duration::from_millis(5));
+        // Units are left, but the clock is read again within CLOCK_EVERY charges.
+        let spent = (0..CLOCK_EVERY).find_map(|_| charge(1).err());
+        let message = spent.expect("the deadline ends the decision").to_string();
+        assert!(message.contains("too much time"), "{message}");
+        assert!(charge(1).is_err(), "and everything after it");
+    }
+
+    #[test]
+    fn a_new_decision_starts_with_a_full_budget() {
+        {
+            let _budget = Budget::start();
+            assert!(charge(DECISION_BUDGET + 1).is_err());
+        }
+        let _budget = Budget::start();
+        charge(DECISION_BUDGET).unwrap();
+        assert!(charge(1).is_err());
     }
 }
