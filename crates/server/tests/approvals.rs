@@ -99,17 +99,6 @@ async fn wait_link(sink: &SmtpSink, to: &str, n: usize) -> String {
     }
 }
 
-async fn decide(app: &TestApp, token: &str, body: Value) -> common::Response {
-    app.request(
-        reqwest::Method::POST,
-        &format!("/api/v1/approvals/{token}"),
-        None,
-        Some(body.to_string().into()),
-        Some("application/json"),
-    )
-    .await
-}
-
 both_backends!(
     two_stages_with_a_quorum_end_approved,
     |backend| async move {
@@ -162,12 +151,9 @@ both_backends!(
                 .all(|(p,)| !p.contains(&bob) && !p.contains(&carol))
         );
 
-        let first = decide(
-            &app,
-            &bob,
-            json!({"decision": "approve", "comment": "fine"}),
-        )
-        .await;
+        let first = app
+            .decide_link(&bob, json!({"decision": "approve", "comment": "fine"}))
+            .await;
         assert_eq!(first.status, 200, "{}", first.body);
         assert_eq!(
             (
@@ -176,22 +162,21 @@ both_backends!(
             ),
             (Some("recorded"), Some("pending"))
         );
-        decide(&app, &bob, json!({"decision": "approve"}))
+        app.decide_link(&bob, json!({"decision": "approve"}))
             .await
             .problem(410);
-        let second = decide(&app, &carol, json!({"decision": "approve"})).await;
+        let second = app
+            .decide_link(&carol, json!({"decision": "approve"}))
+            .await;
         assert_eq!(
             second.body["evaluation_status"], "pending",
             "the CFO stage is next"
         );
 
         let cfo = wait_link(&sink, "cfo@example.com", 1).await;
-        let last = decide(
-            &app,
-            &cfo,
-            json!({"decision": "approve", "comment": "ok by me"}),
-        )
-        .await;
+        let last = app
+            .decide_link(&cfo, json!({"decision": "approve", "comment": "ok by me"}))
+            .await;
         assert_eq!(last.body["evaluation_status"], "approved");
 
         let ev = app
@@ -278,14 +263,14 @@ both_backends!(rejections_duties_and_races, |backend| async move {
     let id = r.body["evaluation_id"].as_str().unwrap().to_owned();
     let bob = wait_link(&sink, "bob@example.com", 1).await;
     let carol = wait_link(&sink, "carol@example.com", 1).await;
-    let no = decide(
-        &app,
-        &bob,
-        json!({"decision": "reject", "comment": "not this customer"}),
-    )
-    .await;
+    let no = app
+        .decide_link(
+            &bob,
+            json!({"decision": "reject", "comment": "not this customer"}),
+        )
+        .await;
     assert_eq!(no.body["evaluation_status"], "rejected");
-    decide(&app, &carol, json!({"decision": "approve"}))
+    app.decide_link(&carol, json!({"decision": "approve"}))
         .await
         .problem(410);
     let ev = app.get(&format!("/api/v1/evaluations/{id}"), &key).await;
@@ -303,8 +288,8 @@ both_backends!(rejections_duties_and_races, |backend| async move {
     let bob = wait_link(&sink, "bob@example.com", 2).await;
     let carol = wait_link(&sink, "carol@example.com", 2).await;
     let (x, y) = tokio::join!(
-        decide(&app, &bob, json!({"decision": "approve"})),
-        decide(&app, &carol, json!({"decision": "approve"}))
+        app.decide_link(&bob, json!({"decision": "approve"})),
+        app.decide_link(&carol, json!({"decision": "approve"}))
     );
     let mut codes = vec![x.status.as_u16(), y.status.as_u16()];
     codes.sort();
@@ -315,13 +300,13 @@ both_backends!(rejections_duties_and_races, |backend| async move {
         .await;
     let first = wait_link(&sink, "dan@example.com", 1).await;
     assert_eq!(
-        decide(&app, &first, json!({"decision": "approve"}))
+        app.decide_link(&first, json!({"decision": "approve"}))
             .await
             .status,
         200
     );
     let second = wait_link(&sink, "dan@example.com", 2).await;
-    decide(&app, &second, json!({"decision": "approve"}))
+    app.decide_link(&second, json!({"decision": "approve"}))
         .await
         .problem(403);
 
@@ -333,18 +318,18 @@ both_backends!(rejections_duties_and_races, |backend| async move {
     )
     .await;
     let own = wait_link(&sink, "bob@example.com", 3).await;
-    decide(&app, &own, json!({"decision": "approve"}))
+    app.decide_link(&own, json!({"decision": "approve"}))
         .await
         .problem(403);
 
     // Unknown and malformed input.
-    decide(&app, "apr_nothing", json!({"decision": "approve"}))
+    app.decide_link("apr_nothing", json!({"decision": "approve"}))
         .await
         .problem(404);
-    decide(&app, &own, json!({"decision": "maybe"}))
+    app.decide_link(&own, json!({"decision": "maybe"}))
         .await
         .problem(422);
-    decide(&app, &own, json!({"decision": "approve", "extra": 1}))
+    app.decide_link(&own, json!({"decision": "approve", "extra": 1}))
         .await
         .problem(422);
 
@@ -356,7 +341,7 @@ both_backends!(rejections_duties_and_races, |backend| async move {
     .await;
     let late = wait_link(&sink, "carol@example.com", 4).await;
     app.clock.advance(chrono::Duration::minutes(31));
-    decide(&app, &late, json!({"decision": "approve"}))
+    app.decide_link(&late, json!({"decision": "approve"}))
         .await
         .problem(410);
     assert_eq!(app.get("/api/v1/audit/verify", &key).await.body["ok"], true);
@@ -367,21 +352,12 @@ both_backends!(critical_tier_needs_a_one_time_code, |backend| async move {
     let sink = SmtpSink::start().await;
     let app = setup(backend, &sink).await;
     let key = app.admin_key.clone();
-    let codes = |sink: &SmtpSink| -> Vec<String> {
-        sink.mails()
-            .iter()
-            .filter(|m| {
-                m.header("subject")
-                    .is_some_and(|s| s.contains("approval code"))
-            })
-            .filter_map(|m| m.code())
-            .collect()
-    };
+    let codes = common::codes;
     // Five wrong codes lock the link.
     app.evaluate(&key, json!({"agent_id": "a", "action": "wire.transfer"}))
         .await;
     let link = wait_link(&sink, "treasurer@example.com", 1).await;
-    let first = decide(&app, &link, json!({"decision": "approve"})).await;
+    let first = app.decide_link(&link, json!({"decision": "approve"})).await;
     assert_eq!(first.body["status"], "otp_required", "{}", first.body);
     let start = std::time::Instant::now();
     while codes(&sink).is_empty() {
@@ -391,14 +367,14 @@ both_backends!(critical_tier_needs_a_one_time_code, |backend| async move {
     let real = codes(&sink)[0].clone();
     let wrong = if real == "000000" { "111111" } else { "000000" };
     for _ in 0..4 {
-        decide(&app, &link, json!({"decision": "approve", "otp": wrong}))
+        app.decide_link(&link, json!({"decision": "approve", "otp": wrong}))
             .await
             .problem(422);
     }
-    decide(&app, &link, json!({"decision": "approve", "otp": wrong}))
+    app.decide_link(&link, json!({"decision": "approve", "otp": wrong}))
         .await
         .problem(410);
-    decide(&app, &link, json!({"decision": "approve", "otp": real}))
+    app.decide_link(&link, json!({"decision": "approve", "otp": real}))
         .await
         .problem(410);
 
@@ -407,14 +383,16 @@ both_backends!(critical_tier_needs_a_one_time_code, |backend| async move {
         .evaluate(&key, json!({"agent_id": "a", "action": "wire.transfer"}))
         .await;
     let link = wait_link(&sink, "treasurer@example.com", 2).await;
-    decide(&app, &link, json!({"decision": "approve"})).await;
+    app.decide_link(&link, json!({"decision": "approve"})).await;
     let start = std::time::Instant::now();
     while codes(&sink).len() < 2 {
         assert!(start.elapsed() < WAIT, "no second code");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let code = codes(&sink)[1].clone();
-    let ok = decide(&app, &link, json!({"decision": "approve", "otp": code})).await;
+    let ok = app
+        .decide_link(&link, json!({"decision": "approve", "otp": code}))
+        .await;
     assert_eq!(ok.body["evaluation_status"], "approved", "{}", ok.body);
     let id = r.body["evaluation_id"].as_str().unwrap();
     let timeline = app
@@ -594,7 +572,7 @@ both_backends!(
             let target = if i % 2 == 0 { &app } else { &replica };
             calls.push(cron(target, Some("cron-secret-for-tests")));
         }
-        let click = decide(&app, &link, json!({"decision": "approve"}));
+        let click = app.decide_link(&link, json!({"decision": "approve"}));
         let (results, click) = tokio::join!(futures_join(calls), click);
         let processed: i64 = results
             .iter()

@@ -196,10 +196,9 @@ rules:
         - {name: only, approvers: [c@example.com], timeout: 2s, on_timeout: reject}
 "#;
 
-both_backends!(a_broken_stage_never_stops_the_sweep, |backend| async move {
-    let app = TestApp::spawn(backend).await;
-    // This workspace's evaluation escalates into a stage whose stored timeout no deadline can
-    // hold: data written before timeouts were limited.
+/// An evaluation whose first stage (1 s) escalates into a stage whose stored timeout no
+/// deadline can hold: data written before timeouts were limited.
+async fn broken_escalation(app: &TestApp) -> String {
     assert_eq!(app.put_policy("escalating", ESCALATING).await.status, 200);
     let bad = app
         .evaluate(&app.admin_key, json!({"agent_id": "a", "action": "x"}))
@@ -213,6 +212,12 @@ both_backends!(a_broken_stage_never_stops_the_sweep, |backend| async move {
     .execute(app.store.pool())
     .await
     .unwrap();
+    bad
+}
+
+both_backends!(a_broken_stage_never_stops_the_sweep, |backend| async move {
+    let app = TestApp::spawn(backend).await;
+    let bad = broken_escalation(&app).await;
     // Another workspace's 2 s stage.
     let rival = other_workspace(&app, "rival").await;
     let r = app
@@ -251,19 +256,10 @@ both_backends!(a_broken_stage_never_stops_the_sweep, |backend| async move {
         "{}",
         r.body
     );
-    let timeline = app
-        .get(
-            &format!("/api/v1/evaluations/{bad}/timeline"),
-            &app.admin_key,
-        )
+    let failed = app
+        .timeline_events(&app.admin_key, &bad, "stage.expiry_failed")
         .await;
-    let failed: Vec<&Value> = timeline.body["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["type"] == "stage.expiry_failed")
-        .collect();
-    assert_eq!(failed.len(), 1, "{}", timeline.body);
+    assert_eq!(failed.len(), 1, "{failed:?}");
     assert!(
         failed[0]["data"]["error"]
             .as_str()
@@ -282,19 +278,7 @@ both_backends!(
     the_server_sweep_outlives_a_broken_stage,
     |backend| async move {
         let app = TestApp::spawn_with(backend, |c| c.timeout_sweep_secs = 1).await;
-        assert_eq!(app.put_policy("escalating", ESCALATING).await.status, 200);
-        let bad = app
-            .evaluate(&app.admin_key, json!({"agent_id": "a", "action": "x"}))
-            .await;
-        let bad = bad.body["evaluation_id"].as_str().unwrap().to_owned();
-        sqlx::query(
-            "UPDATE evaluation_stages SET timeout_secs = $1 WHERE evaluation_id = $2 AND idx = 1",
-        )
-        .bind(i64::MAX)
-        .bind(&bad)
-        .execute(app.store.pool())
-        .await
-        .unwrap();
+        broken_escalation(&app).await;
         app.clock.advance(chrono::Duration::seconds(2));
         // Let the sweeper meet the broken stage first, then give it a good one to expire.
         tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -353,7 +337,8 @@ both_backends!(
     }
 );
 
-both_backends!(proposals_cannot_forge_message_lines, |backend| async move {
+/// A server with a real SMTP sink and a policy sending every proposal to Alice.
+async fn alice_approves(backend: agentnexus_store::Backend) -> (SmtpSink, TestApp) {
     let sink = SmtpSink::start().await;
     let url = sink.url.clone();
     let app = TestApp::spawn_with(backend, move |c| c.smtp_url = Some(url)).await;
@@ -365,6 +350,11 @@ rules:
       stages: [{name: s, approvers: [alice@example.com]}]
 "#;
     assert_eq!(app.put_policy("p", policy).await.status, 200);
+    (sink, app)
+}
+
+both_backends!(proposals_cannot_forge_message_lines, |backend| async move {
+    let (sink, app) = alice_approves(backend).await;
     let events = app.audit_len().await;
     for (field, value) in [
         (
@@ -418,17 +408,7 @@ rules:
 both_backends!(
     separation_of_duties_sees_through_spacing,
     |backend| async move {
-        let sink = SmtpSink::start().await;
-        let url = sink.url.clone();
-        let app = TestApp::spawn_with(backend, move |c| c.smtp_url = Some(url)).await;
-        let policy = r#"name: p
-rules:
-  - id: r
-    effect: require_approval
-    approval:
-      stages: [{name: s, approvers: [alice@example.com]}]
-"#;
-        assert_eq!(app.put_policy("p", policy).await.status, 200);
+        let (sink, app) = alice_approves(backend).await;
         let r = app
             .evaluate(
                 &app.admin_key,
@@ -454,13 +434,7 @@ rules:
             let mails = sink.wait_for(n + 1, WAIT).await;
             let token = mails[n].link_token().unwrap();
             let decided = app
-                .request(
-                    reqwest::Method::POST,
-                    &format!("/api/v1/approvals/{token}"),
-                    None,
-                    Some(json!({"decision": "approve"}).to_string().into()),
-                    Some("application/json"),
-                )
+                .decide_link(&token, json!({"decision": "approve"}))
                 .await;
             let p = decided.problem(403);
             assert!(
@@ -481,32 +455,10 @@ rules:
       stages: [{name: treasury, approvers: [treasurer@example.com]}]
 "#;
 
-async fn decide(app: &TestApp, token: &str, body: Value) -> common::Response {
-    app.request(
-        reqwest::Method::POST,
-        &format!("/api/v1/approvals/{token}"),
-        None,
-        Some(body.to_string().into()),
-        Some("application/json"),
-    )
-    .await
-}
-
-fn codes(sink: &SmtpSink) -> Vec<String> {
-    sink.mails()
-        .iter()
-        .filter(|m| {
-            m.header("subject")
-                .is_some_and(|s| s.contains("approval code"))
-        })
-        .filter_map(|m| m.code())
-        .collect()
-}
-
 async fn wait_codes(sink: &SmtpSink, n: usize) -> Vec<String> {
     let started = Instant::now();
     loop {
-        let c = codes(sink);
+        let c = common::codes(sink);
         if c.len() >= n {
             return c;
         }
@@ -528,29 +480,33 @@ both_backends!(
         app.evaluate(&app.admin_key, json!({"agent_id": "a", "action": "wire"}))
             .await;
         let link = sink.wait_for(1, WAIT).await[0].link_token().unwrap();
-        let ask = decide(&app, &link, json!({"decision": "approve"})).await;
+        let ask = app.decide_link(&link, json!({"decision": "approve"})).await;
         assert_eq!(ask.body["status"], "otp_required", "{}", ask.body);
         let real = wait_codes(&sink, 1).await[0].clone();
         let wrong = if real == "000000" { "111111" } else { "000000" };
         for _ in 0..4 {
-            decide(&app, &link, json!({"decision": "approve", "otp": wrong}))
+            app.decide_link(&link, json!({"decision": "approve", "otp": wrong}))
                 .await
                 .problem(422);
         }
-        let ask = decide(&app, &link, json!({"decision": "approve"})).await;
+        let ask = app.decide_link(&link, json!({"decision": "approve"})).await;
         assert_eq!(ask.body["status"], "otp_required", "{}", ask.body);
         let real = wait_codes(&sink, 2).await[1].clone();
         let wrong = if real == "000000" { "111111" } else { "000000" };
-        decide(&app, &link, json!({"decision": "approve", "otp": wrong}))
+        app.decide_link(&link, json!({"decision": "approve", "otp": wrong}))
             .await
             .problem(410);
-        decide(&app, &link, json!({"decision": "approve", "otp": real}))
+        app.decide_link(&link, json!({"decision": "approve", "otp": real}))
             .await
             .problem(410);
-        decide(&app, &link, json!({"decision": "approve"}))
+        app.decide_link(&link, json!({"decision": "approve"}))
             .await
             .problem(410);
-        assert_eq!(codes(&sink).len(), 2, "a locked link gets no more codes");
+        assert_eq!(
+            common::codes(&sink).len(),
+            2,
+            "a locked link gets no more codes"
+        );
 
         // At most five codes per link: the sixth request locks it.
         let r = app
@@ -564,35 +520,24 @@ both_backends!(
             .find(|t| *t != link)
             .unwrap();
         for n in 1..=5 {
-            let ask = decide(&app, &link, json!({"decision": "approve"})).await;
+            let ask = app.decide_link(&link, json!({"decision": "approve"})).await;
             assert_eq!(ask.body["status"], "otp_required", "{n}: {}", ask.body);
         }
-        decide(&app, &link, json!({"decision": "approve"}))
+        app.decide_link(&link, json!({"decision": "approve"}))
             .await
             .problem(410);
         let last = wait_codes(&sink, 7).await[6].clone();
-        decide(&app, &link, json!({"decision": "approve", "otp": last}))
+        app.decide_link(&link, json!({"decision": "approve", "otp": last}))
             .await
             .problem(410);
         let r = app
             .get(&format!("/api/v1/evaluations/{id}"), &app.admin_key)
             .await;
         assert_eq!(r.body["status"], "pending");
-        let timeline = app
-            .get(
-                &format!("/api/v1/evaluations/{id}/timeline"),
-                &app.admin_key,
-            )
+        let locked = app
+            .timeline_events(&app.admin_key, &id, "approval.locked")
             .await;
-        assert!(
-            timeline.body["events"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|e| e["type"] == "approval.locked"),
-            "{}",
-            timeline.body
-        );
+        assert_eq!(locked.len(), 1, "{locked:?}");
         app.stop().await;
     }
 );
@@ -654,7 +599,7 @@ both_backends!(approval_pages_are_guarded, |backend| async move {
     assert!(n >= 20, "limited after {n}");
     assert!(page.headers.get("retry-after").is_some());
     assert_eq!(page.headers["x-frame-options"], "DENY");
-    let json = decide(&app, &link, json!({"decision": "approve"})).await;
+    let json = app.decide_link(&link, json!({"decision": "approve"})).await;
     json.problem(429);
     app.stop().await;
 });

@@ -100,6 +100,18 @@ pub struct TestApp {
     db: Option<TestDatabase>,
 }
 
+/// The one-time codes e-mailed so far, oldest first.
+pub fn codes(sink: &agentnexus_server::testing::SmtpSink) -> Vec<String> {
+    sink.mails()
+        .iter()
+        .filter(|m| {
+            m.header("subject")
+                .is_some_and(|s| s.contains("approval code"))
+        })
+        .filter_map(|m| m.code())
+        .collect()
+}
+
 /// A delivery job that will not run again: done or dead.
 pub fn ended(job: &Value) -> bool {
     job["status"] == "done" || job["status"] == "dead"
@@ -282,6 +294,33 @@ impl TestApp {
             .await;
         assert_eq!(r.status, 201, "{}", r.body);
         r.body["key"].as_str().unwrap().to_owned()
+    }
+
+    /// A decision through a secure link, as JSON (no key: the link is the credential).
+    pub async fn decide_link(&self, token: &str, body: Value) -> Response {
+        self.request(
+            reqwest::Method::POST,
+            &format!("/api/v1/approvals/{token}"),
+            None,
+            Some(body.to_string().into()),
+            Some("application/json"),
+        )
+        .await
+    }
+
+    /// An evaluation's audit events of one type, read with `key`.
+    pub async fn timeline_events(&self, key: &str, id: &str, kind: &str) -> Vec<Value> {
+        let timeline = self
+            .get(&format!("/api/v1/evaluations/{id}/timeline"), key)
+            .await;
+        assert_eq!(timeline.status, 200, "{}", timeline.body);
+        timeline.body["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"] == kind)
+            .cloned()
+            .collect()
     }
 
     /// How many audit events the workspace has; bad requests must not change it.
