@@ -5,8 +5,8 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use agentnexus_store::both_backends;
-use agentnexus_store::testing::TestDatabase;
+use agentnexus_testkit::TestDatabase;
+use agentnexus_testkit::both_backends;
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_agentnexus");
@@ -146,7 +146,7 @@ both_backends!(workspace_keys_policies_and_audit, |backend| async move {
     let store = agentnexus_store::Store::open(agentnexus_store::StoreConfig::new(&db.url))
         .await
         .unwrap();
-    agentnexus_store::testing::tamper(
+    agentnexus_testkit::tamper(
         store.pool(),
         backend,
         "UPDATE audit_events SET actor = 'someone-else' WHERE seq = 4",
@@ -571,7 +571,7 @@ both_backends!(queued_webhooks_survive_sigkill, |backend| async move {
         .unwrap();
     server.child.wait().unwrap();
 
-    let receiver = agentnexus_server::testing::Receiver::start_on(port).await;
+    let receiver = agentnexus_testkit::Receiver::start_on(port).await;
     let mut server = serve_with(&db, &dir, &env);
     let got = receiver.wait_for(20, Duration::from_secs(30)).await;
     let mut delivered: Vec<String> = got
@@ -587,10 +587,7 @@ both_backends!(queued_webhooks_survive_sigkill, |backend| async move {
     );
     let secret = get(format!("{}/api/v1/webhooks/secret", server.url)).await;
     let secret = secret["signing_secret"].as_str().unwrap();
-    assert!(
-        got.iter()
-            .all(|r| agentnexus_server::testing::verify(secret, r))
-    );
+    assert!(got.iter().all(|r| agentnexus_testkit::verify(secret, r)));
     assert!(terminate(&mut server).success());
     std::fs::remove_dir_all(&dir).unwrap();
     db.drop_database().await;

@@ -245,7 +245,7 @@ pub fn teams_message(about: &Value, link: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::chat::{check_slack_message, check_teams_message};
+    use agentnexus_testkit::chat::{check_slack_message, check_teams_message};
 
     fn about(long: usize) -> Value {
         json!({

@@ -16,8 +16,6 @@ pub mod mcp;
 pub mod openapi;
 pub mod ops;
 pub mod state;
-#[doc(hidden)]
-pub mod testing;
 pub mod webhooks;
 pub mod workers;
 

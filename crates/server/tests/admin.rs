@@ -4,7 +4,8 @@ mod common;
 
 use std::time::Duration as StdDuration;
 
-use agentnexus_store::{Actor, PolicyChange, PolicySource, both_backends};
+use agentnexus_store::{Actor, PolicyChange, PolicySource};
+use agentnexus_testkit::both_backends;
 use common::{PAYMENTS, TestApp};
 use serde_json::{Value, json};
 

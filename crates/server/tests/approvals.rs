@@ -5,8 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use agentnexus_server::testing::{Receiver, SmtpSink};
-use agentnexus_store::both_backends;
+use agentnexus_testkit::both_backends;
+use agentnexus_testkit::{Receiver, SmtpSink};
 use common::TestApp;
 use serde_json::{Value, json};
 
@@ -57,7 +57,7 @@ rules:
     effect: allow
 "#;
 
-async fn setup(backend: agentnexus_store::Backend, sink: &SmtpSink) -> TestApp {
+async fn setup(backend: agentnexus_testkit::Backend, sink: &SmtpSink) -> TestApp {
     let url = sink.url.clone();
     let app = TestApp::spawn_with(backend, move |c| c.smtp_url = Some(url)).await;
     for email in ["bob@example.com", "carol@example.com"] {

@@ -8,9 +8,9 @@ mod common;
 
 use std::time::Duration;
 
-use agentnexus_server::testing::SmtpSink;
-use agentnexus_server::testing::chat::{FakeSlack, FakeTeams};
-use agentnexus_store::both_backends;
+use agentnexus_testkit::SmtpSink;
+use agentnexus_testkit::both_backends;
+use agentnexus_testkit::chat::{FakeSlack, FakeTeams};
 use common::TestApp;
 use serde_json::{Value, json};
 
@@ -59,7 +59,11 @@ async fn put(app: &TestApp, path: &str, key: &str, body: &Value) -> common::Resp
     .await
 }
 
-async fn setup(backend: agentnexus_store::Backend, slack: &FakeSlack, sink: &SmtpSink) -> TestApp {
+async fn setup(
+    backend: agentnexus_testkit::Backend,
+    slack: &FakeSlack,
+    sink: &SmtpSink,
+) -> TestApp {
     let (api, smtp) = (slack.api_url.clone(), sink.url.clone());
     let app = TestApp::spawn_with(backend, move |c| {
         c.slack_api_url = api;

@@ -2,7 +2,7 @@
 
 mod common;
 
-use agentnexus_store::both_backends;
+use agentnexus_testkit::both_backends;
 use chrono::Duration;
 use common::{PAYMENTS, TestApp};
 use serde_json::{Value, json};

@@ -6,8 +6,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use agentnexus_server::testing::{Receiver, Reply, SmtpSink};
-use agentnexus_store::{Actor, both_backends};
+use agentnexus_store::Actor;
+use agentnexus_testkit::both_backends;
+use agentnexus_testkit::{Receiver, Reply, SmtpSink};
 use common::TestApp;
 use serde_json::{Value, json};
 
@@ -338,7 +339,7 @@ both_backends!(
 );
 
 /// A server with a real SMTP sink and a policy sending every proposal to Alice.
-async fn alice_approves(backend: agentnexus_store::Backend) -> (SmtpSink, TestApp) {
+async fn alice_approves(backend: agentnexus_testkit::Backend) -> (SmtpSink, TestApp) {
     let sink = SmtpSink::start().await;
     let url = sink.url.clone();
     let app = TestApp::spawn_with(backend, move |c| c.smtp_url = Some(url)).await;
@@ -803,7 +804,7 @@ rules:
 #[tokio::test]
 async fn the_database_file_is_readable_by_its_owner_only() {
     use std::os::unix::fs::PermissionsExt;
-    let app = TestApp::spawn(agentnexus_store::Backend::Sqlite).await;
+    let app = TestApp::spawn(agentnexus_testkit::Backend::Sqlite).await;
     app.evaluate(&app.admin_key, json!({"agent_id": "a", "action": "x"}))
         .await;
     let file: String =

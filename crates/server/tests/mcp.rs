@@ -6,7 +6,7 @@ mod common;
 use std::process::Command;
 use std::sync::Mutex;
 
-use agentnexus_store::both_backends;
+use agentnexus_testkit::both_backends;
 use common::{PAYMENTS, TestApp};
 use serde_json::{Value, json};
 

@@ -5,8 +5,8 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use agentnexus_server::testing::{Receiver, Reply, verify};
-use agentnexus_store::both_backends;
+use agentnexus_testkit::both_backends;
+use agentnexus_testkit::{Receiver, Reply, verify};
 use common::{PAYMENTS, TestApp, settled};
 use serde_json::{Value, json};
 
@@ -36,7 +36,7 @@ both_backends!(outcomes_are_delivered_signed_once, |backend| async move {
     assert_eq!(got.len(), 3);
     let secret = secret(&app).await;
     assert!(secret.starts_with("whsec_"));
-    let by_evaluation: HashMap<String, &agentnexus_server::testing::Received> = got
+    let by_evaluation: HashMap<String, &agentnexus_testkit::Received> = got
         .iter()
         .map(|r| (r.body["evaluation_id"].as_str().unwrap().to_owned(), r))
         .collect();

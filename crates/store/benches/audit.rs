@@ -8,8 +8,9 @@
 
 use std::time::Instant;
 
-use agentnexus_store::testing::TestDatabase;
-use agentnexus_store::{Actor, Backend, NewAuditEvent, NewOwner, Store, StoreConfig};
+use agentnexus_store::{Actor, NewAuditEvent, NewOwner, Store, StoreConfig};
+use agentnexus_testkit::Backend;
+use agentnexus_testkit::TestDatabase;
 use chrono::Utc;
 use serde_json::json;
 

@@ -21,8 +21,6 @@ mod policies;
 mod sealed;
 pub use policies::PolicyChange;
 pub use workspaces::{NewOwner, key_hash};
-#[doc(hidden)]
-pub mod testing;
 mod workspaces;
 mod writer;
 

@@ -4,11 +4,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use agentnexus_engine::{Effect, Format, Proposal, ProposalFields, compile_policy};
-use agentnexus_store::testing::TestDatabase;
 use agentnexus_store::{
     Actor, Attempt, Finished, NewAuditEvent, NewEvaluation, NewOwner, Next, PolicyChange,
-    PolicySource, Recorded, Status, Store, StoreConfig, Tenant, Verification, both_backends,
+    PolicySource, Recorded, Status, Store, StoreConfig, Tenant, Verification,
 };
+use agentnexus_testkit::{TestDatabase, both_backends};
 use chrono::{Duration, Utc};
 use serde_json::json;
 
@@ -153,7 +153,7 @@ both_backends!(tampering_is_detected_and_refused, |backend| async move {
     assert!(refused.is_err());
 
     // Someone with the database's keys goes around the trigger.
-    agentnexus_store::testing::tamper(
+    agentnexus_testkit::tamper(
         store.pool(),
         backend,
         &format!("{update} AND workspace_id = '{}'", tenant.workspace_id()),
@@ -914,7 +914,7 @@ both_backends!(
 /// back whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_checkpoints_beside_the_writer() {
-    let db = TestDatabase::new(agentnexus_store::Backend::Sqlite).await;
+    let db = TestDatabase::new(agentnexus_testkit::Backend::Sqlite).await;
     let store = open(&db).await;
     let tenant = workspace(&store, "acme").await;
     let file = std::path::PathBuf::from(db.url.strip_prefix("sqlite://").unwrap());

@@ -4,8 +4,9 @@
 use std::sync::{Arc, Mutex};
 
 use agentnexus_server::{AppState, Config, accounts};
-use agentnexus_store::testing::TestDatabase;
-use agentnexus_store::{Backend, Store, StoreConfig, Tenant};
+use agentnexus_store::{Store, StoreConfig, Tenant};
+use agentnexus_testkit::Backend;
+use agentnexus_testkit::TestDatabase;
 use chrono::{DateTime, Duration, Utc};
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
@@ -101,7 +102,7 @@ pub struct TestApp {
 }
 
 /// The one-time codes e-mailed so far, oldest first.
-pub fn codes(sink: &agentnexus_server::testing::SmtpSink) -> Vec<String> {
+pub fn codes(sink: &agentnexus_testkit::SmtpSink) -> Vec<String> {
     sink.mails()
         .iter()
         .filter(|m| {

@@ -418,8 +418,10 @@ mod tests {
     use chrono::Utc;
     use serde_json::json;
 
-    use crate::testing::{TestDatabase, tamper};
-    use crate::{Actor, Backend, NewAuditEvent, NewOwner, Store, StoreConfig, Verification};
+    use agentnexus_testkit::Backend;
+    use agentnexus_testkit::{TestDatabase, tamper};
+
+    use crate::{Actor, NewAuditEvent, NewOwner, Store, StoreConfig, Verification};
 
     /// Verifies through the store's reader and, on SQLite, through sqlx as well: both must
     /// give the same answer.
@@ -453,7 +455,7 @@ mod tests {
         }
     }
 
-    crate::both_backends!(
+    agentnexus_testkit::both_backends!(
         the_first_broken_event_is_reported_across_chunks,
         |backend| async move {
             let db = TestDatabase::new(backend).await;

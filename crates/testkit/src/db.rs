@@ -1,4 +1,4 @@
-//! A fresh database per test, on either backend. Tests use it; the product never does.
+//! A fresh database per test, on either backend.
 //!
 //! PostgreSQL comes from `AGENTNEXUS_TEST_POSTGRES_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`): each test creates its own database there.
@@ -8,7 +8,12 @@ use std::path::PathBuf;
 
 use sqlx::{Connection, Executor};
 
-use crate::Backend;
+/// Which database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
 
 pub const DEFAULT_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
@@ -59,9 +64,9 @@ impl TestDatabase {
                     .await
                     .unwrap_or_else(|e| {
                         panic!(
-                            "PostgreSQL is needed for this test and is not reachable at {} ({e}); \
-                         start it or set AGENTNEXUS_TEST_POSTGRES_URL",
-                            crate::redact(&admin)
+                            "PostgreSQL is needed for this test and is not reachable at the \
+                             server AGENTNEXUS_TEST_POSTGRES_URL names, or its default ({e}); \
+                             start it or set the variable"
                         )
                     });
                 conn.execute(format!("CREATE DATABASE {name}").as_str())
