@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use agentnexus_store::{Actor, NewAuditEvent};
+use agentnexus_store::{Actor, EventKind, NewAuditEvent};
 use axum::Form;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -162,7 +162,7 @@ pub async fn show(State(state): State<Arc<AppState>>, Path(token): Path<String>)
             .append_audit(
                 &link.tenant,
                 &[NewAuditEvent {
-                    kind: "approval.viewed",
+                    kind: EventKind::ApprovalViewed,
                     actor: Actor::Member(link.approver.clone()),
                     evaluation_id: Some(ev.id.clone()),
                     data: json!({"stage": link.stage, "approver": link.approver}),

@@ -120,8 +120,8 @@ pub async fn serve(
     Ok(())
 }
 
-/// Picks up what changed elsewhere (policies, revocations) and records key use, every
-/// `refresh_secs`.
+/// Picks up what changed elsewhere (policies, revocations), catches up the evaluation lists
+/// and records key use, every `refresh_secs`.
 async fn refresh_loop(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
     let period = Duration::from_secs(state.config.refresh_secs.max(1));
     loop {
@@ -139,6 +139,9 @@ async fn refresh_loop(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
                 .limits
                 .set_full_queues(full.iter().map(|t| t.workspace_id().to_owned()).collect()),
             Err(e) => tracing::warn!(error = %e, "counting queued jobs failed"),
+        }
+        if let Err(e) = state.store.catch_up_lists().await {
+            tracing::warn!(error = %e, "catching up evaluation lists failed");
         }
         match state.store.policy_generations().await {
             Ok(generations) => {

@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use agentnexus_store::{Actor, NewAuditEvent, NewOwner, Store, StoreConfig};
+use agentnexus_store::{Actor, EventKind, NewAuditEvent, NewOwner, Store, StoreConfig};
 use agentnexus_testkit::Backend;
 use agentnexus_testkit::TestDatabase;
 use chrono::Utc;
@@ -44,15 +44,15 @@ fn main() {
             .create_workspace("bench", owner, Actor::Cli, Utc::now())
             .await
             .unwrap();
+        // Delivery attempts: the events written most besides evaluations (only the writer
+        // records `evaluation.created`, with its evaluation).
         let event = |i: usize| NewAuditEvent {
-            kind: "evaluation.created",
-            actor: Actor::Key("key_01jbench".into()),
+            kind: EventKind::WebhookAttempted,
+            actor: Actor::System,
             evaluation_id: Some(format!("ev_{i:026}")),
-            // What every `evaluation.created` carries that the list index's catch-up reads.
-            data: json!({"agent_id": "agent-1", "action": "svc3.read", "decision": "allow",
-                "status": "allowed", "reason": "allowed by rule bench/read-3",
-                "amount_cents": 0, "cost_cents": 0,
-                "proposal_hash": "d9928dc253cbe80be1db6109f280f3bc7edf0b9c46630db8c5761430a870ff27"}),
+            data: json!({"job_id": format!("msg_{i:026}"), "attempt": 1, "event": "terminal_outcome",
+                "url": "https://hooks.example.com/agentnexus", "status_code": 204,
+                "latency_ms": 12, "error": null, "outcome": "done", "next_attempt_at": null}),
             occurred_at: Utc::now(),
         };
         let start = Instant::now();

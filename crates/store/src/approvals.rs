@@ -11,8 +11,8 @@ use sqlx::{AnyConnection, Row};
 use crate::audit::Chain;
 use crate::jobs::{JobKind, approval_required, enqueue, terminal_outcome};
 use crate::{
-    Actor, HumanDecision, NewAuditEvent, NewLink, Notice, Result, Status, Store, StoreError,
-    Tenant, from_micros, micros,
+    Actor, EventKind, HumanDecision, NewAuditEvent, NewLink, Notice, Result, Status, Store,
+    StoreError, Tenant, from_micros, micros,
 };
 
 pub(crate) async fn insert_link(
@@ -124,7 +124,7 @@ async fn start_stage(
     data["stage"] = json!(idx);
     data["name"] = json!(name);
     chain.append(&NewAuditEvent {
-        kind: "stage.started",
+        kind: EventKind::StageStarted,
         actor: f.actor.clone(),
         evaluation_id: Some(f.evaluation_id.to_owned()),
         data,
@@ -155,9 +155,9 @@ async fn conclude(
     reason: &str,
 ) -> Result<()> {
     let kind = match status {
-        Status::Approved => "evaluation.approved",
-        Status::Rejected => "evaluation.rejected",
-        _ => "evaluation.expired",
+        Status::Approved => EventKind::EvaluationApproved,
+        Status::Rejected => EventKind::EvaluationRejected,
+        _ => EventKind::EvaluationExpired,
     };
     chain.append(&NewAuditEvent {
         kind,
@@ -369,66 +369,67 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<CodeSent> {
         let ws = link.tenant.workspace_id();
-        let mut tx = self.pool.begin().await?;
-        let mut chain = Chain::lock(&mut tx, ws).await?;
-        let row = sqlx::query(
-            "SELECT used_at, locked_at, expires_at, otp_sent, otp_attempts FROM approval_links \
-             WHERE token_hash = $1 AND workspace_id = $2",
-        )
-        .bind(token_hash)
-        .bind(ws)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(StoreError::NotFound)?;
-        usable(&row, 0, 1, 2, micros(now))?;
-        let sent: i64 = row.try_get(3)?;
-        let attempts: i64 = row.try_get(4)?;
-        let audit = |kind: &'static str, data: Value| NewAuditEvent {
-            kind,
-            actor: Actor::System,
-            evaluation_id: Some(link.evaluation_id.clone()),
-            data,
-            occurred_at: now,
-        };
-        let outcome = if sent >= CODES_PER_LINK {
-            lock_link(&mut tx, token_hash, now).await?;
-            chain.append(&audit(
-                "approval.locked",
-                json!({"approver": link.approver, "stage": link.stage, "codes_sent": sent,
-                       "attempts": attempts, "why": "too many codes asked for"}),
-            ));
-            CodeSent::Locked
-        } else {
-            sqlx::query(
-                "UPDATE approval_links SET otp_hash = $2, otp_expires_at = $3, \
-                 otp_sent = otp_sent + 1 WHERE token_hash = $1",
+        self.audited(&link.tenant, async |tx, chain| {
+            let row = sqlx::query(
+                "SELECT used_at, locked_at, expires_at, otp_sent, otp_attempts FROM approval_links \
+                 WHERE token_hash = $1 AND workspace_id = $2",
             )
             .bind(token_hash)
-            .bind(otp_hash)
-            .bind(micros(expires_at))
-            .execute(&mut *tx)
-            .await?;
-            enqueue(
-                &mut tx,
-                ws,
-                JobKind::Email,
-                Some(&link.evaluation_id),
-                email,
-                now,
-            )
-            .await?;
-            chain.append(&audit(
-                "approval.otp_sent",
-                json!({"approver": link.approver, "stage": link.stage, "codes_sent": sent + 1}),
-            ));
-            CodeSent::Sent
-        };
-        chain.save(&mut tx).await?;
-        tx.commit().await?;
-        if outcome == CodeSent::Sent {
-            self.jobs_ready.notify_one();
-        }
-        Ok(outcome)
+            .bind(ws)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+            usable(&row, 0, 1, 2, micros(now))?;
+            let sent: i64 = row.try_get(3)?;
+            let attempts: i64 = row.try_get(4)?;
+            let audit = |kind: EventKind, data: Value| NewAuditEvent {
+                kind,
+                actor: Actor::System,
+                evaluation_id: Some(link.evaluation_id.clone()),
+                data,
+                occurred_at: now,
+            };
+            let outcome = if sent >= CODES_PER_LINK {
+                lock_link(tx, token_hash, now).await?;
+                chain.append(&audit(
+                    EventKind::ApprovalLocked,
+                    json!({"approver": link.approver, "stage": link.stage, "codes_sent": sent,
+                           "attempts": attempts, "why": "too many codes asked for"}),
+                ));
+                CodeSent::Locked
+            } else {
+                sqlx::query(
+                    "UPDATE approval_links SET otp_hash = $2, otp_expires_at = $3, \
+                     otp_sent = otp_sent + 1 WHERE token_hash = $1",
+                )
+                .bind(token_hash)
+                .bind(otp_hash)
+                .bind(micros(expires_at))
+                .execute(&mut *tx)
+                .await?;
+                enqueue(
+                    tx,
+                    ws,
+                    JobKind::Email,
+                    Some(&link.evaluation_id),
+                    email,
+                    now,
+                )
+                .await?;
+                chain.append(&audit(
+                    EventKind::ApprovalOtpSent,
+                    json!({"approver": link.approver, "stage": link.stage, "codes_sent": sent + 1}),
+                ));
+                CodeSent::Sent
+            };
+            Ok(outcome)
+        })
+        .await
+        .inspect(|outcome| {
+            if *outcome == CodeSent::Sent {
+                self.jobs_ready.notify_one();
+            }
+        })
     }
 
     /// Records a person's decision and moves the evaluation on: a rejection rejects it; the
@@ -442,253 +443,254 @@ impl Store {
     pub async fn decide(&self, d: Decide<'_>) -> Result<DecideOutcome> {
         let ws = d.tenant.workspace_id();
         let now = micros(d.now);
-        let mut tx = self.pool.begin().await?;
-        let mut chain = Chain::lock(&mut tx, ws).await?;
-        let link = sqlx::query(
-            "SELECT used_at, locked_at, expires_at, evaluation_id, stage_idx, approver, otp_hash, \
-             otp_expires_at, otp_attempts FROM approval_links \
-             WHERE token_hash = $1 AND workspace_id = $2",
-        )
-        .bind(d.token_hash)
-        .bind(ws)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(StoreError::NotFound)?;
-        usable(&link, 0, 1, 2, now)?;
-        let evaluation_id: String = link.try_get(3)?;
-        let stage: i64 = link.try_get(4)?;
-        let approver: String = link.try_get(5)?;
-        let ev = sqlx::query(
-            "SELECT status, current_stage, webhook_url, context, approval FROM evaluations \
-             WHERE id = $1",
-        )
-        .bind(&evaluation_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        let status: String = ev.try_get(0)?;
-        let current: Option<i64> = ev.try_get(1)?;
-        let webhook_url: Option<String> = ev.try_get(2)?;
-        let context: String = ev.try_get(3)?;
-        let approval: Option<String> = ev.try_get(4)?;
-        if status != Status::Pending.as_str() || current != Some(stage) {
-            return Err(gone("this stage has already been decided"));
-        }
-        let critical = approval
-            .as_deref()
-            .and_then(|a| serde_json::from_str::<Value>(a).ok())
-            .is_some_and(|a| a["tier"] == "critical");
-        if critical {
-            let stored: Option<String> = link.try_get(6)?;
-            let fresh = link.try_get::<Option<i64>, _>(7)?.is_some_and(|t| t > now);
-            let right = match (stored.as_deref(), d.otp_hash) {
-                (Some(stored), Some(given)) => constant_time_eq(stored, given),
-                _ => false,
-            };
-            if d.otp_hash.is_none() {
-                return Err(StoreError::Refused(
-                    "a one-time code is required for a critical approval".into(),
-                ));
-            }
-            if !(fresh && right) {
-                let attempts = link.try_get::<i64, _>(8)? + 1;
-                sqlx::query("UPDATE approval_links SET otp_attempts = $2 WHERE token_hash = $1")
-                    .bind(d.token_hash)
-                    .bind(attempts)
-                    .execute(&mut *tx)
-                    .await?;
-                let locked = attempts >= WRONG_CODES_PER_LINK;
-                if locked {
-                    lock_link(&mut tx, d.token_hash, d.now).await?;
-                }
-                chain.append(&NewAuditEvent {
-                    kind: if locked {
-                        "approval.locked"
-                    } else {
-                        "approval.otp_failed"
-                    },
-                    actor: Actor::System,
-                    evaluation_id: Some(evaluation_id.clone()),
-                    data: json!({"approver": approver, "stage": stage, "attempts": attempts}),
-                    occurred_at: d.now,
-                });
-                chain.save(&mut tx).await?;
-                tx.commit().await?;
-                return Ok(DecideOutcome::WrongCode { locked });
-            }
-        }
-        let on_behalf_of = serde_json::from_str::<Value>(&context)?["on_behalf_of"]
-            .as_str()
-            .map(normalize_email);
-        if on_behalf_of.as_deref() == Some(approver.as_str()) {
-            return Err(StoreError::Refused(
-                "a person cannot decide on a proposal made on their behalf".into(),
-            ));
-        }
-        if d.approve {
-            let earlier = sqlx::query(
-                "SELECT COUNT(*) FROM approval_decisions WHERE evaluation_id = $1 \
-                 AND approver = $2 AND decision = 'approve' AND stage_idx <> $3",
+        self.audited(d.tenant, async |tx, chain| {
+            let link = sqlx::query(
+                "SELECT used_at, locked_at, expires_at, evaluation_id, stage_idx, approver, otp_hash, \
+                 otp_expires_at, otp_attempts FROM approval_links \
+                 WHERE token_hash = $1 AND workspace_id = $2",
+            )
+            .bind(d.token_hash)
+            .bind(ws)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+            usable(&link, 0, 1, 2, now)?;
+            let evaluation_id: String = link.try_get(3)?;
+            let stage: i64 = link.try_get(4)?;
+            let approver: String = link.try_get(5)?;
+            let ev = sqlx::query(
+                "SELECT status, current_stage, webhook_url, context, approval FROM evaluations \
+                 WHERE id = $1",
             )
             .bind(&evaluation_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            let status: String = ev.try_get(0)?;
+            let current: Option<i64> = ev.try_get(1)?;
+            let webhook_url: Option<String> = ev.try_get(2)?;
+            let context: String = ev.try_get(3)?;
+            let approval: Option<String> = ev.try_get(4)?;
+            if status != Status::Pending.as_str() || current != Some(stage) {
+                return Err(gone("this stage has already been decided"));
+            }
+            let critical = approval
+                .as_deref()
+                .and_then(|a| serde_json::from_str::<Value>(a).ok())
+                .is_some_and(|a| a["tier"] == "critical");
+            if critical {
+                let stored: Option<String> = link.try_get(6)?;
+                let fresh = link.try_get::<Option<i64>, _>(7)?.is_some_and(|t| t > now);
+                let right = match (stored.as_deref(), d.otp_hash) {
+                    (Some(stored), Some(given)) => constant_time_eq(stored, given),
+                    _ => false,
+                };
+                if d.otp_hash.is_none() {
+                    return Err(StoreError::Refused(
+                        "a one-time code is required for a critical approval".into(),
+                    ));
+                }
+                if !(fresh && right) {
+                    let attempts = link.try_get::<i64, _>(8)? + 1;
+                    sqlx::query("UPDATE approval_links SET otp_attempts = $2 WHERE token_hash = $1")
+                        .bind(d.token_hash)
+                        .bind(attempts)
+                        .execute(&mut *tx)
+                        .await?;
+                    let locked = attempts >= WRONG_CODES_PER_LINK;
+                    if locked {
+                        lock_link(tx, d.token_hash, d.now).await?;
+                    }
+                    chain.append(&NewAuditEvent {
+                        kind: if locked {
+                            EventKind::ApprovalLocked
+                        } else {
+                            EventKind::ApprovalOtpFailed
+                        },
+                        actor: Actor::System,
+                        evaluation_id: Some(evaluation_id.clone()),
+                        data: json!({"approver": approver, "stage": stage, "attempts": attempts}),
+                        occurred_at: d.now,
+                    });
+                    return Ok(DecideOutcome::WrongCode { locked });
+                }
+            }
+            let on_behalf_of = serde_json::from_str::<Value>(&context)?["on_behalf_of"]
+                .as_str()
+                .map(normalize_email);
+            if on_behalf_of.as_deref() == Some(approver.as_str()) {
+                return Err(StoreError::Refused(
+                    "a person cannot decide on a proposal made on their behalf".into(),
+                ));
+            }
+            if d.approve {
+                let earlier = sqlx::query(
+                    "SELECT COUNT(*) FROM approval_decisions WHERE evaluation_id = $1 \
+                     AND approver = $2 AND decision = 'approve' AND stage_idx <> $3",
+                )
+                .bind(&evaluation_id)
+                .bind(&approver)
+                .bind(stage)
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get::<i64, _>(0)?;
+                if earlier > 0 {
+                    return Err(StoreError::Refused(
+                        "the same person cannot approve two stages of one evaluation".into(),
+                    ));
+                }
+            }
+            let decision = if d.approve { "approve" } else { "reject" };
+            sqlx::query(
+                "INSERT INTO approval_decisions (evaluation_id, stage_idx, approver, workspace_id, \
+                 decision, comment, decided_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(&evaluation_id)
+            .bind(stage)
             .bind(&approver)
+            .bind(ws)
+            .bind(decision)
+            .bind(d.comment)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| {
+                if StoreError::is_unique_violation(&e) {
+                    gone("you have already decided this stage")
+                } else {
+                    e.into()
+                }
+            })?;
+            sqlx::query("UPDATE approval_links SET used_at = $2 WHERE token_hash = $1")
+                .bind(d.token_hash)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            let audit = |kind: EventKind, data: Value| NewAuditEvent {
+                kind,
+                actor: Actor::Member(approver.clone()),
+                evaluation_id: Some(evaluation_id.clone()),
+                data,
+                occurred_at: d.now,
+            };
+            chain.append(&audit(
+                EventKind::ApprovalDecided,
+                json!({"stage": stage, "approver": approver, "decision": decision, "comment": d.comment}),
+            ));
+
+            let stage_row = sqlx::query(
+                "SELECT required, name FROM evaluation_stages WHERE evaluation_id = $1 AND idx = $2",
+            )
+            .bind(&evaluation_id)
+            .bind(stage)
+            .fetch_one(&mut *tx)
+            .await?;
+            let required: i64 = stage_row.try_get(0)?;
+            let approvals: i64 = sqlx::query(
+                "SELECT COUNT(*) FROM approval_decisions WHERE evaluation_id = $1 AND stage_idx = $2 \
+                 AND decision = 'approve'",
+            )
+            .bind(&evaluation_id)
             .bind(stage)
             .fetch_one(&mut *tx)
             .await?
-            .try_get::<i64, _>(0)?;
-            if earlier > 0 {
-                return Err(StoreError::Refused(
-                    "the same person cannot approve two stages of one evaluation".into(),
-                ));
-            }
-        }
-        let decision = if d.approve { "approve" } else { "reject" };
-        sqlx::query(
-            "INSERT INTO approval_decisions (evaluation_id, stage_idx, approver, workspace_id, \
-             decision, comment, decided_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(&evaluation_id)
-        .bind(stage)
-        .bind(&approver)
-        .bind(ws)
-        .bind(decision)
-        .bind(d.comment)
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| {
-            if StoreError::is_unique_violation(&e) {
-                gone("you have already decided this stage")
-            } else {
-                e.into()
-            }
-        })?;
-        sqlx::query("UPDATE approval_links SET used_at = $2 WHERE token_hash = $1")
-            .bind(d.token_hash)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        let audit = |kind: &'static str, data: Value| NewAuditEvent {
-            kind,
-            actor: Actor::Member(approver.clone()),
-            evaluation_id: Some(evaluation_id.clone()),
-            data,
-            occurred_at: d.now,
-        };
-        chain.append(&audit(
-            "approval.decided",
-            json!({"stage": stage, "approver": approver, "decision": decision, "comment": d.comment}),
-        ));
-
-        let stage_row = sqlx::query(
-            "SELECT required, name FROM evaluation_stages WHERE evaluation_id = $1 AND idx = $2",
-        )
-        .bind(&evaluation_id)
-        .bind(stage)
-        .fetch_one(&mut *tx)
-        .await?;
-        let required: i64 = stage_row.try_get(0)?;
-        let approvals: i64 = sqlx::query(
-            "SELECT COUNT(*) FROM approval_decisions WHERE evaluation_id = $1 AND stage_idx = $2 \
-             AND decision = 'approve'",
-        )
-        .bind(&evaluation_id)
-        .bind(stage)
-        .fetch_one(&mut *tx)
-        .await?
-        .try_get(0)?;
-        let next = sqlx::query(
-            "SELECT idx, name, timeout_secs FROM evaluation_stages WHERE evaluation_id = $1 \
-             AND idx = $2",
-        )
-        .bind(&evaluation_id)
-        .bind(stage + 1)
-        .fetch_optional(&mut *tx)
-        .await?;
-
-        let (new_status, stage_status, next_stage) = if !d.approve {
-            (Status::Rejected, "rejected", None)
-        } else if approvals < required {
-            (Status::Pending, "waiting", None)
-        } else if let Some(next) = &next {
-            (Status::Pending, "passed", Some(next.try_get::<i64, _>(0)?))
-        } else {
-            (Status::Approved, "passed", None)
-        };
-        if stage_status != "waiting" {
-            sqlx::query(
-                "UPDATE evaluation_stages SET status = $3, decided_at = $4 \
-                 WHERE evaluation_id = $1 AND idx = $2",
+            .try_get(0)?;
+            let next = sqlx::query(
+                "SELECT idx, name, timeout_secs FROM evaluation_stages WHERE evaluation_id = $1 \
+                 AND idx = $2",
             )
             .bind(&evaluation_id)
-            .bind(stage)
-            .bind(stage_status)
+            .bind(stage + 1)
+            .fetch_optional(&mut *tx)
+            .await?;
+
+            let (new_status, stage_status, next_stage) = if !d.approve {
+                (Status::Rejected, "rejected", None)
+            } else if approvals < required {
+                (Status::Pending, "waiting", None)
+            } else if let Some(next) = &next {
+                (Status::Pending, "passed", Some(next.try_get::<i64, _>(0)?))
+            } else {
+                (Status::Approved, "passed", None)
+            };
+            if stage_status != "waiting" {
+                sqlx::query(
+                    "UPDATE evaluation_stages SET status = $3, decided_at = $4 \
+                     WHERE evaluation_id = $1 AND idx = $2",
+                )
+                .bind(&evaluation_id)
+                .bind(stage)
+                .bind(stage_status)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                chain.append(&audit(
+                    if stage_status == "passed" {
+                        EventKind::StagePassed
+                    } else {
+                        EventKind::StageRejected
+                    },
+                    json!({"stage": stage, "approvals": approvals, "required": required}),
+                ));
+            }
+            let reason = match new_status {
+                Status::Rejected => Some(format!("rejected by {approver}")),
+                Status::Approved => Some("approved".to_owned()),
+                _ => None,
+            };
+            sqlx::query(
+                "UPDATE evaluations SET status = $2, current_stage = $3, reason = COALESCE($4, reason), \
+                 updated_at = $5 WHERE id = $1",
+            )
+            .bind(&evaluation_id)
+            .bind(new_status.as_str())
+            .bind(next_stage.or((new_status == Status::Pending).then_some(stage)))
+            .bind(reason.as_deref())
             .bind(now)
             .execute(&mut *tx)
             .await?;
-            chain.append(&audit(
-                if stage_status == "passed" {
-                    "stage.passed"
-                } else {
-                    "stage.rejected"
-                },
-                json!({"stage": stage, "approvals": approvals, "required": required}),
-            ));
-        }
-        let reason = match new_status {
-            Status::Rejected => Some(format!("rejected by {approver}")),
-            Status::Approved => Some("approved".to_owned()),
-            _ => None,
-        };
-        sqlx::query(
-            "UPDATE evaluations SET status = $2, current_stage = $3, reason = COALESCE($4, reason), \
-             updated_at = $5 WHERE id = $1",
-        )
-        .bind(&evaluation_id)
-        .bind(new_status.as_str())
-        .bind(next_stage.or((new_status == Status::Pending).then_some(stage)))
-        .bind(reason.as_deref())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
 
-        let flow = Flow {
-            workspace_id: ws,
-            evaluation_id: &evaluation_id,
-            webhook_url: webhook_url.as_deref(),
-            actor: Actor::Member(approver.clone()),
-            now: d.now,
-        };
-        if let Some(next_idx) = next_stage {
-            start_stage(
-                &mut tx,
-                &mut chain,
-                &flow,
-                next_idx,
-                &d.next_notices,
-                json!({}),
-            )
-            .await?;
-        }
-        if matches!(new_status, Status::Approved | Status::Rejected) {
-            conclude(
-                &mut tx,
-                &mut chain,
-                &flow,
-                new_status,
-                reason.as_deref().unwrap_or_default(),
-            )
-            .await?;
-        }
-        chain.save(&mut tx).await?;
-        tx.commit().await?;
-        self.jobs_ready.notify_one();
-        Ok(DecideOutcome::Recorded(Decided {
-            evaluation_id,
-            status: new_status,
-            stage,
-            stage_passed: stage_status == "passed",
-            next_stage,
-        }))
+            let flow = Flow {
+                workspace_id: ws,
+                evaluation_id: &evaluation_id,
+                webhook_url: webhook_url.as_deref(),
+                actor: Actor::Member(approver.clone()),
+                now: d.now,
+            };
+            if let Some(next_idx) = next_stage {
+                start_stage(
+                    tx,
+                    chain,
+                    &flow,
+                    next_idx,
+                    &d.next_notices,
+                    json!({}),
+                )
+                .await?;
+            }
+            if matches!(new_status, Status::Approved | Status::Rejected) {
+                conclude(
+                    tx,
+                    chain,
+                    &flow,
+                    new_status,
+                    reason.as_deref().unwrap_or_default(),
+                )
+                .await?;
+            }
+            Ok(DecideOutcome::Recorded(Decided {
+                evaluation_id,
+                status: new_status,
+                stage,
+                stage_passed: stage_status == "passed",
+                next_stage,
+            }))
+        })
+        .await
+        .inspect(|outcome| {
+            if matches!(outcome, DecideOutcome::Recorded(_)) {
+                self.jobs_ready.notify_one();
+            }
+        })
     }
 }
 
@@ -748,41 +750,40 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<DateTime<Utc>> {
         let ws = due.tenant.workspace_id();
-        let mut tx = self.pool.begin().await?;
-        let mut chain = Chain::lock(&mut tx, ws).await?;
-        let failures: i64 = sqlx::query(
-            "UPDATE evaluation_stages SET sweep_failures = sweep_failures + 1 \
-             WHERE evaluation_id = $1 AND idx = $2 AND workspace_id = $3 RETURNING sweep_failures",
-        )
-        .bind(&due.evaluation_id)
-        .bind(due.stage)
-        .bind(ws)
-        .fetch_optional(&mut *tx)
-        .await?
-        .map(|r| r.try_get(0))
-        .transpose()?
-        .ok_or(StoreError::NotFound)?;
-        let wait = Duration::minutes(1) * 2i32.pow(failures.clamp(1, 11) as u32 - 1);
-        let retry_at = now + wait.min(Duration::days(1));
-        sqlx::query(
-            "UPDATE evaluation_stages SET sweep_after = $3 WHERE evaluation_id = $1 AND idx = $2",
-        )
-        .bind(&due.evaluation_id)
-        .bind(due.stage)
-        .bind(micros(retry_at))
-        .execute(&mut *tx)
-        .await?;
-        chain.append(&NewAuditEvent {
-            kind: "stage.expiry_failed",
-            actor: Actor::System,
-            evaluation_id: Some(due.evaluation_id.clone()),
-            data: json!({"stage": due.stage, "error": error, "failures": failures,
-                         "retry_at": crate::audit::timestamp_text(retry_at)}),
-            occurred_at: now,
-        });
-        chain.save(&mut tx).await?;
-        tx.commit().await?;
-        Ok(retry_at)
+        self.audited(&due.tenant, async |tx, chain| {
+            let failures: i64 = sqlx::query(
+                "UPDATE evaluation_stages SET sweep_failures = sweep_failures + 1 \
+                 WHERE evaluation_id = $1 AND idx = $2 AND workspace_id = $3 RETURNING sweep_failures",
+            )
+            .bind(&due.evaluation_id)
+            .bind(due.stage)
+            .bind(ws)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| r.try_get(0))
+            .transpose()?
+            .ok_or(StoreError::NotFound)?;
+            let wait = Duration::minutes(1) * 2i32.pow(failures.clamp(1, 11) as u32 - 1);
+            let retry_at = now + wait.min(Duration::days(1));
+            sqlx::query(
+                "UPDATE evaluation_stages SET sweep_after = $3 WHERE evaluation_id = $1 AND idx = $2",
+            )
+            .bind(&due.evaluation_id)
+            .bind(due.stage)
+            .bind(micros(retry_at))
+            .execute(&mut *tx)
+            .await?;
+            chain.append(&NewAuditEvent {
+                kind: EventKind::StageExpiryFailed,
+                actor: Actor::System,
+                evaluation_id: Some(due.evaluation_id.clone()),
+                data: json!({"stage": due.stage, "error": error, "failures": failures,
+                             "retry_at": crate::audit::timestamp_text(retry_at)}),
+                occurred_at: now,
+            });
+            Ok(retry_at)
+        })
+        .await
     }
 
     /// Ends a stage whose deadline passed: `escalate` starts the next stage (with these
@@ -796,89 +797,92 @@ impl Store {
     ) -> Result<bool> {
         let ws = due.tenant.workspace_id();
         let at = micros(now);
-        let mut tx = self.pool.begin().await?;
-        let mut chain = Chain::lock(&mut tx, ws).await?;
-        let still_due = sqlx::query(
-            "SELECT e.webhook_url FROM evaluations e JOIN evaluation_stages s \
-             ON s.evaluation_id = e.id WHERE e.id = $1 AND e.status = 'pending' \
-             AND e.current_stage = $2 AND s.idx = $2 AND s.status = 'waiting' \
-             AND s.expires_at <= $3",
-        )
-        .bind(&due.evaluation_id)
-        .bind(due.stage)
-        .bind(at)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = still_due else {
-            return Ok(false);
-        };
-        let webhook_url: Option<String> = row.try_get(0)?;
-        let next = sqlx::query(
-            "SELECT name, timeout_secs FROM evaluation_stages WHERE evaluation_id = $1 AND idx = $2",
-        )
-        .bind(&due.evaluation_id)
-        .bind(due.stage + 1)
-        .fetch_optional(&mut *tx)
-        .await?;
-        sqlx::query(
-            "UPDATE evaluation_stages SET status = 'expired', decided_at = $3 \
-             WHERE evaluation_id = $1 AND idx = $2",
-        )
-        .bind(&due.evaluation_id)
-        .bind(due.stage)
-        .bind(at)
-        .execute(&mut *tx)
-        .await?;
-        let event = |kind: &'static str, data: Value| NewAuditEvent {
-            kind,
-            actor: Actor::System,
-            evaluation_id: Some(due.evaluation_id.clone()),
-            data,
-            occurred_at: now,
-        };
-        chain.append(&event(
-            "stage.expired",
-            json!({"stage": due.stage, "on_timeout": due.on_timeout}),
-        ));
-        let flow = Flow {
-            workspace_id: ws,
-            evaluation_id: &due.evaluation_id,
-            webhook_url: webhook_url.as_deref(),
-            actor: Actor::System,
-            now,
-        };
-        if next.is_some() && due.on_timeout == "escalate" {
-            let next_idx = due.stage + 1;
-            sqlx::query("UPDATE evaluations SET current_stage = $2, updated_at = $3 WHERE id = $1")
-                .bind(&due.evaluation_id)
-                .bind(next_idx)
-                .bind(at)
-                .execute(&mut *tx)
-                .await?;
-            start_stage(
-                &mut tx,
-                &mut chain,
-                &flow,
-                next_idx,
-                &next_notices,
-                json!({"escalated": true}),
-            )
-            .await?;
-        } else {
-            sqlx::query(
-                "UPDATE evaluations SET status = 'expired', reason = 'timeout', \
-                 current_stage = NULL, updated_at = $2 WHERE id = $1",
+        self.audited(&due.tenant, async |tx, chain| {
+            let still_due = sqlx::query(
+                "SELECT e.webhook_url FROM evaluations e JOIN evaluation_stages s \
+                 ON s.evaluation_id = e.id WHERE e.id = $1 AND e.status = 'pending' \
+                 AND e.current_stage = $2 AND s.idx = $2 AND s.status = 'waiting' \
+                 AND s.expires_at <= $3",
             )
             .bind(&due.evaluation_id)
+            .bind(due.stage)
+            .bind(at)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(row) = still_due else {
+                return Ok(false);
+            };
+            let webhook_url: Option<String> = row.try_get(0)?;
+            let next = sqlx::query(
+                "SELECT name, timeout_secs FROM evaluation_stages WHERE evaluation_id = $1 AND idx = $2",
+            )
+            .bind(&due.evaluation_id)
+            .bind(due.stage + 1)
+            .fetch_optional(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE evaluation_stages SET status = 'expired', decided_at = $3 \
+                 WHERE evaluation_id = $1 AND idx = $2",
+            )
+            .bind(&due.evaluation_id)
+            .bind(due.stage)
             .bind(at)
             .execute(&mut *tx)
             .await?;
-            conclude(&mut tx, &mut chain, &flow, Status::Expired, "timeout").await?;
-        }
-        chain.save(&mut tx).await?;
-        tx.commit().await?;
-        self.jobs_ready.notify_one();
-        Ok(true)
+            let event = |kind: EventKind, data: Value| NewAuditEvent {
+                kind,
+                actor: Actor::System,
+                evaluation_id: Some(due.evaluation_id.clone()),
+                data,
+                occurred_at: now,
+            };
+            chain.append(&event(
+                EventKind::StageExpired,
+                json!({"stage": due.stage, "on_timeout": due.on_timeout}),
+            ));
+            let flow = Flow {
+                workspace_id: ws,
+                evaluation_id: &due.evaluation_id,
+                webhook_url: webhook_url.as_deref(),
+                actor: Actor::System,
+                now,
+            };
+            if next.is_some() && due.on_timeout == "escalate" {
+                let next_idx = due.stage + 1;
+                sqlx::query("UPDATE evaluations SET current_stage = $2, updated_at = $3 WHERE id = $1")
+                    .bind(&due.evaluation_id)
+                    .bind(next_idx)
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await?;
+                start_stage(
+                    tx,
+                    chain,
+                    &flow,
+                    next_idx,
+                    &next_notices,
+                    json!({"escalated": true}),
+                )
+                .await?;
+            } else {
+                sqlx::query(
+                    "UPDATE evaluations SET status = 'expired', reason = 'timeout', \
+                     current_stage = NULL, updated_at = $2 WHERE id = $1",
+                )
+                .bind(&due.evaluation_id)
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+                conclude(tx, chain, &flow, Status::Expired, "timeout").await?;
+            }
+            Ok(true)
+        })
+        .await
+        .inspect(|ended| {
+            if *ended {
+                self.jobs_ready.notify_one();
+            }
+        })
     }
 }
 
@@ -940,46 +944,49 @@ impl Store {
             return Ok(false);
         };
         let ws = tenant.workspace_id();
-        let mut tx = self.pool.begin().await?;
-        let mut chain = Chain::lock(&mut tx, ws).await?;
-        let row = sqlx::query(
-            "SELECT (SELECT COUNT(*) FROM evaluations WHERE id = $1 AND workspace_id = $2 \
-             AND status = 'pending' AND current_stage = $3), \
-             (SELECT COUNT(*) FROM approval_decisions WHERE evaluation_id = $1 \
-             AND stage_idx = $3 AND approver = $4), \
-             (SELECT COUNT(*) FROM approval_links WHERE evaluation_id = $1 \
-             AND stage_idx = $3 AND approver = $4)",
-        )
-        .bind(evaluation_id)
-        .bind(ws)
-        .bind(stage)
-        .bind(&link.approver)
-        .fetch_one(&mut *tx)
-        .await?;
-        let (waiting, decided, links): (i64, i64, i64) =
-            (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
-        if waiting == 0 || decided > 0 || links >= LINKS_PER_APPROVER {
-            return Ok(false);
-        }
-        queue_notices(
-            &mut tx,
-            ws,
-            evaluation_id,
-            stage,
-            std::slice::from_ref(notice),
-            now,
-        )
-        .await?;
-        chain.append(&NewAuditEvent {
-            kind: "approval.link_requested",
-            actor: Actor::System,
-            evaluation_id: Some(evaluation_id.to_owned()),
-            data: json!({"stage": stage, "approver": link.approver}),
-            occurred_at: now,
-        });
-        chain.save(&mut tx).await?;
-        tx.commit().await?;
-        self.jobs_ready.notify_one();
-        Ok(true)
+        self.audited(tenant, async |tx, chain| {
+            let row = sqlx::query(
+                "SELECT (SELECT COUNT(*) FROM evaluations WHERE id = $1 AND workspace_id = $2 \
+                 AND status = 'pending' AND current_stage = $3), \
+                 (SELECT COUNT(*) FROM approval_decisions WHERE evaluation_id = $1 \
+                 AND stage_idx = $3 AND approver = $4), \
+                 (SELECT COUNT(*) FROM approval_links WHERE evaluation_id = $1 \
+                 AND stage_idx = $3 AND approver = $4)",
+            )
+            .bind(evaluation_id)
+            .bind(ws)
+            .bind(stage)
+            .bind(&link.approver)
+            .fetch_one(&mut *tx)
+            .await?;
+            let (waiting, decided, links): (i64, i64, i64) =
+                (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+            if waiting == 0 || decided > 0 || links >= LINKS_PER_APPROVER {
+                return Ok(false);
+            }
+            queue_notices(
+                tx,
+                ws,
+                evaluation_id,
+                stage,
+                std::slice::from_ref(notice),
+                now,
+            )
+            .await?;
+            chain.append(&NewAuditEvent {
+                kind: EventKind::ApprovalLinkRequested,
+                actor: Actor::System,
+                evaluation_id: Some(evaluation_id.to_owned()),
+                data: json!({"stage": stage, "approver": link.approver}),
+                occurred_at: now,
+            });
+            Ok(true)
+        })
+        .await
+        .inspect(|issued| {
+            if *issued {
+                self.jobs_ready.notify_one();
+            }
+        })
     }
 }

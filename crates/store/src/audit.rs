@@ -23,46 +23,11 @@ pub(crate) struct Chain {
     workspace_id: String,
     seq: i64,
     hash: String,
-    /// The seq up to which this workspace's evaluations are in `evaluation_index`.
+    /// The seq up to which this workspace's evaluations are in the list (`listing`).
     indexed: i64,
     /// Events hashed but not yet written: `save` writes them with the head, many rows per
     /// statement.
     pending: Vec<Pending>,
-    /// Every evaluation created past `indexed`, when this chain knows them all (see
-    /// [`Memory`]); `None` sends the next catch-up to read them back from the chain.
-    known: Option<Vec<Indexed>>,
-}
-
-/// What the list index and cost attribution need of one evaluation.
-pub(crate) struct Indexed {
-    pub(crate) id: String,
-    /// Its `evaluation.created` event's.
-    pub(crate) seq: i64,
-    pub(crate) agent: String,
-    pub(crate) status: String,
-    pub(crate) cost: i64,
-    pub(crate) occurred_at: i64,
-}
-
-/// What the group-commit writer remembers of each workspace's chain between its transactions:
-/// the evaluations it created past `indexed_seq`, so that catching up writes them from memory
-/// instead of reading them back from the chain (which cost more than writing them). It holds
-/// only while the chain has grown by this writer alone: the head must still be where the
-/// writer left it (`seq`, `indexed`), else the chain is read back. Emptied whenever a
-/// transaction fails.
-#[derive(Default)]
-pub(crate) struct Memory(std::collections::HashMap<String, Remembered>);
-
-struct Remembered {
-    seq: i64,
-    indexed: i64,
-    evaluations: Vec<Indexed>,
-}
-
-impl Memory {
-    pub(crate) fn forget(&mut self) {
-        self.0.clear();
-    }
 }
 
 struct Pending {
@@ -82,7 +47,7 @@ const ROWS_PER_INSERT: usize = 64;
 
 /// Runs `{head} VALUES (…), (…){tail}` over `args`, `cols` of them to a row, up to
 /// `ROWS_PER_INSERT` rows per statement.
-async fn insert_rows(
+pub(crate) async fn insert_rows(
     conn: &mut impl Exec,
     head: &str,
     tail: &str,
@@ -97,14 +62,24 @@ async fn insert_rows(
     Ok(())
 }
 
-/// How far the chain may run ahead of `evaluation_index` before `save` catches the index up.
-/// Every commit used to write an index leaf per distinct agent and status; caught up in bulk,
-/// a leaf takes many entries at once. Lists read at most this many tail events besides.
-pub(crate) const INDEX_EVERY: i64 = 128;
-
 impl Chain {
     pub(crate) fn workspace_id(&self) -> &str {
         &self.workspace_id
+    }
+
+    /// The seq of the last event appended.
+    pub(crate) fn seq(&self) -> i64 {
+        self.seq
+    }
+
+    /// How far the list has caught up with this chain.
+    pub(crate) fn indexed(&self) -> i64 {
+        self.indexed
+    }
+
+    /// The list has caught up with every event appended so far (`listing`).
+    pub(crate) fn caught_up(&mut self) {
+        self.indexed = self.seq;
     }
 
     fn at(workspace_id: &str, seq: i64, hash: String, indexed: i64) -> Chain {
@@ -114,17 +89,13 @@ impl Chain {
             hash,
             indexed,
             pending: Vec::new(),
-            known: (seq == indexed).then(Vec::new),
         }
     }
 
-    /// [`Chain::lock`], taking up what `memory` holds of this workspace if it still holds.
-    pub(crate) async fn lock_remembering(
-        conn: &mut impl Exec,
-        workspace_id: &str,
-        memory: &mut Memory,
-    ) -> Result<Chain> {
-        let mut chain = if conn.write_locked() {
+    /// [`Chain::lock`] for the group-commit writer: on SQLite its transaction already holds the
+    /// database's write lock, so the head is read rather than locked.
+    pub(crate) async fn lock_for_writer(conn: &mut impl Exec, workspace_id: &str) -> Result<Chain> {
+        if conn.write_locked() {
             // Nobody else can write: reading the head is enough (no row to lock, no page to
             // dirty before `save` does).
             let row = conn
@@ -134,39 +105,14 @@ impl Chain {
                 )
                 .await?
                 .ok_or(StoreError::NotFound)?;
-            Chain::at(workspace_id, row.int(0)?, row.text(1)?, row.int(2)?)
+            Ok(Chain::at(
+                workspace_id,
+                row.int(0)?,
+                row.text(1)?,
+                row.int(2)?,
+            ))
         } else {
-            Chain::lock(conn, workspace_id).await?
-        };
-        if let Some(r) = memory.0.remove(workspace_id)
-            && (r.seq, r.indexed) == (chain.seq, chain.indexed)
-        {
-            chain.known = Some(r.evaluations);
-        }
-        Ok(chain)
-    }
-
-    /// Hands what this chain knows back to `memory`, after `save`; the caller keeps `memory`
-    /// only if the transaction then commits.
-    pub(crate) fn remember(self, memory: &mut Memory) {
-        if let Some(evaluations) = self.known {
-            let r = Remembered {
-                seq: self.seq,
-                indexed: self.indexed,
-                evaluations,
-            };
-            memory.0.insert(self.workspace_id, r);
-        }
-    }
-
-    /// Notes an evaluation just appended, for the next catch-up. A pending one's status will
-    /// change: the catch-up then reads the chain back, with each row's status as it stands.
-    pub(crate) fn created(&mut self, evaluation: Indexed) {
-        if evaluation.status == crate::Status::Pending.as_str() {
-            self.known = None;
-        }
-        if let Some(known) = &mut self.known {
-            known.push(evaluation);
+            Chain::lock(conn, workspace_id).await
         }
     }
 
@@ -202,7 +148,7 @@ impl Chain {
         let data = canonical::to_string(&event.data);
         let actor = event.actor.label();
         let id = event.evaluation_id.as_deref();
-        self.append_canonical(event.kind, &actor, id, data, event.occurred_at)
+        self.append_canonical(event.kind.as_str(), &actor, id, data, event.occurred_at)
     }
 
     /// [`Chain::append`] with the event's `data` already in canonical JSON.
@@ -243,8 +189,12 @@ impl Chain {
         seq
     }
 
-    /// Writes the pending events and the new head; call once before commit.
+    /// Writes the pending events and the new head; call once before commit. Nothing appended,
+    /// nothing written.
     pub(crate) async fn save(&mut self, conn: &mut impl Exec) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
         // On the SQLite writer a failure rolls the whole transaction back, which spares SQLite a
         // statement journal (a copy of every page the statement changes).
         let or = if conn.write_locked() {
@@ -273,133 +223,18 @@ impl Chain {
         insert_rows(conn, &head, "", 9, &args).await?;
         drop(args);
         self.pending.clear();
-        if self.seq - self.indexed >= INDEX_EVERY {
-            self.catch_up(conn).await?;
-            self.indexed = self.seq;
-        }
         conn.execute(
-            "UPDATE audit_heads SET seq = $2, hash = $3, indexed_seq = $4 WHERE workspace_id = $1",
+            "UPDATE audit_heads SET seq = $2, hash = $3 WHERE workspace_id = $1",
             &[
                 (&self.workspace_id).into(),
                 self.seq.into(),
                 (&self.hash).into(),
-                self.indexed.into(),
             ],
         )
         .await?;
         Ok(())
     }
 }
-
-impl Chain {
-    /// Adds the evaluations created since `indexed` to `evaluation_index`, the id range of
-    /// each agent's and each status's among them to `evaluation_facets`, and their costs to
-    /// `agent_costs` (a row per agent and day per catch-up, where it was one per commit). A pending evaluation's
-    /// row is written by now (the writer writes rows before events) and its status may have
-    /// moved on; one final at once has only its event.
-    async fn catch_up(&mut self, conn: &mut impl Exec) -> Result<()> {
-        let rows = match self.known.take() {
-            Some(known) => known,
-            None => self.read_back(conn).await?,
-        };
-        self.known = Some(Vec::new());
-        let mut costs = std::collections::BTreeMap::<(&str, String), (i64, i64)>::new();
-        let mut facets = std::collections::BTreeMap::<String, (&str, &str)>::new();
-        for e in &rows {
-            let day = crate::evaluations::day(crate::from_micros(e.occurred_at));
-            let cost = costs.entry((&e.agent, day)).or_default();
-            cost.0 += e.cost;
-            cost.1 += 1;
-            for facet in [format!("agent:{}", e.agent), format!("status:{}", e.status)] {
-                let (lo, hi) = facets.entry(facet).or_insert((&e.id, &e.id));
-                *lo = (*lo).min(e.id.as_str());
-                *hi = (*hi).max(e.id.as_str());
-            }
-        }
-        let ws = &self.workspace_id;
-        let mut args = Vec::with_capacity(rows.len() * 5);
-        for e in &rows {
-            args.extend([
-                Arg::from(ws),
-                (&e.id).into(),
-                (&e.agent).into(),
-                (&e.status).into(),
-                e.seq.into(),
-            ]);
-        }
-        let head = "INSERT INTO evaluation_index (workspace_id, id, agent_id, status, seq)";
-        insert_rows(conn, head, " ON CONFLICT DO NOTHING", 5, &args).await?;
-        args.clear();
-        for (facet, (lo, hi)) in &facets {
-            args.extend([Arg::from(ws), facet.into(), (*lo).into(), (*hi).into()]);
-        }
-        // A range already ending at the same id (a status change's range of one) widens.
-        let head = "INSERT INTO evaluation_facets (workspace_id, facet, lo_id, hi_id)";
-        let tail = " ON CONFLICT (workspace_id, facet, hi_id) DO UPDATE SET \
-                    lo_id = CASE WHEN excluded.lo_id < evaluation_facets.lo_id \
-                    THEN excluded.lo_id ELSE evaluation_facets.lo_id END";
-        insert_rows(conn, head, tail, 4, &args).await?;
-        // Every evaluation's cost counts for its agent on its UTC day, whatever its decision.
-        args.clear();
-        for ((agent, day), (cents, n)) in &costs {
-            args.extend([
-                Arg::from(ws),
-                (*agent).into(),
-                day.into(),
-                (*cents).into(),
-                (*n).into(),
-            ]);
-        }
-        let head = "INSERT INTO agent_costs (workspace_id, agent_id, day, cents, evaluations)";
-        let tail = " ON CONFLICT (workspace_id, agent_id, day) DO UPDATE SET \
-                    cents = agent_costs.cents + excluded.cents, \
-                    evaluations = agent_costs.evaluations + excluded.evaluations";
-        insert_rows(conn, head, tail, 5, &args).await?;
-        Ok(())
-    }
-
-    /// Every evaluation created past `indexed`, read back from the chain.
-    async fn read_back(&self, conn: &mut impl Exec) -> Result<Vec<Indexed>> {
-        use crate::evaluations::{Field, event_field};
-        let sqlite = conn.is_sqlite();
-        let agent = event_field(sqlite, Field::Text, "agent_id");
-        let status = event_field(sqlite, Field::Text, "status");
-        let cost = event_field(sqlite, Field::Int, "cost_cents");
-        let rows = conn
-            .fetch_all(
-                &format!(
-                    "SELECT a.evaluation_id, COALESCE(e.agent_id, {agent}), \
-                     COALESCE(e.status, {status}), {cost}, a.occurred_at, a.seq \
-                     FROM audit_events a LEFT JOIN evaluations e ON e.id = a.evaluation_id \
-                     WHERE a.workspace_id = $1 AND a.seq > $2 AND a.type = 'evaluation.created'"
-                ),
-                &[(&self.workspace_id).into(), self.indexed.into()],
-            )
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Indexed {
-                    id: r.text(0)?,
-                    seq: r.int(5)?,
-                    agent: r.text(1)?,
-                    status: r.text(2)?,
-                    cost: r.int(3)?,
-                    occurred_at: r.int(4)?,
-                })
-            })
-            .collect()
-    }
-}
-
-/// The seq of evaluation `$1`'s `evaluation.created` event in workspace `$2`: kept with the
-/// evaluation in `evaluation_index`, or found in the chain's tail (at most a catch-up's worth of
-/// events) when the index has not caught up with it. `audit_events_by_evaluation` leaves
-/// creations out.
-pub(crate) const CREATED_SEQ: &str = "SELECT seq FROM evaluation_index \
-    WHERE workspace_id = $2 AND id = $1 \
-    UNION ALL SELECT seq FROM audit_events WHERE workspace_id = $2 \
-    AND seq > (SELECT indexed_seq FROM audit_heads WHERE workspace_id = $2) \
-    AND type = 'evaluation.created' AND evaluation_id = $1";
 
 const EVENT_COLUMNS: &str =
     "seq, occurred_at, type, actor, evaluation_id, data, prev_hash, hash, workspace_id";
@@ -420,6 +255,23 @@ fn event_from_row(row: &sqlx::any::AnyRow) -> Result<AuditEvent> {
 }
 
 impl Store {
+    /// Runs `work` in one transaction that first locks the workspace's audit head (every write
+    /// does, so writers in any number of processes queue instead of forking the chain), then
+    /// writes the events `work` appended and commits. An error from `work` rolls all of it
+    /// back.
+    pub(crate) async fn audited<T>(
+        &self,
+        tenant: &Tenant,
+        work: impl AsyncFnOnce(&mut sqlx::AnyConnection, &mut Chain) -> Result<T>,
+    ) -> Result<T> {
+        let mut tx = self.pool.begin().await?;
+        let mut chain = Chain::lock(&mut *tx, tenant.workspace_id()).await?;
+        let out = work(&mut tx, &mut chain).await?;
+        chain.save(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
     /// Appends events in their own transaction (for changes that have no other writes).
     ///
     /// They go through the group-commit writer, so they share its transactions and fsyncs.
@@ -453,7 +305,8 @@ impl Store {
             "SELECT {EVENT_COLUMNS} FROM audit_events WHERE evaluation_id = $1 \
              AND workspace_id = $2 AND type <> 'evaluation.created' \
              UNION ALL SELECT {EVENT_COLUMNS} FROM audit_events WHERE workspace_id = $2 \
-             AND seq IN ({CREATED_SEQ}) AND evaluation_id = $1 AND type = 'evaluation.created'"
+             AND seq IN ({created}) AND evaluation_id = $1 AND type = 'evaluation.created'",
+            created = crate::listing::CREATED_SEQ,
         ))
         .bind(evaluation_id)
         .bind(tenant.workspace_id())

@@ -6,8 +6,9 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use sqlx::Row;
 
-use crate::audit::Chain;
-use crate::{Actor, NewAuditEvent, Result, Store, StoreError, Tenant, from_micros, micros};
+use crate::{
+    Actor, EventKind, NewAuditEvent, Result, Store, StoreError, Tenant, from_micros, micros,
+};
 
 /// One channel's settings as stored: sealed with the server key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,30 +51,28 @@ impl Store {
         actor: Actor,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let ws = tenant.workspace_id();
-        let mut tx = self.pool.begin().await?;
-        let mut chain = Chain::lock(&mut tx, ws).await?;
-        sqlx::query(
-            "INSERT INTO channel_settings (workspace_id, channel, settings, updated_at) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (workspace_id, channel) \
-             DO UPDATE SET settings = excluded.settings, updated_at = excluded.updated_at",
-        )
-        .bind(ws)
-        .bind(channel)
-        .bind(sealed)
-        .bind(micros(now))
-        .execute(&mut *tx)
-        .await?;
-        chain.append(&NewAuditEvent {
-            kind: "settings.channel_updated",
-            actor,
-            evaluation_id: None,
-            data: json!({"channel": channel, "settings": described}),
-            occurred_at: now,
-        });
-        chain.save(&mut tx).await?;
-        tx.commit().await?;
-        Ok(())
+        self.audited(tenant, async |tx, chain| {
+            sqlx::query(
+                "INSERT INTO channel_settings (workspace_id, channel, settings, updated_at) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (workspace_id, channel) \
+                 DO UPDATE SET settings = excluded.settings, updated_at = excluded.updated_at",
+            )
+            .bind(tenant.workspace_id())
+            .bind(channel)
+            .bind(sealed)
+            .bind(micros(now))
+            .execute(&mut *tx)
+            .await?;
+            chain.append(&NewAuditEvent {
+                kind: EventKind::SettingsChannelUpdated,
+                actor,
+                evaluation_id: None,
+                data: json!({"channel": channel, "settings": described}),
+                occurred_at: now,
+            });
+            Ok(())
+        })
+        .await
     }
 
     /// Disconnects a channel; `NotFound` when it was not connected.
@@ -84,28 +83,27 @@ impl Store {
         actor: Actor,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let ws = tenant.workspace_id();
-        let mut tx = self.pool.begin().await?;
-        let mut chain = Chain::lock(&mut tx, ws).await?;
-        let deleted =
-            sqlx::query("DELETE FROM channel_settings WHERE workspace_id = $1 AND channel = $2")
-                .bind(ws)
-                .bind(channel)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-        if deleted == 0 {
-            return Err(StoreError::NotFound);
-        }
-        chain.append(&NewAuditEvent {
-            kind: "settings.channel_removed",
-            actor,
-            evaluation_id: None,
-            data: json!({"channel": channel}),
-            occurred_at: now,
-        });
-        chain.save(&mut tx).await?;
-        tx.commit().await?;
-        Ok(())
+        self.audited(tenant, async |tx, chain| {
+            let deleted = sqlx::query(
+                "DELETE FROM channel_settings WHERE workspace_id = $1 AND channel = $2",
+            )
+            .bind(tenant.workspace_id())
+            .bind(channel)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if deleted == 0 {
+                return Err(StoreError::NotFound);
+            }
+            chain.append(&NewAuditEvent {
+                kind: EventKind::SettingsChannelRemoved,
+                actor,
+                evaluation_id: None,
+                data: json!({"channel": channel}),
+                occurred_at: now,
+            });
+            Ok(())
+        })
+        .await
     }
 }

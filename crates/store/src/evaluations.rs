@@ -1,16 +1,17 @@
 //! Evaluations: recorded through the group-commit writer, read back with their stages.
 
-use agentnexus_engine::{Channel, Effect, OnTimeout, Spend};
-use chrono::{DateTime, Datelike, Duration, Utc};
+use agentnexus_engine::{Channel, Effect, OnTimeout};
+use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::audit::{CREATED_SEQ, Chain};
+use crate::audit::Chain;
 use crate::exec::{Arg, Exec};
+use crate::listing::{CREATED_SEQ, Indexed, Tracker};
 use crate::{
-    Evaluation, EvaluationFilter, NewEvaluation, Recorded, Result, StageRecord, Status, Store,
-    StoreError, Tenant, from_micros, micros,
+    Evaluation, NewEvaluation, Recorded, Result, StageRecord, Status, Store, StoreError, Tenant,
+    from_micros, micros,
 };
 
 /// How long an idempotency key returns the first evaluation (SPEC §4).
@@ -120,6 +121,7 @@ impl<'a> Pending<'a> {
 pub(crate) async fn insert<'a>(
     conn: &mut impl Exec,
     chain: &mut Chain,
+    tracker: &mut Tracker,
     ev: &'a NewEvaluation,
     data: &str,
     pending: &mut Pending<'a>,
@@ -181,13 +183,13 @@ pub(crate) async fn insert<'a>(
         None => crate::Actor::System,
     };
     let seq = chain.append_canonical(
-        "evaluation.created",
+        crate::model::EVALUATION_CREATED,
         &actor.label(),
         Some(&ev.id),
         data,
         ev.created_at,
     );
-    chain.created(crate::audit::Indexed {
+    tracker.created(Indexed {
         id: ev.id.clone(),
         seq,
         agent: p.agent_id.clone(),
@@ -382,7 +384,7 @@ pub(crate) fn day(t: DateTime<Utc>) -> String {
     t.date_naive().to_string()
 }
 
-const EVALUATION_COLUMNS: &str = "id, agent_id, action, resource, amount_cents, cost_cents, \
+pub(crate) const EVALUATION_COLUMNS: &str = "id, agent_id, action, resource, amount_cents, cost_cents, \
     params, context, trace, idempotency_key, webhook_url, decision, status, reason, \
     matched_rules, errors, approval, current_stage, policy_versions, proposal_hash, key_id, \
     created_at, updated_at";
@@ -408,7 +410,7 @@ pub(crate) enum Field {
 
 /// `EVALUATION_COLUMNS` read from an evaluation's `evaluation.created` event (aliased `a`):
 /// how an evaluation final at once, which has no row (see `insert`), is read.
-fn event_columns(sqlite: bool) -> String {
+pub(crate) fn event_columns(sqlite: bool) -> String {
     use Field::{Int, Json, Text};
     let f = |kind, key| event_field(sqlite, kind, key);
     let or = |kind, key, default| format!("COALESCE({}, '{default}')", f(kind, key));
@@ -440,84 +442,6 @@ fn event_columns(sqlite: bool) -> String {
     .join(", ")
 }
 
-/// The facet a filtered list walks: its agent's, else its status's; none unfiltered.
-fn facet(filter: &EvaluationFilter) -> Option<String> {
-    match (&filter.agent_id, filter.status) {
-        (Some(agent), _) => Some(format!("agent:{agent}")),
-        (None, Some(status)) => Some(format!("status:{}", status.as_str())),
-        (None, None) => None,
-    }
-}
-
-/// The newest `limit` indexed evaluations that pass the filter, by id: the id ranges of
-/// `facet`, newest first, each read from `evaluation_index` by its primary key. Ranges come in
-/// order of their newest id, so the walk ends at the first range whose newest id is older than
-/// the `limit`-th found.
-async fn facet_page(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    ws: &str,
-    facet: &str,
-    filter: &EvaluationFilter,
-    limit: usize,
-) -> Result<Vec<String>> {
-    const RANGES_PER_READ: i64 = 16;
-    // What each range is read with: bounds, then the filters.
-    let mut within = String::from(
-        "SELECT id FROM evaluation_index WHERE workspace_id = $1 AND id >= $2 AND id <= $3",
-    );
-    let mut binds: Vec<&str> = Vec::new();
-    for (column, op, value) in [
-        ("id", "<", filter.before.as_deref()),
-        ("agent_id", "=", filter.agent_id.as_deref()),
-        ("status", "=", filter.status.map(Status::as_str)),
-    ] {
-        if let Some(v) = value {
-            binds.push(v);
-            within.push_str(&format!(" AND {column} {op} ${}", binds.len() + 3));
-        }
-    }
-    let mut found: Vec<String> = Vec::new();
-    let mut older_than: Option<String> = None;
-    loop {
-        let mut q = String::from(
-            "SELECT lo_id, hi_id FROM evaluation_facets WHERE workspace_id = $1 AND facet = $2",
-        );
-        let mut n = 2;
-        for (column, value) in [("hi_id", &older_than), ("lo_id", &filter.before)] {
-            if value.is_some() {
-                n += 1;
-                q.push_str(&format!(" AND {column} < ${n}"));
-            }
-        }
-        q.push_str(&format!(" ORDER BY hi_id DESC LIMIT {RANGES_PER_READ}"));
-        let mut query = sqlx::query(&q).bind(ws).bind(facet);
-        for value in [&older_than, &filter.before].into_iter().flatten() {
-            query = query.bind(value.as_str());
-        }
-        let ranges = query.fetch_all(&mut **tx).await?;
-        for range in &ranges {
-            let (lo, hi): (String, String) = (range.try_get(0)?, range.try_get(1)?);
-            if found.len() >= limit && hi < found[limit - 1] {
-                return Ok(found);
-            }
-            let mut query = sqlx::query(&within).bind(ws).bind(&lo).bind(&hi);
-            for b in &binds {
-                query = query.bind(*b);
-            }
-            for row in query.fetch_all(&mut **tx).await? {
-                found.push(row.try_get(0)?);
-            }
-            found.sort_unstable_by(|a, b| b.cmp(a));
-            found.dedup();
-            found.truncate(limit);
-            older_than = Some(hi);
-        }
-        if (ranges.len() as i64) < RANGES_PER_READ {
-            return Ok(found);
-        }
-    }
-}
-
 fn json_column(row: &AnyRow, i: usize) -> Result<Value> {
     let text: String = row.try_get(i)?;
     Ok(serde_json::from_str(&text)?)
@@ -528,7 +452,7 @@ fn optional_json(row: &AnyRow, i: usize) -> Result<Option<Value>> {
     Ok(text.map(|t| serde_json::from_str(&t)).transpose()?)
 }
 
-fn evaluation_from_row(row: &AnyRow) -> Result<Evaluation> {
+pub(crate) fn evaluation_from_row(row: &AnyRow) -> Result<Evaluation> {
     let decision: String = row.try_get(11)?;
     let status: String = row.try_get(12)?;
     Ok(Evaluation {
@@ -637,127 +561,6 @@ impl Store {
             ev.decisions = crate::approvals::decisions(&self.pool, id).await?;
         }
         Ok(Some(ev))
-    }
-
-    /// Evaluations newest first, filtered; stages are not loaded.
-    ///
-    /// They are found in `evaluation_index` (through `evaluation_facets` when filtered) and,
-    /// for the newest few that the index has not caught up with, in the tail of the
-    /// workspace's audit chain; the filters are applied to the evaluations themselves too, so
-    /// both give the same answer. Every statement reads one snapshot.
-    pub async fn evaluations(
-        &self,
-        tenant: &Tenant,
-        filter: &EvaluationFilter,
-    ) -> Result<Vec<Evaluation>> {
-        let mut filters = String::new();
-        let mut binds: Vec<&str> = Vec::new();
-        let mut clause = |column: &str, op: &str, value| {
-            binds.push(value);
-            filters.push_str(&format!(" AND {column} {op} ${}", binds.len() + 1));
-        };
-        if let Some(s) = filter.status {
-            clause("status", "=", s.as_str());
-        }
-        if let Some(a) = &filter.agent_id {
-            clause("agent_id", "=", a);
-        }
-        if let Some(b) = &filter.before {
-            clause("id", "<", b);
-        }
-        let limit = filter.limit.clamp(1, 500);
-        let mut tx = self.pool.begin().await?;
-        if self.backend == crate::Backend::Postgres {
-            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                .execute(&mut *tx)
-                .await?;
-        }
-        let ws = tenant.workspace_id();
-        // The index's page: by its primary key, or found through the facets when filtered.
-        let found;
-        let page = if let Some(facet) = facet(filter) {
-            found = facet_page(&mut tx, ws, &facet, filter, limit as usize).await?;
-            let first = binds.len() + 2;
-            let ids: Vec<String> = (first..first + found.len())
-                .map(|i| format!("${i}"))
-                .collect();
-            binds.extend(found.iter().map(String::as_str));
-            // The filters again, so parameters appear in the order of their numbers.
-            match ids.is_empty() {
-                true => "SELECT id, seq FROM evaluation_index WHERE 1 = 0".to_owned(),
-                false => format!(
-                    "SELECT id, seq FROM evaluation_index WHERE workspace_id = $1{filters} \
-                     AND id IN ({})",
-                    ids.join(", ")
-                ),
-            }
-        } else {
-            format!(
-                "SELECT id, seq FROM (SELECT id, seq FROM evaluation_index \
-                 WHERE workspace_id = $1{filters} ORDER BY id DESC LIMIT {limit}) AS page"
-            )
-        };
-        let events = event_columns(self.backend == crate::Backend::Sqlite);
-        // The candidates (the index's page and the chain's tail), then each read from its row
-        // or, final at once, from its event; the filters again on what was read.
-        let sql = format!(
-            "WITH listed AS ({page} \
-             UNION ALL SELECT evaluation_id, seq FROM audit_events WHERE workspace_id = $1 \
-             AND type = 'evaluation.created' \
-             AND seq > (SELECT indexed_seq FROM audit_heads WHERE workspace_id = $1)) \
-             SELECT * FROM (SELECT {EVALUATION_COLUMNS} FROM evaluations \
-             WHERE workspace_id = $1 AND id IN (SELECT id FROM listed) \
-             UNION ALL SELECT {events} FROM audit_events a WHERE a.workspace_id = $1 \
-             AND a.type = 'evaluation.created' AND a.seq IN (SELECT seq FROM listed) \
-             AND NOT EXISTS (SELECT 1 FROM evaluations e WHERE e.id = a.evaluation_id)) AS ev \
-             WHERE 1 = 1{filters} ORDER BY id DESC LIMIT {limit}"
-        );
-        let mut q = sqlx::query(&sql).bind(ws);
-        for b in &binds {
-            q = q.bind(*b);
-        }
-        let rows = q.fetch_all(&mut *tx).await?;
-        tx.commit().await?;
-        rows.iter().map(evaluation_from_row).collect()
-    }
-
-    /// An agent's attributed cost today and this month (UTC), before the current proposal.
-    pub async fn spend(
-        &self,
-        tenant: &Tenant,
-        agent_id: &str,
-        now: DateTime<Utc>,
-    ) -> Result<Spend> {
-        let month_start = now.date_naive().with_day(1).unwrap_or(now.date_naive());
-        let start = |d: chrono::NaiveDate| micros(d.and_time(chrono::NaiveTime::MIN).and_utc());
-        let sqlite = self.backend == crate::Backend::Sqlite;
-        let (agent, cost) = (
-            event_field(sqlite, Field::Text, "agent_id"),
-            event_field(sqlite, Field::Int, "cost_cents"),
-        );
-        // What the index has added up, and the chain's tail it has not, in one statement.
-        let row = sqlx::query(&format!(
-            "SELECT CAST(COALESCE(SUM(CASE WHEN today THEN cents ELSE 0 END), 0) AS BIGINT), \
-             CAST(COALESCE(SUM(cents), 0) AS BIGINT) FROM ( \
-             SELECT cents, day = $3 AS today FROM agent_costs \
-             WHERE workspace_id = $1 AND agent_id = $2 AND day >= $4 \
-             UNION ALL SELECT {cost}, a.occurred_at >= $5 FROM audit_events a \
-             WHERE a.workspace_id = $1 AND a.type = 'evaluation.created' \
-             AND a.seq > (SELECT indexed_seq FROM audit_heads WHERE workspace_id = $1) \
-             AND a.occurred_at >= $6 AND {agent} = $2) AS c"
-        ))
-        .bind(tenant.workspace_id())
-        .bind(agent_id)
-        .bind(day(now))
-        .bind(month_start.format("%Y-%m-%d").to_string())
-        .bind(start(now.date_naive()))
-        .bind(start(month_start))
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(Spend {
-            today_cents: row.try_get(0)?,
-            month_cents: row.try_get(1)?,
-        })
     }
 }
 

@@ -11,8 +11,8 @@ use sqlx::{AnyConnection, Row};
 
 use crate::audit::{Chain, timestamp_text};
 use crate::{
-    Actor, Backend, NewAuditEvent, NewEvaluation, Result, Status, Store, StoreError, Tenant,
-    from_micros, micros, new_id,
+    Actor, Backend, EventKind, NewAuditEvent, NewEvaluation, Result, Status, Store, StoreError,
+    Tenant, from_micros, micros, new_id,
 };
 
 /// What a job does when it runs.
@@ -49,12 +49,12 @@ impl JobKind {
     }
 
     /// The audit event every attempt writes.
-    fn attempted_event(self) -> &'static str {
+    fn attempted_event(self) -> EventKind {
         match self {
-            JobKind::Webhook => "webhook.attempted",
-            JobKind::Email => "email.attempted",
-            JobKind::Slack => "slack.attempted",
-            JobKind::Teams => "teams.attempted",
+            JobKind::Webhook => EventKind::WebhookAttempted,
+            JobKind::Email => EventKind::EmailAttempted,
+            JobKind::Slack => EventKind::SlackAttempted,
+            JobKind::Teams => EventKind::TeamsAttempted,
         }
     }
 }
@@ -516,33 +516,32 @@ impl Store {
     ) -> Result<DateTime<Utc>> {
         let ws = tenant.workspace_id();
         let until = now + grace;
-        let mut tx = self.pool.begin().await?;
-        let mut chain = Chain::lock(&mut tx, ws).await?;
-        sqlx::query(
-            "UPDATE webhook_secrets SET expires_at = $2 WHERE workspace_id = $1 AND expires_at IS NULL",
-        )
-        .bind(ws)
-        .bind(micros(until))
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO webhook_secrets (id, workspace_id, secret, created_at) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(new_id("whs"))
-        .bind(ws)
-        .bind(ciphertext)
-        .bind(micros(now))
-        .execute(&mut *tx)
-        .await?;
-        chain.append(&NewAuditEvent {
-            kind: "webhook.secret_rotated",
-            actor,
-            evaluation_id: None,
-            data: json!({"previous_expires_at": timestamp_text(until)}),
-            occurred_at: now,
-        });
-        chain.save(&mut tx).await?;
-        tx.commit().await?;
-        Ok(until)
+        self.audited(tenant, async |tx, chain| {
+            sqlx::query(
+                "UPDATE webhook_secrets SET expires_at = $2 WHERE workspace_id = $1 AND expires_at IS NULL",
+            )
+            .bind(ws)
+            .bind(micros(until))
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO webhook_secrets (id, workspace_id, secret, created_at) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(new_id("whs"))
+            .bind(ws)
+            .bind(ciphertext)
+            .bind(micros(now))
+            .execute(&mut *tx)
+            .await?;
+            chain.append(&NewAuditEvent {
+                kind: EventKind::WebhookSecretRotated,
+                actor,
+                evaluation_id: None,
+                data: json!({"previous_expires_at": timestamp_text(until)}),
+                occurred_at: now,
+            });
+            Ok(until)
+        })
+        .await
     }
 }

@@ -14,6 +14,7 @@ mod channels;
 mod evaluations;
 mod exec;
 mod jobs;
+mod listing;
 mod members;
 mod migrations;
 mod model;

@@ -7,8 +7,9 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use sqlx::Row;
 
-use crate::audit::Chain;
-use crate::{Actor, Member, NewAuditEvent, Result, Store, StoreError, Tenant, micros, new_id};
+use crate::{
+    Actor, EventKind, Member, NewAuditEvent, Result, Store, StoreError, Tenant, micros, new_id,
+};
 
 /// A member to add.
 #[derive(Debug, Clone)]
@@ -48,38 +49,37 @@ impl Store {
             roles: new.roles,
             created_at: now,
         };
-        let mut tx = self.pool.begin().await?;
-        let mut chain = Chain::lock(&mut tx, tenant.workspace_id()).await?;
-        sqlx::query(
-            "INSERT INTO members (id, workspace_id, email, name, password_hash, roles, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(&member.id)
-        .bind(tenant.workspace_id())
-        .bind(&member.email)
-        .bind(member.name.as_deref())
-        .bind(new.password_hash.as_deref())
-        .bind(serde_json::to_string(&member.roles)?)
-        .bind(micros(now))
-        .execute(&mut *tx)
+        self.audited(tenant, async |tx, chain| {
+            sqlx::query(
+                "INSERT INTO members (id, workspace_id, email, name, password_hash, roles, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(&member.id)
+            .bind(tenant.workspace_id())
+            .bind(&member.email)
+            .bind(member.name.as_deref())
+            .bind(new.password_hash.as_deref())
+            .bind(serde_json::to_string(&member.roles)?)
+            .bind(micros(now))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| {
+                if StoreError::is_unique_violation(&e) {
+                    StoreError::Conflict(format!("{} is already a member", member.email))
+                } else {
+                    e.into()
+                }
+            })?;
+            chain.append(&NewAuditEvent {
+                kind: EventKind::MemberCreated,
+                actor,
+                evaluation_id: None,
+                data: member_data(&member),
+                occurred_at: now,
+            });
+            Ok(member)
+        })
         .await
-        .map_err(|e| {
-            if StoreError::is_unique_violation(&e) {
-                StoreError::Conflict(format!("{} is already a member", member.email))
-            } else {
-                e.into()
-            }
-        })?;
-        chain.append(&NewAuditEvent {
-            kind: "member.created",
-            actor,
-            evaluation_id: None,
-            data: member_data(&member),
-            occurred_at: now,
-        });
-        chain.save(&mut tx).await?;
-        tx.commit().await?;
-        Ok(member)
     }
 
     /// Changes a member's name or roles. Taking `owner` from the last owner is a conflict.
@@ -92,35 +92,37 @@ impl Store {
         actor: Actor,
         now: DateTime<Utc>,
     ) -> Result<Member> {
-        let mut tx = self.pool.begin().await?;
-        let mut chain = Chain::lock(&mut tx, tenant.workspace_id()).await?;
-        let mut member = member_in(&mut tx, tenant, id).await?;
-        if let Some(roles) = roles {
-            if member.roles.iter().any(|r| r == "owner") && !roles.iter().any(|r| r == "owner") {
-                last_owner_guard(&mut tx, tenant).await?;
+        self.audited(tenant, async |tx, chain| {
+            let mut member = member_in(tx, tenant, id).await?;
+            if let Some(roles) = roles {
+                if member.roles.iter().any(|r| r == "owner") && !roles.iter().any(|r| r == "owner")
+                {
+                    last_owner_guard(tx, tenant).await?;
+                }
+                member.roles = roles;
             }
-            member.roles = roles;
-        }
-        if let Some(name) = name {
-            member.name = name;
-        }
-        sqlx::query("UPDATE members SET name = $3, roles = $4 WHERE id = $1 AND workspace_id = $2")
+            if let Some(name) = name {
+                member.name = name;
+            }
+            sqlx::query(
+                "UPDATE members SET name = $3, roles = $4 WHERE id = $1 AND workspace_id = $2",
+            )
             .bind(id)
             .bind(tenant.workspace_id())
             .bind(member.name.as_deref())
             .bind(serde_json::to_string(&member.roles)?)
             .execute(&mut *tx)
             .await?;
-        chain.append(&NewAuditEvent {
-            kind: "member.updated",
-            actor,
-            evaluation_id: None,
-            data: member_data(&member),
-            occurred_at: now,
-        });
-        chain.save(&mut tx).await?;
-        tx.commit().await?;
-        Ok(member)
+            chain.append(&NewAuditEvent {
+                kind: EventKind::MemberUpdated,
+                actor,
+                evaluation_id: None,
+                data: member_data(&member),
+                occurred_at: now,
+            });
+            Ok(member)
+        })
+        .await
     }
 
     /// Removes a member. Removing the last owner is a conflict.
@@ -131,27 +133,26 @@ impl Store {
         actor: Actor,
         now: DateTime<Utc>,
     ) -> Result<Member> {
-        let mut tx = self.pool.begin().await?;
-        let mut chain = Chain::lock(&mut tx, tenant.workspace_id()).await?;
-        let member = member_in(&mut tx, tenant, id).await?;
-        if member.roles.iter().any(|r| r == "owner") {
-            last_owner_guard(&mut tx, tenant).await?;
-        }
-        sqlx::query("DELETE FROM members WHERE id = $1 AND workspace_id = $2")
-            .bind(id)
-            .bind(tenant.workspace_id())
-            .execute(&mut *tx)
-            .await?;
-        chain.append(&NewAuditEvent {
-            kind: "member.removed",
-            actor,
-            evaluation_id: None,
-            data: member_data(&member),
-            occurred_at: now,
-        });
-        chain.save(&mut tx).await?;
-        tx.commit().await?;
-        Ok(member)
+        self.audited(tenant, async |tx, chain| {
+            let member = member_in(tx, tenant, id).await?;
+            if member.roles.iter().any(|r| r == "owner") {
+                last_owner_guard(tx, tenant).await?;
+            }
+            sqlx::query("DELETE FROM members WHERE id = $1 AND workspace_id = $2")
+                .bind(id)
+                .bind(tenant.workspace_id())
+                .execute(&mut *tx)
+                .await?;
+            chain.append(&NewAuditEvent {
+                kind: EventKind::MemberRemoved,
+                actor,
+                evaluation_id: None,
+                data: member_data(&member),
+                occurred_at: now,
+            });
+            Ok(member)
+        })
+        .await
     }
 
     /// The stages of a document whose approvers resolve to nobody in this workspace: they

@@ -316,10 +316,87 @@ pub struct AuditEvent {
     pub hash: String,
 }
 
+/// What an audit event records. `evaluation.created` is not among them: only the group-commit
+/// writer writes it, with the evaluation itself, so nothing else can forge one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    WorkspaceCreated,
+    KeyCreated,
+    KeyRevoked,
+    MemberCreated,
+    MemberUpdated,
+    MemberRemoved,
+    PolicyChanged,
+    PolicyDisabled,
+    PolicyRolledBack,
+    SettingsChannelUpdated,
+    SettingsChannelRemoved,
+    WebhookSecretRotated,
+    StageStarted,
+    StagePassed,
+    StageRejected,
+    StageExpired,
+    StageExpiryFailed,
+    ApprovalViewed,
+    ApprovalLinkRequested,
+    ApprovalOtpSent,
+    ApprovalOtpFailed,
+    ApprovalLocked,
+    ApprovalDecided,
+    EvaluationApproved,
+    EvaluationRejected,
+    EvaluationExpired,
+    WebhookAttempted,
+    EmailAttempted,
+    SlackAttempted,
+    TeamsAttempted,
+}
+
+impl EventKind {
+    /// The event's `type` as recorded and hashed.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::WorkspaceCreated => "workspace.created",
+            EventKind::KeyCreated => "key.created",
+            EventKind::KeyRevoked => "key.revoked",
+            EventKind::MemberCreated => "member.created",
+            EventKind::MemberUpdated => "member.updated",
+            EventKind::MemberRemoved => "member.removed",
+            EventKind::PolicyChanged => "policy.changed",
+            EventKind::PolicyDisabled => "policy.disabled",
+            EventKind::PolicyRolledBack => "policy.rolled_back",
+            EventKind::SettingsChannelUpdated => "settings.channel_updated",
+            EventKind::SettingsChannelRemoved => "settings.channel_removed",
+            EventKind::WebhookSecretRotated => "webhook.secret_rotated",
+            EventKind::StageStarted => "stage.started",
+            EventKind::StagePassed => "stage.passed",
+            EventKind::StageRejected => "stage.rejected",
+            EventKind::StageExpired => "stage.expired",
+            EventKind::StageExpiryFailed => "stage.expiry_failed",
+            EventKind::ApprovalViewed => "approval.viewed",
+            EventKind::ApprovalLinkRequested => "approval.link_requested",
+            EventKind::ApprovalOtpSent => "approval.otp_sent",
+            EventKind::ApprovalOtpFailed => "approval.otp_failed",
+            EventKind::ApprovalLocked => "approval.locked",
+            EventKind::ApprovalDecided => "approval.decided",
+            EventKind::EvaluationApproved => "evaluation.approved",
+            EventKind::EvaluationRejected => "evaluation.rejected",
+            EventKind::EvaluationExpired => "evaluation.expired",
+            EventKind::WebhookAttempted => "webhook.attempted",
+            EventKind::EmailAttempted => "email.attempted",
+            EventKind::SlackAttempted => "slack.attempted",
+            EventKind::TeamsAttempted => "teams.attempted",
+        }
+    }
+}
+
+/// The `type` of the event the writer records with each evaluation.
+pub(crate) const EVALUATION_CREATED: &str = "evaluation.created";
+
 /// An audit event to append; the store gives it its seq and hashes.
 #[derive(Debug, Clone)]
 pub struct NewAuditEvent {
-    pub kind: &'static str,
+    pub kind: EventKind,
     pub actor: Actor,
     pub evaluation_id: Option<String>,
     pub data: Value,

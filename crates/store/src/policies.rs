@@ -7,8 +7,8 @@ use sqlx::{AnyConnection, Row};
 
 use crate::audit::Chain;
 use crate::{
-    Actor, NewAuditEvent, PolicySource, PolicySummary, PolicyVersion, Result, Store, StoreError,
-    Tenant, from_micros, micros,
+    Actor, EventKind, NewAuditEvent, PolicySource, PolicySummary, PolicyVersion, Result, Store,
+    StoreError, Tenant, from_micros, micros,
 };
 
 const VERSION_COLUMNS: &str =
@@ -59,30 +59,28 @@ impl Store {
         changes: Vec<PolicyChange<'_>>,
     ) -> Result<Vec<(PolicyVersion, bool)>> {
         let ws = tenant.workspace_id();
-        let mut tx = self.pool.begin().await?;
-        let mut chain = Chain::lock(&mut tx, ws).await?;
-        let mut results = Vec::with_capacity(changes.len());
-        let mut any = false;
-        for c in changes {
-            let active = active_version(&mut tx, ws, c.name).await?;
-            match active {
-                Some(a) if a.document == c.document && a.enabled == c.enabled => {
-                    results.push((a, false));
-                }
-                _ => {
-                    let v = write_version(&mut tx, &mut chain, ws, c, "policy.changed", json!({}))
-                        .await?;
-                    results.push((v, true));
-                    any = true;
+        self.audited(tenant, async |tx, chain| {
+            let mut results = Vec::with_capacity(changes.len());
+            let mut any = false;
+            for c in changes {
+                match active_version(tx, ws, c.name).await? {
+                    Some(a) if a.document == c.document && a.enabled == c.enabled => {
+                        results.push((a, false));
+                    }
+                    _ => {
+                        let kind = EventKind::PolicyChanged;
+                        let v = write_version(tx, chain, ws, c, kind, json!({})).await?;
+                        results.push((v, true));
+                        any = true;
+                    }
                 }
             }
-        }
-        if any {
-            bump_generation(&mut tx, ws).await?;
-            chain.save(&mut tx).await?;
-        }
-        tx.commit().await?;
-        Ok(results)
+            if any {
+                bump_generation(tx, ws).await?;
+            }
+            Ok(results)
+        })
+        .await
     }
 
     /// Disables a policy as a new version with the same document; history stays.
@@ -95,33 +93,25 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<PolicyVersion> {
         let ws = tenant.workspace_id();
-        let mut tx = self.pool.begin().await?;
-        let mut chain = Chain::lock(&mut tx, ws).await?;
-        let active = active_version(&mut tx, ws, name)
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        let change = PolicyChange {
-            name,
-            document: &active.document,
-            format: &active.format,
-            enabled: false,
-            actor,
-            source,
-            now,
-        };
-        let v = write_version(
-            &mut tx,
-            &mut chain,
-            ws,
-            change,
-            "policy.disabled",
-            json!({}),
-        )
-        .await?;
-        bump_generation(&mut tx, ws).await?;
-        chain.save(&mut tx).await?;
-        tx.commit().await?;
-        Ok(v)
+        self.audited(tenant, async |tx, chain| {
+            let active = active_version(tx, ws, name)
+                .await?
+                .ok_or(StoreError::NotFound)?;
+            let change = PolicyChange {
+                name,
+                document: &active.document,
+                format: &active.format,
+                enabled: false,
+                actor,
+                source,
+                now,
+            };
+            let v =
+                write_version(tx, chain, ws, change, EventKind::PolicyDisabled, json!({})).await?;
+            bump_generation(tx, ws).await?;
+            Ok(v)
+        })
+        .await
     }
 
     /// Re-activates an older version's document as a new version.
@@ -135,34 +125,34 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<PolicyVersion> {
         let ws = tenant.workspace_id();
-        let mut tx = self.pool.begin().await?;
-        let mut chain = Chain::lock(&mut tx, ws).await?;
-        let row = sqlx::query(&format!(
-            "SELECT {VERSION_COLUMNS} FROM policy_versions v WHERE v.workspace_id = $1 \
-             AND v.name = $2 AND v.version = $3"
-        ))
-        .bind(ws)
-        .bind(name)
-        .bind(version)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(StoreError::NotFound)?;
-        let old = version_from_row(&row)?;
-        let change = PolicyChange {
-            name,
-            document: &old.document,
-            format: &old.format,
-            enabled: old.enabled,
-            actor,
-            source,
-            now,
-        };
-        let extra = json!({"from_version": version});
-        let v = write_version(&mut tx, &mut chain, ws, change, "policy.rolled_back", extra).await?;
-        bump_generation(&mut tx, ws).await?;
-        chain.save(&mut tx).await?;
-        tx.commit().await?;
-        Ok(v)
+        self.audited(tenant, async |tx, chain| {
+            let row = sqlx::query(&format!(
+                "SELECT {VERSION_COLUMNS} FROM policy_versions v WHERE v.workspace_id = $1 \
+                 AND v.name = $2 AND v.version = $3"
+            ))
+            .bind(ws)
+            .bind(name)
+            .bind(version)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+            let old = version_from_row(&row)?;
+            let change = PolicyChange {
+                name,
+                document: &old.document,
+                format: &old.format,
+                enabled: old.enabled,
+                actor,
+                source,
+                now,
+            };
+            let extra = json!({"from_version": version});
+            let v =
+                write_version(tx, chain, ws, change, EventKind::PolicyRolledBack, extra).await?;
+            bump_generation(tx, ws).await?;
+            Ok(v)
+        })
+        .await
     }
 
     pub async fn policies(&self, tenant: &Tenant) -> Result<Vec<PolicySummary>> {
@@ -299,7 +289,7 @@ async fn write_version(
     chain: &mut Chain,
     ws: &str,
     c: PolicyChange<'_>,
-    kind: &'static str,
+    kind: EventKind,
     extra: serde_json::Value,
 ) -> Result<PolicyVersion> {
     let current: Option<i64> = sqlx::query(

@@ -9,8 +9,8 @@ use sqlx::any::AnyRow;
 
 use crate::audit::Chain;
 use crate::{
-    Actor, ApiKey, KeyIdentity, Member, NewAuditEvent, NewKey, Result, Scope, Store, StoreError,
-    Tenant, Workspace, from_micros, micros, new_id,
+    Actor, ApiKey, EventKind, KeyIdentity, Member, NewAuditEvent, NewKey, Result, Scope, Store,
+    StoreError, Tenant, Workspace, from_micros, micros, new_id,
 };
 
 /// Length of the random part of a key: 40 base62 characters, about 238 bits.
@@ -122,14 +122,14 @@ impl Store {
         };
         for e in [
             event(
-                "workspace.created",
+                EventKind::WorkspaceCreated,
                 json!({"id": workspace.id, "name": name}),
             ),
             event(
-                "member.created",
+                EventKind::MemberCreated,
                 json!({"id": member_id, "email": owner.email, "roles": ["owner"]}),
             ),
-            event("key.created", key_event(&key.key)),
+            event(EventKind::KeyCreated, key_event(&key.key)),
         ] {
             chain.append(&e);
         }
@@ -203,19 +203,18 @@ impl Store {
         actor: Actor,
         now: DateTime<Utc>,
     ) -> Result<NewKey> {
-        let mut tx = self.pool.begin().await?;
-        let mut chain = Chain::lock(&mut tx, tenant.workspace_id()).await?;
-        let key = insert_key(&mut tx, tenant, name, scope, now).await?;
-        chain.append(&NewAuditEvent {
-            kind: "key.created",
-            actor,
-            evaluation_id: None,
-            data: key_event(&key.key),
-            occurred_at: now,
-        });
-        chain.save(&mut tx).await?;
-        tx.commit().await?;
-        Ok(key)
+        self.audited(tenant, async |tx, chain| {
+            let key = insert_key(tx, tenant, name, scope, now).await?;
+            chain.append(&NewAuditEvent {
+                kind: EventKind::KeyCreated,
+                actor,
+                evaluation_id: None,
+                data: key_event(&key.key),
+                occurred_at: now,
+            });
+            Ok(key)
+        })
+        .await
     }
 
     pub async fn keys(&self, tenant: &Tenant) -> Result<Vec<ApiKey>> {
@@ -236,39 +235,38 @@ impl Store {
         actor: Actor,
         now: DateTime<Utc>,
     ) -> Result<ApiKey> {
-        let mut tx = self.pool.begin().await?;
-        let mut chain = Chain::lock(&mut tx, tenant.workspace_id()).await?;
-        let changed = sqlx::query(
-            "UPDATE api_keys SET revoked_at = $3 WHERE id = $1 AND workspace_id = $2 \
-             AND revoked_at IS NULL",
-        )
-        .bind(id)
-        .bind(tenant.workspace_id())
-        .bind(micros(now))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        let row = sqlx::query(&format!(
-            "SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1 AND workspace_id = $2"
-        ))
-        .bind(id)
-        .bind(tenant.workspace_id())
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(StoreError::NotFound)?;
-        let key = key_from_row(&row)?;
-        if changed > 0 {
-            chain.append(&NewAuditEvent {
-                kind: "key.revoked",
-                actor,
-                evaluation_id: None,
-                data: key_event(&key),
-                occurred_at: now,
-            });
-            chain.save(&mut tx).await?;
-        }
-        tx.commit().await?;
-        Ok(key)
+        self.audited(tenant, async |tx, chain| {
+            let changed = sqlx::query(
+                "UPDATE api_keys SET revoked_at = $3 WHERE id = $1 AND workspace_id = $2 \
+                 AND revoked_at IS NULL",
+            )
+            .bind(id)
+            .bind(tenant.workspace_id())
+            .bind(micros(now))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            let row = sqlx::query(&format!(
+                "SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1 AND workspace_id = $2"
+            ))
+            .bind(id)
+            .bind(tenant.workspace_id())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+            let key = key_from_row(&row)?;
+            if changed > 0 {
+                chain.append(&NewAuditEvent {
+                    kind: EventKind::KeyRevoked,
+                    actor,
+                    evaluation_id: None,
+                    data: key_event(&key),
+                    occurred_at: now,
+                });
+            }
+            Ok(key)
+        })
+        .await
     }
 
     /// The identity behind a key secret, if the key exists and is not revoked.

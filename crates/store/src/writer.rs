@@ -32,8 +32,9 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyPool};
 use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 
-use crate::audit::{Chain, Memory};
+use crate::audit::Chain;
 use crate::exec::Exec;
+use crate::listing::{Memory, Tracker};
 use crate::{NewAuditEvent, NewEvaluation, Recorded, Result, StoreError, Tenant};
 
 #[derive(Debug, Clone)]
@@ -251,19 +252,21 @@ async fn write_rows(
     entries: &[&Entry],
     memory: &mut Memory,
 ) -> Result<Vec<Recorded>> {
-    let mut chains: Vec<Chain> = Vec::new();
+    let mut chains: Vec<(Chain, Tracker)> = Vec::new();
     let mut pending = crate::evaluations::Pending::default();
     let mut results = Vec::with_capacity(entries.len());
     for entry in entries {
         let ws = entry.tenant().workspace_id();
         // Entries come sorted by workspace: lock each workspace's head once, in order.
-        if chains.last().is_none_or(|c| c.workspace_id() != ws) {
-            chains.push(Chain::lock_remembering(conn, ws, memory).await?);
+        if chains.last().is_none_or(|(c, _)| c.workspace_id() != ws) {
+            let chain = Chain::lock_for_writer(conn, ws).await?;
+            let tracker = Tracker::for_chain(&chain, memory);
+            chains.push((chain, tracker));
         }
-        let chain = chains.last_mut().expect("locked above");
+        let (chain, tracker) = chains.last_mut().expect("locked above");
         results.push(match entry {
             Entry::Evaluation(ev, data) => {
-                crate::evaluations::insert(conn, chain, ev, data, &mut pending).await?
+                crate::evaluations::insert(conn, chain, tracker, ev, data, &mut pending).await?
             }
             Entry::Audit(_, events) => {
                 for event in events {
@@ -275,11 +278,12 @@ async fn write_rows(
     }
     // Evaluations first: their audit events, stages and jobs refer to them.
     pending.flush(conn).await?;
-    for chain in &mut chains {
+    for (chain, tracker) in &mut chains {
         chain.save(conn).await?;
+        crate::listing::catch_up_if_due(conn, chain, tracker).await?;
     }
-    for chain in chains {
-        chain.remember(memory);
+    for (chain, tracker) in chains {
+        tracker.remember(&chain, memory);
     }
     Ok(results)
 }

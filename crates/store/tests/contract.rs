@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use agentnexus_engine::{Effect, Format, Proposal, ProposalFields, compile_policy};
 use agentnexus_store::{
-    Actor, Attempt, Finished, NewAuditEvent, NewEvaluation, NewOwner, Next, PolicyChange,
-    PolicySource, Recorded, Status, Store, StoreConfig, Tenant, Verification,
+    Actor, Attempt, EventKind, Finished, NewAuditEvent, NewEvaluation, NewOwner, Next,
+    PolicyChange, PolicySource, Recorded, Scope, Status, Store, StoreConfig, Tenant, Verification,
 };
 use agentnexus_testkit::{TestDatabase, both_backends};
 use chrono::{Duration, Utc};
@@ -98,7 +98,7 @@ both_backends!(
             tasks.push(tokio::spawn(async move {
                 if i % 4 == 0 {
                     let event = NewAuditEvent {
-                        kind: "test.event",
+                        kind: EventKind::ApprovalViewed,
                         actor: Actor::System,
                         evaluation_id: None,
                         data: json!({"i": i}),
@@ -943,3 +943,76 @@ async fn sqlite_checkpoints_beside_the_writer() {
     store.close().await;
     db.drop_database().await;
 }
+
+both_backends!(
+    maintenance_catches_up_lists_that_other_writes_left_behind,
+    |backend| async move {
+        let db = TestDatabase::new(backend).await;
+        let store = open(&db).await;
+        let tenant = workspace(&store, "acme").await;
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            let ev = evaluation(&tenant, "x", None);
+            ids.push(ev.id.clone());
+            store.record_evaluation(ev).await.unwrap();
+        }
+        ids.reverse();
+        // Events appended outside the group-commit writer never catch the list up themselves.
+        for i in 0..200 {
+            store
+                .create_key(
+                    &tenant,
+                    &format!("k{i}"),
+                    Scope::Agent,
+                    Actor::Cli,
+                    Utc::now(),
+                )
+                .await
+                .unwrap();
+        }
+        let heads = || async {
+            let (seq, indexed): (i64, i64) =
+                sqlx::query_as("SELECT seq, indexed_seq FROM audit_heads WHERE workspace_id = $1")
+                    .bind(tenant.workspace_id())
+                    .fetch_one(store.pool())
+                    .await
+                    .unwrap();
+            (seq, indexed)
+        };
+        let (seq, indexed) = heads().await;
+        assert!(seq - indexed >= 200, "{seq} {indexed}");
+        let listed = |store: &Store| {
+            let store = store.clone();
+            let tenant = tenant.clone();
+            async move {
+                let filter = agentnexus_store::EvaluationFilter {
+                    agent_id: Some("x".into()),
+                    limit: 10,
+                    ..Default::default()
+                };
+                let page = store.evaluations(&tenant, &filter).await.unwrap();
+                page.into_iter().map(|e| e.id).collect::<Vec<_>>()
+            }
+        };
+        // The list reads what it has not caught up with from the chain's tail.
+        assert_eq!(listed(&store).await, ids);
+        let spent = store.spend(&tenant, "x", Utc::now()).await.unwrap();
+        assert_eq!(store.catch_up_lists().await.unwrap(), 1);
+        let (seq, indexed) = heads().await;
+        assert_eq!(seq, indexed);
+        assert_eq!(store.catch_up_lists().await.unwrap(), 0);
+        assert_eq!(listed(&store).await, ids);
+        assert_eq!(store.spend(&tenant, "x", Utc::now()).await.unwrap(), spent);
+        let in_index: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM evaluation_index WHERE workspace_id = $1 AND agent_id = 'x'",
+        )
+        .bind(tenant.workspace_id())
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+        assert_eq!(in_index, 3);
+        assert!(store.verify_audit(&tenant).await.unwrap().is_ok());
+        store.close().await;
+        db.drop_database().await;
+    }
+);

@@ -471,7 +471,7 @@ mod tests {
                 .unwrap();
             let events: Vec<_> = (0..100)
                 .map(|i| NewAuditEvent {
-                    kind: "evaluation.created",
+                    kind: crate::EventKind::ApprovalViewed,
                     actor: Actor::Key("key_1".into()),
                     evaluation_id: (i % 3 != 0).then(|| format!("ev_{i}")),
                     data: json!({"i": i, "text": "é\"\\"}),
