@@ -7,8 +7,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use agentnexus_server::{AppState, Config, accounts};
-use agentnexus_store::{Actor, Scope, Store, StoreConfig, Tenant, Verification};
+use agentnexus_app::members::NewMemberInput;
+use agentnexus_app::{App, Config, accounts};
+use agentnexus_store::{Actor, Store, StoreConfig, Verification};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -187,35 +188,39 @@ async fn open(database: &str, max_connections: u32) -> Result<Store, AnyError> {
         .map_err(|e| format!("cannot open {}: {e}", agentnexus_store::redact(database)).into())
 }
 
-async fn tenant(store: &Store, workspace: &str) -> Result<Tenant, AnyError> {
-    match store.workspace_by_name(workspace).await? {
-        Some((_, tenant)) => Ok(tenant),
-        None => Err(format!("no workspace named `{workspace}`").into()),
+async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
+    if let Command::Serve(config) = cli.command {
+        return serve(&cli.database, *config).await;
     }
+    let migrating = matches!(cli.command, Command::Migrate);
+    let app = App::offline(open(&cli.database, 2).await?);
+    let result = command(&app, cli.command).await;
+    app.store.close().await;
+    if result.is_ok() && migrating {
+        println!("migrated {}", agentnexus_store::redact(&cli.database));
+    }
+    result
 }
 
-async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
-    match cli.command {
-        Command::Serve(config) => serve(&cli.database, *config).await,
-        Command::Migrate => {
-            open(&cli.database, 2).await?.close().await;
-            println!("migrated {}", agentnexus_store::redact(&cli.database));
-            Ok(ExitCode::SUCCESS)
-        }
+/// One command of the CLI, on the use cases straight over the store.
+async fn command(app: &App, command: Command) -> Result<ExitCode, AnyError> {
+    match command {
+        // Opening the store migrated it.
+        Command::Migrate => Ok(ExitCode::SUCCESS),
         Command::Workspace(WorkspaceCommand::Create {
             name,
             owner_email,
             owner_password,
         }) => {
-            if !agentnexus_engine::valid_policy_name(&name) {
-                return Err("a workspace name is 1-64 of a-z 0-9 - _ .".into());
-            }
-            let store = open(&cli.database, 2).await?;
-            let created =
-                accounts::create_workspace(&store, &name, &owner_email, owner_password, Actor::Cli)
-                    .await;
-            store.close().await;
-            println!("{}", serde_json::to_string(&created?)?);
+            let created = accounts::create_workspace(
+                &app.store,
+                &name,
+                &owner_email,
+                owner_password,
+                Actor::Cli,
+            )
+            .await?;
+            println!("{}", serde_json::to_string(&created)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Keys(KeysCommand::Create {
@@ -223,14 +228,8 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
             name,
             scope,
         }) => {
-            let store = open(&cli.database, 2).await?;
-            let tenant = tenant(&store, &workspace).await?;
-            let scope = Scope::parse(&scope).ok_or("scope is agent or admin")?;
-            let key = store
-                .create_key(&tenant, &name, scope, Actor::Cli, chrono::Utc::now())
-                .await;
-            store.close().await;
-            println!("{}", key?.secret);
+            let admin = app.operator(&workspace).await?;
+            println!("{}", app.create_key(&admin, &name, &scope).await?.secret);
             Ok(ExitCode::SUCCESS)
         }
         Command::Members(MembersCommand::Add {
@@ -239,67 +238,48 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
             name,
             roles,
         }) => {
-            let email = agentnexus_server::api::members::parse_email(&email)
-                .map_err(|_| format!("`{email}` is not an e-mail address"))?;
-            let roles = if roles.is_empty() {
-                vec!["approver".to_owned()]
-            } else {
-                roles
-            };
-            let roles =
-                agentnexus_server::api::members::parse_roles(roles).map_err(|e| e.to_string())?;
-            let store = open(&cli.database, 2).await?;
-            let tenant = tenant(&store, &workspace).await?;
-            let new = agentnexus_store::NewMember {
+            let admin = app.operator(&workspace).await?;
+            let input = NewMemberInput {
                 email,
                 name,
-                roles,
-                password_hash: None,
+                roles: (!roles.is_empty()).then_some(roles),
             };
-            let member = store
-                .add_member(&tenant, new, Actor::Cli, chrono::Utc::now())
-                .await;
-            store.close().await;
-            println!("{}", serde_json::to_string(&member?)?);
+            let member = app.add_member(&admin, input).await?;
+            println!("{}", serde_json::to_string(&member)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Members(MembersCommand::List { workspace }) => {
-            let store = open(&cli.database, 2).await?;
-            let tenant = tenant(&store, &workspace).await?;
-            let members = store.members(&tenant).await;
-            store.close().await;
-            for m in members? {
+            let admin = app.operator(&workspace).await?;
+            for m in app.members(&admin).await? {
                 println!("{}", serde_json::to_string(&m)?);
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Policy(PolicyCommand::Apply { workspace, files }) => {
-            let store = open(&cli.database, 2).await?;
-            let tenant = tenant(&store, &workspace).await?;
-            let code = policy_files::apply(&store, &tenant, &files).await;
-            store.close().await;
-            code
+            let admin = app.operator(&workspace).await?;
+            Ok(policy_files::apply(app, &admin, &files).await?)
         }
         Command::Audit(AuditCommand::Verify { workspace }) => {
-            let store = open(&cli.database, 2).await?;
-            let targets = match workspace {
-                Some(name) => vec![(name.clone(), tenant(&store, &name).await?)],
-                None => store
+            let names = match workspace {
+                Some(name) => vec![name],
+                None => app
+                    .store
                     .workspaces()
                     .await?
                     .into_iter()
-                    .map(|(ws, t)| (ws.name, t))
+                    .map(|(ws, _)| ws.name)
                     .collect(),
             };
-            let single = targets.len() == 1;
+            let single = names.len() == 1;
             let mut code = ExitCode::SUCCESS;
-            for (name, tenant) in targets {
+            for name in names {
+                let admin = app.operator(&name).await?;
                 let prefix = if single {
                     String::new()
                 } else {
                     format!("{name}: ")
                 };
-                match store.verify_audit(&tenant).await? {
+                match app.verify_audit(&admin).await? {
                     Verification::Ok {
                         events, head_hash, ..
                     } => println!("{prefix}ok {events} {head_hash}"),
@@ -313,10 +293,11 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
                     }
                 }
             }
-            store.close().await;
             Ok(code)
         }
-        Command::Openapi | Command::Policy(_) => unreachable!("handled before the runtime"),
+        Command::Serve(_) | Command::Openapi | Command::Policy(_) => {
+            unreachable!("handled before")
+        }
     }
 }
 
@@ -330,8 +311,8 @@ async fn serve(database: &str, config: Config) -> Result<ExitCode, AnyError> {
         config.bootstrap_email.clone(),
         config.bootstrap_password.clone(),
     );
-    let state = Arc::new(AppState::new(store, config, Arc::new(chrono::Utc::now))?);
-    if let Some(created) = accounts::bootstrap(&state.store, &email, password).await? {
+    let app = Arc::new(App::new(store, config, Arc::new(chrono::Utc::now))?);
+    if let Some(created) = accounts::bootstrap(&app.store, &email, password).await? {
         println!("AgentNexus bootstrapped workspace `{}`", created.workspace);
         println!("  owner:     {}", created.owner_email);
         if let Some(pw) = &created.owner_password {
@@ -348,7 +329,7 @@ async fn serve(database: &str, config: Config) -> Result<ExitCode, AnyError> {
         database = %agentnexus_store::redact(database),
         "AgentNexus is serving"
     );
-    agentnexus_server::serve(listener, state, shutdown_signal()).await?;
+    agentnexus_server::serve(listener, app, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }
 

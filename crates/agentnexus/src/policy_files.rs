@@ -4,9 +4,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use agentnexus_app::policies::PolicyText;
+use agentnexus_app::{Admin, App, Error};
 use agentnexus_engine::testing::{TestFile, run_case};
-use agentnexus_engine::{CompiledPolicy, Format, PolicySet, compile_policy};
-use agentnexus_store::{Actor, PolicyChange, PolicySource, Store, Tenant};
+use agentnexus_engine::{CompiledPolicy, Format, PolicySet, Problem, compile_policy};
 
 fn format_of(path: &Path) -> Format {
     match path.extension().and_then(|e| e.to_str()) {
@@ -40,17 +41,30 @@ fn load(path: &Path) -> Result<(String, CompiledPolicy), ()> {
     match compile_policy(&text, format_of(path)) {
         Ok(p) => Ok((text, p)),
         Err(invalid) => {
-            for p in invalid.0 {
-                match p.position {
-                    Some(pos) => eprint!("{}:{}:{}: ", path.display(), pos.line, pos.column),
-                    None => eprint!("{}: ", path.display()),
-                }
-                let rule = p.rule.map(|r| format!("rule `{r}`: ")).unwrap_or_default();
-                let field = p.field.map(|f| format!("{f}: ")).unwrap_or_default();
-                eprintln!("{rule}{field}{}", p.message);
-            }
+            print_problems(path, &invalid.0);
             Err(())
         }
+    }
+}
+
+/// Problems as `FILE:LINE:COL: rule `r`: field: message`, one a line.
+fn print_problems(path: &Path, problems: &[Problem]) {
+    for p in problems {
+        match p.position {
+            Some(pos) => eprint!("{}:{}:{}: ", path.display(), pos.line, pos.column),
+            None => eprint!("{}: ", path.display()),
+        }
+        let rule = p
+            .rule
+            .as_ref()
+            .map(|r| format!("rule `{r}`: "))
+            .unwrap_or_default();
+        let field = p
+            .field
+            .as_ref()
+            .map(|f| format!("{f}: "))
+            .unwrap_or_default();
+        eprintln!("{rule}{field}{}", p.message);
     }
 }
 
@@ -74,55 +88,38 @@ pub fn lint(files: &[PathBuf]) -> ExitCode {
     }
 }
 
-/// Checks every file first, then stores them all in one transaction: all or nothing.
-pub async fn apply(
-    store: &Store,
-    tenant: &Tenant,
-    files: &[PathBuf],
-) -> Result<ExitCode, Box<dyn std::error::Error + Send + Sync>> {
-    let mut loaded = Vec::new();
+/// Checks every file first (each compiled, and against the workspace), then stores them all
+/// in one transaction: all or nothing.
+pub async fn apply(app: &App, admin: &Admin, files: &[PathBuf]) -> Result<ExitCode, Error> {
+    let mut docs = Vec::new();
     for path in files {
         match load(path) {
-            Ok(l) => loaded.push((path, l)),
+            Ok((text, _)) => docs.push(PolicyText {
+                text,
+                format: format_of(path),
+            }),
             Err(()) => {
                 eprintln!("nothing applied");
                 return Ok(ExitCode::FAILURE);
             }
         }
     }
-    let mut empty = false;
-    for (path, (text, policy)) in &loaded {
-        for e in store.empty_stages(tenant, &policy.document).await? {
-            let at = agentnexus_engine::locate_rule(text, &e.rule)
-                .map(|p| format!("{}:{}:", p.line, p.column))
-                .unwrap_or_default();
-            eprintln!(
-                "{}:{at} rule `{}`: stage `{}` reaches nobody: no member holds any of its roles",
-                path.display(),
-                e.rule,
-                e.name
-            );
-            empty = true;
+    let mut refused = false;
+    for (path, doc) in files.iter().zip(&docs) {
+        match app.check_policy(admin, doc).await {
+            Ok(_) => {}
+            Err(Error::Invalid { problems, .. }) => {
+                print_problems(path, &problems);
+                refused = true;
+            }
+            Err(e) => return Err(e),
         }
     }
-    if empty {
+    if refused {
         eprintln!("nothing applied");
         return Ok(ExitCode::FAILURE);
     }
-    let now = chrono::Utc::now();
-    let changes = loaded
-        .iter()
-        .map(|(path, (text, policy))| PolicyChange {
-            name: policy.name(),
-            document: text,
-            format: format_of(path).as_str(),
-            enabled: policy.document.enabled,
-            actor: Actor::Cli,
-            source: PolicySource::Cli,
-            now,
-        })
-        .collect();
-    for (v, changed) in store.put_policies(tenant, changes).await? {
+    for (v, changed) in app.apply_policies(admin, &docs).await? {
         if changed {
             println!("applied {} version {}", v.name, v.version);
         } else {

@@ -45,6 +45,11 @@ impl Tier {
             Tier::Critical => "critical",
         }
     }
+
+    /// Whether each approver confirms their decision with a one-time code.
+    pub fn needs_code(self) -> bool {
+        self == Tier::Critical
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,12 +60,31 @@ pub enum Channel {
     Teams,
 }
 
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Email => "email",
+            Channel::Slack => "slack",
+            Channel::Teams => "teams",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OnTimeout {
     #[default]
     Reject,
     Escalate,
+}
+
+impl OnTimeout {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnTimeout::Reject => "reject",
+            OnTimeout::Escalate => "escalate",
+        }
+    }
 }
 
 /// A duration written as `30s`, `30m`, `2h` or `1d`, kept as seconds.

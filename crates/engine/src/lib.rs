@@ -3,6 +3,7 @@
 //! the monotonic deadline backing a decision's cost budget (`meter`).
 #![forbid(unsafe_code)]
 
+pub mod approval;
 pub mod canonical;
 mod decide;
 mod document;

@@ -4,18 +4,18 @@
 
 use std::sync::Arc;
 
-use agentnexus_store::{Actor, EventKind, NewAuditEvent};
+use agentnexus_app::App;
+use agentnexus_app::approvals::{Decision, DecisionInput};
+use agentnexus_app::types::EvaluationId;
 use axum::Form;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::api::approvals::{DecisionRequest, record, usable_link};
 use crate::error::ApiError;
 use crate::extract::Path;
-use crate::state::AppState;
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -145,88 +145,62 @@ fn json_block(v: &Value) -> String {
 }
 
 /// `GET /approvals/{token}`
-pub async fn show(State(state): State<Arc<AppState>>, Path(token): Path<String>) -> Response {
-    let result = async {
-        state.limits.check_link(&token)?;
-        let (_, link) = usable_link(&state, &token).await?;
-        let ev = state
-            .store
-            .evaluation(&link.tenant, &link.evaluation_id)
-            .await?
-            .ok_or(ApiError::NotFound)?;
-        if ev.current_stage != Some(link.stage) || ev.status != agentnexus_store::Status::Pending {
-            return Err(ApiError::Gone("this stage has already been decided".into()));
-        }
-        state
-            .store
-            .append_audit(
-                &link.tenant,
-                &[NewAuditEvent {
-                    kind: EventKind::ApprovalViewed,
-                    actor: Actor::Member(link.approver.clone()),
-                    evaluation_id: Some(ev.id.clone()),
-                    data: json!({"stage": link.stage, "approver": link.approver}),
-                    occurred_at: state.now(),
-                }],
-            )
-            .await?;
-        let stage = ev.stages.iter().find(|s| s.index == link.stage);
-        let critical = ev
-            .approval
-            .as_ref()
-            .is_some_and(|a| a["tier"] == "critical");
-        let amount = format!("{}.{:02}", ev.amount_cents / 100, ev.amount_cents % 100);
-        let earlier = if ev.decisions.is_empty() {
-            "<p>None yet.</p>".to_owned()
-        } else {
-            let items: Vec<String> = ev
-                .decisions
-                .iter()
-                .map(|d| {
-                    format!(
-                        "<li>Stage {}: {} — {}{}</li>",
-                        d.stage + 1,
-                        esc(&d.approver),
-                        esc(&d.decision),
-                        d.comment
-                            .as_deref()
-                            .map(|c| format!(" (“{}”)", esc(c)))
-                            .unwrap_or_default()
-                    )
-                })
-                .collect();
-            format!("<ul>{}</ul>", items.join(""))
-        };
-        let body = format!(
-            "<p>{agent} proposes <strong>{action}</strong>. It needs your decision as \
-             <strong>{approver}</strong>, stage “{stage}”{deadline}.</p>\
-             <dl><dt>Why</dt><dd>{reason}</dd><dt>Agent</dt><dd>{agent}</dd>\
-             <dt>Action</dt><dd>{action}</dd><dt>Resource</dt><dd>{resource}</dd>\
-             <dt>Amount</dt><dd>{amount}</dd><dt>Parameters</dt><dd>{params}</dd>\
-             <dt>Context</dt><dd>{context}</dd><dt>Matched rules</dt><dd>{rules}</dd>\
-             <dt>Earlier decisions</dt><dd>{earlier}</dd></dl>{form}\
-             <p><small>Evaluation {id} · proposal hash {hash}</small></p>",
-            agent = esc(&ev.agent_id),
-            action = esc(&ev.action),
-            approver = esc(&link.approver),
-            stage = esc(stage.map_or("", |s| s.name.as_str())),
-            deadline = stage
-                .and_then(|s| s.expires_at)
-                .map(|t| format!(", before {} UTC", t.format("%Y-%m-%d %H:%M")))
-                .unwrap_or_default(),
-            reason = esc(&ev.reason),
-            resource = esc(ev.resource.as_deref().unwrap_or("—")),
-            params = json_block(&ev.params),
-            context = json_block(&ev.context),
-            rules = json_block(&ev.matched_rules),
-            form = form(&token, critical, false),
-            id = esc(&ev.id),
-            hash = esc(&ev.proposal_hash),
-        );
-        Ok(page(StatusCode::OK, "Approval needed", &body))
-    }
-    .await;
-    result.unwrap_or_else(error_page)
+pub async fn show(State(app): State<Arc<App>>, Path(token): Path<String>) -> Response {
+    let view = match app.open_link(&token).await {
+        Ok(view) => view,
+        Err(e) => return error_page(e.into()),
+    };
+    let ev = &view.evaluation;
+    let stage = ev.stages.iter().find(|s| s.index == view.stage);
+    let earlier = if ev.decisions.is_empty() {
+        "<p>None yet.</p>".to_owned()
+    } else {
+        let items: Vec<String> = ev
+            .decisions
+            .iter()
+            .map(|d| {
+                format!(
+                    "<li>Stage {}: {} — {}{}</li>",
+                    d.stage + 1,
+                    esc(&d.approver),
+                    esc(&d.decision),
+                    d.comment
+                        .as_deref()
+                        .map(|c| format!(" (“{}”)", esc(c)))
+                        .unwrap_or_default()
+                )
+            })
+            .collect();
+        format!("<ul>{}</ul>", items.join(""))
+    };
+    let body = format!(
+        "<p>{agent} proposes <strong>{action}</strong>. It needs your decision as \
+         <strong>{approver}</strong>, stage “{stage}”{deadline}.</p>\
+         <dl><dt>Why</dt><dd>{reason}</dd><dt>Agent</dt><dd>{agent}</dd>\
+         <dt>Action</dt><dd>{action}</dd><dt>Resource</dt><dd>{resource}</dd>\
+         <dt>Amount</dt><dd>{amount}</dd><dt>Parameters</dt><dd>{params}</dd>\
+         <dt>Context</dt><dd>{context}</dd><dt>Matched rules</dt><dd>{rules}</dd>\
+         <dt>Earlier decisions</dt><dd>{earlier}</dd></dl>{form}\
+         <p><small>Evaluation {id} · proposal hash {hash}</small></p>",
+        agent = esc(&ev.agent_id),
+        action = esc(&ev.action),
+        approver = esc(&view.approver),
+        stage = esc(stage.map_or("", |s| s.name.as_str())),
+        deadline = stage
+            .and_then(|s| s.expires_at)
+            .map(|t| format!(", before {} UTC", t.format("%Y-%m-%d %H:%M")))
+            .unwrap_or_default(),
+        reason = esc(&ev.reason),
+        resource = esc(ev.resource.as_deref().unwrap_or("—")),
+        amount = esc(&agentnexus_app::render::money(ev.amount_cents)),
+        params = json_block(&ev.params),
+        context = json_block(&ev.context),
+        rules = json_block(&ev.matched_rules),
+        form = form(&token, view.needs_code, false),
+        id = esc(&ev.id),
+        hash = esc(&ev.proposal_hash),
+    );
+    page(StatusCode::OK, "Approval needed", &body)
 }
 
 #[derive(Debug, Deserialize)]
@@ -240,7 +214,7 @@ pub struct DecisionForm {
 
 /// `POST /approvals/{token}` (the page's form).
 pub async fn submit(
-    State(state): State<Arc<AppState>>,
+    State(app): State<Arc<App>>,
     Path(token): Path<String>,
     f: Result<Form<DecisionForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
@@ -248,13 +222,13 @@ pub async fn submit(
         return error_page(ApiError::field("decision", "the form could not be read"));
     };
     let decision = f.decision.clone();
-    let req = DecisionRequest {
+    let input = DecisionInput {
         decision: f.decision,
         comment: f.comment.clone(),
         otp: f.otp.map(|o| o.trim().to_owned()).filter(|o| !o.is_empty()),
     };
-    match record(&state, &token, req).await {
-        Ok(r) if r.status == "otp_required" => page(
+    match app.decide(&token, input).await {
+        Ok(Decision::CodeSent { .. }) => page(
             StatusCode::OK,
             "Check your e-mail",
             &format!(
@@ -267,29 +241,26 @@ pub async fn submit(
                 form(&token, true, true)
             ),
         ),
-        Ok(r) => page(
+        Ok(Decision::Recorded { status, .. }) => page(
             StatusCode::OK,
             "Thank you",
             &format!(
                 "<p>Your decision ({}) was recorded. The evaluation is now <strong>{}</strong>.</p>",
                 esc(&decision),
-                esc(r.evaluation_status.unwrap_or("pending"))
+                esc(status.as_str())
             ),
         ),
-        Err(e) => error_page(e),
+        Err(e) => error_page(e.into()),
     }
 }
 
 /// `GET /approvals/evaluations/{id}`: where a Slack or Teams channel post leads. Everyone in
 /// the channel can open it, so it shows no proposal and grants nothing: an approver of the
 /// waiting stage signs in with their e-mail address and gets their own secure link there.
-pub async fn sign_in(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
-    if let Err(e) = state.limits.check_link(&id) {
-        return error_page(e);
-    }
-    let waiting = match state.store.waiting_stage(&id).await {
-        Ok(Some(w)) => w,
-        Ok(None) => {
+pub async fn sign_in(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+    let waiting = match app.sign_in(&EvaluationId::from(id.as_str())).await {
+        Ok(w) => w,
+        Err(agentnexus_app::Error::NotFound) => {
             return page(
                 StatusCode::NOT_FOUND,
                 "Unknown evaluation",
@@ -334,63 +305,26 @@ pub struct SignInForm {
 /// `POST /approvals/evaluations/{id}`: an approver of the waiting stage gets a fresh link by
 /// e-mail. The answer is the same for anyone else, so the page tells no one who approves.
 pub async fn request_link(
-    State(state): State<Arc<AppState>>,
+    State(app): State<Arc<App>>,
     Path(id): Path<String>,
     f: Result<Form<SignInForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
-    let result = async {
-        state.limits.check_link(&id)?;
-        let Ok(Form(f)) = f else {
-            return Err(ApiError::field("email", "the form could not be read"));
-        };
-        let email = crate::api::members::parse_email(f.email.trim())?;
-        let waiting = state
-            .store
-            .waiting_stage(&id)
-            .await?
-            .ok_or(ApiError::NotFound)?;
-        let Some(stage) = waiting.stage else {
-            return Err(ApiError::Gone("this evaluation has been decided".into()));
-        };
-        let ev = state
-            .store
-            .evaluation(&waiting.tenant, &id)
-            .await?
-            .ok_or(ApiError::NotFound)?;
-        let record = ev
-            .stages
-            .iter()
-            .find(|s| s.index == stage)
-            .ok_or(ApiError::NotFound)?;
-        let people = crate::approvals::resolve(&state, &waiting.tenant, &record.approvers).await?;
-        if people.contains(&email) {
-            let now = state.now();
-            let about = crate::approvals::About::of(&ev, &record.name);
-            let expires_at = record
-                .expires_at
-                .unwrap_or(now + crate::approvals::LINK_WITHOUT_DEADLINE);
-            let notice = crate::approvals::personal_notice(
-                &state,
-                &waiting.tenant,
-                &email,
-                &about,
-                expires_at,
-            );
-            state
-                .store
-                .issue_link(&waiting.tenant, &id, stage, &notice, now)
-                .await?;
-        }
-        Ok(page(
+    let Ok(Form(f)) = f else {
+        return error_page(ApiError::field("email", "the form could not be read"));
+    };
+    match app
+        .request_link(&EvaluationId::from(id), f.email.trim())
+        .await
+    {
+        Ok(email) => page(
             StatusCode::OK,
             "Check your e-mail",
             &format!(
                 "<p>If {} may decide this stage, a link of their own is on its way to that \
                  address. It works once, until the stage's deadline.</p>",
-                esc(&email)
+                esc(email.as_str())
             ),
-        ))
+        ),
+        Err(e) => error_page(e.into()),
     }
-    .await;
-    result.unwrap_or_else(error_page)
 }

@@ -1,77 +1,46 @@
-//! Tenancy by type: the only way a handler gets a [`Tenant`] is from an authenticated key.
+//! The request's key, as the use cases know it: [`Caller`] for any valid key, [`Admin`] for
+//! an admin key. Tenancy comes only from here, never from a request's body.
 
 use std::sync::Arc;
 
-use agentnexus_store::{Actor, Scope, Tenant};
+use agentnexus_app::App;
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 
 use crate::error::ApiError;
-use crate::state::AppState;
 
 /// A request made with a valid key of any scope.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    pub tenant: Tenant,
-    pub key_id: String,
-    pub scope: Scope,
-}
-
-impl Caller {
-    pub fn actor(&self) -> Actor {
-        Actor::Key(self.key_id.clone())
-    }
-}
+pub struct Caller(pub agentnexus_app::Caller);
 
 /// A request made with an admin key.
-#[derive(Debug, Clone)]
-pub struct Admin(pub Caller);
+pub struct Admin(pub agentnexus_app::Admin);
 
-fn bearer(parts: &Parts) -> Option<&str> {
-    let value = parts.headers.get(AUTHORIZATION)?.to_str().ok()?;
+/// The bearer token of an `Authorization` header.
+pub fn bearer(value: &str) -> Option<&str> {
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-impl FromRequestParts<Arc<AppState>> for Caller {
+impl FromRequestParts<Arc<App>> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &Arc<AppState>,
-    ) -> Result<Self, ApiError> {
-        let secret = bearer(parts)
-            .filter(|t| t.starts_with("anx_"))
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
+        let secret = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(bearer)
             .ok_or(ApiError::Unauthorized)?;
-        let key = state
-            .authenticate(secret)
-            .await?
-            .ok_or(ApiError::Unauthorized)?;
-        state.limits.check_key(&key.identity.key_id)?;
-        key.touch(state.now());
-        Ok(Caller {
-            tenant: key.identity.tenant.clone(),
-            key_id: key.identity.key_id.clone(),
-            scope: key.identity.scope,
-        })
+        Ok(Caller(app.authenticate(secret).await?))
     }
 }
 
-impl FromRequestParts<Arc<AppState>> for Admin {
+impl FromRequestParts<Arc<App>> for Admin {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &Arc<AppState>,
-    ) -> Result<Self, ApiError> {
-        let caller = Caller::from_request_parts(parts, state).await?;
-        match caller.scope {
-            Scope::Admin => {
-                state.limits.check_management(&caller.key_id)?;
-                Ok(Admin(caller))
-            }
-            Scope::Agent => Err(ApiError::Forbidden),
-        }
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
+        let Caller(caller) = Caller::from_request_parts(parts, app).await?;
+        Ok(Admin(app.admin(caller)?))
     }
 }

@@ -1,12 +1,14 @@
-//! One error type for the HTTP layer and its one conversion to RFC 9457 problem+json.
-//! Internal detail goes to the log, never to the client.
+//! The HTTP edge's errors and their one conversion to RFC 9457 problem+json: what a use case
+//! refused ([`agentnexus_app::Error`]) and what only HTTP can get wrong (a body that is not
+//! JSON or too large, a media type, a method). Internal detail goes to the log, never to the
+//! client.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::Value;
 
-use agentnexus_store::StoreError;
+use agentnexus_app::Error;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -115,15 +117,29 @@ impl ApiError {
     }
 }
 
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
         match e {
-            StoreError::NotFound => ApiError::NotFound,
-            StoreError::Conflict(m) => ApiError::Conflict(m),
-            StoreError::Closed => ApiError::Unavailable("the server is shutting down".into()),
-            StoreError::Gone(m) => ApiError::Gone(m),
-            StoreError::Refused(m) => ApiError::Refused(m),
-            other => ApiError::Internal(other.to_string()),
+            Error::Invalid { detail, problems } => ApiError::Invalid {
+                detail,
+                errors: serde_json::to_value(problems).unwrap_or_default(),
+            },
+            Error::Unauthorized => ApiError::Unauthorized,
+            Error::Forbidden => ApiError::Forbidden,
+            Error::NotFound => ApiError::NotFound,
+            Error::Conflict(m) => ApiError::Conflict(m),
+            Error::Gone(m) => ApiError::Gone(m),
+            Error::Refused(m) => ApiError::Refused(m),
+            Error::RateLimited { retry_after_secs } => ApiError::RateLimited { retry_after_secs },
+            Error::TooMany {
+                detail,
+                retry_after_secs,
+            } => ApiError::TooMany {
+                detail,
+                retry_after_secs,
+            },
+            Error::Unavailable(m) => ApiError::Unavailable(m),
+            Error::Internal(m) => ApiError::Internal(m),
         }
     }
 }

@@ -59,44 +59,6 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     })
 }
 
-/// The outbound URLs the API takes (webhook_url, Slack and Teams webhooks), exactly as the
-/// OpenAPI document's pattern for them says: http(s), a host name, an IPv4 address or an IPv6
-/// address in brackets, an optional port, a path and a query of URL characters, no user
-/// information and no fragment; at most 2048 characters. Host names are lower-cased labels of
-/// letters, digits and single hyphens whose last one starts with a letter, which is what keeps
-/// every matching string a URL the `url` crate parses (an `xn--` label could be invalid
-/// punycode; a last label of digits is read as an IPv4 address).
-pub const WEBHOOK_URL_PATTERN: &str = concat!(
-    "^[Hh][Tt][Tt][Pp][Ss]?://(",
-    "([A-Za-z0-9]+(-[A-Za-z0-9]+)*\\.)*[A-Za-z][A-Za-z0-9]*(-[A-Za-z0-9]+)*",
-    "|(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}",
-    "|\\[(",
-    "([0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}",
-    "|([0-9A-Fa-f]{1,4}:){1,7}:",
-    "|([0-9A-Fa-f]{1,4}:){1,6}:[0-9A-Fa-f]{1,4}",
-    "|([0-9A-Fa-f]{1,4}:){1,5}(:[0-9A-Fa-f]{1,4}){1,2}",
-    "|([0-9A-Fa-f]{1,4}:){1,4}(:[0-9A-Fa-f]{1,4}){1,3}",
-    "|([0-9A-Fa-f]{1,4}:){1,3}(:[0-9A-Fa-f]{1,4}){1,4}",
-    "|([0-9A-Fa-f]{1,4}:){1,2}(:[0-9A-Fa-f]{1,4}){1,5}",
-    "|[0-9A-Fa-f]{1,4}:(:[0-9A-Fa-f]{1,4}){1,6}",
-    "|:((:[0-9A-Fa-f]{1,4}){1,7}|:)",
-    "|::([Ff]{4}(:0{1,4})?:)?(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}",
-    ")\\])",
-    "(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?",
-    "(/[A-Za-z0-9._~!$&'()*+,;=:@%-]*)*",
-    "(\\?[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*)?$",
-);
-
-/// Whether `url` is an outbound URL the API takes (see [`WEBHOOK_URL_PATTERN`]).
-pub fn is_webhook_url(url: &str) -> bool {
-    static PATTERN: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
-        regex::Regex::new(WEBHOOK_URL_PATTERN).expect("the webhook URL pattern compiles")
-    });
-    url.chars().count() <= 2048
-        && PATTERN.is_match(url)
-        && url::Url::parse(url).is_ok_and(|u| u.host().is_some())
-}
-
 /// An optional field that may be left out but not sent as `null`: for fields whose schema is
 /// a plain string, so that what the API accepts is exactly what its OpenAPI document says.
 pub fn not_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {

@@ -193,7 +193,7 @@ impl Modify for Fixups {
             if let Some(RefOr::T(Schema::Object(o))) = components.schemas.get_mut(schema)
                 && let Some(RefOr::T(Schema::Object(url))) = o.properties.get_mut(field)
             {
-                url.pattern = Some(crate::extract::WEBHOOK_URL_PATTERN.to_owned());
+                url.pattern = Some(agentnexus_app::types::WEBHOOK_URL_PATTERN.to_owned());
             }
         }
         if let Some(RefOr::T(Schema::Object(sim))) = components.schemas.get_mut("SimulateRequest")

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::state::AppState;
+use agentnexus_app::App;
 
 /// The process-wide Prometheus recorder, installed on first use.
 pub fn prometheus() -> &'static PrometheusHandle {
@@ -110,8 +110,8 @@ pub async fn healthz() -> &'static str {
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, description = "ready", body = String),
         (status = 503, description = "the store does not answer", body = String)))]
-pub async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, &'static str) {
-    if state.store.ping().await {
+pub async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, &'static str) {
+    if app.store.ping().await {
         (StatusCode::OK, "ready")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "store unreachable")

@@ -341,7 +341,7 @@ both_backends!(
 
 both_backends!(another_workspace_is_invisible, |backend| async move {
     let app = TestApp::spawn(backend).await;
-    let created = agentnexus_server::accounts::create_workspace(
+    let created = agentnexus_app::accounts::create_workspace(
         &app.store,
         "rival",
         "r@rival.example",

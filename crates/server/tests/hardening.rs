@@ -30,7 +30,7 @@ rules:
 "#;
 
 async fn other_workspace(app: &TestApp, name: &str) -> String {
-    agentnexus_server::accounts::create_workspace(
+    agentnexus_app::accounts::create_workspace(
         &app.store,
         name,
         &format!("owner@{name}.example"),

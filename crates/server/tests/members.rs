@@ -94,7 +94,7 @@ both_backends!(members_are_managed_and_audited, |backend| async move {
         .problem(404);
 
     // Another workspace sees none of them; agent keys administer nothing.
-    let rival = agentnexus_server::accounts::create_workspace(
+    let rival = agentnexus_app::accounts::create_workspace(
         &app.store,
         "rival",
         "r@rival.example",

@@ -4,16 +4,22 @@
 //! approvers clicking at once (on one server or several) are decided one after the other,
 //! and a stage is never decided twice.
 
+use agentnexus_engine::approval::{
+    self, Ballot, CodeCheck, CodeRequest, Outcome, StageState, Transition, Vote,
+};
+use agentnexus_engine::{OnTimeout, Tier};
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{Value, json};
 use sqlx::{AnyConnection, Row};
 
 use crate::audit::Chain;
-use crate::jobs::{JobKind, approval_required, enqueue, terminal_outcome};
+use crate::jobs::enqueue;
 use crate::{
-    Actor, EventKind, HumanDecision, NewAuditEvent, NewLink, Notice, Result, Status, Store,
-    StoreError, Tenant, from_micros, micros,
+    Actor, ApprovalRule, EventKind, HumanDecision, Message, NewAuditEvent, NewLink, Notice, Result,
+    StageStatus, Status, Store, StoreError, Tenant, WebhookEvent, from_micros, micros,
 };
+
+pub use agentnexus_engine::approval::{CODES_PER_LINK, WRONG_CODES_PER_LINK};
 
 pub(crate) async fn insert_link(
     conn: &mut impl crate::exec::Exec,
@@ -53,8 +59,8 @@ async fn queue_notices(
         if let Some(link) = &notice.link {
             insert_link(conn, workspace_id, evaluation_id, stage, link, now).await?;
         }
-        for (kind, payload) in &notice.messages {
-            enqueue(conn, workspace_id, *kind, Some(evaluation_id), payload, now).await?;
+        for message in &notice.messages {
+            enqueue(conn, workspace_id, Some(evaluation_id), message, now).await?;
         }
     }
     Ok(())
@@ -71,19 +77,14 @@ pub(crate) struct Flow<'a> {
 
 impl Flow<'_> {
     /// Queues an event for the evaluation's `webhook_url`, when it has one.
-    async fn queue_webhook(&self, conn: &mut AnyConnection, body: Value) -> Result<()> {
+    async fn queue_webhook(&self, conn: &mut AnyConnection, event: WebhookEvent) -> Result<()> {
         if let Some(url) = self.webhook_url {
-            let payload = json!({"url": url, "body": body});
+            let message = Message::Webhook {
+                url: url.to_owned(),
+                event,
+            };
             let id = Some(self.evaluation_id);
-            enqueue(
-                conn,
-                self.workspace_id,
-                JobKind::Webhook,
-                id,
-                &payload,
-                self.now,
-            )
-            .await?;
+            enqueue(conn, self.workspace_id, id, &message, self.now).await?;
         }
         Ok(())
     }
@@ -106,8 +107,8 @@ async fn start_stage(
     .bind(idx)
     .fetch_one(&mut *conn)
     .await?;
-    let name: String = stage.try_get(0)?;
-    let timeout: Option<i64> = stage.try_get(1)?;
+    let name: String = stage.try_get("name")?;
+    let timeout: Option<i64> = stage.try_get("timeout_secs")?;
     let expires = timeout.map(|t| deadline(f.now, t)).transpose()?;
     sqlx::query(
         "UPDATE evaluation_stages SET status = 'waiting', started_at = $3, expires_at = $4 \
@@ -131,8 +132,8 @@ async fn start_stage(
         occurred_at: f.now,
     });
     if f.webhook_url.is_some() {
-        let body = approval_required(f.evaluation_id, idx, &name, expires, f.now);
-        f.queue_webhook(conn, body).await?;
+        let event = WebhookEvent::approval_required(f.evaluation_id, idx, &name, expires, f.now);
+        f.queue_webhook(conn, event).await?;
     }
     Ok(())
 }
@@ -140,9 +141,8 @@ async fn start_stage(
 /// When a stage started `now` with a timeout of `secs` ends. Timeouts are at most 365 days
 /// (the engine refuses longer ones), but a stored row is checked all the same: arithmetic
 /// that could overflow is an error for this stage, never a panic for the whole sweep.
-pub(crate) fn deadline(now: DateTime<Utc>, secs: i64) -> Result<DateTime<Utc>> {
-    Duration::try_seconds(secs)
-        .and_then(|d| now.checked_add_signed(d))
+fn deadline(now: DateTime<Utc>, secs: i64) -> Result<DateTime<Utc>> {
+    approval::deadline(now, secs)
         .ok_or_else(|| StoreError::Corrupt(format!("a stage timeout of {secs} s is out of range")))
 }
 
@@ -151,13 +151,13 @@ async fn conclude(
     conn: &mut AnyConnection,
     chain: &mut Chain,
     f: &Flow<'_>,
-    status: Status,
+    outcome: Outcome,
     reason: &str,
 ) -> Result<()> {
-    let kind = match status {
-        Status::Approved => EventKind::EvaluationApproved,
-        Status::Rejected => EventKind::EvaluationRejected,
-        _ => EventKind::EvaluationExpired,
+    let (kind, status) = match outcome {
+        Outcome::Approved => (EventKind::EvaluationApproved, Status::Approved),
+        Outcome::Rejected => (EventKind::EvaluationRejected, Status::Rejected),
+        Outcome::Expired => (EventKind::EvaluationExpired, Status::Expired),
     };
     chain.append(&NewAuditEvent {
         kind,
@@ -166,18 +166,83 @@ async fn conclude(
         data: json!({"status": status, "reason": reason}),
         occurred_at: f.now,
     });
+    sqlx::query(
+        "UPDATE evaluations SET status = $2, reason = $3, current_stage = NULL, updated_at = $4 \
+         WHERE id = $1",
+    )
+    .bind(f.evaluation_id)
+    .bind(status.as_str())
+    .bind(reason)
+    .bind(micros(f.now))
+    .execute(&mut *conn)
+    .await?;
     if f.webhook_url.is_some() {
-        let decided = decisions(&mut *conn, f.evaluation_id).await?;
-        let body = terminal_outcome(
-            f.evaluation_id,
+        let event = WebhookEvent::TerminalOutcome {
+            evaluation_id: f.evaluation_id.to_owned(),
             status,
-            reason,
-            serde_json::to_value(&decided)?,
-            f.now,
-        );
-        f.queue_webhook(conn, body).await?;
+            reason: reason.to_owned(),
+            decisions: decisions(&mut *conn, f.evaluation_id).await?,
+            occurred_at: f.now,
+        };
+        f.queue_webhook(conn, event).await?;
     }
     Ok(())
+}
+
+/// Ends a stage as the state machine said.
+async fn end_stage(
+    conn: &mut AnyConnection,
+    evaluation_id: &str,
+    stage: i64,
+    status: StageStatus,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE evaluation_stages SET status = $3, decided_at = $4 \
+         WHERE evaluation_id = $1 AND idx = $2",
+    )
+    .bind(evaluation_id)
+    .bind(stage)
+    .bind(status.as_str())
+    .bind(micros(now))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// A waiting stage as the state machine sees it: its quorum, its approvals so far, its
+/// timeout and whether a stage follows.
+async fn stage_state(
+    conn: &mut AnyConnection,
+    evaluation_id: &str,
+    stage: i64,
+) -> Result<StageState> {
+    let row = sqlx::query(
+        "SELECT required, on_timeout, \
+         (SELECT COUNT(*) FROM approval_decisions WHERE evaluation_id = $1 AND stage_idx = $2 \
+         AND decision = 'approve') AS approvals, \
+         (SELECT COUNT(*) FROM evaluation_stages WHERE evaluation_id = $1 AND idx = $2 + 1) \
+         AS later FROM evaluation_stages WHERE evaluation_id = $1 AND idx = $2",
+    )
+    .bind(evaluation_id)
+    .bind(stage)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(StageState {
+        index: stage,
+        required: row.try_get("required")?,
+        approvals: row.try_get("approvals")?,
+        on_timeout: on_timeout(&row.try_get::<String, _>("on_timeout")?),
+        has_next: row.try_get::<i64, _>("later")? > 0,
+    })
+}
+
+/// A stored `on_timeout`: `escalate`, or `reject` (the default).
+fn on_timeout(stored: &str) -> OnTimeout {
+    match stored {
+        "escalate" => OnTimeout::Escalate,
+        _ => OnTimeout::Reject,
+    }
 }
 
 /// The human decisions on an evaluation, oldest first.
@@ -195,11 +260,11 @@ where
     rows.iter()
         .map(|r| {
             Ok(HumanDecision {
-                stage: r.try_get(0)?,
-                approver: r.try_get(1)?,
-                decision: r.try_get(2)?,
-                comment: r.try_get(3)?,
-                decided_at: from_micros(r.try_get(4)?),
+                stage: r.try_get("stage_idx")?,
+                approver: r.try_get("approver")?,
+                decision: r.try_get("decision")?,
+                comment: r.try_get("comment")?,
+                decided_at: from_micros(r.try_get("decided_at")?),
             })
         })
         .collect()
@@ -227,7 +292,7 @@ pub struct Decide<'a> {
     pub token_hash: &'a str,
     /// The hash of the one-time code the approver gave (critical tier).
     pub otp_hash: Option<&'a str>,
-    pub approve: bool,
+    pub vote: Vote,
     pub comment: Option<&'a str>,
     /// Links and e-mails for the next stage's approvers, used only if this decision opens it.
     pub next_notices: Vec<Notice>,
@@ -265,33 +330,22 @@ pub enum DecideOutcome {
     },
 }
 
-/// Most one-time codes a link may be sent (SPEC §5).
-pub const CODES_PER_LINK: i64 = 5;
-
-/// Most wrong codes a link takes, across all its codes (SPEC §5).
-pub const WRONG_CODES_PER_LINK: i64 = 5;
-
 fn gone(why: &str) -> StoreError {
     StoreError::Gone(why.to_owned())
 }
 
-/// Refuses a link row that was used, is locked or has expired; the columns are named by index.
-fn usable(
-    row: &sqlx::any::AnyRow,
-    used: usize,
-    locked: usize,
-    expires: usize,
-    now: i64,
-) -> Result<()> {
-    if row.try_get::<Option<i64>, _>(used)?.is_some() {
+/// Refuses a link row (`used_at`, `locked_at`, `expires_at`) that was used, is locked or has
+/// expired.
+fn usable(row: &sqlx::any::AnyRow, now: i64) -> Result<()> {
+    if row.try_get::<Option<i64>, _>("used_at")?.is_some() {
         return Err(gone("this link has been used"));
     }
-    if row.try_get::<Option<i64>, _>(locked)?.is_some() {
+    if row.try_get::<Option<i64>, _>("locked_at")?.is_some() {
         return Err(gone(
             "this link is locked after too many wrong or requested codes",
         ));
     }
-    if row.try_get::<i64, _>(expires)? < now {
+    if row.try_get::<i64, _>("expires_at")? < now {
         return Err(gone("this link has expired"));
     }
     Ok(())
@@ -304,15 +358,6 @@ async fn lock_link(conn: &mut AnyConnection, token_hash: &str, now: DateTime<Utc
         .execute(&mut *conn)
         .await?;
     Ok(())
-}
-
-/// Equality of two hashes in time independent of where they differ.
-fn constant_time_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
 }
 
 /// An e-mail address as people are compared: without surrounding whitespace or invisible
@@ -340,16 +385,18 @@ impl Store {
         .await?;
         row.map(|r| {
             Ok(Link {
-                tenant: Tenant::new(r.try_get(0)?),
-                evaluation_id: r.try_get(1)?,
-                stage: r.try_get(2)?,
-                approver: r.try_get(3)?,
-                expires_at: from_micros(r.try_get(4)?),
-                used: r.try_get::<Option<i64>, _>(5)?.is_some(),
-                locked: r.try_get::<Option<i64>, _>(6)?.is_some(),
-                otp_hash: r.try_get(7)?,
-                otp_expires_at: r.try_get::<Option<i64>, _>(8)?.map(from_micros),
-                otp_attempts: r.try_get(9)?,
+                tenant: Tenant::new(r.try_get("workspace_id")?),
+                evaluation_id: r.try_get("evaluation_id")?,
+                stage: r.try_get("stage_idx")?,
+                approver: r.try_get("approver")?,
+                expires_at: from_micros(r.try_get("expires_at")?),
+                used: r.try_get::<Option<i64>, _>("used_at")?.is_some(),
+                locked: r.try_get::<Option<i64>, _>("locked_at")?.is_some(),
+                otp_hash: r.try_get("otp_hash")?,
+                otp_expires_at: r
+                    .try_get::<Option<i64>, _>("otp_expires_at")?
+                    .map(from_micros),
+                otp_attempts: r.try_get("otp_attempts")?,
             })
         })
         .transpose()
@@ -365,7 +412,7 @@ impl Store {
         token_hash: &str,
         otp_hash: &str,
         expires_at: DateTime<Utc>,
-        email: &Value,
+        email: &Message,
         now: DateTime<Utc>,
     ) -> Result<CodeSent> {
         let ws = link.tenant.workspace_id();
@@ -379,9 +426,9 @@ impl Store {
             .fetch_optional(&mut *tx)
             .await?
             .ok_or(StoreError::NotFound)?;
-            usable(&row, 0, 1, 2, micros(now))?;
-            let sent: i64 = row.try_get(3)?;
-            let attempts: i64 = row.try_get(4)?;
+            usable(&row, micros(now))?;
+            let sent: i64 = row.try_get("otp_sent")?;
+            let attempts: i64 = row.try_get("otp_attempts")?;
             let audit = |kind: EventKind, data: Value| NewAuditEvent {
                 kind,
                 actor: Actor::System,
@@ -389,7 +436,7 @@ impl Store {
                 data,
                 occurred_at: now,
             };
-            let outcome = if sent >= CODES_PER_LINK {
+            let outcome = if approval::request_code(sent) == CodeRequest::Lock {
                 lock_link(tx, token_hash, now).await?;
                 chain.append(&audit(
                     EventKind::ApprovalLocked,
@@ -407,15 +454,7 @@ impl Store {
                 .bind(micros(expires_at))
                 .execute(&mut *tx)
                 .await?;
-                enqueue(
-                    tx,
-                    ws,
-                    JobKind::Email,
-                    Some(&link.evaluation_id),
-                    email,
-                    now,
-                )
-                .await?;
+                enqueue(tx, ws, Some(&link.evaluation_id), email, now).await?;
                 chain.append(&audit(
                     EventKind::ApprovalOtpSent,
                     json!({"approver": link.approver, "stage": link.stage, "codes_sent": sent + 1}),
@@ -445,8 +484,8 @@ impl Store {
         let now = micros(d.now);
         self.audited(d.tenant, async |tx, chain| {
             let link = sqlx::query(
-                "SELECT used_at, locked_at, expires_at, evaluation_id, stage_idx, approver, otp_hash, \
-                 otp_expires_at, otp_attempts FROM approval_links \
+                "SELECT used_at, locked_at, expires_at, evaluation_id, stage_idx, approver, \
+                 otp_hash, otp_expires_at, otp_attempts FROM approval_links \
                  WHERE token_hash = $1 AND workspace_id = $2",
             )
             .bind(d.token_hash)
@@ -454,10 +493,10 @@ impl Store {
             .fetch_optional(&mut *tx)
             .await?
             .ok_or(StoreError::NotFound)?;
-            usable(&link, 0, 1, 2, now)?;
-            let evaluation_id: String = link.try_get(3)?;
-            let stage: i64 = link.try_get(4)?;
-            let approver: String = link.try_get(5)?;
+            usable(&link, now)?;
+            let evaluation_id: String = link.try_get("evaluation_id")?;
+            let stage: i64 = link.try_get("stage_idx")?;
+            let approver: String = link.try_get("approver")?;
             let ev = sqlx::query(
                 "SELECT status, current_stage, webhook_url, context, approval FROM evaluations \
                  WHERE id = $1",
@@ -465,38 +504,38 @@ impl Store {
             .bind(&evaluation_id)
             .fetch_one(&mut *tx)
             .await?;
-            let status: String = ev.try_get(0)?;
-            let current: Option<i64> = ev.try_get(1)?;
-            let webhook_url: Option<String> = ev.try_get(2)?;
-            let context: String = ev.try_get(3)?;
-            let approval: Option<String> = ev.try_get(4)?;
+            let status: String = ev.try_get("status")?;
+            let current: Option<i64> = ev.try_get("current_stage")?;
             if status != Status::Pending.as_str() || current != Some(stage) {
                 return Err(gone("this stage has already been decided"));
             }
-            let critical = approval
+            let approval: Option<String> = ev.try_get("approval")?;
+            let tier = approval
                 .as_deref()
-                .and_then(|a| serde_json::from_str::<Value>(a).ok())
-                .is_some_and(|a| a["tier"] == "critical");
-            if critical {
-                let stored: Option<String> = link.try_get(6)?;
-                let fresh = link.try_get::<Option<i64>, _>(7)?.is_some_and(|t| t > now);
-                let right = match (stored.as_deref(), d.otp_hash) {
-                    (Some(stored), Some(given)) => constant_time_eq(stored, given),
-                    _ => false,
-                };
-                if d.otp_hash.is_none() {
+                .map(serde_json::from_str::<ApprovalRule>)
+                .transpose()?
+                .map(|a| a.tier);
+            if tier.is_some_and(Tier::needs_code) {
+                let Some(given) = d.otp_hash else {
                     return Err(StoreError::Refused(
                         "a one-time code is required for a critical approval".into(),
                     ));
-                }
-                if !(fresh && right) {
-                    let attempts = link.try_get::<i64, _>(8)? + 1;
-                    sqlx::query("UPDATE approval_links SET otp_attempts = $2 WHERE token_hash = $1")
-                        .bind(d.token_hash)
-                        .bind(attempts)
-                        .execute(&mut *tx)
-                        .await?;
-                    let locked = attempts >= WRONG_CODES_PER_LINK;
+                };
+                let current: Option<String> = link.try_get("otp_hash")?;
+                let fresh = link
+                    .try_get::<Option<i64>, _>("otp_expires_at")?
+                    .is_some_and(|t| t > now);
+                let attempts = link.try_get("otp_attempts")?;
+                if let CodeCheck::Wrong { attempts, locked } =
+                    approval::check_code(current.as_deref(), fresh, given, attempts)
+                {
+                    sqlx::query(
+                        "UPDATE approval_links SET otp_attempts = $2 WHERE token_hash = $1",
+                    )
+                    .bind(d.token_hash)
+                    .bind(attempts)
+                    .execute(&mut *tx)
+                    .await?;
                     if locked {
                         lock_link(tx, d.token_hash, d.now).await?;
                     }
@@ -514,17 +553,13 @@ impl Store {
                     return Ok(DecideOutcome::WrongCode { locked });
                 }
             }
+            let context: String = ev.try_get("context")?;
             let on_behalf_of = serde_json::from_str::<Value>(&context)?["on_behalf_of"]
                 .as_str()
                 .map(normalize_email);
-            if on_behalf_of.as_deref() == Some(approver.as_str()) {
-                return Err(StoreError::Refused(
-                    "a person cannot decide on a proposal made on their behalf".into(),
-                ));
-            }
-            if d.approve {
-                let earlier = sqlx::query(
-                    "SELECT COUNT(*) FROM approval_decisions WHERE evaluation_id = $1 \
+            let approved_another_stage = d.vote == Vote::Approve
+                && sqlx::query(
+                    "SELECT COUNT(*) AS n FROM approval_decisions WHERE evaluation_id = $1 \
                      AND approver = $2 AND decision = 'approve' AND stage_idx <> $3",
                 )
                 .bind(&evaluation_id)
@@ -532,14 +567,17 @@ impl Store {
                 .bind(stage)
                 .fetch_one(&mut *tx)
                 .await?
-                .try_get::<i64, _>(0)?;
-                if earlier > 0 {
-                    return Err(StoreError::Refused(
-                        "the same person cannot approve two stages of one evaluation".into(),
-                    ));
-                }
-            }
-            let decision = if d.approve { "approve" } else { "reject" };
+                .try_get::<i64, _>("n")?
+                    > 0;
+            let state = stage_state(tx, &evaluation_id, stage).await?;
+            let ballot = Ballot {
+                approver: &approver,
+                vote: d.vote,
+                on_behalf_of: on_behalf_of.as_deref(),
+                approved_another_stage,
+            };
+            let transition = approval::decide(&state, &ballot)
+                .map_err(|refusal| StoreError::Refused(refusal.message().into()))?;
             sqlx::query(
                 "INSERT INTO approval_decisions (evaluation_id, stage_idx, approver, workspace_id, \
                  decision, comment, decided_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -548,7 +586,7 @@ impl Store {
             .bind(stage)
             .bind(&approver)
             .bind(ws)
-            .bind(decision)
+            .bind(d.vote.as_str())
             .bind(d.comment)
             .bind(now)
             .execute(&mut *tx)
@@ -565,90 +603,15 @@ impl Store {
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
-            let audit = |kind: EventKind, data: Value| NewAuditEvent {
-                kind,
+            chain.append(&NewAuditEvent {
+                kind: EventKind::ApprovalDecided,
                 actor: Actor::Member(approver.clone()),
                 evaluation_id: Some(evaluation_id.clone()),
-                data,
+                data: json!({"stage": stage, "approver": approver, "decision": d.vote.as_str(),
+                             "comment": d.comment}),
                 occurred_at: d.now,
-            };
-            chain.append(&audit(
-                EventKind::ApprovalDecided,
-                json!({"stage": stage, "approver": approver, "decision": decision, "comment": d.comment}),
-            ));
-
-            let stage_row = sqlx::query(
-                "SELECT required, name FROM evaluation_stages WHERE evaluation_id = $1 AND idx = $2",
-            )
-            .bind(&evaluation_id)
-            .bind(stage)
-            .fetch_one(&mut *tx)
-            .await?;
-            let required: i64 = stage_row.try_get(0)?;
-            let approvals: i64 = sqlx::query(
-                "SELECT COUNT(*) FROM approval_decisions WHERE evaluation_id = $1 AND stage_idx = $2 \
-                 AND decision = 'approve'",
-            )
-            .bind(&evaluation_id)
-            .bind(stage)
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get(0)?;
-            let next = sqlx::query(
-                "SELECT idx, name, timeout_secs FROM evaluation_stages WHERE evaluation_id = $1 \
-                 AND idx = $2",
-            )
-            .bind(&evaluation_id)
-            .bind(stage + 1)
-            .fetch_optional(&mut *tx)
-            .await?;
-
-            let (new_status, stage_status, next_stage) = if !d.approve {
-                (Status::Rejected, "rejected", None)
-            } else if approvals < required {
-                (Status::Pending, "waiting", None)
-            } else if let Some(next) = &next {
-                (Status::Pending, "passed", Some(next.try_get::<i64, _>(0)?))
-            } else {
-                (Status::Approved, "passed", None)
-            };
-            if stage_status != "waiting" {
-                sqlx::query(
-                    "UPDATE evaluation_stages SET status = $3, decided_at = $4 \
-                     WHERE evaluation_id = $1 AND idx = $2",
-                )
-                .bind(&evaluation_id)
-                .bind(stage)
-                .bind(stage_status)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                chain.append(&audit(
-                    if stage_status == "passed" {
-                        EventKind::StagePassed
-                    } else {
-                        EventKind::StageRejected
-                    },
-                    json!({"stage": stage, "approvals": approvals, "required": required}),
-                ));
-            }
-            let reason = match new_status {
-                Status::Rejected => Some(format!("rejected by {approver}")),
-                Status::Approved => Some("approved".to_owned()),
-                _ => None,
-            };
-            sqlx::query(
-                "UPDATE evaluations SET status = $2, current_stage = $3, reason = COALESCE($4, reason), \
-                 updated_at = $5 WHERE id = $1",
-            )
-            .bind(&evaluation_id)
-            .bind(new_status.as_str())
-            .bind(next_stage.or((new_status == Status::Pending).then_some(stage)))
-            .bind(reason.as_deref())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-
+            });
+            let webhook_url: Option<String> = ev.try_get("webhook_url")?;
             let flow = Flow {
                 workspace_id: ws,
                 evaluation_id: &evaluation_id,
@@ -656,33 +619,34 @@ impl Store {
                 actor: Actor::Member(approver.clone()),
                 now: d.now,
             };
-            if let Some(next_idx) = next_stage {
-                start_stage(
-                    tx,
-                    chain,
-                    &flow,
-                    next_idx,
-                    &d.next_notices,
-                    json!({}),
-                )
-                .await?;
-            }
-            if matches!(new_status, Status::Approved | Status::Rejected) {
-                conclude(
-                    tx,
-                    chain,
-                    &flow,
-                    new_status,
-                    reason.as_deref().unwrap_or_default(),
-                )
-                .await?;
-            }
+            let after = apply(
+                tx,
+                chain,
+                &flow,
+                &state,
+                &transition,
+                &d.next_notices,
+                json!({}),
+            )
+            .await?;
             Ok(DecideOutcome::Recorded(Decided {
-                evaluation_id,
-                status: new_status,
+                evaluation_id: evaluation_id.clone(),
+                status: after,
                 stage,
-                stage_passed: stage_status == "passed",
-                next_stage,
+                stage_passed: matches!(
+                    transition,
+                    Transition::Advance {
+                        ended: approval::StageEnd::Passed,
+                        ..
+                    } | Transition::Conclude {
+                        ended: approval::StageEnd::Passed,
+                        ..
+                    }
+                ),
+                next_stage: match transition {
+                    Transition::Advance { next, .. } => Some(next),
+                    _ => None,
+                },
             }))
         })
         .await
@@ -694,14 +658,89 @@ impl Store {
     }
 }
 
+/// Writes what a transition did to a stage: nothing more while it waits; otherwise the
+/// stage's end and its audit event, then the next stage's start (its `stage.started` event
+/// carrying `started`) or the evaluation's end. Answers the evaluation's status after it.
+async fn apply(
+    conn: &mut AnyConnection,
+    chain: &mut Chain,
+    f: &Flow<'_>,
+    stage: &StageState,
+    transition: &Transition,
+    next_notices: &[Notice],
+    started: Value,
+) -> Result<Status> {
+    let ended = match transition {
+        Transition::Waiting { .. } => {
+            sqlx::query("UPDATE evaluations SET updated_at = $2 WHERE id = $1")
+                .bind(f.evaluation_id)
+                .bind(micros(f.now))
+                .execute(&mut *conn)
+                .await?;
+            return Ok(Status::Pending);
+        }
+        Transition::Advance {
+            ended, approvals, ..
+        }
+        | Transition::Conclude {
+            ended, approvals, ..
+        } => (*ended, *approvals),
+    };
+    let (end, approvals) = ended;
+    end_stage(conn, f.evaluation_id, stage.index, end.into(), f.now).await?;
+    let (kind, data) = match end {
+        approval::StageEnd::Passed => (
+            EventKind::StagePassed,
+            json!({"stage": stage.index, "approvals": approvals, "required": stage.required}),
+        ),
+        approval::StageEnd::Rejected => (
+            EventKind::StageRejected,
+            json!({"stage": stage.index, "approvals": approvals, "required": stage.required}),
+        ),
+        approval::StageEnd::Expired => (
+            EventKind::StageExpired,
+            json!({"stage": stage.index, "on_timeout": stage.on_timeout.as_str()}),
+        ),
+    };
+    chain.append(&NewAuditEvent {
+        kind,
+        actor: f.actor.clone(),
+        evaluation_id: Some(f.evaluation_id.to_owned()),
+        data,
+        occurred_at: f.now,
+    });
+    match transition {
+        Transition::Advance { next, .. } => {
+            sqlx::query("UPDATE evaluations SET current_stage = $2, updated_at = $3 WHERE id = $1")
+                .bind(f.evaluation_id)
+                .bind(*next)
+                .bind(micros(f.now))
+                .execute(&mut *conn)
+                .await?;
+            start_stage(conn, chain, f, *next, next_notices, started).await?;
+            Ok(Status::Pending)
+        }
+        Transition::Conclude {
+            outcome, reason, ..
+        } => {
+            conclude(conn, chain, f, *outcome, reason).await?;
+            Ok(match outcome {
+                Outcome::Approved => Status::Approved,
+                Outcome::Rejected => Status::Rejected,
+                Outcome::Expired => Status::Expired,
+            })
+        }
+        Transition::Waiting { .. } => unreachable!("answered above"),
+    }
+}
+
 /// A stage whose deadline has passed, waiting to be expired or escalated.
 #[derive(Debug, Clone)]
 pub struct DueStage {
     pub tenant: Tenant,
     pub evaluation_id: String,
     pub stage: i64,
-    /// `reject` or `escalate`.
-    pub on_timeout: String,
+    pub on_timeout: OnTimeout,
 }
 
 impl Store {
@@ -719,10 +758,10 @@ impl Store {
         rows.iter()
             .map(|r| {
                 Ok(DueStage {
-                    tenant: Tenant::new(r.try_get(0)?),
-                    evaluation_id: r.try_get(1)?,
-                    stage: r.try_get(2)?,
-                    on_timeout: r.try_get(3)?,
+                    tenant: Tenant::new(r.try_get("workspace_id")?),
+                    evaluation_id: r.try_get("evaluation_id")?,
+                    stage: r.try_get("idx")?,
+                    on_timeout: on_timeout(&r.try_get::<String, _>("on_timeout")?),
                 })
             })
             .collect()
@@ -733,11 +772,11 @@ impl Store {
     pub async fn next_deadline(&self) -> Result<Option<DateTime<Utc>>> {
         let row = sqlx::query(
             "SELECT MIN(CASE WHEN sweep_after > expires_at THEN sweep_after ELSE expires_at END) \
-             FROM evaluation_stages WHERE status = 'waiting'",
+             AS next_at FROM evaluation_stages WHERE status = 'waiting'",
         )
         .fetch_one(&self.pool)
         .await?;
-        Ok(row.try_get::<Option<i64>, _>(0)?.map(from_micros))
+        Ok(row.try_get::<Option<i64>, _>("next_at")?.map(from_micros))
     }
 
     /// Puts off a due stage that failed to end: the sweep skips it until one minute after
@@ -760,7 +799,7 @@ impl Store {
             .bind(ws)
             .fetch_optional(&mut *tx)
             .await?
-            .map(|r| r.try_get(0))
+            .map(|r| r.try_get("sweep_failures"))
             .transpose()?
             .ok_or(StoreError::NotFound)?;
             let wait = Duration::minutes(1) * 2i32.pow(failures.clamp(1, 11) as u32 - 1);
@@ -778,7 +817,7 @@ impl Store {
                 actor: Actor::System,
                 evaluation_id: Some(due.evaluation_id.clone()),
                 data: json!({"stage": due.stage, "error": error, "failures": failures,
-                             "retry_at": crate::audit::timestamp_text(retry_at)}),
+                             "retry_at": crate::timestamp_text(retry_at)}),
                 occurred_at: now,
             });
             Ok(retry_at)
@@ -796,7 +835,6 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<bool> {
         let ws = due.tenant.workspace_id();
-        let at = micros(now);
         self.audited(&due.tenant, async |tx, chain| {
             let still_due = sqlx::query(
                 "SELECT e.webhook_url FROM evaluations e JOIN evaluation_stages s \
@@ -806,40 +844,14 @@ impl Store {
             )
             .bind(&due.evaluation_id)
             .bind(due.stage)
-            .bind(at)
+            .bind(micros(now))
             .fetch_optional(&mut *tx)
             .await?;
             let Some(row) = still_due else {
                 return Ok(false);
             };
-            let webhook_url: Option<String> = row.try_get(0)?;
-            let next = sqlx::query(
-                "SELECT name, timeout_secs FROM evaluation_stages WHERE evaluation_id = $1 AND idx = $2",
-            )
-            .bind(&due.evaluation_id)
-            .bind(due.stage + 1)
-            .fetch_optional(&mut *tx)
-            .await?;
-            sqlx::query(
-                "UPDATE evaluation_stages SET status = 'expired', decided_at = $3 \
-                 WHERE evaluation_id = $1 AND idx = $2",
-            )
-            .bind(&due.evaluation_id)
-            .bind(due.stage)
-            .bind(at)
-            .execute(&mut *tx)
-            .await?;
-            let event = |kind: EventKind, data: Value| NewAuditEvent {
-                kind,
-                actor: Actor::System,
-                evaluation_id: Some(due.evaluation_id.clone()),
-                data,
-                occurred_at: now,
-            };
-            chain.append(&event(
-                EventKind::StageExpired,
-                json!({"stage": due.stage, "on_timeout": due.on_timeout}),
-            ));
+            let webhook_url: Option<String> = row.try_get("webhook_url")?;
+            let state = stage_state(tx, &due.evaluation_id, due.stage).await?;
             let flow = Flow {
                 workspace_id: ws,
                 evaluation_id: &due.evaluation_id,
@@ -847,34 +859,18 @@ impl Store {
                 actor: Actor::System,
                 now,
             };
-            if next.is_some() && due.on_timeout == "escalate" {
-                let next_idx = due.stage + 1;
-                sqlx::query("UPDATE evaluations SET current_stage = $2, updated_at = $3 WHERE id = $1")
-                    .bind(&due.evaluation_id)
-                    .bind(next_idx)
-                    .bind(at)
-                    .execute(&mut *tx)
-                    .await?;
-                start_stage(
-                    tx,
-                    chain,
-                    &flow,
-                    next_idx,
-                    &next_notices,
-                    json!({"escalated": true}),
-                )
-                .await?;
-            } else {
-                sqlx::query(
-                    "UPDATE evaluations SET status = 'expired', reason = 'timeout', \
-                     current_stage = NULL, updated_at = $2 WHERE id = $1",
-                )
-                .bind(&due.evaluation_id)
-                .bind(at)
-                .execute(&mut *tx)
-                .await?;
-                conclude(tx, chain, &flow, Status::Expired, "timeout").await?;
-            }
+            let transition = approval::expire(&state);
+            let started = json!({"escalated": true});
+            apply(
+                tx,
+                chain,
+                &flow,
+                &state,
+                &transition,
+                &next_notices,
+                started,
+            )
+            .await?;
             Ok(true)
         })
         .await
@@ -914,16 +910,18 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         row.map(|r| {
-            let status: String = r.try_get(1)?;
+            let status: String = r.try_get("status")?;
             let status = Status::parse(&status)
                 .ok_or_else(|| StoreError::Corrupt(format!("evaluation status {status}")))?;
             let pending = status == Status::Pending;
             Ok(WaitingStage {
-                tenant: Tenant::new(r.try_get(0)?),
+                tenant: Tenant::new(r.try_get("workspace_id")?),
                 evaluation_id: evaluation_id.to_owned(),
                 status,
-                stage: r.try_get::<Option<i64>, _>(2)?.filter(|_| pending),
-                stage_name: r.try_get::<Option<String>, _>(3)?.filter(|_| pending),
+                stage: r
+                    .try_get::<Option<i64>, _>("current_stage")?
+                    .filter(|_| pending),
+                stage_name: r.try_get::<Option<String>, _>("name")?.filter(|_| pending),
             })
         })
         .transpose()
@@ -947,11 +945,11 @@ impl Store {
         self.audited(tenant, async |tx, chain| {
             let row = sqlx::query(
                 "SELECT (SELECT COUNT(*) FROM evaluations WHERE id = $1 AND workspace_id = $2 \
-                 AND status = 'pending' AND current_stage = $3), \
+                 AND status = 'pending' AND current_stage = $3) AS waiting, \
                  (SELECT COUNT(*) FROM approval_decisions WHERE evaluation_id = $1 \
-                 AND stage_idx = $3 AND approver = $4), \
+                 AND stage_idx = $3 AND approver = $4) AS decided, \
                  (SELECT COUNT(*) FROM approval_links WHERE evaluation_id = $1 \
-                 AND stage_idx = $3 AND approver = $4)",
+                 AND stage_idx = $3 AND approver = $4) AS links",
             )
             .bind(evaluation_id)
             .bind(ws)
@@ -959,8 +957,11 @@ impl Store {
             .bind(&link.approver)
             .fetch_one(&mut *tx)
             .await?;
-            let (waiting, decided, links): (i64, i64, i64) =
-                (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+            let (waiting, decided, links): (i64, i64, i64) = (
+                row.try_get("waiting")?,
+                row.try_get("decided")?,
+                row.try_get("links")?,
+            );
             if waiting == 0 || decided > 0 || links >= LINKS_PER_APPROVER {
                 return Ok(false);
             }

@@ -5,18 +5,13 @@
 //! or another, queue behind each other instead of forking the chain.
 
 use agentnexus_engine::canonical::{self, AuditFields, GENESIS_HASH};
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use sqlx::Row;
 
 use crate::exec::{Arg, Exec};
-use crate::{AuditEvent, NewAuditEvent, Result, Store, StoreError, Tenant};
+use crate::{AuditEvent, NewAuditEvent, Result, Store, StoreError, Tenant, timestamp_text};
 
 mod verify;
-
-/// How `occurred_at` is written in the hashed form and in the API.
-pub fn timestamp_text(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Micros, true)
-}
 
 /// A workspace's chain head, locked for the rest of the transaction.
 pub(crate) struct Chain {
@@ -107,9 +102,9 @@ impl Chain {
                 .ok_or(StoreError::NotFound)?;
             Ok(Chain::at(
                 workspace_id,
-                row.int(0)?,
-                row.text(1)?,
-                row.int(2)?,
+                row.int("seq")?,
+                row.text("hash")?,
+                row.int("indexed_seq")?,
             ))
         } else {
             Chain::lock(conn, workspace_id).await
@@ -127,9 +122,9 @@ impl Chain {
             .ok_or(StoreError::NotFound)?;
         Ok(Chain::at(
             workspace_id,
-            row.int(0)?,
-            row.text(1)?,
-            row.int(2)?,
+            row.int("seq")?,
+            row.text("hash")?,
+            row.int("indexed_seq")?,
         ))
     }
 
@@ -236,21 +231,21 @@ impl Chain {
     }
 }
 
-const EVENT_COLUMNS: &str =
+pub(crate) const EVENT_COLUMNS: &str =
     "seq, occurred_at, type, actor, evaluation_id, data, prev_hash, hash, workspace_id";
 
-fn event_from_row(row: &sqlx::any::AnyRow) -> Result<AuditEvent> {
-    let data: String = row.try_get(5)?;
+pub(crate) fn event_from_row(row: &sqlx::any::AnyRow) -> Result<AuditEvent> {
+    let data: String = row.try_get("data")?;
     Ok(AuditEvent {
-        workspace_id: row.try_get(8)?,
-        seq: row.try_get(0)?,
-        occurred_at: timestamp_text(crate::from_micros(row.try_get(1)?)),
-        kind: row.try_get(2)?,
-        actor: row.try_get(3)?,
-        evaluation_id: row.try_get(4)?,
+        workspace_id: row.try_get("workspace_id")?,
+        seq: row.try_get("seq")?,
+        occurred_at: timestamp_text(crate::from_micros(row.try_get("occurred_at")?)),
+        kind: row.try_get("type")?,
+        actor: row.try_get("actor")?,
+        evaluation_id: row.try_get("evaluation_id")?,
         data: serde_json::from_str(&data)?,
-        prev_hash: row.try_get(6)?,
-        hash: row.try_get(7)?,
+        prev_hash: row.try_get("prev_hash")?,
+        hash: row.try_get("hash")?,
     })
 }
 
@@ -296,29 +291,5 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(event_from_row).collect()
-    }
-
-    /// Every event of one evaluation, oldest first: its creation found by seq, the rest by
-    /// `audit_events_by_evaluation`.
-    pub async fn timeline(&self, tenant: &Tenant, evaluation_id: &str) -> Result<Vec<AuditEvent>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {EVENT_COLUMNS} FROM audit_events WHERE evaluation_id = $1 \
-             AND workspace_id = $2 AND type <> 'evaluation.created' \
-             UNION ALL SELECT {EVENT_COLUMNS} FROM audit_events WHERE workspace_id = $2 \
-             AND seq IN ({created}) AND evaluation_id = $1 AND type = 'evaluation.created'",
-            created = crate::listing::CREATED_SEQ,
-        ))
-        .bind(evaluation_id)
-        .bind(tenant.workspace_id())
-        .fetch_all(&self.pool)
-        .await?;
-        // Sorted here: asked to order by seq, SQLite walks the workspace's whole chain in seq
-        // order rather than use the index on evaluation_id.
-        let mut events = rows
-            .iter()
-            .map(event_from_row)
-            .collect::<Result<Vec<_>>>()?;
-        events.sort_unstable_by_key(|e| e.seq);
-        Ok(events)
     }
 }

@@ -32,9 +32,9 @@ impl Store {
         rows.iter()
             .map(|r| {
                 Ok(ChannelSettings {
-                    channel: r.try_get(0)?,
-                    sealed: r.try_get(1)?,
-                    updated_at: from_micros(r.try_get(2)?),
+                    channel: r.try_get("channel")?,
+                    sealed: r.try_get("settings")?,
+                    updated_at: from_micros(r.try_get("updated_at")?),
                 })
             })
             .collect()

@@ -1,17 +1,17 @@
 //! Evaluations: recorded through the group-commit writer, read back with their stages.
 
-use agentnexus_engine::{Channel, Effect, OnTimeout};
+use agentnexus_engine::Effect;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
 use sqlx::Row;
-use sqlx::any::AnyRow;
 
-use crate::audit::Chain;
+use crate::audit::{Chain, EVENT_COLUMNS, event_from_row};
 use crate::exec::{Arg, Exec};
 use crate::listing::{CREATED_SEQ, Indexed, Tracker};
+use crate::rows::{EVALUATION_COLUMNS, evaluation_from_row, event_columns, stage_from_row};
 use crate::{
-    Evaluation, NewEvaluation, Recorded, Result, StageRecord, Status, Store, StoreError, Tenant,
-    from_micros, micros,
+    AuditEvent, Evaluation, NewEvaluation, Recorded, Result, StageRecord, StageStatus, Status,
+    Store, Tenant, micros,
 };
 
 /// How long an idempotency key returns the first evaluation (SPEC §4).
@@ -62,7 +62,11 @@ impl<'a> Pending<'a> {
                     (&ev.reason).into(),
                     serde_json::to_string(&ev.matched_rules)?.into(),
                     serde_json::to_string(&ev.errors)?.into(),
-                    ev.approval.as_ref().map(Value::to_string).into(),
+                    ev.approval
+                        .as_ref()
+                        .map(serde_json::to_string)
+                        .transpose()?
+                        .into(),
                     (!ev.stages.is_empty()).then_some(0i64).into(),
                     serde_json::to_string(&ev.policy_versions)?.into(),
                     (&ev.proposal_hash).into(),
@@ -88,8 +92,8 @@ impl<'a> Pending<'a> {
                         stage.required.into(),
                         serde_json::to_string(&stage.channels)?.into(),
                         stage.timeout_secs.into(),
-                        (&stage.on_timeout).into(),
-                        (&stage.status).into(),
+                        stage.on_timeout.as_str().into(),
+                        stage.status.as_str().into(),
                         stage.started_at.map(micros).into(),
                         stage.expires_at.map(micros).into(),
                     ],
@@ -138,8 +142,8 @@ pub(crate) async fn insert<'a>(
             .await?;
         let args = [ws.into(), key.into(), (&ev.id).into(), now.into()];
         match existing {
-            Some(row) if row.int(1)? > micros(ev.created_at - IDEMPOTENCY_WINDOW) => {
-                return Ok(Recorded::Existing(row.text(0)?));
+            Some(row) if row.int("created_at")? > micros(ev.created_at - IDEMPOTENCY_WINDOW) => {
+                return Ok(Recorded::Existing(row.text("evaluation_id")?));
             }
             Some(_) => {
                 conn.execute(
@@ -173,8 +177,8 @@ pub(crate) async fn insert<'a>(
         if let Some(link) = &notice.link {
             pending.links.push((ev, link));
         }
-        for (kind, payload) in &notice.messages {
-            crate::jobs::enqueue(conn, ws, *kind, Some(&ev.id), payload, ev.created_at).await?;
+        for message in &notice.messages {
+            crate::jobs::enqueue(conn, ws, Some(&ev.id), message, ev.created_at).await?;
         }
     }
 
@@ -197,9 +201,8 @@ pub(crate) async fn insert<'a>(
         cost: p.cost_cents,
         occurred_at: micros(ev.created_at),
     });
-    if let Some(payload) = crate::jobs::first_webhook(ev) {
-        let kind = crate::jobs::JobKind::Webhook;
-        crate::jobs::enqueue(conn, ws, kind, Some(&ev.id), &payload, ev.created_at).await?;
+    if let Some(message) = crate::jobs::first_webhook(ev) {
+        crate::jobs::enqueue(conn, ws, Some(&ev.id), &message, ev.created_at).await?;
     }
     Ok(Recorded::Created)
 }
@@ -219,19 +222,23 @@ impl NewEvaluation {
             write_str(out, key);
             out.push(b':');
         };
+        // An object of three text fields, given in key order.
+        let object = |out: &mut Vec<u8>, fields: [(&str, &str); 3]| {
+            for (j, (name, value)) in fields.into_iter().enumerate() {
+                out.push(if j == 0 { b'{' } else { b',' });
+                write_str(out, name);
+                out.push(b':');
+                write_str(out, value);
+            }
+            out.push(b'}');
+        };
         let rules = |out: &mut Vec<u8>, rules: &mut dyn Iterator<Item = [(&str, &str); 3]>| {
             out.push(b'[');
             for (i, fields) in rules.enumerate() {
                 if i > 0 {
                     out.push(b',');
                 }
-                for (j, (name, value)) in fields.into_iter().enumerate() {
-                    out.push(if j == 0 { b'{' } else { b',' });
-                    write_str(out, name);
-                    out.push(b':');
-                    write_str(out, value);
-                }
-                out.push(b'}');
+                object(out, fields);
             }
             out.push(b']');
         };
@@ -243,7 +250,12 @@ impl NewEvaluation {
         write_i64(&mut out, p.amount_cents);
         if let Some(a) = &self.approval {
             key(&mut out, "approval");
-            write(&mut out, a);
+            let fields = [
+                ("policy", a.policy.as_str()),
+                ("rule", a.rule.as_str()),
+                ("tier", a.tier.as_str()),
+            ];
+            object(&mut out, fields);
         }
         key(&mut out, "context");
         write(&mut out, &p.context);
@@ -316,21 +328,18 @@ impl NewEvaluation {
                     name: stage.name.clone(),
                     approvers: stage.approvers.clone(),
                     required: i64::from(stage.required),
-                    channels: stage
-                        .channels
-                        .iter()
-                        .map(|c| channel_name(*c).to_owned())
-                        .collect(),
+                    channels: stage.channels.clone(),
                     timeout_secs: timeout,
-                    on_timeout: match stage.on_timeout {
-                        OnTimeout::Reject => "reject".into(),
-                        OnTimeout::Escalate => "escalate".into(),
+                    on_timeout: stage.on_timeout,
+                    status: if first {
+                        StageStatus::Waiting
+                    } else {
+                        StageStatus::Queued
                     },
-                    status: if first { "waiting" } else { "queued" }.into(),
                     started_at: first.then_some(self.created_at),
                     expires_at: timeout
                         .filter(|_| first)
-                        .and_then(|t| crate::approvals::deadline(self.created_at, t).ok()),
+                        .and_then(|t| agentnexus_engine::approval::deadline(self.created_at, t)),
                     decided_at: None,
                 }
             })
@@ -370,142 +379,6 @@ impl NewEvaluation {
     }
 }
 
-fn channel_name(c: Channel) -> &'static str {
-    match c {
-        Channel::Email => "email",
-        Channel::Slack => "slack",
-        Channel::Teams => "teams",
-    }
-}
-
-/// The UTC day an amount is attributed to.
-pub(crate) fn day(t: DateTime<Utc>) -> String {
-    // `%Y-%m-%d`, without parsing a format string for every evaluation a catch-up adds up.
-    t.date_naive().to_string()
-}
-
-pub(crate) const EVALUATION_COLUMNS: &str = "id, agent_id, action, resource, amount_cents, cost_cents, \
-    params, context, trace, idempotency_key, webhook_url, decision, status, reason, \
-    matched_rules, errors, approval, current_stage, policy_versions, proposal_hash, key_id, \
-    created_at, updated_at";
-
-/// A field of an `evaluation.created` event (aliased `a`) as SQL: text (`->>`), a number
-/// (`->>`, as BIGINT) or JSON text (`->`); absent or JSON null, it is NULL (`->` gives `null`).
-pub(crate) fn event_field(sqlite: bool, kind: Field, key: &str) -> String {
-    match (sqlite, kind) {
-        (true, Field::Text | Field::Int) => format!("a.data ->> '{key}'"),
-        (true, Field::Json) => format!("a.data -> '{key}'"),
-        (false, Field::Text) => format!("(a.data::json ->> '{key}')"),
-        (false, Field::Int) => format!("(a.data::json ->> '{key}')::bigint"),
-        (false, Field::Json) => format!("(a.data::json -> '{key}')::text"),
-    }
-}
-
-#[derive(Clone, Copy)]
-pub(crate) enum Field {
-    Text,
-    Int,
-    Json,
-}
-
-/// `EVALUATION_COLUMNS` read from an evaluation's `evaluation.created` event (aliased `a`):
-/// how an evaluation final at once, which has no row (see `insert`), is read.
-pub(crate) fn event_columns(sqlite: bool) -> String {
-    use Field::{Int, Json, Text};
-    let f = |kind, key| event_field(sqlite, kind, key);
-    let or = |kind, key, default| format!("COALESCE({}, '{default}')", f(kind, key));
-    [
-        "a.evaluation_id".to_owned(),
-        f(Text, "agent_id"),
-        f(Text, "action"),
-        f(Text, "resource"),
-        f(Int, "amount_cents"),
-        f(Int, "cost_cents"),
-        or(Json, "params", "{}"),
-        or(Json, "context", "{}"),
-        f(Json, "trace"),
-        f(Text, "idempotency_key"),
-        f(Text, "webhook_url"),
-        f(Text, "decision"),
-        f(Text, "status"),
-        f(Text, "reason"),
-        f(Json, "matched_rules"),
-        or(Json, "errors", "[]"),
-        f(Json, "approval"),
-        "CAST(NULL AS BIGINT)".to_owned(),
-        f(Json, "policy_versions"),
-        f(Text, "proposal_hash"),
-        "CASE WHEN a.actor LIKE 'key:%' THEN substr(a.actor, 5) END".to_owned(),
-        "a.occurred_at".to_owned(),
-        "a.occurred_at".to_owned(),
-    ]
-    .join(", ")
-}
-
-fn json_column(row: &AnyRow, i: usize) -> Result<Value> {
-    let text: String = row.try_get(i)?;
-    Ok(serde_json::from_str(&text)?)
-}
-
-fn optional_json(row: &AnyRow, i: usize) -> Result<Option<Value>> {
-    let text: Option<String> = row.try_get(i)?;
-    Ok(text.map(|t| serde_json::from_str(&t)).transpose()?)
-}
-
-pub(crate) fn evaluation_from_row(row: &AnyRow) -> Result<Evaluation> {
-    let decision: String = row.try_get(11)?;
-    let status: String = row.try_get(12)?;
-    Ok(Evaluation {
-        id: row.try_get(0)?,
-        agent_id: row.try_get(1)?,
-        action: row.try_get(2)?,
-        resource: row.try_get(3)?,
-        amount_cents: row.try_get(4)?,
-        cost_cents: row.try_get(5)?,
-        params: json_column(row, 6)?,
-        context: json_column(row, 7)?,
-        trace: optional_json(row, 8)?,
-        idempotency_key: row.try_get(9)?,
-        webhook_url: row.try_get(10)?,
-        decision: serde_json::from_value::<Effect>(Value::String(decision))?,
-        status: Status::parse(&status)
-            .ok_or_else(|| StoreError::Corrupt(format!("status {status}")))?,
-        reason: row.try_get(13)?,
-        matched_rules: json_column(row, 14)?,
-        errors: json_column(row, 15)?,
-        approval: optional_json(row, 16)?,
-        current_stage: row.try_get(17)?,
-        policy_versions: json_column(row, 18)?,
-        proposal_hash: row.try_get(19)?,
-        key_id: row.try_get(20)?,
-        created_at: from_micros(row.try_get(21)?),
-        updated_at: from_micros(row.try_get(22)?),
-        stages: Vec::new(),
-        decisions: Vec::new(),
-    })
-}
-
-fn stage_from_row(row: &AnyRow) -> Result<StageRecord> {
-    let approvers: String = row.try_get(2)?;
-    let channels: String = row.try_get(4)?;
-    let time = |i| -> Result<Option<DateTime<Utc>>> {
-        Ok(row.try_get::<Option<i64>, _>(i)?.map(from_micros))
-    };
-    Ok(StageRecord {
-        index: row.try_get(0)?,
-        name: row.try_get(1)?,
-        approvers: serde_json::from_str(&approvers)?,
-        required: row.try_get(3)?,
-        channels: serde_json::from_str(&channels)?,
-        timeout_secs: row.try_get(5)?,
-        on_timeout: row.try_get(6)?,
-        status: row.try_get(7)?,
-        started_at: time(8)?,
-        expires_at: time(9)?,
-        decided_at: time(10)?,
-    })
-}
-
 impl Store {
     /// Records an evaluation and its audit event durably (group commit), or finds the
     /// evaluation its idempotency key already names.
@@ -529,7 +402,7 @@ impl Store {
         .bind(micros(now - IDEMPOTENCY_WINDOW))
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|r| r.try_get(0)).transpose()?)
+        Ok(row.map(|r| r.try_get("evaluation_id")).transpose()?)
     }
 
     /// One evaluation of this workspace, with its stages.
@@ -562,6 +435,30 @@ impl Store {
         }
         Ok(Some(ev))
     }
+
+    /// Every event of one evaluation, oldest first: its creation found by seq, the rest by
+    /// `audit_events_by_evaluation`.
+    pub async fn timeline(&self, tenant: &Tenant, evaluation_id: &str) -> Result<Vec<AuditEvent>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM audit_events WHERE evaluation_id = $1 \
+             AND workspace_id = $2 AND type <> 'evaluation.created' \
+             UNION ALL SELECT {EVENT_COLUMNS} FROM audit_events WHERE workspace_id = $2 \
+             AND seq IN ({created}) AND evaluation_id = $1 AND type = 'evaluation.created'",
+            created = CREATED_SEQ,
+        ))
+        .bind(evaluation_id)
+        .bind(tenant.workspace_id())
+        .fetch_all(&self.pool)
+        .await?;
+        // Sorted here: asked to order by seq, SQLite walks the workspace's whole chain in seq
+        // order rather than use the index on evaluation_id.
+        let mut events = rows
+            .iter()
+            .map(event_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        events.sort_unstable_by_key(|e| e.seq);
+        Ok(events)
+    }
 }
 
 #[cfg(test)]
@@ -590,7 +487,7 @@ mod tests {
             extra.insert("errors".into(), json!(ev.errors));
         }
         for (k, v) in [
-            ("approval", ev.approval.clone()),
+            ("approval", ev.approval.as_ref().map(|a| json!(a))),
             ("trace", ev.trace.clone()),
             (
                 "idempotency_key",
@@ -649,7 +546,11 @@ mod tests {
         full.trace = Some(json!({"span": "s1", "b": [true]}));
         full.idempotency_key = Some("k-1".into());
         full.webhook_url = Some("https://example.com/hook?a=1&b=é".into());
-        full.approval = Some(json!({"tier": "critical", "policy": "p", "rule": "r"}));
+        full.approval = Some(crate::ApprovalRule {
+            tier: agentnexus_engine::Tier::Critical,
+            policy: "p\"é".into(),
+            rule: "r[0]".into(),
+        });
         full.matched_rules = vec![
             MatchedRule {
                 policy: "p".into(),

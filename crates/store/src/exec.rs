@@ -71,27 +71,42 @@ pub(crate) enum Cell {
     Null,
 }
 
+/// A row read back, its columns found by name (a few per row: a scan beats a map).
 #[derive(Debug)]
-pub(crate) struct Cells(Vec<Cell>);
+pub(crate) struct Cells {
+    /// The statement's column names, shared by its rows.
+    names: std::sync::Arc<[String]>,
+    cells: Vec<Cell>,
+}
 
 impl Cells {
-    pub(crate) fn int(&self, i: usize) -> Result<i64> {
-        match self.0.get(i) {
+    fn get(&self, name: &str) -> Option<&Cell> {
+        let i = self.names.iter().position(|n| n == name)?;
+        self.cells.get(i)
+    }
+
+    pub(crate) fn int(&self, name: &str) -> Result<i64> {
+        match self.get(name) {
             Some(Cell::Int(v)) => Ok(*v),
             other => Err(StoreError::Corrupt(format!(
-                "column {i}: {other:?}, not an integer"
+                "column {name}: {other:?}, not an integer"
             ))),
         }
     }
 
-    pub(crate) fn text(&self, i: usize) -> Result<String> {
-        match self.0.get(i) {
+    pub(crate) fn text(&self, name: &str) -> Result<String> {
+        match self.get(name) {
             Some(Cell::Text(v)) => Ok(v.clone()),
             other => Err(StoreError::Corrupt(format!(
-                "column {i}: {other:?}, not text"
+                "column {name}: {other:?}, not text"
             ))),
         }
     }
+}
+
+fn names_of(row: &sqlx::any::AnyRow) -> std::sync::Arc<[String]> {
+    use sqlx::Column;
+    row.columns().iter().map(|c| c.name().to_owned()).collect()
 }
 
 /// A connection inside a transaction that the writer's statements run on.
@@ -147,18 +162,22 @@ impl Exec for AnyConnection {
         let row = bind_all(sqlx::query(sql), args)
             .fetch_optional(&mut *self)
             .await?;
-        row.as_ref().map(any_cells).transpose()
+        row.as_ref().map(|r| any_cells(r, names_of(r))).transpose()
     }
 
     async fn fetch_all(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<Vec<Cells>> {
         let rows = bind_all(sqlx::query(sql), args)
             .fetch_all(&mut *self)
             .await?;
-        rows.iter().map(any_cells).collect()
+        let Some(first) = rows.first() else {
+            return Ok(Vec::new());
+        };
+        let names = names_of(first);
+        rows.iter().map(|r| any_cells(r, names.clone())).collect()
     }
 }
 
-fn any_cells(row: &sqlx::any::AnyRow) -> Result<Cells> {
+fn any_cells(row: &sqlx::any::AnyRow, names: std::sync::Arc<[String]>) -> Result<Cells> {
     let cells = (0..row.len())
         .map(|i| {
             if let Ok(v) = row.try_get::<Option<i64>, _>(i) {
@@ -169,7 +188,7 @@ fn any_cells(row: &sqlx::any::AnyRow) -> Result<Cells> {
             }
         })
         .collect::<Result<_>>()?;
-    Ok(Cells(cells))
+    Ok(Cells { names, cells })
 }
 
 impl Exec for sqlx::Transaction<'_, sqlx::Any> {
@@ -236,27 +255,31 @@ impl Exec for rusqlite::Connection {
     async fn fetch_optional(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<Option<Cells>> {
         let mut stmt = self.prepare_cached(sql)?;
         bind_rusqlite(&mut stmt, args)?;
-        let columns = stmt.column_count();
+        let names = rusqlite_names(&stmt);
         let mut rows = stmt.raw_query();
         let row = rows.next()?;
-        row.map(|row| rusqlite_cells(row, columns)).transpose()
+        row.map(|row| rusqlite_cells(row, names)).transpose()
     }
 
     async fn fetch_all(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<Vec<Cells>> {
         let mut stmt = self.prepare_cached(sql)?;
         bind_rusqlite(&mut stmt, args)?;
-        let columns = stmt.column_count();
+        let names = rusqlite_names(&stmt);
         let mut rows = stmt.raw_query();
         let mut all = Vec::new();
         while let Some(row) = rows.next()? {
-            all.push(rusqlite_cells(row, columns)?);
+            all.push(rusqlite_cells(row, names.clone())?);
         }
         Ok(all)
     }
 }
 
-fn rusqlite_cells(row: &rusqlite::Row<'_>, columns: usize) -> Result<Cells> {
-    let cells = (0..columns)
+fn rusqlite_names(stmt: &rusqlite::CachedStatement<'_>) -> std::sync::Arc<[String]> {
+    stmt.column_names().into_iter().map(str::to_owned).collect()
+}
+
+fn rusqlite_cells(row: &rusqlite::Row<'_>, names: std::sync::Arc<[String]>) -> Result<Cells> {
+    let cells = (0..names.len())
         .map(|i| {
             Ok(match row.get_ref(i)? {
                 rusqlite::types::ValueRef::Integer(v) => Cell::Int(v),
@@ -273,5 +296,5 @@ fn rusqlite_cells(row: &rusqlite::Row<'_>, columns: usize) -> Result<Cells> {
             })
         })
         .collect::<Result<_>>()?;
-    Ok(Cells(cells))
+    Ok(Cells { names, cells })
 }

@@ -9,55 +9,11 @@ use serde_json::{Value, json};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use crate::audit::{Chain, timestamp_text};
+use crate::audit::Chain;
 use crate::{
-    Actor, Backend, EventKind, NewAuditEvent, NewEvaluation, Result, Status, Store, StoreError,
-    Tenant, from_micros, micros, new_id,
+    Actor, Backend, EventKind, JobKind, Message, NewAuditEvent, NewEvaluation, Result, Status,
+    Store, StoreError, Tenant, WebhookEvent, from_micros, micros, new_id, timestamp_text,
 };
-
-/// What a job does when it runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JobKind {
-    /// POST an event to an integrator's `webhook_url` (SPEC §6).
-    Webhook,
-    /// Send an e-mail (secure links and one-time codes) over SMTP (SPEC §5).
-    Email,
-    /// Post an approval request to Slack: a direct message, or a channel's webhook.
-    Slack,
-    /// Post an approval request to a Microsoft Teams channel's webhook.
-    Teams,
-}
-
-impl JobKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobKind::Webhook => "webhook",
-            JobKind::Email => "email",
-            JobKind::Slack => "slack",
-            JobKind::Teams => "teams",
-        }
-    }
-
-    fn parse(s: &str) -> Option<JobKind> {
-        match s {
-            "webhook" => Some(JobKind::Webhook),
-            "email" => Some(JobKind::Email),
-            "slack" => Some(JobKind::Slack),
-            "teams" => Some(JobKind::Teams),
-            _ => None,
-        }
-    }
-
-    /// The audit event every attempt writes.
-    fn attempted_event(self) -> EventKind {
-        match self {
-            JobKind::Webhook => EventKind::WebhookAttempted,
-            JobKind::Email => EventKind::EmailAttempted,
-            JobKind::Slack => EventKind::SlackAttempted,
-            JobKind::Teams => EventKind::TeamsAttempted,
-        }
-    }
-}
 
 /// A claimed job, held under a lease by one worker.
 #[derive(Debug, Clone)]
@@ -66,7 +22,7 @@ pub struct Job {
     pub tenant: Tenant,
     pub kind: JobKind,
     pub evaluation_id: Option<String>,
-    pub payload: Value,
+    pub message: Message,
     /// Attempts so far, this one included.
     pub attempts: i64,
     pub created_at: DateTime<Utc>,
@@ -93,12 +49,11 @@ pub enum Next {
     Dead,
 }
 
-/// A job as an integrator sees it: its event and every attempt.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// A job as an integrator sees it: what it carries and every attempt.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Delivery {
     pub id: String,
-    pub kind: &'static str,
-    pub payload: Value,
+    pub message: Message,
     /// `queued`, `running`, `done` or `dead`.
     pub status: String,
     pub next_attempt_at: Option<String>,
@@ -184,9 +139,8 @@ async fn finish(
 pub(crate) async fn enqueue(
     conn: &mut impl crate::exec::Exec,
     workspace_id: &str,
-    kind: JobKind,
     evaluation_id: Option<&str>,
-    payload: &Value,
+    message: &Message,
     now: DateTime<Utc>,
 ) -> Result<String> {
     let id = new_id("msg");
@@ -196,9 +150,9 @@ pub(crate) async fn enqueue(
         &[
             (&id).into(),
             workspace_id.into(),
-            kind.as_str().into(),
+            message.kind().as_str().into(),
             evaluation_id.into(),
-            payload.to_string().into(),
+            serde_json::to_string(message)?.into(),
             micros(now).into(),
         ],
     )
@@ -206,73 +160,51 @@ pub(crate) async fn enqueue(
     Ok(id)
 }
 
-/// `approval_required` (SPEC §6): a human stage started waiting.
-pub(crate) fn approval_required(
-    evaluation_id: &str,
-    index: i64,
-    name: &str,
-    expires_at: Option<DateTime<Utc>>,
-    at: DateTime<Utc>,
-) -> Value {
-    json!({
-        "event": "approval_required",
-        "evaluation_id": evaluation_id,
-        "status": Status::Pending,
-        "stage": {"index": index, "name": name, "expires_at": expires_at.map(timestamp_text)},
-        "occurred_at": timestamp_text(at),
-    })
-}
-
-/// `terminal_outcome` (SPEC §6): the evaluation is final.
-pub(crate) fn terminal_outcome(
-    evaluation_id: &str,
-    status: Status,
-    reason: &str,
-    decisions: Value,
-    at: DateTime<Utc>,
-) -> Value {
-    json!({
-        "event": "terminal_outcome",
-        "evaluation_id": evaluation_id,
-        "status": status,
-        "reason": reason,
-        "decisions": decisions,
-        "occurred_at": timestamp_text(at),
-    })
-}
-
 /// The webhook a new evaluation sends, if it names a `webhook_url`: `approval_required` when
 /// a human stage starts waiting, else `terminal_outcome` (an immediate allow or deny).
-pub(crate) fn first_webhook(ev: &NewEvaluation) -> Option<Value> {
+pub(crate) fn first_webhook(ev: &NewEvaluation) -> Option<Message> {
     let url = ev.webhook_url.as_ref()?;
     let status = Status::initial(ev.decision);
-    let body = match (status, ev.stage_records().into_iter().next()) {
-        (Status::Pending, Some(stage)) => approval_required(
+    let event = match (status, ev.stage_records().into_iter().next()) {
+        (Status::Pending, Some(stage)) => WebhookEvent::approval_required(
             &ev.id,
             stage.index,
             &stage.name,
             stage.expires_at,
             ev.created_at,
         ),
-        _ => terminal_outcome(&ev.id, status, &ev.reason, json!([]), ev.created_at),
+        _ => WebhookEvent::TerminalOutcome {
+            evaluation_id: ev.id.clone(),
+            status,
+            reason: ev.reason.clone(),
+            decisions: Vec::new(),
+            occurred_at: ev.created_at,
+        },
     };
-    Some(json!({"url": url, "body": body}))
+    Some(Message::Webhook {
+        url: url.clone(),
+        event,
+    })
 }
 
 const JOB_COLUMNS: &str = "id, workspace_id, kind, evaluation_id, payload, attempts, created_at";
 
+fn job_kind(row: &AnyRow) -> Result<JobKind> {
+    let kind: String = row.try_get("kind")?;
+    JobKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("job kind {kind}")))
+}
+
 fn job_from_row(row: &AnyRow) -> Result<Job> {
-    let kind: String = row.try_get(2)?;
-    let payload: String = row.try_get(4)?;
+    let kind = job_kind(row)?;
+    let payload: String = row.try_get("payload")?;
     Ok(Job {
-        id: row.try_get(0)?,
-        tenant: Tenant::new(row.try_get(1)?),
-        kind: JobKind::parse(&kind)
-            .ok_or_else(|| StoreError::Corrupt(format!("job kind {kind}")))?,
-        evaluation_id: row.try_get(3)?,
-        payload: serde_json::from_str(&payload)?,
-        attempts: row.try_get(5)?,
-        created_at: from_micros(row.try_get(6)?),
+        id: row.try_get("id")?,
+        tenant: Tenant::new(row.try_get("workspace_id")?),
+        kind,
+        evaluation_id: row.try_get("evaluation_id")?,
+        message: Message::from_stored(kind, &payload)?,
+        attempts: row.try_get("attempts")?,
+        created_at: from_micros(row.try_get("created_at")?),
     })
 }
 
@@ -326,7 +258,27 @@ impl Store {
             .bind(i64::from(per_workspace.max(1)))
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(job_from_row).collect()
+        let mut jobs = Vec::with_capacity(rows.len());
+        for row in &rows {
+            match job_from_row(row) {
+                Ok(job) => jobs.push(job),
+                // One job that cannot be read must not hold up the queue: it is given up,
+                // saying why, and the others run.
+                Err(e) => {
+                    let id: String = row.try_get("id")?;
+                    tracing::error!(job = %id, error = %e, "a job cannot be read; it is given up");
+                    sqlx::query(
+                        "UPDATE jobs SET status = 'dead', lease_until = NULL, locked_by = NULL, \
+                         last_error = $2 WHERE id = $1",
+                    )
+                    .bind(&id)
+                    .bind(format!("the job cannot be read: {e}"))
+                    .execute(&self.pool)
+                    .await?;
+                }
+            }
+        }
+        Ok(jobs)
     }
 
     /// The workspaces with at least `limit` jobs not yet ended (queued or running): those may
@@ -340,7 +292,7 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|r| Ok(Tenant::new(r.try_get(0)?)))
+            .map(|r| Ok(Tenant::new(r.try_get("workspace_id")?)))
             .collect()
     }
 
@@ -373,12 +325,13 @@ impl Store {
     /// When the next job falls due (a queued job's time, or a running job's lease end).
     pub async fn next_job_at(&self) -> Result<Option<DateTime<Utc>>> {
         let row = sqlx::query(
-            "SELECT MIN(t) FROM (SELECT MIN(next_attempt_at) AS t FROM jobs WHERE status = 'queued' \
-             UNION ALL SELECT MIN(lease_until) AS t FROM jobs WHERE status = 'running') due",
+            "SELECT MIN(t) AS next_at FROM (SELECT MIN(next_attempt_at) AS t FROM jobs \
+             WHERE status = 'queued' UNION ALL SELECT MIN(lease_until) AS t FROM jobs \
+             WHERE status = 'running') due",
         )
         .fetch_one(&self.pool)
         .await?;
-        Ok(row.try_get::<Option<i64>, _>(0)?.map(from_micros))
+        Ok(row.try_get::<Option<i64>, _>("next_at")?.map(from_micros))
     }
 
     /// Every job of an evaluation with its attempts, oldest first.
@@ -393,10 +346,9 @@ impl Store {
         .await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
-            let id: String = row.try_get(0)?;
-            let kind: String = row.try_get(1)?;
-            let payload: String = row.try_get(2)?;
-            let status: String = row.try_get(3)?;
+            let id: String = row.try_get("id")?;
+            let payload: String = row.try_get("payload")?;
+            let status: String = row.try_get("status")?;
             let attempts = sqlx::query(
                 "SELECT attempt, attempted_at, status_code, latency_ms, error, response_body \
                  FROM delivery_attempts WHERE job_id = $1 ORDER BY attempt",
@@ -407,28 +359,27 @@ impl Store {
             .iter()
             .map(|a| {
                 Ok(Attempt {
-                    attempt: a.try_get(0)?,
-                    attempted_at: timestamp_text(from_micros(a.try_get(1)?)),
+                    attempt: a.try_get("attempt")?,
+                    attempted_at: timestamp_text(from_micros(a.try_get("attempted_at")?)),
                     status_code: a
-                        .try_get::<Option<i64>, _>(2)?
+                        .try_get::<Option<i64>, _>("status_code")?
                         .and_then(|c| u16::try_from(c).ok()),
-                    latency_ms: a.try_get(3)?,
-                    error: a.try_get(4)?,
-                    response_body: a.try_get(5)?,
+                    latency_ms: a.try_get("latency_ms")?,
+                    error: a.try_get("error")?,
+                    response_body: a.try_get("response_body")?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
             out.push(Delivery {
-                kind: JobKind::parse(&kind).map_or("unknown", JobKind::as_str),
-                payload: serde_json::from_str(&payload)?,
+                message: Message::from_stored(job_kind(row)?, &payload)?,
                 next_attempt_at: (status == "queued")
                     .then(|| {
-                        row.try_get::<i64, _>(4)
+                        row.try_get::<i64, _>("next_attempt_at")
                             .map(|t| timestamp_text(from_micros(t)))
                     })
                     .transpose()?,
                 status,
-                created_at: timestamp_text(from_micros(row.try_get(5)?)),
+                created_at: timestamp_text(from_micros(row.try_get("created_at")?)),
                 id,
                 attempts,
             });
@@ -438,11 +389,12 @@ impl Store {
 
     /// Counts of jobs by status, for tests and metrics.
     pub async fn job_counts(&self) -> Result<Vec<(String, i64)>> {
-        let rows = sqlx::query("SELECT status, COUNT(*) FROM jobs GROUP BY status ORDER BY status")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status ORDER BY status")
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .map(|r| Ok((r.try_get("status")?, r.try_get("n")?)))
             .collect()
     }
 }
@@ -457,7 +409,7 @@ impl Store {
         .bind(tenant.workspace_id())
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|r| r.try_get(0)).transpose()?)
+        Ok(row.map(|r| r.try_get("secret")).transpose()?)
     }
 
     /// Every secret that signs now: the current one and those rotated less than their grace
@@ -475,7 +427,7 @@ impl Store {
         .bind(micros(now))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+        rows.iter().map(|r| Ok(r.try_get("secret")?)).collect()
     }
 
     /// Stores a first secret unless one exists; answers the current one's ciphertext.

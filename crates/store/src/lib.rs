@@ -19,6 +19,7 @@ mod members;
 mod migrations;
 mod model;
 mod policies;
+mod rows;
 mod sealed;
 pub use policies::PolicyChange;
 pub use workspaces::{NewOwner, key_hash};
@@ -30,7 +31,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 use tokio::sync::Notify;
@@ -39,15 +40,19 @@ pub use approvals::{
     CODES_PER_LINK, CodeSent, Decide, DecideOutcome, Decided, DueStage, LINKS_PER_APPROVER, Link,
     WRONG_CODES_PER_LINK, WaitingStage, normalize_email,
 };
-pub use audit::timestamp_text;
 pub use channels::ChannelSettings;
-pub use jobs::{Attempt, Delivery, Finished, Job, JobKind, Next};
+pub use jobs::{Attempt, Delivery, Finished, Job, Next};
 pub use members::{EmptyStage, NewMember};
 pub use model::*;
 pub use sealed::{LegacySealed, SealedAt};
 pub use writer::WriterConfig;
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// How `occurred_at` is written in the hashed form and in the API.
+pub fn timestamp_text(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

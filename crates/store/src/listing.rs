@@ -11,10 +11,8 @@ use chrono::{DateTime, Datelike, Utc};
 use sqlx::Row;
 
 use crate::audit::{Chain, insert_rows};
-use crate::evaluations::{
-    EVALUATION_COLUMNS, Field, day, evaluation_from_row, event_columns, event_field,
-};
 use crate::exec::{Arg, Exec};
+use crate::rows::{EVALUATION_COLUMNS, Field, evaluation_from_row, event_columns, event_field};
 use agentnexus_engine::Spend;
 
 use crate::{Evaluation, EvaluationFilter, Result, Status, Store, Tenant, micros};
@@ -23,6 +21,12 @@ use crate::{Evaluation, EvaluationFilter, Result, Status, Store, Tenant, micros}
 /// Every commit used to write an index leaf per distinct agent and status; caught up in bulk,
 /// a leaf takes many entries at once. Lists read at most this many tail events besides.
 pub(crate) const INDEX_EVERY: i64 = 128;
+
+/// The UTC day an amount is attributed to.
+pub(crate) fn day(t: DateTime<Utc>) -> String {
+    // `%Y-%m-%d`, without parsing a format string for every evaluation a catch-up adds up.
+    t.date_naive().to_string()
+}
 
 /// What the list index and cost attribution need of one evaluation.
 pub(crate) struct Indexed {
@@ -137,7 +141,7 @@ async fn catch_up(conn: &mut impl Exec, chain: &Chain, tracker: &mut Tracker) ->
     let mut costs = std::collections::BTreeMap::<(&str, String), (i64, i64)>::new();
     let mut facets = std::collections::BTreeMap::<String, (&str, &str)>::new();
     for e in &rows {
-        let day = crate::evaluations::day(crate::from_micros(e.occurred_at));
+        let day = day(crate::from_micros(e.occurred_at));
         let cost = costs.entry((&e.agent, day)).or_default();
         cost.0 += e.cost;
         cost.1 += 1;
@@ -196,7 +200,6 @@ async fn catch_up(conn: &mut impl Exec, chain: &Chain, tracker: &mut Tracker) ->
 
 /// Every evaluation created in a workspace past `indexed`, read back from the chain.
 async fn read_back(conn: &mut impl Exec, workspace_id: &str, indexed: i64) -> Result<Vec<Indexed>> {
-    use crate::evaluations::{Field, event_field};
     let sqlite = conn.is_sqlite();
     let agent = event_field(sqlite, Field::Text, "agent_id");
     let status = event_field(sqlite, Field::Text, "status");
@@ -204,8 +207,9 @@ async fn read_back(conn: &mut impl Exec, workspace_id: &str, indexed: i64) -> Re
     let rows = conn
         .fetch_all(
             &format!(
-                "SELECT a.evaluation_id, COALESCE(e.agent_id, {agent}), \
-                     COALESCE(e.status, {status}), {cost}, a.occurred_at, a.seq \
+                "SELECT a.evaluation_id, COALESCE(e.agent_id, {agent}) AS agent_id, \
+                 COALESCE(e.status, {status}) AS status, {cost} AS cost_cents, a.occurred_at, \
+                 a.seq \
                      FROM audit_events a LEFT JOIN evaluations e ON e.id = a.evaluation_id \
                      WHERE a.workspace_id = $1 AND a.seq > $2 AND a.type = 'evaluation.created'"
             ),
@@ -215,12 +219,12 @@ async fn read_back(conn: &mut impl Exec, workspace_id: &str, indexed: i64) -> Re
     rows.iter()
         .map(|r| {
             Ok(Indexed {
-                id: r.text(0)?,
-                seq: r.int(5)?,
-                agent: r.text(1)?,
-                status: r.text(2)?,
-                cost: r.int(3)?,
-                occurred_at: r.int(4)?,
+                id: r.text("evaluation_id")?,
+                seq: r.int("seq")?,
+                agent: r.text("agent_id")?,
+                status: r.text("status")?,
+                cost: r.int("cost_cents")?,
+                occurred_at: r.int("occurred_at")?,
             })
         })
         .collect()
@@ -292,7 +296,7 @@ async fn facet_page(
         }
         let ranges = query.fetch_all(&mut **tx).await?;
         for range in &ranges {
-            let (lo, hi): (String, String) = (range.try_get(0)?, range.try_get(1)?);
+            let (lo, hi): (String, String) = (range.try_get("lo_id")?, range.try_get("hi_id")?);
             if found.len() >= limit && hi < found[limit - 1] {
                 return Ok(found);
             }
@@ -301,7 +305,7 @@ async fn facet_page(
                 query = query.bind(*b);
             }
             for row in query.fetch_all(&mut **tx).await? {
-                found.push(row.try_get(0)?);
+                found.push(row.try_get("id")?);
             }
             found.sort_unstable_by(|a, b| b.cmp(a));
             found.dedup();
@@ -413,8 +417,8 @@ impl Store {
         );
         // What the index has added up, and the chain's tail it has not, in one statement.
         let row = sqlx::query(&format!(
-            "SELECT CAST(COALESCE(SUM(CASE WHEN today THEN cents ELSE 0 END), 0) AS BIGINT), \
-             CAST(COALESCE(SUM(cents), 0) AS BIGINT) FROM ( \
+            "SELECT CAST(COALESCE(SUM(CASE WHEN today THEN cents ELSE 0 END), 0) AS BIGINT) \
+             AS today_cents, CAST(COALESCE(SUM(cents), 0) AS BIGINT) AS month_cents FROM ( \
              SELECT cents, day = $3 AS today FROM agent_costs \
              WHERE workspace_id = $1 AND agent_id = $2 AND day >= $4 \
              UNION ALL SELECT {cost}, a.occurred_at >= $5 FROM audit_events a \
@@ -431,8 +435,8 @@ impl Store {
         .fetch_one(&self.pool)
         .await?;
         Ok(Spend {
-            today_cents: row.try_get(0)?,
-            month_cents: row.try_get(1)?,
+            today_cents: row.try_get("today_cents")?,
+            month_cents: row.try_get("month_cents")?,
         })
     }
 

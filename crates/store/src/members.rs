@@ -217,7 +217,7 @@ async fn last_owner_guard(conn: &mut sqlx::AnyConnection, tenant: &Tenant) -> Re
         .await?;
     let mut owners = 0;
     for row in &rows {
-        let roles: String = row.try_get(0)?;
+        let roles: String = row.try_get("roles")?;
         let roles: Vec<String> = serde_json::from_str(&roles)?;
         owners += usize::from(roles.iter().any(|r| r == "owner"));
     }

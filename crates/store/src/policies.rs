@@ -16,14 +16,14 @@ const VERSION_COLUMNS: &str =
 
 fn version_from_row(row: &AnyRow) -> Result<PolicyVersion> {
     Ok(PolicyVersion {
-        name: row.try_get(0)?,
-        version: row.try_get(1)?,
-        enabled: row.try_get::<i64, _>(2)? != 0,
-        document: row.try_get(3)?,
-        format: row.try_get(4)?,
-        author: row.try_get(5)?,
-        source: row.try_get(6)?,
-        created_at: from_micros(row.try_get(7)?),
+        name: row.try_get("name")?,
+        version: row.try_get("version")?,
+        enabled: row.try_get::<i64, _>("enabled")? != 0,
+        document: row.try_get("document")?,
+        format: row.try_get("format")?,
+        author: row.try_get("author")?,
+        source: row.try_get("source")?,
+        created_at: from_micros(row.try_get("created_at")?),
     })
 }
 
@@ -166,11 +166,11 @@ impl Store {
         rows.iter()
             .map(|row| {
                 Ok(PolicySummary {
-                    name: row.try_get(0)?,
-                    version: row.try_get(1)?,
-                    enabled: row.try_get::<i64, _>(2)? != 0,
-                    created_at: from_micros(row.try_get(3)?),
-                    updated_at: from_micros(row.try_get(4)?),
+                    name: row.try_get("name")?,
+                    version: row.try_get("version")?,
+                    enabled: row.try_get::<i64, _>("enabled")? != 0,
+                    created_at: from_micros(row.try_get("created_at")?),
+                    updated_at: from_micros(row.try_get("updated_at")?),
                 })
             })
             .collect()
@@ -241,7 +241,7 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?
             .ok_or(StoreError::NotFound)?;
-        Ok(row.try_get(0)?)
+        Ok(row.try_get("policy_generation")?)
     }
 }
 
@@ -252,7 +252,12 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
-            .map(|r| Ok((Tenant::new(r.try_get(0)?), r.try_get(1)?)))
+            .map(|r| {
+                Ok((
+                    Tenant::new(r.try_get("id")?),
+                    r.try_get("policy_generation")?,
+                ))
+            })
             .collect()
     }
 }
@@ -293,13 +298,13 @@ async fn write_version(
     extra: serde_json::Value,
 ) -> Result<PolicyVersion> {
     let current: Option<i64> = sqlx::query(
-        "SELECT MAX(version) FROM policy_versions WHERE workspace_id = $1 AND name = $2",
+        "SELECT MAX(version) AS latest FROM policy_versions WHERE workspace_id = $1 AND name = $2",
     )
     .bind(ws)
     .bind(c.name)
     .fetch_one(&mut *conn)
     .await?
-    .try_get(0)?;
+    .try_get("latest")?;
     let version = current.unwrap_or(0) + 1;
     let author = c.actor.label();
     let source = c.source.label();

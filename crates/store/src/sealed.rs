@@ -42,9 +42,11 @@ impl Store {
         .await?;
         for r in rows {
             out.push(LegacySealed {
-                tenant: Tenant::new(r.try_get(1)?),
-                at: SealedAt::WebhookSecret { id: r.try_get(0)? },
-                stored: r.try_get(2)?,
+                tenant: Tenant::new(r.try_get("workspace_id")?),
+                at: SealedAt::WebhookSecret {
+                    id: r.try_get("id")?,
+                },
+                stored: r.try_get("secret")?,
             });
         }
         let rows = sqlx::query(
@@ -55,11 +57,11 @@ impl Store {
         .await?;
         for r in rows {
             out.push(LegacySealed {
-                tenant: Tenant::new(r.try_get(0)?),
+                tenant: Tenant::new(r.try_get("workspace_id")?),
                 at: SealedAt::ChannelSettings {
-                    channel: r.try_get(1)?,
+                    channel: r.try_get("channel")?,
                 },
-                stored: r.try_get(2)?,
+                stored: r.try_get("settings")?,
             });
         }
         let rows = sqlx::query(
@@ -70,9 +72,11 @@ impl Store {
         .await?;
         for r in rows {
             out.push(LegacySealed {
-                tenant: Tenant::new(r.try_get(1)?),
-                at: SealedAt::JobPayload { id: r.try_get(0)? },
-                stored: r.try_get(2)?,
+                tenant: Tenant::new(r.try_get("workspace_id")?),
+                at: SealedAt::JobPayload {
+                    id: r.try_get("id")?,
+                },
+                stored: r.try_get("payload")?,
             });
         }
         Ok(out)

@@ -42,26 +42,30 @@ pub struct NewOwner {
 
 /// A member from `id, email, name, roles, created_at`.
 pub(crate) fn member_from_row(row: &AnyRow) -> Result<Member> {
-    let roles: String = row.try_get(3)?;
+    let roles: String = row.try_get("roles")?;
     Ok(Member {
-        id: row.try_get(0)?,
-        email: row.try_get(1)?,
-        name: row.try_get(2)?,
+        id: row.try_get("id")?,
+        email: row.try_get("email")?,
+        name: row.try_get("name")?,
         roles: serde_json::from_str(&roles)?,
-        created_at: from_micros(row.try_get(4)?),
+        created_at: from_micros(row.try_get("created_at")?),
     })
 }
 
 fn key_from_row(row: &AnyRow) -> Result<ApiKey> {
-    let scope: String = row.try_get(2)?;
+    let scope: String = row.try_get("scope")?;
     Ok(ApiKey {
-        id: row.try_get(0)?,
-        name: row.try_get(1)?,
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
         scope: Scope::parse(&scope).ok_or_else(|| StoreError::Corrupt(format!("scope {scope}")))?,
-        prefix: row.try_get(3)?,
-        created_at: from_micros(row.try_get(4)?),
-        last_used_at: row.try_get::<Option<i64>, _>(5)?.map(from_micros),
-        revoked_at: row.try_get::<Option<i64>, _>(6)?.map(from_micros),
+        prefix: row.try_get("prefix")?,
+        created_at: from_micros(row.try_get("created_at")?),
+        last_used_at: row
+            .try_get::<Option<i64>, _>("last_used_at")?
+            .map(from_micros),
+        revoked_at: row
+            .try_get::<Option<i64>, _>("revoked_at")?
+            .map(from_micros),
     })
 }
 
@@ -145,9 +149,9 @@ impl Store {
             .await?;
         row.map(|row| {
             let ws = Workspace {
-                id: row.try_get(0)?,
-                name: row.try_get(1)?,
-                created_at: from_micros(row.try_get(2)?),
+                id: row.try_get("id")?,
+                name: row.try_get("name")?,
+                created_at: from_micros(row.try_get("created_at")?),
             };
             let tenant = Tenant::new(ws.id.clone());
             Ok((ws, tenant))
@@ -163,9 +167,9 @@ impl Store {
         rows.iter()
             .map(|row| {
                 let ws = Workspace {
-                    id: row.try_get(0)?,
-                    name: row.try_get(1)?,
-                    created_at: from_micros(row.try_get(2)?),
+                    id: row.try_get("id")?,
+                    name: row.try_get("name")?,
+                    created_at: from_micros(row.try_get("created_at")?),
                 };
                 let tenant = Tenant::new(ws.id.clone());
                 Ok((ws, tenant))
@@ -192,7 +196,10 @@ impl Store {
                 .bind(email)
                 .fetch_optional(&self.pool)
                 .await?;
-        Ok(row.map(|r| r.try_get(0)).transpose()?.flatten())
+        Ok(row
+            .map(|r| r.try_get("password_hash"))
+            .transpose()?
+            .flatten())
     }
 
     pub async fn create_key(
@@ -279,10 +286,10 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         row.map(|row| {
-            let scope: String = row.try_get(2)?;
+            let scope: String = row.try_get("scope")?;
             Ok(KeyIdentity {
-                key_id: row.try_get(0)?,
-                tenant: Tenant::new(row.try_get(1)?),
+                key_id: row.try_get("id")?,
+                tenant: Tenant::new(row.try_get("workspace_id")?),
                 scope: Scope::parse(&scope)
                     .ok_or_else(|| StoreError::Corrupt(format!("scope {scope}")))?,
             })
@@ -305,7 +312,7 @@ impl Store {
                 q = q.bind(id);
             }
             for row in q.fetch_all(&self.pool).await? {
-                revoked.push(row.try_get(0)?);
+                revoked.push(row.try_get("id")?);
             }
         }
         Ok(revoked)

@@ -627,8 +627,8 @@ both_backends!(
         let read = store.evaluation(&tenant, &id).await.unwrap().unwrap();
         assert_eq!(read.status, Status::Pending);
         assert_eq!(read.stages.len(), 2);
-        assert_eq!(read.stages[0].status, "waiting");
-        assert_eq!(read.stages[1].status, "queued");
+        assert_eq!(read.stages[0].status.as_str(), "waiting");
+        assert_eq!(read.stages[1].status.as_str(), "queued");
         assert_eq!(read.stages[1].required, 2);
         let micros = |t: chrono::DateTime<Utc>| t.timestamp_micros();
         assert_eq!(
@@ -846,10 +846,9 @@ both_backends!(
         ids.sort_unstable();
         ids.dedup();
         assert_eq!(ids.len(), 30, "no job claimed twice");
-        assert!(
-            left.iter()
-                .all(|j| j.attempts == 1 && j.payload["body"]["event"] == "terminal_outcome")
-        );
+        assert!(left.iter().all(|j| j.attempts == 1
+            && matches!(&j.message, agentnexus_store::Message::Webhook { event, .. }
+                        if event.name() == "terminal_outcome")));
         assert!(
             a.claim_jobs("wrk_c", now, lease, 50, 1000)
                 .await
@@ -956,7 +955,8 @@ both_backends!(
             ids.push(ev.id.clone());
             store.record_evaluation(ev).await.unwrap();
         }
-        ids.reverse();
+        // Newest first, by id (ids made in one millisecond are not in order of making).
+        ids.sort_unstable_by(|a, b| b.cmp(a));
         // Events appended outside the group-commit writer never catch the list up themselves.
         for i in 0..200 {
             store

@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use agentnexus_app::App;
+use agentnexus_app::types::EvaluationId;
 use agentnexus_store::AuditEvent;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
@@ -9,9 +11,8 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{Admin, Caller};
-use crate::error::{ApiError, ApiResult, Problem};
+use crate::error::{ApiResult, Problem};
 use crate::extract::{Path, Query};
-use crate::state::AppState;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EventView {
@@ -76,25 +77,16 @@ pub struct PageParams {
     responses((status = 200, body = AuditPage), (status = 422, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn page(
-    State(state): State<Arc<AppState>>,
-    Admin(caller): Admin,
+    State(app): State<Arc<App>>,
+    Admin(admin): Admin,
     Query(params): Query<PageParams>,
 ) -> ApiResult<axum::Json<AuditPage>> {
-    let limit = params.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::field("limit", "must be 1 to 1000"));
-    }
-    let after = params.after_seq.unwrap_or(0);
-    if after < 0 {
-        return Err(ApiError::field("after_seq", "must not be negative"));
-    }
-    let events = state.store.audit_page(&caller.tenant, after, limit).await?;
-    let next_after_seq = (events.len() == limit as usize)
-        .then(|| events.last().map(|e| e.seq))
-        .flatten();
+    let page = app
+        .audit_page(&admin, params.after_seq, params.limit)
+        .await?;
     Ok(axum::Json(AuditPage {
-        events: events.into_iter().map(Into::into).collect(),
-        next_after_seq,
+        events: page.events.into_iter().map(Into::into).collect(),
+        next_after_seq: page.next_after_seq,
     }))
 }
 
@@ -103,13 +95,10 @@ pub async fn page(
     responses((status = 200, description = "`{\"ok\": true, \"events\", \"head_hash\"}` or `{\"ok\": false, \"broken_at_seq\", \"events_checked\", \"reason\"}`", body = Object)),
     security(("api_key" = [])))]
 pub async fn verify(
-    State(state): State<Arc<AppState>>,
-    Admin(caller): Admin,
+    State(app): State<Arc<App>>,
+    Admin(admin): Admin,
 ) -> ApiResult<axum::Json<agentnexus_store::Verification>> {
-    let _one_at_a_time = state
-        .limits
-        .begin_verification(caller.tenant.workspace_id())?;
-    Ok(axum::Json(state.store.verify_audit(&caller.tenant).await?))
+    Ok(axum::Json(app.verify_audit(&admin).await?))
 }
 
 /// Every audit event of one evaluation, oldest first.
@@ -118,14 +107,11 @@ pub async fn verify(
     responses((status = 200, body = Timeline), (status = 404, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn timeline(
-    State(state): State<Arc<AppState>>,
-    caller: Caller,
+    State(app): State<Arc<App>>,
+    Caller(caller): Caller,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<Timeline>> {
-    let events = state.store.timeline(&caller.tenant, &id).await?;
-    if events.is_empty() {
-        return Err(ApiError::NotFound);
-    }
+    let events = app.timeline(&caller, &EvaluationId::from(id)).await?;
     Ok(axum::Json(Timeline {
         events: events.into_iter().map(Into::into).collect(),
     }))

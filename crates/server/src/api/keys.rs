@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use agentnexus_store::{ApiKey, Scope};
+use agentnexus_app::App;
+use agentnexus_app::types::KeyId;
+use agentnexus_store::ApiKey;
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
@@ -10,9 +12,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::auth::Admin;
-use crate::error::{ApiError, ApiResult, Problem};
+use crate::error::{ApiResult, Problem};
 use crate::extract::{Json, Path};
-use crate::state::AppState;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct KeyView {
@@ -75,10 +76,10 @@ pub struct CreatedKey {
     responses((status = 200, body = KeyList), (status = 403, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn list(
-    State(state): State<Arc<AppState>>,
-    Admin(caller): Admin,
+    State(app): State<Arc<App>>,
+    Admin(admin): Admin,
 ) -> ApiResult<axum::Json<KeyList>> {
-    let keys = state.store.keys(&caller.tenant).await?;
+    let keys = app.keys(&admin).await?;
     Ok(axum::Json(KeyList {
         keys: keys.into_iter().map(Into::into).collect(),
     }))
@@ -89,23 +90,11 @@ pub async fn list(
     responses((status = 201, body = CreatedKey), (status = 422, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn create(
-    State(state): State<Arc<AppState>>,
-    Admin(caller): Admin,
+    State(app): State<Arc<App>>,
+    Admin(admin): Admin,
     Json(req): Json<CreateKey>,
 ) -> ApiResult<(StatusCode, axum::Json<CreatedKey>)> {
-    let name = req.name.as_str();
-    if name.is_empty() || name.chars().count() > 128 || name.chars().any(char::is_control) {
-        return Err(ApiError::field(
-            "name",
-            "must be 1 to 128 characters, no control characters",
-        ));
-    }
-    let scope = Scope::parse(&req.scope)
-        .ok_or_else(|| ApiError::field("scope", "must be agent or admin"))?;
-    let new = state
-        .store
-        .create_key(&caller.tenant, name, scope, caller.actor(), state.now())
-        .await?;
+    let new = app.create_key(&admin, &req.name, &req.scope).await?;
     Ok((
         StatusCode::CREATED,
         axum::Json(CreatedKey {
@@ -122,26 +111,11 @@ pub async fn create(
         (status = 404, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn revoke(
-    State(state): State<Arc<AppState>>,
-    Admin(caller): Admin,
+    State(app): State<Arc<App>>,
+    Admin(admin): Admin,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<KeyView>> {
-    let key = state
-        .store
-        .revoke_key(&caller.tenant, &id, caller.actor(), state.now())
-        .await?;
-    let uses = state.keys.forget(std::slice::from_ref(&key.id));
-    crate::record_key_uses(&state, &uses).await;
-    let key = match uses.is_empty() {
-        true => key,
-        // Read again so the answer shows the use just recorded.
-        false => state
-            .store
-            .keys(&caller.tenant)
-            .await?
-            .into_iter()
-            .find(|k| k.id == key.id)
-            .unwrap_or(key),
-    };
-    Ok(axum::Json(key.into()))
+    Ok(axum::Json(
+        app.revoke_key(&admin, &KeyId::from(id)).await?.into(),
+    ))
 }

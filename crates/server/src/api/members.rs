@@ -2,7 +2,10 @@
 
 use std::sync::Arc;
 
-use agentnexus_store::{Member, NewMember};
+use agentnexus_app::App;
+use agentnexus_app::members::{MemberChange, NewMemberInput};
+use agentnexus_app::types::MemberId;
+use agentnexus_store::Member;
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
@@ -10,9 +13,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::auth::Admin;
-use crate::error::{ApiError, ApiResult, Problem};
+use crate::error::{ApiResult, Problem};
 use crate::extract::{Json, Path};
-use crate::state::AppState;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct MemberView {
@@ -82,84 +84,15 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Strin
     Option::<String>::deserialize(d).map(Some)
 }
 
-/// What an e-mail address may not contain: control characters and every kind of space
-/// (the class the API's JSON Schema pattern for e-mails spells out, so both agree).
-fn not_in_email(c: char) -> bool {
-    c.is_control()
-        || c.is_whitespace()
-        || matches!(
-            c,
-            '\u{a0}' | '\u{1680}' | '\u{2000}'
-                ..='\u{200a}'
-                    | '\u{2028}'
-                    | '\u{2029}'
-                    | '\u{202f}'
-                    | '\u{205f}'
-                    | '\u{3000}'
-                    | '\u{feff}'
-        )
-}
-
-/// `name@domain.tld`, trimmed and lower-cased: e-mail is how approvers are named. One `@`, no
-/// spaces or control characters, a dot inside the domain, at most 254 characters as sent.
-pub fn parse_email(sent: &str) -> ApiResult<String> {
-    let email = sent.trim();
-    let valid = sent.chars().count() <= 254
-        && !email.contains(not_in_email)
-        && matches!(email.split_once('@'), Some((local, domain))
-            if !local.is_empty() && domain.contains('.') && !domain.contains('@')
-                && !domain.starts_with('.') && !domain.ends_with('.'));
-    if valid {
-        Ok(email.to_ascii_lowercase())
-    } else {
-        Err(ApiError::field("email", "must be an e-mail address"))
-    }
-}
-
-/// A member's name: at most 200 characters, no control characters; empty is none.
-fn parse_name(name: Option<String>) -> ApiResult<Option<String>> {
-    match name {
-        Some(n) if n.chars().count() > 200 || n.chars().any(char::is_control) => {
-            Err(ApiError::field(
-                "name",
-                "must be at most 200 characters, no control characters",
-            ))
-        }
-        Some(n) if n.trim().is_empty() => Ok(None),
-        other => Ok(other),
-    }
-}
-
-/// Role names: 1-64 of a-z 0-9 - _, no duplicates.
-pub fn parse_roles(roles: Vec<String>) -> ApiResult<Vec<String>> {
-    let mut out: Vec<String> = Vec::with_capacity(roles.len());
-    for role in roles {
-        let ok = (1..=64).contains(&role.len())
-            && role
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_".contains(&b));
-        if !ok {
-            return Err(ApiError::field(
-                "roles",
-                format!("`{role}` is not a role name: use 1-64 of a-z 0-9 - _"),
-            ));
-        }
-        if !out.contains(&role) {
-            out.push(role);
-        }
-    }
-    Ok(out)
-}
-
 /// The workspace's members.
 #[utoipa::path(get, path = "/api/v1/members", tag = "members",
     responses((status = 200, body = MemberList), (status = 403, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn list(
-    State(state): State<Arc<AppState>>,
-    Admin(caller): Admin,
+    State(app): State<Arc<App>>,
+    Admin(admin): Admin,
 ) -> ApiResult<axum::Json<MemberList>> {
-    let members = state.store.members(&caller.tenant).await?;
+    let members = app.members(&admin).await?;
     Ok(axum::Json(MemberList {
         members: members.into_iter().map(Into::into).collect(),
     }))
@@ -172,20 +105,16 @@ pub async fn list(
         (status = 422, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn add(
-    State(state): State<Arc<AppState>>,
-    Admin(caller): Admin,
+    State(app): State<Arc<App>>,
+    Admin(admin): Admin,
     Json(req): Json<AddMember>,
 ) -> ApiResult<(StatusCode, axum::Json<MemberView>)> {
-    let new = NewMember {
-        email: parse_email(&req.email)?,
-        name: parse_name(req.name)?,
-        roles: parse_roles(req.roles.unwrap_or_else(|| vec!["approver".into()]))?,
-        password_hash: None,
+    let input = NewMemberInput {
+        email: req.email,
+        name: req.name,
+        roles: req.roles,
     };
-    let member = state
-        .store
-        .add_member(&caller.tenant, new, caller.actor(), state.now())
-        .await?;
+    let member = app.add_member(&admin, input).await?;
     Ok((StatusCode::CREATED, axum::Json(member.into())))
 }
 
@@ -197,26 +126,17 @@ pub async fn add(
         (status = 409, description = "It would leave no owner", body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn change(
-    State(state): State<Arc<AppState>>,
-    Admin(caller): Admin,
+    State(app): State<Arc<App>>,
+    Admin(admin): Admin,
     Path(id): Path<String>,
     Json(req): Json<ChangeMember>,
 ) -> ApiResult<axum::Json<MemberView>> {
-    let roles = req.roles.map(parse_roles).transpose()?;
-    let name = match req.name {
-        Some(n) => Some(parse_name(n)?),
-        None => None,
+    let change = MemberChange {
+        name: req.name,
+        roles: req.roles,
     };
-    let member = state
-        .store
-        .update_member(
-            &caller.tenant,
-            &id,
-            name,
-            roles,
-            caller.actor(),
-            state.now(),
-        )
+    let member = app
+        .change_member(&admin, &MemberId::from(id), change)
         .await?;
     Ok(axum::Json(member.into()))
 }
@@ -229,13 +149,10 @@ pub async fn change(
         (status = 409, description = "The last owner", body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn remove(
-    State(state): State<Arc<AppState>>,
-    Admin(caller): Admin,
+    State(app): State<Arc<App>>,
+    Admin(admin): Admin,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<MemberView>> {
-    let member = state
-        .store
-        .remove_member(&caller.tenant, &id, caller.actor(), state.now())
-        .await?;
+    let member = app.remove_member(&admin, &MemberId::from(id)).await?;
     Ok(axum::Json(member.into()))
 }

@@ -15,9 +15,9 @@ use std::sync::Arc;
 use axum::Router;
 use axum::routing::{get, post};
 
-use crate::state::AppState;
+use agentnexus_app::App;
 
-pub fn router() -> Router<Arc<AppState>> {
+pub fn router() -> Router<Arc<App>> {
     Router::new()
         .route("/api/v1/evaluate", post(evaluations::evaluate))
         .route("/v1/evaluate", post(evaluations::evaluate))

@@ -2,8 +2,10 @@
 
 use std::sync::Arc;
 
-use agentnexus_engine::{Format, PolicySet, Spend, compile_policy};
-use agentnexus_store::{PolicyChange, PolicySource, PolicySummary, PolicyVersion, Tenant};
+use agentnexus_app::App;
+use agentnexus_app::policies::{PolicyText, SimulateInput};
+use agentnexus_engine::{Format, Spend};
+use agentnexus_store::{PolicySummary, PolicyVersion};
 use axum::extract::{Request, State};
 use axum::http::header::CONTENT_TYPE;
 use chrono::{DateTime, Utc};
@@ -14,15 +16,9 @@ use utoipa::ToSchema;
 use crate::auth::Admin;
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::{Json, Path, body_bytes};
-use crate::state::AppState;
 
 /// A policy document as sent: its format from the content type, or sniffed when absent.
-struct Document {
-    text: String,
-    format: Format,
-}
-
-async fn document(req: Request) -> ApiResult<Document> {
+async fn document(req: Request) -> ApiResult<PolicyText> {
     let content_type = req
         .headers()
         .get(CONTENT_TYPE)
@@ -50,11 +46,7 @@ async fn document(req: Request) -> ApiResult<Document> {
         }
         // curl -d sends form encoding; YAML reads JSON too, so sniffing is safe.
         None | Some("text/plain" | "application/x-www-form-urlencoded") => {
-            if text.trim_start().starts_with('{') {
-                Format::Json
-            } else {
-                Format::Yaml
-            }
+            return Ok(PolicyText::sniff(text));
         }
         Some(other) => {
             return Err(ApiError::UnsupportedMediaType(format!(
@@ -62,14 +54,7 @@ async fn document(req: Request) -> ApiResult<Document> {
             )));
         }
     };
-    Ok(Document { text, format })
-}
-
-fn invalid(e: agentnexus_engine::Invalid) -> ApiError {
-    ApiError::invalid(
-        format!("the policy is invalid: {e}"),
-        serde_json::to_value(&e.0).unwrap_or_default(),
-    )
+    Ok(PolicyText { text, format })
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -90,14 +75,7 @@ pub struct PolicyView {
 
 impl From<PolicyVersion> for PolicyView {
     fn from(v: PolicyVersion) -> Self {
-        let format = if v.format == "json" {
-            Format::Json
-        } else {
-            Format::Yaml
-        };
-        let description = agentnexus_engine::PolicyDocument::parse(&v.document, format)
-            .ok()
-            .and_then(|d| d.description);
+        let description = agentnexus_app::policies::description(&v);
         PolicyView {
             name: v.name,
             version: v.version,
@@ -143,51 +121,14 @@ pub struct VersionList {
     pub versions: Vec<PolicyView>,
 }
 
-/// A stage whose approvers are only roles nobody holds would wait for no one: refused at
-/// save time, naming the rule and stage.
-async fn refuse_empty_stages(
-    state: &AppState,
-    tenant: &Tenant,
-    document: &agentnexus_engine::PolicyDocument,
-    text: &str,
-) -> ApiResult<()> {
-    let empty = state.store.empty_stages(tenant, document).await?;
-    if empty.is_empty() {
-        return Ok(());
-    }
-    let problems: Vec<agentnexus_engine::Problem> = empty
-        .iter()
-        .map(|e| agentnexus_engine::Problem {
-            rule: Some(e.rule.clone()),
-            field: Some(format!("approval.stages[{}]", e.index)),
-            position: agentnexus_engine::locate_rule(text, &e.rule),
-            message: format!(
-                "stage `{}` reaches nobody: no member holds any of its roles; add members with \
-                 the role or name an e-mail",
-                e.name
-            ),
-        })
-        .collect();
-    Err(invalid(agentnexus_engine::Invalid(problems)))
-}
-
-/// Makes a stored change visible to this server's next request. The change is stored
-/// either way, so a failed reload is logged and left to the refresh loop, not reported.
-async fn changed(state: &AppState, tenant: &Tenant) -> ApiResult<()> {
-    if let Err(e) = state.reload_policies(tenant).await {
-        tracing::error!(error = %e, "reloading policies after a change failed");
-    }
-    Ok(())
-}
-
 /// The policies of the workspace.
 #[utoipa::path(get, path = "/api/v1/policies", tag = "policies",
     responses((status = 200, body = PolicyList)), security(("api_key" = [])))]
 pub async fn list(
-    State(state): State<Arc<AppState>>,
-    Admin(caller): Admin,
+    State(app): State<Arc<App>>,
+    Admin(admin): Admin,
 ) -> ApiResult<axum::Json<PolicyList>> {
-    let policies = state.store.policies(&caller.tenant).await?;
+    let policies = app.policies(&admin).await?;
     Ok(axum::Json(PolicyList {
         policies: policies.into_iter().map(Into::into).collect(),
     }))
@@ -199,16 +140,11 @@ pub async fn list(
     responses((status = 200, body = PolicyView), (status = 404, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn get(
-    State(state): State<Arc<AppState>>,
-    Admin(caller): Admin,
+    State(app): State<Arc<App>>,
+    Admin(admin): Admin,
     Path(name): Path<String>,
 ) -> ApiResult<axum::Json<PolicyView>> {
-    let v = state
-        .store
-        .policy(&caller.tenant, &name)
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    Ok(axum::Json(v.into()))
+    Ok(axum::Json(app.policy(&admin, &name).await?.into()))
 }
 
 /// Create or replace a policy; the document is compiled first and refused whole if invalid.
@@ -223,40 +159,13 @@ pub async fn get(
     ),
     security(("api_key" = [])))]
 pub async fn put(
-    State(state): State<Arc<AppState>>,
-    Admin(caller): Admin,
+    State(app): State<Arc<App>>,
+    Admin(admin): Admin,
     Path(name): Path<String>,
     req: Request,
 ) -> ApiResult<axum::Json<PolicyView>> {
     let doc = document(req).await?;
-    let compiled = compile_policy(&doc.text, doc.format).map_err(invalid)?;
-    refuse_empty_stages(&state, &caller.tenant, &compiled.document, &doc.text).await?;
-    if compiled.name() != name {
-        return Err(ApiError::field(
-            "name",
-            format!(
-                "the document is named `{}` but the path says `{name}`",
-                compiled.name()
-            ),
-        ));
-    }
-    let (version, _changed) = state
-        .store
-        .put_policy(
-            &caller.tenant,
-            PolicyChange {
-                name: &name,
-                document: &doc.text,
-                format: doc.format.as_str(),
-                enabled: compiled.document.enabled,
-                actor: caller.actor(),
-                source: PolicySource::Api,
-                now: state.now(),
-            },
-        )
-        .await?;
-    changed(&state, &caller.tenant).await?;
-    Ok(axum::Json(version.into()))
+    Ok(axum::Json(app.put_policy(&admin, &name, doc).await?.into()))
 }
 
 /// Disable a policy (a new version; history stays).
@@ -265,22 +174,11 @@ pub async fn put(
     responses((status = 200, body = PolicyView), (status = 404, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn delete(
-    State(state): State<Arc<AppState>>,
-    Admin(caller): Admin,
+    State(app): State<Arc<App>>,
+    Admin(admin): Admin,
     Path(name): Path<String>,
 ) -> ApiResult<axum::Json<PolicyView>> {
-    let v = state
-        .store
-        .disable_policy(
-            &caller.tenant,
-            &name,
-            caller.actor(),
-            PolicySource::Api,
-            state.now(),
-        )
-        .await?;
-    changed(&state, &caller.tenant).await?;
-    Ok(axum::Json(v.into()))
+    Ok(axum::Json(app.disable_policy(&admin, &name).await?.into()))
 }
 
 /// Every version of a policy, newest first.
@@ -289,14 +187,11 @@ pub async fn delete(
     responses((status = 200, body = VersionList), (status = 404, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn versions(
-    State(state): State<Arc<AppState>>,
-    Admin(caller): Admin,
+    State(app): State<Arc<App>>,
+    Admin(admin): Admin,
     Path(name): Path<String>,
 ) -> ApiResult<axum::Json<VersionList>> {
-    let versions = state.store.policy_versions(&caller.tenant, &name).await?;
-    if versions.is_empty() {
-        return Err(ApiError::NotFound);
-    }
+    let versions = app.policy_versions(&admin, &name).await?;
     Ok(axum::Json(VersionList {
         versions: versions.into_iter().map(Into::into).collect(),
     }))
@@ -308,16 +203,13 @@ pub async fn versions(
     responses((status = 200, body = PolicyView), (status = 404, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn version(
-    State(state): State<Arc<AppState>>,
-    Admin(caller): Admin,
+    State(app): State<Arc<App>>,
+    Admin(admin): Admin,
     Path((name, version)): Path<(String, i64)>,
 ) -> ApiResult<axum::Json<PolicyView>> {
-    let v = state
-        .store
-        .policy_version(&caller.tenant, &name, version)
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    Ok(axum::Json(v.into()))
+    Ok(axum::Json(
+        app.policy_version(&admin, &name, version).await?.into(),
+    ))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -341,23 +233,12 @@ fn whole_version<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error
         (status = 404, description = "No such policy or version", body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn rollback(
-    State(state): State<Arc<AppState>>,
-    Admin(caller): Admin,
+    State(app): State<Arc<App>>,
+    Admin(admin): Admin,
     Path(name): Path<String>,
     Json(req): Json<RollbackRequest>,
 ) -> ApiResult<axum::Json<PolicyView>> {
-    let v = state
-        .store
-        .rollback_policy(
-            &caller.tenant,
-            &name,
-            req.version,
-            caller.actor(),
-            PolicySource::Api,
-            state.now(),
-        )
-        .await?;
-    changed(&state, &caller.tenant).await?;
+    let v = app.rollback_policy(&admin, &name, req.version).await?;
     Ok(axum::Json(v.into()))
 }
 
@@ -379,24 +260,17 @@ pub struct Validation {
     responses((status = 200, description = "Whether the document is valid, and why not", body = Validation)),
     security(("api_key" = [])))]
 pub async fn validate(
-    State(_state): State<Arc<AppState>>,
-    Admin(_caller): Admin,
+    State(app): State<Arc<App>>,
+    Admin(admin): Admin,
     req: Request,
 ) -> ApiResult<axum::Json<Validation>> {
     let doc = document(req).await?;
-    Ok(axum::Json(match compile_policy(&doc.text, doc.format) {
-        Ok(p) => Validation {
-            valid: true,
-            name: Some(p.name().to_owned()),
-            rules: Some(p.rules().len()),
-            errors: json!([]),
-        },
-        Err(e) => Validation {
-            valid: false,
-            name: None,
-            rules: None,
-            errors: serde_json::to_value(&e.0).unwrap_or_default(),
-        },
+    let v = app.validate_policy(&admin, &doc);
+    Ok(axum::Json(Validation {
+        valid: v.valid.is_some(),
+        rules: v.valid.as_ref().map(|(_, rules)| *rules),
+        name: v.valid.map(|(name, _)| name),
+        errors: serde_json::to_value(&v.problems).unwrap_or_default(),
     }))
 }
 
@@ -410,7 +284,7 @@ pub struct SimulateRequest {
     // coverage phase mistakes a `$ref`'d (or one-branch `oneOf`) request for one missing its
     // required properties.
     #[schema(inline)]
-    pub proposal: crate::api::evaluations::EvaluateRequest,
+    pub proposal: crate::wire::EvaluateRequest,
     /// Policy documents (YAML or JSON text, or JSON objects) to decide with instead of the
     /// stored ones.
     #[schema(value_type = Option<Vec<Object>>)]
@@ -453,58 +327,30 @@ pub struct Simulation {
         (status = 422, description = "Invalid proposal or policy", body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn simulate(
-    State(state): State<Arc<AppState>>,
-    Admin(caller): Admin,
+    State(app): State<Arc<App>>,
+    Admin(admin): Admin,
     Json(req): Json<SimulateRequest>,
 ) -> ApiResult<axum::Json<Simulation>> {
-    let (proposal, _) = crate::api::evaluations::parse(req.proposal)?;
-    let stored;
-    let given;
-    let set: &PolicySet = match req.policies {
-        Some(docs) => {
-            let mut compiled = Vec::with_capacity(docs.len());
-            for (i, doc) in docs.into_iter().enumerate() {
-                let (text, format) = match doc {
-                    Value::String(s) => {
-                        let f = if s.trim_start().starts_with('{') {
-                            Format::Json
-                        } else {
-                            Format::Yaml
-                        };
-                        (s, f)
-                    }
-                    other => (other.to_string(), Format::Json),
-                };
-                let p = compile_policy(&text, format).map_err(|e| {
-                    ApiError::invalid(
-                        format!("policies[{i}] is invalid: {e}"),
-                        serde_json::to_value(&e.0).unwrap_or_default(),
-                    )
-                })?;
-                compiled.push(Arc::new(p));
-            }
-            given = PolicySet::new(compiled);
-            &given
-        }
-        None => {
-            stored = state.policy_set(&caller.tenant).await?;
-            &stored.set
-        }
-    };
-    let spend = match req.spend {
-        Some(s) => Spend {
+    let input = SimulateInput {
+        proposal: req.proposal.into(),
+        policies: req.policies.map(|docs| {
+            docs.into_iter()
+                .map(|doc| match doc {
+                    Value::String(text) => PolicyText::sniff(text),
+                    other => PolicyText {
+                        text: other.to_string(),
+                        format: Format::Json,
+                    },
+                })
+                .collect()
+        }),
+        spend: req.spend.map(|s| Spend {
             today_cents: s.today_cents.unwrap_or_default(),
             month_cents: s.month_cents.unwrap_or_default(),
-        },
-        None if set.uses_spend() => {
-            state
-                .store
-                .spend(&caller.tenant, &proposal.agent_id, state.now())
-                .await?
-        }
-        None => Spend::default(),
+        }),
     };
-    let d = set.decide(&proposal, spend);
+    let s = app.simulate(&admin, input).await?;
+    let d = s.decision;
     Ok(axum::Json(Simulation {
         decision: d.effect.as_str(),
         reason: d.reason,
@@ -514,6 +360,6 @@ pub async fn simulate(
             json!({"tier": a.tier, "policy": a.policy, "rule": a.rule, "stages": a.approval.stages})
         }),
         policy_versions: serde_json::to_value(&d.policy_versions).unwrap_or_default(),
-        proposal_hash: proposal.hash(),
+        proposal_hash: s.proposal_hash,
     }))
 }

@@ -1,22 +1,20 @@
 //! Workspace settings: the chat channels approvals use (SPEC §5). Tokens and webhook URLs are
-//! credentials: they are stored encrypted with the server key and never answered back; what
-//! is answered is which of them are set.
+//! credentials: what is answered is which of them are set, never them.
 
 use std::sync::Arc;
 
+use agentnexus_app::App;
+use agentnexus_app::settings::{Channels, SlackInput};
+use agentnexus_app::types::Channel;
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa::ToSchema;
 
 use crate::auth::Admin;
-use crate::channels::{Slack, Teams};
-use crate::error::{ApiError, ApiResult, Problem};
+use crate::error::{ApiResult, Problem};
 use crate::extract::Json;
-use crate::state::AppState;
-use crate::workers::delivery::check_destination;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SlackView {
@@ -65,55 +63,19 @@ pub struct TeamsSettings {
     pub webhook_url: String,
 }
 
-async fn view(state: &AppState, tenant: &agentnexus_store::Tenant) -> ApiResult<ChannelsView> {
-    let stored = state.store.channel_settings(tenant).await?;
-    let connected = crate::channels::connected(state, tenant).await?;
-    let updated = |name: &str| {
-        stored
-            .iter()
-            .find(|s| s.channel == name)
-            .map(|s| s.updated_at)
-    };
-    Ok(ChannelsView {
-        slack: connected
-            .slack
-            .zip(updated("slack"))
-            .map(|(s, updated_at)| SlackView {
-                bot_token_set: s.bot_token.is_some(),
-                webhook_url_set: s.webhook_url.is_some(),
+impl From<Channels> for ChannelsView {
+    fn from(c: Channels) -> Self {
+        ChannelsView {
+            slack: c.slack.map(|s| SlackView {
+                bot_token_set: s.bot_token_set,
+                webhook_url_set: s.webhook_url_set,
+                updated_at: s.updated_at,
+            }),
+            teams: c.teams.map(|updated_at| TeamsView {
+                webhook_url_set: true,
                 updated_at,
             }),
-        teams: updated("teams").map(|updated_at| TeamsView {
-            webhook_url_set: true,
-            updated_at,
-        }),
-    })
-}
-
-fn webhook_url(state: &AppState, url: &str) -> ApiResult<String> {
-    if !crate::extract::is_webhook_url(url) {
-        return Err(ApiError::field(
-            "webhook_url",
-            "must be an http(s) URL with a host, at most 2048 characters",
-        ));
-    }
-    check_destination(url, state.config.webhook_allow_private)
-        .map_err(|why| ApiError::field("webhook_url", why))?;
-    Ok(url.to_owned())
-}
-
-/// Bot tokens as Slack issues them: `xoxb-…`, or `xoxe.xoxb-…` with token rotation.
-fn bot_token(token: &str) -> ApiResult<String> {
-    let shaped = (token.starts_with("xoxb-") || token.starts_with("xoxe.xoxb-"))
-        && token.len() <= 255
-        && token.bytes().all(|b| b.is_ascii_graphic());
-    if shaped {
-        Ok(token.to_owned())
-    } else {
-        Err(ApiError::field(
-            "bot_token",
-            "must be a Slack bot token (xoxb-…)",
-        ))
+        }
     }
 }
 
@@ -122,10 +84,10 @@ fn bot_token(token: &str) -> ApiResult<String> {
     responses((status = 200, body = ChannelsView), (status = 403, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn channels(
-    State(state): State<Arc<AppState>>,
-    Admin(caller): Admin,
+    State(app): State<Arc<App>>,
+    Admin(admin): Admin,
 ) -> ApiResult<axum::Json<ChannelsView>> {
-    Ok(axum::Json(view(&state, &caller.tenant).await?))
+    Ok(axum::Json(app.channels(&admin).await?.into()))
 }
 
 /// Connect Slack, or replace its settings: a bot token, an incoming webhook, or both.
@@ -133,30 +95,15 @@ pub async fn channels(
     responses((status = 200, body = ChannelsView), (status = 422, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn put_slack(
-    State(state): State<Arc<AppState>>,
-    Admin(caller): Admin,
+    State(app): State<Arc<App>>,
+    Admin(admin): Admin,
     Json(req): Json<SlackSettings>,
 ) -> ApiResult<axum::Json<ChannelsView>> {
-    let slack = Slack {
-        bot_token: req.bot_token.as_deref().map(bot_token).transpose()?,
-        webhook_url: req
-            .webhook_url
-            .as_deref()
-            .map(|u| webhook_url(&state, u))
-            .transpose()?,
+    let input = SlackInput {
+        bot_token: req.bot_token,
+        webhook_url: req.webhook_url,
     };
-    if slack.bot_token.is_none() && slack.webhook_url.is_none() {
-        return Err(ApiError::field(
-            "bot_token",
-            "give a bot_token, a webhook_url or both",
-        ));
-    }
-    let described = json!({
-        "bot_token": slack.bot_token.is_some(),
-        "webhook_url": slack.webhook_url.is_some(),
-    });
-    let settings = serde_json::to_string(&slack).map_err(|e| ApiError::Internal(e.to_string()))?;
-    save(&state, &caller, "slack", &settings, described).await
+    Ok(axum::Json(app.put_slack(&admin, input).await?.into()))
 }
 
 /// Connect Teams, or replace its webhook.
@@ -164,43 +111,13 @@ pub async fn put_slack(
     responses((status = 200, body = ChannelsView), (status = 422, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn put_teams(
-    State(state): State<Arc<AppState>>,
-    Admin(caller): Admin,
+    State(app): State<Arc<App>>,
+    Admin(admin): Admin,
     Json(req): Json<TeamsSettings>,
 ) -> ApiResult<axum::Json<ChannelsView>> {
-    let teams = Teams {
-        webhook_url: webhook_url(&state, &req.webhook_url)?,
-    };
-    let described = json!({"webhook_url": true});
-    let settings = serde_json::to_string(&teams).map_err(|e| ApiError::Internal(e.to_string()))?;
-    save(&state, &caller, "teams", &settings, described).await
-}
-
-async fn save(
-    state: &AppState,
-    caller: &crate::auth::Caller,
-    channel: &str,
-    settings: &str,
-    described: serde_json::Value,
-) -> ApiResult<axum::Json<ChannelsView>> {
-    state
-        .store
-        .put_channel_settings(
-            &caller.tenant,
-            channel,
-            &state.cipher.seal(
-                settings,
-                crate::crypto::Purpose::ChannelSettings {
-                    workspace_id: caller.tenant.workspace_id(),
-                    channel,
-                },
-            ),
-            described,
-            caller.actor(),
-            state.now(),
-        )
-        .await?;
-    Ok(axum::Json(view(state, &caller.tenant).await?))
+    Ok(axum::Json(
+        app.put_teams(&admin, req.webhook_url).await?.into(),
+    ))
 }
 
 /// Disconnect Slack.
@@ -208,10 +125,11 @@ async fn save(
     responses((status = 204), (status = 404, description = "Not connected", body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn delete_slack(
-    State(state): State<Arc<AppState>>,
-    Admin(caller): Admin,
+    State(app): State<Arc<App>>,
+    Admin(admin): Admin,
 ) -> ApiResult<StatusCode> {
-    remove(&state, &caller, "slack").await
+    app.disconnect(&admin, Channel::Slack).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Disconnect Teams.
@@ -219,20 +137,9 @@ pub async fn delete_slack(
     responses((status = 204), (status = 404, description = "Not connected", body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn delete_teams(
-    State(state): State<Arc<AppState>>,
-    Admin(caller): Admin,
+    State(app): State<Arc<App>>,
+    Admin(admin): Admin,
 ) -> ApiResult<StatusCode> {
-    remove(&state, &caller, "teams").await
-}
-
-async fn remove(
-    state: &AppState,
-    caller: &crate::auth::Caller,
-    channel: &str,
-) -> ApiResult<StatusCode> {
-    state
-        .store
-        .delete_channel_settings(&caller.tenant, channel, caller.actor(), state.now())
-        .await?;
+    app.disconnect(&admin, Channel::Teams).await?;
     Ok(StatusCode::NO_CONTENT)
 }

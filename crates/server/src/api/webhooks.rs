@@ -2,19 +2,17 @@
 
 use std::sync::Arc;
 
-use agentnexus_store::Delivery;
+use agentnexus_app::App;
+use agentnexus_app::types::EvaluationId;
+use agentnexus_store::{Delivery, Message};
 use axum::extract::State;
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::auth::{Admin, Caller};
-use crate::error::{ApiError, ApiResult, Problem};
+use crate::error::{ApiResult, Problem};
 use crate::extract::Path;
-use crate::state::AppState;
-
-/// How long a rotated secret keeps signing beside the new one.
-pub const ROTATION_GRACE: chrono::Duration = chrono::Duration::hours(24);
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SigningSecret {
@@ -34,11 +32,11 @@ pub struct RotatedSecret {
     responses((status = 200, body = SigningSecret), (status = 403, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn secret(
-    State(state): State<Arc<AppState>>,
-    Admin(caller): Admin,
+    State(app): State<Arc<App>>,
+    Admin(admin): Admin,
 ) -> ApiResult<axum::Json<SigningSecret>> {
     Ok(axum::Json(SigningSecret {
-        signing_secret: state.webhook_secret(&caller.tenant).await?,
+        signing_secret: app.signing_secret(&admin).await?,
     }))
 }
 
@@ -47,27 +45,10 @@ pub async fn secret(
     responses((status = 200, body = RotatedSecret), (status = 403, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn rotate(
-    State(state): State<Arc<AppState>>,
-    Admin(caller): Admin,
+    State(app): State<Arc<App>>,
+    Admin(admin): Admin,
 ) -> ApiResult<axum::Json<RotatedSecret>> {
-    // A workspace that never had a secret gets one first, so there is always one to keep.
-    state.webhook_secret(&caller.tenant).await?;
-    let fresh = crate::webhooks::new_secret();
-    let until = state
-        .store
-        .rotate_webhook_secret(
-            &caller.tenant,
-            &state.cipher.seal(
-                &fresh,
-                crate::crypto::Purpose::WebhookSecret {
-                    workspace_id: caller.tenant.workspace_id(),
-                },
-            ),
-            ROTATION_GRACE,
-            caller.actor(),
-            state.now(),
-        )
-        .await?;
+    let (fresh, until) = app.rotate_signing_secret(&admin).await?;
     Ok(axum::Json(RotatedSecret {
         signing_secret: fresh,
         previous_expires_at: agentnexus_store::timestamp_text(until),
@@ -111,16 +92,23 @@ pub struct DeliveryView {
 
 impl From<Delivery> for DeliveryView {
     fn from(d: Delivery) -> Self {
-        let text = |v: &Value| v.as_str().map(str::to_owned);
+        let (event, url, body) = match &d.message {
+            Message::Webhook { url, event } => (
+                Some(event.name().to_owned()),
+                Some(url.clone()),
+                serde_json::to_value(event).unwrap_or_default(),
+            ),
+            _ => (None, None, Value::Null),
+        };
         DeliveryView {
-            event: text(&d.payload["body"]["event"]),
-            url: text(&d.payload["url"]),
-            body: d.payload["body"].clone(),
-            kind: d.kind.to_owned(),
-            to: match d.kind {
-                "webhook" => None,
-                _ => Some(text(&d.payload["to"]).unwrap_or_else(|| "channel".into())),
+            to: match &d.message {
+                Message::Webhook { .. } => None,
+                m => Some(m.recipient().unwrap_or("channel").to_owned()),
             },
+            kind: d.message.kind().as_str().to_owned(),
+            event,
+            url,
+            body,
             id: d.id,
             status: d.status,
             next_attempt_at: d.next_attempt_at,
@@ -152,14 +140,11 @@ pub struct DeliveryList {
     responses((status = 200, body = DeliveryList), (status = 404, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn deliveries(
-    State(state): State<Arc<AppState>>,
-    caller: Caller,
+    State(app): State<Arc<App>>,
+    Caller(caller): Caller,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<DeliveryList>> {
-    if state.store.evaluation(&caller.tenant, &id).await?.is_none() {
-        return Err(ApiError::NotFound);
-    }
-    let deliveries = state.store.deliveries(&caller.tenant, &id).await?;
+    let deliveries = app.deliveries(&caller, &EvaluationId::from(id)).await?;
     Ok(axum::Json(DeliveryList {
         deliveries: deliveries.into_iter().map(Into::into).collect(),
     }))

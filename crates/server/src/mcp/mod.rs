@@ -19,9 +19,8 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde_json::{Map, Value, json};
 
-use crate::auth::Caller;
-use crate::error::ApiError;
-use crate::state::AppState;
+use agentnexus_app::crypto::Purpose;
+use agentnexus_app::{App, Caller, Error};
 
 const LEGACY_VERSIONS: [&str; 2] = ["2025-06-18", "2025-11-25"];
 const MODERN: &str = "2026-07-28";
@@ -149,12 +148,12 @@ fn decode_header_value(v: &str) -> Option<String> {
 
 /// Whether a browser page from `origin` may call us: the public URL's own origin, or one
 /// listed in `AGENTNEXUS_MCP_ALLOWED_ORIGINS`. Clients that are not browsers send no Origin.
-fn origin_allowed(state: &AppState, origin: &str) -> bool {
-    let own = url::Url::parse(&state.public_url())
+fn origin_allowed(app: &App, origin: &str) -> bool {
+    let own = url::Url::parse(&app.public_url())
         .map(|u| u.origin().ascii_serialization())
         .unwrap_or_default();
     origin == own
-        || state
+        || app
             .config
             .mcp_allowed_origins
             .iter()
@@ -171,7 +170,7 @@ fn accepts_json(headers: &HeaderMap) -> bool {
 }
 
 /// `POST /api/mcp` (and every other method, answered 405).
-pub async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Response {
+pub async fn handle(State(app): State<Arc<App>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     // Read here rather than by an extractor, so an oversized body is a JSON-RPC error too.
     let body: Bytes = match axum::body::to_bytes(body, crate::extract::BODY_LIMIT).await {
@@ -185,20 +184,20 @@ pub async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Res
             .into_response();
         }
     };
-    match serve(&state, parts.method, &parts.headers, &body).await {
+    match serve(&app, parts.method, &parts.headers, &body).await {
         Ok(response) => response,
         Err(e) => e.into_response(),
     }
 }
 
 async fn serve(
-    state: &Arc<AppState>,
+    app: &Arc<App>,
     method: Method,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Response, RpcError> {
     if let Some(origin) = header_text(headers, "origin")?
-        && !origin_allowed(state, origin)
+        && !origin_allowed(app, origin)
     {
         return Err(RpcError::new(
             StatusCode::FORBIDDEN,
@@ -212,7 +211,7 @@ async fn serve(
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return Ok(r);
     }
-    let caller = authenticate(state, headers).await?;
+    let caller = authenticate(app, headers).await?;
     let content_type = header_text(headers, "content-type")?.unwrap_or_default();
     if !content_type.trim().starts_with("application/json") {
         return Err(RpcError::new(
@@ -277,7 +276,7 @@ async fn serve(
     if era == Era::Modern {
         check_envelope(headers, method, &params).map_err(|e| e.with_id(&id))?;
     }
-    let result = dispatch(state, &caller, era, method, &params)
+    let result = dispatch(app, &caller, era, method, &params)
         .await
         .map_err(|e| e.with_id(&id))?;
     let mut result = result;
@@ -290,41 +289,25 @@ async fn serve(
     Ok(axum::Json(json!({"jsonrpc": "2.0", "id": id, "result": result})).into_response())
 }
 
-async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, RpcError> {
-    let unauthorized = || {
-        RpcError::new(
+async fn authenticate(app: &App, headers: &HeaderMap) -> Result<Caller, RpcError> {
+    let secret = header_text(headers, "authorization")?
+        .and_then(crate::auth::bearer)
+        .unwrap_or_default();
+    match app.authenticate(secret).await {
+        Ok(caller) => Ok(caller),
+        Err(Error::Unauthorized) => Err(RpcError::new(
             StatusCode::UNAUTHORIZED,
             UNAUTHORIZED,
             "Invalid or missing API key: send Authorization: Bearer anx_…",
-        )
-    };
-    let secret = header_text(headers, "authorization")?
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim())
-        .filter(|t| t.starts_with("anx_"))
-        .ok_or_else(unauthorized)?;
-    let key = match state.authenticate(secret).await {
-        Ok(Some(k)) => k,
-        Ok(None) => return Err(unauthorized()),
-        Err(e) => return Err(internal(e)),
-    };
-    if let Err(ApiError::RateLimited { retry_after_secs }) =
-        state.limits.check_key(&key.identity.key_id)
-    {
-        return Err(RpcError::new(
+        )),
+        Err(Error::RateLimited { retry_after_secs }) => Err(RpcError::new(
             StatusCode::TOO_MANY_REQUESTS,
             RATE_LIMITED,
             format!("rate limited: retry in {retry_after_secs} s"),
         )
-        .with_data(json!({"retry_after_secs": retry_after_secs})));
+        .with_data(json!({"retry_after_secs": retry_after_secs}))),
+        Err(e) => Err(internal(e)),
     }
-    key.touch(state.now());
-    Ok(Caller {
-        tenant: key.identity.tenant.clone(),
-        key_id: key.identity.key_id.clone(),
-        scope: key.identity.scope,
-    })
 }
 
 fn internal(e: impl std::fmt::Display) -> RpcError {
@@ -403,7 +386,7 @@ const INSTRUCTIONS: &str = "Before any consequential action (a refund, a deploy,
     (wait_seconds up to 60) until it is final.";
 
 async fn dispatch(
-    state: &Arc<AppState>,
+    app: &Arc<App>,
     caller: &Caller,
     era: Era,
     method: &str,
@@ -447,12 +430,10 @@ async fn dispatch(
             }
             Ok(result)
         }
-        (_, "tools/call") => call(state, caller, era, params)
-            .await
-            .map_err(|e| RpcError {
-                status: status(e.status),
-                ..e
-            }),
+        (_, "tools/call") => call(app, caller, era, params).await.map_err(|e| RpcError {
+            status: status(e.status),
+            ..e
+        }),
         _ => Err(RpcError::new(
             status(StatusCode::NOT_FOUND),
             METHOD_NOT_FOUND,
@@ -507,7 +488,7 @@ fn text_result(outcome: tools::Outcome) -> Result<Value, RpcError> {
 }
 
 async fn call(
-    state: &Arc<AppState>,
+    app: &Arc<App>,
     caller: &Caller,
     era: Era,
     params: &Value,
@@ -535,28 +516,23 @@ async fn call(
             // The retry of an input-required round: answer the evaluation it names, never a
             // second one.
             if era == Era::Modern && params.get("requestState").is_some() {
-                let ev = resume(state, caller, params)?;
+                let ev = resume(app, caller, params)?;
                 return text_result(
-                    tools::get_evaluation(state, caller, json!({"evaluation_id": ev})).await,
+                    tools::get_evaluation(app, caller, json!({"evaluation_id": ev})).await,
                 );
             }
-            let outcome = tools::evaluate(
-                state,
-                caller,
-                arguments.clone(),
-                trace_meta(params).as_ref(),
-            )
-            .await;
+            let outcome =
+                tools::evaluate(app, caller, arguments.clone(), trace_meta(params).as_ref()).await;
             if era == Era::Modern
                 && wants_url_elicitation(params)
                 && let tools::Outcome::Done { structured, .. } = &outcome
                 && structured["status"] == "pending"
             {
-                return Ok(input_required(state, caller, &arguments, structured));
+                return input_required(app, caller, &arguments, structured);
             }
             text_result(outcome)
         }
-        "get_evaluation" => text_result(tools::get_evaluation(state, caller, arguments).await),
+        "get_evaluation" => text_result(tools::get_evaluation(app, caller, arguments).await),
         other => Err(RpcError::new(
             StatusCode::BAD_REQUEST,
             INVALID_PARAMS,
@@ -576,24 +552,24 @@ const REQUEST_STATE_SECS: i64 = 600;
 /// A pending evaluation on a client that can show a link: ask it to show where the approval
 /// is followed, and to come back with the sealed state naming this evaluation.
 fn input_required(
-    state: &AppState,
+    app: &App,
     caller: &Caller,
     arguments: &Value,
     structured: &Value,
-) -> Value {
+) -> Result<Value, RpcError> {
     let id = structured["evaluation_id"].as_str().unwrap_or_default();
-    let sealed = state.cipher.seal(
+    let sealed = app.cipher().map_err(internal)?.seal(
         &json!({
             "evaluation_id": id,
-            "key_id": caller.key_id,
+            "key_id": caller.key_id().as_str(),
             "arguments": arguments_digest(arguments),
-            "expires": state.now().timestamp() + REQUEST_STATE_SECS,
+            "expires": app.now().timestamp() + REQUEST_STATE_SECS,
         })
         .to_string(),
-        crate::crypto::Purpose::McpRequestState,
+        Purpose::McpRequestState,
     );
     let url = structured["follow"]["url"].as_str().unwrap_or_default();
-    json!({
+    Ok(json!({
         "resultType": "input_required",
         "inputRequests": {
             "approval": {
@@ -610,7 +586,7 @@ fn input_required(
             }
         },
         "requestState": sealed,
-    })
+    }))
 }
 
 /// Opens a request state: it must be ours, unexpired, and sealed for this caller's key.
@@ -619,7 +595,7 @@ fn arguments_digest(arguments: &Value) -> String {
     agentnexus_engine::canonical::sha256_hex(&agentnexus_engine::canonical::to_vec(arguments))
 }
 
-fn resume(state: &AppState, caller: &Caller, params: &Value) -> Result<String, RpcError> {
+fn resume(app: &App, caller: &Caller, params: &Value) -> Result<String, RpcError> {
     let invalid = || {
         RpcError::new(
             StatusCode::BAD_REQUEST,
@@ -629,16 +605,17 @@ fn resume(state: &AppState, caller: &Caller, params: &Value) -> Result<String, R
         .with_data(json!({"reason": "invalid_request_state"}))
     };
     let sealed = params["requestState"].as_str().ok_or_else(invalid)?;
-    let opened: Value = state
-        .cipher
-        .open(sealed, crate::crypto::Purpose::McpRequestState)
+    let opened: Value = app
+        .cipher()
+        .map_err(internal)?
+        .open(sealed, Purpose::McpRequestState)
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
         .ok_or_else(invalid)?;
-    let fresh = opened["expires"].as_i64().unwrap_or(0) >= state.now().timestamp();
+    let fresh = opened["expires"].as_i64().unwrap_or(0) >= app.now().timestamp();
     let same_call = opened["arguments"].as_str()
         == Some(arguments_digest(params.get("arguments").unwrap_or(&Value::Null)).as_str());
-    if !fresh || !same_call || opened["key_id"].as_str() != Some(caller.key_id.as_str()) {
+    if !fresh || !same_call || opened["key_id"].as_str() != Some(caller.key_id().as_str()) {
         return Err(invalid());
     }
     opened["evaluation_id"]

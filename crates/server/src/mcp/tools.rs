@@ -2,15 +2,12 @@
 
 use std::time::Duration;
 
+use agentnexus_app::evaluations::MAX_WAIT_SECS;
+use agentnexus_app::types::EvaluationId;
+use agentnexus_app::{App, Caller, Error};
 use serde_json::{Map, Value, json};
 
-use crate::api::evaluations::{EvaluateRequest, decide, detail};
-use crate::auth::Caller;
-use crate::error::ApiError;
-use crate::state::AppState;
-
-/// The longest `get_evaluation` waits for a change, as `?wait=` does.
-pub const MAX_WAIT_SECS: u64 = 60;
+use crate::wire::{EvaluateRequest, EvaluationDetail, EvaluationResponse};
 
 fn cents(description: &str) -> Value {
     json!({"type": "integer", "minimum": 0, "maximum": agentnexus_engine::MAX_CENTS,
@@ -150,7 +147,7 @@ pub enum Outcome {
     },
     Failed(String),
     /// The server failed (the store, say): a JSON-RPC internal error, logged, never shown.
-    Broken(ApiError),
+    Broken(Error),
 }
 
 fn summarize(v: &Value) -> String {
@@ -165,28 +162,28 @@ fn summarize(v: &Value) -> String {
     )
 }
 
-fn failed(e: ApiError) -> Outcome {
+fn failed(e: Error) -> Outcome {
     match e {
-        ApiError::Invalid { detail, .. } | ApiError::Malformed(detail) => Outcome::Failed(detail),
-        ApiError::NotFound => Outcome::Failed("no such evaluation in this workspace".into()),
-        ApiError::Internal(_) | ApiError::Unavailable(_) => Outcome::Broken(e),
+        Error::Invalid { detail, .. } => Outcome::Failed(detail),
+        Error::NotFound => Outcome::Failed("no such evaluation in this workspace".into()),
+        Error::Internal(_) | Error::Unavailable(_) => Outcome::Broken(e),
         other => Outcome::Failed(other.to_string()),
     }
 }
 
 /// Where an evaluation is followed: by the agent, the tool call to make; by its user, the
 /// approval page, where an approver signs in to decide.
-fn follow(state: &AppState, id: &str) -> Value {
+fn follow(app: &App, id: &str) -> Value {
     json!({
         "tool": "get_evaluation",
         "arguments": {"evaluation_id": id, "wait_seconds": MAX_WAIT_SECS},
-        "url": crate::channels::sign_in_url(state, id),
+        "url": app.sign_in_url(id),
     })
 }
 
 /// `evaluate`, with the request's `_meta` kept as trace metadata.
 pub async fn evaluate(
-    state: &AppState,
+    app: &App,
     caller: &Caller,
     arguments: Value,
     meta: Option<&Value>,
@@ -207,11 +204,12 @@ pub async fn evaluate(
         req.trace = Some(Value::Object(trace));
     }
     let action = req.action.clone();
-    match decide(state, caller, req).await {
-        Ok(response) => {
+    match app.evaluate(caller, req.into()).await {
+        Ok(summary) => {
+            let response = EvaluationResponse::from(summary);
             let mut structured = serde_json::to_value(&response).unwrap_or_default();
             if response.status == "pending" {
-                structured["follow"] = follow(state, &response.evaluation_id);
+                structured["follow"] = follow(app, &response.evaluation_id);
             }
             structured["action"] = json!(action);
             let summary = summarize(&structured);
@@ -226,7 +224,7 @@ pub async fn evaluate(
 }
 
 /// `get_evaluation`, optionally waiting for the status to change.
-pub async fn get_evaluation(state: &AppState, caller: &Caller, arguments: Value) -> Outcome {
+pub async fn get_evaluation(app: &App, caller: &Caller, arguments: Value) -> Outcome {
     let Some(id) = arguments["evaluation_id"]
         .as_str()
         .filter(|s| !s.is_empty())
@@ -247,20 +245,14 @@ pub async fn get_evaluation(state: &AppState, caller: &Caller, arguments: Value)
     }) {
         return Outcome::Failed(format!("unknown argument `{extra}`"));
     }
-    match state
-        .wait_for_change(
-            &caller.tenant,
-            &caller.key_id,
-            id,
-            Duration::from_secs(wait),
-        )
-        .await
-    {
-        Ok(Some(ev)) => {
+    let id = EvaluationId::from(id);
+    match app.evaluation(caller, &id, Duration::from_secs(wait)).await {
+        Ok(ev) => {
             let pending = ev.status == agentnexus_store::Status::Pending;
-            let mut structured = serde_json::to_value(detail(ev)).unwrap_or_default();
+            let mut structured =
+                serde_json::to_value(EvaluationDetail::from(ev)).unwrap_or_default();
             if pending {
-                structured["follow"] = follow(state, id);
+                structured["follow"] = follow(app, id.as_str());
             }
             let summary = summarize(&structured);
             Outcome::Done {
@@ -268,7 +260,6 @@ pub async fn get_evaluation(state: &AppState, caller: &Caller, arguments: Value)
                 summary,
             }
         }
-        Ok(None) => failed(ApiError::NotFound),
         Err(e) => failed(e),
     }
 }

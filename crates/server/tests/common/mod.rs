@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use agentnexus_server::{AppState, Config, accounts};
+use agentnexus_app::{App, Config, accounts};
 use agentnexus_store::{Store, StoreConfig, Tenant};
 use agentnexus_testkit::Backend;
 use agentnexus_testkit::TestDatabase;
@@ -193,8 +193,7 @@ impl TestApp {
         let clock = TestClock::default();
         let c = clock.clone();
         let state = Arc::new(
-            AppState::new(store.clone(), config.clone(), Arc::new(move || c.now()))
-                .expect("app state"),
+            App::new(store.clone(), config.clone(), Arc::new(move || c.now())).expect("app state"),
         );
         let (tx, rx) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {

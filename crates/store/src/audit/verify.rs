@@ -33,7 +33,8 @@ const EVENT_BYTES: usize = 512;
 /// The head and the highest stored seq in one statement, so from one snapshot: an event slipped
 /// in past the head is caught, and one appended while verifying is not mistaken for it.
 const HEAD: &str = "SELECT h.seq, h.hash, (SELECT MAX(e.seq) FROM audit_events e \
-    WHERE e.workspace_id = h.workspace_id) FROM audit_heads h WHERE h.workspace_id = $1";
+    WHERE e.workspace_id = h.workspace_id) AS stored_max FROM audit_heads h \
+    WHERE h.workspace_id = $1";
 
 /// The events after seq `$2` up to the head's seq `$3`, in order.
 const EVENTS: &str = "SELECT seq, occurred_at, type, actor, evaluation_id, data, prev_hash, \
@@ -263,9 +264,9 @@ async fn read_sqlx(pool: AnyPool, ws: String) -> Result<(Head, Chunks)> {
         .await?
         .ok_or(StoreError::NotFound)?;
     let head = Head {
-        seq: row.try_get(0)?,
-        hash: row.try_get(1)?,
-        stored_max: row.try_get(2)?,
+        seq: row.try_get("seq")?,
+        hash: row.try_get("hash")?,
+        stored_max: row.try_get("stored_max")?,
     };
     let (tx, rx) = mpsc::channel(READ_AHEAD);
     let head_seq = head.seq;
@@ -301,14 +302,14 @@ async fn fetch_sqlx(pool: &AnyPool, ws: &str, after: i64, head_seq: i64) -> Resu
     let mut chunk = Chunk::with_capacity(rows.len() * EVENT_BYTES);
     for row in &rows {
         chunk.push(Event {
-            seq: row.try_get(0)?,
-            occurred_at: row.try_get(1)?,
-            kind: row.try_get(2)?,
-            actor: row.try_get(3)?,
-            evaluation_id: row.try_get(4)?,
-            data: row.try_get(5)?,
-            prev_hash: row.try_get(6)?,
-            hash: row.try_get(7)?,
+            seq: row.try_get("seq")?,
+            occurred_at: row.try_get("occurred_at")?,
+            kind: row.try_get("type")?,
+            actor: row.try_get("actor")?,
+            evaluation_id: row.try_get("evaluation_id")?,
+            data: row.try_get("data")?,
+            prev_hash: row.try_get("prev_hash")?,
+            hash: row.try_get("hash")?,
         });
     }
     Ok(chunk)
@@ -354,9 +355,9 @@ fn open_snapshot(file: &Path, ws: &str) -> Result<(rusqlite::Connection, Head)> 
     let head = conn
         .query_row(HEAD, [ws], |row| {
             Ok(Head {
-                seq: row.get(0)?,
-                hash: row.get(1)?,
-                stored_max: row.get(2)?,
+                seq: row.get("seq")?,
+                hash: row.get("hash")?,
+                stored_max: row.get("stored_max")?,
             })
         })
         .optional()?
@@ -373,18 +374,30 @@ fn send_events(
     tx: &mpsc::Sender<Result<Chunk>>,
 ) -> Result<()> {
     let mut events = conn.prepare(EVENTS)?;
+    // Columns by name, looked up once rather than for every row.
+    let at = |name: &str| events.column_index(name);
+    let (seq, occurred_at, kind, actor, evaluation_id, data, prev_hash, hash) = (
+        at("seq")?,
+        at("occurred_at")?,
+        at("type")?,
+        at("actor")?,
+        at("evaluation_id")?,
+        at("data")?,
+        at("prev_hash")?,
+        at("hash")?,
+    );
     let mut rows = events.query(rusqlite::params![ws, 0, head_seq])?;
     let mut chunk = Chunk::with_capacity(CHUNK * EVENT_BYTES);
     while let Some(row) = rows.next()? {
         chunk.push(Event {
-            seq: row.get(0)?,
-            occurred_at: row.get(1)?,
-            kind: column(row, 2, ValueRef::as_str)?,
-            actor: column(row, 3, ValueRef::as_str)?,
-            evaluation_id: column(row, 4, ValueRef::as_str_or_null)?,
-            data: column(row, 5, ValueRef::as_str)?,
-            prev_hash: column(row, 6, ValueRef::as_str)?,
-            hash: column(row, 7, ValueRef::as_str)?,
+            seq: row.get(seq)?,
+            occurred_at: row.get(occurred_at)?,
+            kind: column(row, kind, ValueRef::as_str)?,
+            actor: column(row, actor, ValueRef::as_str)?,
+            evaluation_id: column(row, evaluation_id, ValueRef::as_str_or_null)?,
+            data: column(row, data, ValueRef::as_str)?,
+            prev_hash: column(row, prev_hash, ValueRef::as_str)?,
+            hash: column(row, hash, ValueRef::as_str)?,
         });
         if chunk.len() == CHUNK {
             let next = Chunk::with_capacity(chunk.text.len());

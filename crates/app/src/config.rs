@@ -1,11 +1,11 @@
-//! Server configuration: every setting, its environment variable and its default, in one
-//! place. The README's configuration table is this file in prose.
+//! Configuration: every setting, its environment variable and its default, in one place.
+//! The README's configuration table is this file in prose.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::workers::delivery::RetrySchedule;
+use crate::retry::RetrySchedule;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
@@ -198,6 +198,16 @@ impl Config {
                 horizon: Duration::from_secs(self.retry_horizon_secs),
             },
         }
+    }
+
+    /// The settings the environment gives, defaults for the rest (no command-line flags).
+    pub fn from_env() -> Config {
+        #[derive(clap::Parser)]
+        struct Env {
+            #[command(flatten)]
+            config: Config,
+        }
+        <Env as clap::Parser>::parse_from(["agentnexus"]).config
     }
 
     /// Defaults for everything; tests override what they need.

@@ -11,7 +11,7 @@ use agentnexus_store::key_hash;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::config::Config;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{Error, Result};
 
 /// Requests one secure link (or one evaluation's sign-in page) may take per minute, in a burst
 /// of as many: a person opens, asks for a code and decides a few times at most.
@@ -27,16 +27,16 @@ pub struct Limits {
     full_queues: RwLock<HashSet<String>>,
 }
 
-fn limited(not_until: governor::NotUntil<governor::clock::QuantaInstant>) -> ApiError {
+fn limited(not_until: governor::NotUntil<governor::clock::QuantaInstant>) -> Error {
     let wait = not_until.wait_time_from(governor::clock::Clock::now(
         &governor::clock::DefaultClock::default(),
     ));
-    ApiError::RateLimited {
+    Error::RateLimited {
         retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
     }
 }
 
-fn check(limiter: &Option<DefaultKeyedRateLimiter<String>>, key_id: &str) -> ApiResult<()> {
+fn check(limiter: &Option<DefaultKeyedRateLimiter<String>>, key_id: &str) -> Result<()> {
     match limiter {
         // governor's keyed limiter wants an owned key; a key id is short.
         Some(l) => l.check_key(&key_id.to_owned()).map_err(limited),
@@ -69,20 +69,20 @@ impl Limits {
     }
 
     /// Counts a request against its key's rate limit (every request made with a key).
-    pub fn check_key(&self, key_id: &str) -> ApiResult<()> {
+    pub fn check_key(&self, key_id: &str) -> Result<()> {
         check(&self.requests, key_id)
     }
 
     /// Counts a request against its key's limit on managing the workspace (every request
     /// only an admin key may make), which is far lower: some of those requests (simulations,
     /// policy saves, chain verification) cost far more than an evaluation.
-    pub fn check_management(&self, key_id: &str) -> ApiResult<()> {
+    pub fn check_management(&self, key_id: &str) -> Result<()> {
         check(&self.management, key_id)
     }
 
     /// Counts a request against a secure link's (or an evaluation's sign-in page's) limit.
     /// Keyed by a hash, so the limiter's memory never holds a usable token.
-    pub fn check_link(&self, token_or_id: &str) -> ApiResult<()> {
+    pub fn check_link(&self, token_or_id: &str) -> Result<()> {
         self.links
             .check_key(&key_hash(token_or_id))
             .map_err(limited)
@@ -90,11 +90,11 @@ impl Limits {
 
     /// Opens a long poll for a key, or refuses one past [`Config::waits_per_key`]; the poll
     /// is counted until the guard is dropped.
-    pub fn open_wait(&self, key_id: &str) -> ApiResult<Counted<'_>> {
+    pub fn open_wait(&self, key_id: &str) -> Result<Counted<'_>> {
         let mut waits = self.waits.lock().unwrap_or_else(|e| e.into_inner());
         let open = waits.entry(key_id.to_owned()).or_default();
         if *open >= self.waits_per_key {
-            return Err(ApiError::TooMany {
+            return Err(Error::TooMany {
                 detail: format!(
                     "this key already holds {} waits open (AGENTNEXUS_WAITS_PER_KEY); retry \
                      when one ends",
@@ -112,10 +112,10 @@ impl Limits {
 
     /// Starts a chain verification for a workspace, or refuses a second one while the
     /// first runs (it reads the whole chain).
-    pub fn begin_verification(&self, workspace_id: &str) -> ApiResult<Verifying<'_>> {
+    pub fn begin_verification(&self, workspace_id: &str) -> Result<Verifying<'_>> {
         let mut running = self.verifying.lock().unwrap_or_else(|e| e.into_inner());
         if !running.insert(workspace_id.to_owned()) {
-            return Err(ApiError::TooMany {
+            return Err(Error::TooMany {
                 detail: "a verification of this workspace's chain is already running".into(),
                 retry_after_secs: 1,
             });
@@ -220,7 +220,7 @@ mod tests {
             limits.check_management("key_admin").unwrap();
         }
         match limits.check_management("key_admin") {
-            Err(ApiError::RateLimited { retry_after_secs }) => assert!(retry_after_secs >= 1),
+            Err(Error::RateLimited { retry_after_secs }) => assert!(retry_after_secs >= 1),
             other => panic!("{other:?}"),
         }
         // Evaluating with the same key is not management.

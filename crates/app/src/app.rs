@@ -1,54 +1,79 @@
-//! Shared state: the store, and the caches that keep the evaluate path off the database.
+//! [`App`]: what every use case runs on — the store, the configuration, the clock, the server
+//! key, the outbound HTTP client, the limits, and the caches that keep the evaluate path off
+//! the database (keys by hash, compiled policies by workspace).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use agentnexus_engine::{CompiledPolicy, Format, PolicySet, compile_policy};
-use agentnexus_store::{Evaluation, KeyIdentity, Status, Store, Tenant, key_hash};
+use agentnexus_store::{KeyIdentity, Store, Tenant, key_hash};
 use chrono::{DateTime, Utc};
 
 use crate::config::Config;
 use crate::crypto::{Cipher, CipherError, Purpose};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{Error, Result};
 use crate::limits::Limits;
 
 /// Where "now" comes from; tests move it.
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 
-pub struct AppState {
+pub struct App {
     /// Set when the server begins to stop: long polls answer at once.
     pub stopping: tokio::sync::watch::Sender<bool>,
     pub store: Store,
     pub config: Config,
-    pub clock: Clock,
-    pub cipher: Cipher,
-    /// For outbound deliveries; see `workers::delivery::http_client`.
-    pub http: reqwest::Client,
-    pub keys: KeyCache,
-    pub policies: PolicyCache,
-    pub limits: Limits,
+    clock: Clock,
+    /// The server key; none for the command line, which seals and opens nothing.
+    cipher: Option<Cipher>,
+    /// For outbound deliveries; see [`crate::outbound::http_client`].
+    pub(crate) http: reqwest::Client,
+    pub(crate) keys: KeyCache,
+    pub(crate) policies: PolicyCache,
+    pub(crate) limits: Limits,
 }
 
-impl AppState {
-    /// The state for one server; fails when the secret key is unusable.
-    pub fn new(store: Store, config: Config, clock: Clock) -> Result<AppState, CipherError> {
+impl App {
+    /// The use cases of one server; fails when the secret key is unusable.
+    pub fn new(store: Store, config: Config, clock: Clock) -> Result<App, CipherError> {
         let cipher = match &config.secret_key {
             Some(key) => Cipher::from_base64(key)?,
             None => Cipher::from_key_file(&config.secret_key_file)?,
         };
-        let http = crate::workers::delivery::http_client(config.webhook_allow_private);
-        let limits = Limits::new(&config);
-        Ok(AppState {
+        Ok(App::with(store, config, clock, Some(cipher)))
+    }
+
+    /// The use cases as the command line runs them: straight on the store, without the
+    /// server key (a use case that needs it fails saying so) and without request limits.
+    pub fn offline(store: Store) -> App {
+        let mut config = Config::from_env();
+        config.rate_limit_per_second = 0;
+        config.admin_rate_limit_per_second = 0;
+        App::with(store, config, Arc::new(Utc::now), None)
+    }
+
+    fn with(store: Store, config: Config, clock: Clock, cipher: Option<Cipher>) -> App {
+        App {
             stopping: tokio::sync::watch::Sender::new(false),
+            http: crate::outbound::http_client(config.webhook_allow_private),
+            limits: Limits::new(&config),
             store,
             config,
             clock,
             cipher,
-            http,
             keys: KeyCache::default(),
             policies: PolicyCache::default(),
-            limits,
+        }
+    }
+
+    /// The server key, which seals and opens stored secrets.
+    pub fn cipher(&self) -> Result<&Cipher> {
+        self.cipher.as_ref().ok_or_else(|| {
+            Error::Unavailable(
+                "this needs the server key (AGENTNEXUS_SECRET_KEY or its file): run it \
+                 through the server"
+                    .into(),
+            )
         })
     }
 
@@ -60,7 +85,7 @@ impl AppState {
     }
 
     /// The identity behind a key, from the cache or the store; `None` if unknown or revoked.
-    pub async fn authenticate(&self, secret: &str) -> ApiResult<Option<Arc<CachedKey>>> {
+    pub(crate) async fn key(&self, secret: &str) -> Result<Option<Arc<CachedKey>>> {
         let hash = key_hash(secret);
         if let Some(k) = self.keys.get(&hash) {
             return Ok(Some(k));
@@ -79,85 +104,50 @@ impl AppState {
         }
     }
 
-    /// An evaluation, once its status differs from what it was when asked, or when `wait`
-    /// has passed. Only a pending evaluation can change. It polls the store rather than
-    /// holding a connection open while it waits.
-    ///
-    /// A key holds at most `AGENTNEXUS_WAITS_PER_KEY` waits open at once; past that the wait
-    /// is refused (429), not queued.
-    pub async fn wait_for_change(
-        &self,
-        tenant: &Tenant,
-        key_id: &str,
-        id: &str,
-        wait: std::time::Duration,
-    ) -> ApiResult<Option<Evaluation>> {
-        let Some(first) = self.store.evaluation(tenant, id).await? else {
-            return Ok(None);
-        };
-        if wait.is_zero() || first.status != Status::Pending {
-            return Ok(Some(first));
-        }
-        let _open = self.limits.open_wait(key_id)?;
-        let deadline = tokio::time::Instant::now() + wait;
-        let mut stopping = self.stopping.subscribe();
-        loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let stop = tokio::select! {
-                _ = tokio::time::sleep(left.min(std::time::Duration::from_millis(250))) => false,
-                _ = stopping.wait_for(|s| *s) => true,
-            };
-            let now = self.store.evaluation(tenant, id).await?;
-            let changed = now.as_ref().is_none_or(|e| e.status != first.status);
-            if changed || stop || tokio::time::Instant::now() >= deadline {
-                return Ok(now);
-            }
-        }
-    }
-
     /// The workspace's current webhook signing secret, made on first use.
-    pub async fn webhook_secret(&self, tenant: &Tenant) -> ApiResult<String> {
+    pub(crate) async fn webhook_secret(&self, tenant: &Tenant) -> Result<String> {
         let purpose = Purpose::WebhookSecret {
             workspace_id: tenant.workspace_id(),
         };
         let stored = match self.store.current_webhook_secret(tenant).await? {
             Some(s) => s,
             None => {
-                let fresh = self.cipher.seal(&crate::webhooks::new_secret(), purpose);
+                let fresh = self.cipher()?.seal(&crate::signing::new_secret(), purpose);
                 self.store
                     .ensure_webhook_secret(tenant, &fresh, self.now())
                     .await?
             }
         };
-        self.cipher
+        self.cipher()?
             .open(&stored, purpose)
-            .map_err(|e| ApiError::Internal(e.to_string()))
+            .map_err(Error::internal)
     }
 
     /// Every secret that signs deliveries now: the current one and any in its grace period.
-    pub async fn signing_secrets(&self, tenant: &Tenant) -> ApiResult<Vec<String>> {
+    pub(crate) async fn signing_secrets(&self, tenant: &Tenant) -> Result<Vec<String>> {
         self.webhook_secret(tenant).await?;
         let sealed = self
             .store
             .signing_webhook_secrets(tenant, self.now())
             .await?;
+        let cipher = self.cipher()?;
         sealed
             .iter()
             .map(|s| {
-                self.cipher
+                cipher
                     .open(
                         s,
                         Purpose::WebhookSecret {
                             workspace_id: tenant.workspace_id(),
                         },
                     )
-                    .map_err(|e| ApiError::Internal(e.to_string()))
+                    .map_err(Error::internal)
             })
             .collect()
     }
 
     /// The workspace's enabled policies, compiled; loaded on first use and after changes.
-    pub async fn policy_set(&self, tenant: &Tenant) -> ApiResult<Arc<LoadedPolicies>> {
+    pub(crate) async fn policy_set(&self, tenant: &Tenant) -> Result<Arc<LoadedPolicies>> {
         if let Some(set) = self.policies.get(tenant.workspace_id()) {
             return Ok(set);
         }
@@ -165,7 +155,7 @@ impl AppState {
     }
 
     /// Reads and compiles a workspace's policies and swaps them in.
-    pub async fn reload_policies(&self, tenant: &Tenant) -> ApiResult<Arc<LoadedPolicies>> {
+    pub(crate) async fn reload_policies(&self, tenant: &Tenant) -> Result<Arc<LoadedPolicies>> {
         // Generation first: a change landing between the two reads makes the next refresh
         // reload again rather than keep a stale set.
         let generation = self.store.policy_generation(tenant).await?;
@@ -178,7 +168,7 @@ impl AppState {
                 Format::Yaml
             };
             let policy = compile_policy(&v.document, format).map_err(|e| {
-                ApiError::Unavailable(format!(
+                Error::Unavailable(format!(
                     "stored policy `{}` version {} no longer compiles: {e}",
                     v.name, v.version
                 ))

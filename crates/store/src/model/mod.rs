@@ -1,8 +1,14 @@
 //! What the store keeps, in the product's words.
 
+mod messages;
+
+pub use messages::{About, JobKind, Message, StageRef, WebhookEvent};
+
 use std::collections::BTreeMap;
 
-use agentnexus_engine::{Effect, MatchedRule, Proposal, RuleError, Stage};
+use agentnexus_engine::{
+    Channel, Effect, MatchedRule, OnTimeout, Proposal, RuleError, Stage, Tier,
+};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
@@ -199,8 +205,8 @@ pub struct NewEvaluation {
     pub reason: String,
     pub matched_rules: Vec<MatchedRule>,
     pub errors: Vec<RuleError>,
-    /// `{"tier", "policy", "rule"}` of the rule that asked for approval.
-    pub approval: Option<Value>,
+    /// The rule that asked for approval.
+    pub approval: Option<ApprovalRule>,
     pub stages: Vec<Stage>,
     /// Secure links (and their e-mails) for the first stage's approvers.
     pub notices: Vec<Notice>,
@@ -214,8 +220,69 @@ pub struct NewEvaluation {
 #[derive(Debug, Clone)]
 pub struct Notice {
     pub link: Option<NewLink>,
-    /// The jobs to queue: their kind and payload.
-    pub messages: Vec<(crate::JobKind, Value)>,
+    /// The jobs to queue.
+    pub messages: Vec<crate::Message>,
+}
+
+/// The rule that asked for an evaluation's approval, and its tier.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ApprovalRule {
+    pub tier: Tier,
+    pub policy: String,
+    pub rule: String,
+}
+
+/// Where a stage stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StageStatus {
+    /// Not started: an earlier stage waits (or ended the evaluation).
+    Queued,
+    /// The current stage, its deadline running.
+    Waiting,
+    Passed,
+    Rejected,
+    Expired,
+}
+
+impl StageStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StageStatus::Queued => "queued",
+            StageStatus::Waiting => "waiting",
+            StageStatus::Passed => "passed",
+            StageStatus::Rejected => "rejected",
+            StageStatus::Expired => "expired",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<StageStatus> {
+        [
+            StageStatus::Queued,
+            StageStatus::Waiting,
+            StageStatus::Passed,
+            StageStatus::Rejected,
+            StageStatus::Expired,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+    }
+}
+
+impl From<agentnexus_engine::approval::StageEnd> for StageStatus {
+    fn from(end: agentnexus_engine::approval::StageEnd) -> Self {
+        use agentnexus_engine::approval::StageEnd;
+        match end {
+            StageEnd::Passed => StageStatus::Passed,
+            StageEnd::Rejected => StageStatus::Rejected,
+            StageEnd::Expired => StageStatus::Expired,
+        }
+    }
+}
+
+impl Serialize for StageStatus {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
 }
 
 /// A secure link for one approver of one stage. Only the token's hash is stored; the
@@ -228,7 +295,7 @@ pub struct NewLink {
 }
 
 /// A person's decision on a stage.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct HumanDecision {
     pub stage: i64,
     pub approver: String,
@@ -253,11 +320,10 @@ pub struct StageRecord {
     pub name: String,
     pub approvers: Vec<String>,
     pub required: i64,
-    pub channels: Vec<String>,
+    pub channels: Vec<Channel>,
     pub timeout_secs: Option<i64>,
-    pub on_timeout: String,
-    /// `waiting` (the current stage), `queued`, `passed`, `rejected`, `expired` or `skipped`.
-    pub status: String,
+    pub on_timeout: OnTimeout,
+    pub status: StageStatus,
     pub started_at: Option<DateTime<Utc>>,
     pub expires_at: Option<DateTime<Utc>>,
     pub decided_at: Option<DateTime<Utc>>,
@@ -281,7 +347,7 @@ pub struct Evaluation {
     pub reason: String,
     pub matched_rules: Value,
     pub errors: Value,
-    pub approval: Option<Value>,
+    pub approval: Option<ApprovalRule>,
     pub current_stage: Option<i64>,
     pub policy_versions: Value,
     pub proposal_hash: String,

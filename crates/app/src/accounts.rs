@@ -1,12 +1,16 @@
-//! Accounts: password hashing and the first workspace of an empty store.
+//! Accounts: workspaces with their owner and first admin key, the first workspace of an
+//! empty store, and password hashing.
 
-use agentnexus_store::{Actor, NewOwner, Store, StoreError};
+use agentnexus_store::{Actor, NewOwner, Store};
 use argon2::password_hash::SaltString;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier};
 use chrono::Utc;
 use rand::Rng;
 use rand::distr::Alphanumeric;
+
+use crate::error::{Error, Result};
+use crate::types::Email;
 
 /// An argon2id PHC string for a password.
 pub fn hash_password(password: &str) -> String {
@@ -43,14 +47,23 @@ pub struct CreatedWorkspace {
     pub admin_key: String,
 }
 
-/// Creates a workspace with an owner (password given or generated) and an admin key.
+/// Creates a workspace with an owner (password given or generated) and an admin key. A
+/// workspace's name is 1-64 of a-z 0-9 - _ . (as a policy's).
 pub async fn create_workspace(
     store: &Store,
     name: &str,
     owner_email: &str,
     password: Option<String>,
     actor: Actor,
-) -> Result<CreatedWorkspace, StoreError> {
+) -> Result<CreatedWorkspace> {
+    if !agentnexus_engine::valid_policy_name(name) {
+        return Err(Error::field(
+            "name",
+            "a workspace name is 1-64 of a-z 0-9 - _ .",
+        ));
+    }
+    let owner_email = Email::parse(owner_email)?;
+    let owner_email = owner_email.as_str();
     let generated = password.is_none();
     let password = password.unwrap_or_else(random_password);
     let (_, _, key) = store
@@ -78,14 +91,14 @@ pub async fn bootstrap(
     store: &Store,
     email: &str,
     password: Option<String>,
-) -> Result<Option<CreatedWorkspace>, StoreError> {
+) -> Result<Option<CreatedWorkspace>> {
     if !store.workspaces().await?.is_empty() {
         return Ok(None);
     }
     match create_workspace(store, "default", email, password, Actor::System).await {
         Ok(created) => Ok(Some(created)),
         // Another replica bootstrapped first.
-        Err(StoreError::Conflict(_)) => Ok(None),
+        Err(Error::Conflict(_)) => Ok(None),
         Err(e) => Err(e),
     }
 }

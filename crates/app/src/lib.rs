@@ -1,0 +1,39 @@
+//! AgentNexus use cases: every operation a person or an agent can do — evaluate, decide an
+//! approval, manage policies, keys, members and settings, read the audit trail — and the
+//! background work that follows (deliveries, deadlines, maintenance). Doors (REST, MCP, the
+//! approval pages, the CLI) parse their input into the types here, call one use case, and
+//! render its answer; none of them holds logic of its own, and nothing here knows HTTP.
+//!
+//! Each use case is a method of [`App`] taking a [`Caller`] or an [`Admin`] (from which its
+//! workspace comes), typed inputs, and answering [`Result`].
+#![forbid(unsafe_code)]
+
+pub mod accounts;
+mod app;
+pub mod approvals;
+pub mod audit;
+mod auth;
+pub mod config;
+pub mod crypto;
+pub mod deadlines;
+mod error;
+pub mod evaluations;
+pub mod keys;
+pub mod limits;
+pub mod maintenance;
+pub mod members;
+mod notify;
+pub mod outbound;
+pub mod policies;
+pub mod render;
+pub mod retry;
+pub mod settings;
+mod signing;
+pub mod types;
+pub mod webhooks;
+pub mod workers;
+
+pub use app::{App, Clock};
+pub use auth::{Admin, Caller};
+pub use config::Config;
+pub use error::{Error, Result};

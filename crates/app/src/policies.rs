@@ -1,0 +1,298 @@
+//! Policies (SPEC §3): documents checked whole before they are stored (a stage that reaches
+//! nobody is refused too), versions, disabling, rollback, validation and simulation. A change
+//! is visible to this server's next evaluation at once, and to the others within
+//! `AGENTNEXUS_REFRESH_SECS`.
+
+use std::sync::Arc;
+
+use agentnexus_engine::{
+    CompiledPolicy, Decision, Format, Invalid, PolicySet, Problem, Spend, compile_policy,
+};
+use agentnexus_store::{PolicyChange, PolicySummary, PolicyVersion};
+
+use crate::error::{Error, Result};
+use crate::evaluations::{EvaluateInput, Proposed};
+use crate::{Admin, App};
+
+/// A policy document as written, in its format.
+#[derive(Debug, Clone)]
+pub struct PolicyText {
+    pub text: String,
+    pub format: Format,
+}
+
+impl PolicyText {
+    /// A document whose format is not said: JSON when it starts with `{` (YAML would read it
+    /// too), YAML otherwise.
+    pub fn sniff(text: String) -> PolicyText {
+        let format = if text.trim_start().starts_with('{') {
+            Format::Json
+        } else {
+            Format::Yaml
+        };
+        PolicyText { text, format }
+    }
+}
+
+/// Whether a document would be accepted, and why not.
+#[derive(Debug, Clone)]
+pub struct Validation {
+    /// Its name and rule count, when valid.
+    pub valid: Option<(String, usize)>,
+    pub problems: Vec<Problem>,
+}
+
+/// A simulation's input: a proposal as for evaluate, draft documents to decide with instead
+/// of the stored ones, and a spend to assume instead of the agent's own.
+#[derive(Debug, Clone, Default)]
+pub struct SimulateInput {
+    pub proposal: EvaluateInput,
+    pub policies: Option<Vec<PolicyText>>,
+    pub spend: Option<Spend>,
+}
+
+/// What a simulation decided, recording nothing.
+pub struct Simulation {
+    pub decision: Decision,
+    pub proposal_hash: String,
+}
+
+/// The description a stored version's document gives, if any.
+pub fn description(v: &PolicyVersion) -> Option<String> {
+    let format = if v.format == "json" {
+        Format::Json
+    } else {
+        Format::Yaml
+    };
+    agentnexus_engine::PolicyDocument::parse(&v.document, format)
+        .ok()
+        .and_then(|d| d.description)
+}
+
+impl App {
+    pub async fn policies(&self, admin: &Admin) -> Result<Vec<PolicySummary>> {
+        Ok(self.store.policies(admin.tenant()).await?)
+    }
+
+    /// The active version of a policy.
+    pub async fn policy(&self, admin: &Admin, name: &str) -> Result<PolicyVersion> {
+        self.store
+            .policy(admin.tenant(), name)
+            .await?
+            .ok_or(Error::NotFound)
+    }
+
+    /// Compiles a document and checks it against the workspace: a stage whose approvers are
+    /// only roles nobody holds would wait for no one, and is refused naming its rule.
+    pub async fn check_policy(&self, admin: &Admin, doc: &PolicyText) -> Result<CompiledPolicy> {
+        let compiled = compile_policy(&doc.text, doc.format)
+            .map_err(|e| Error::invalid(format!("the policy is invalid: {e}"), e))?;
+        let empty = self
+            .store
+            .empty_stages(admin.tenant(), &compiled.document)
+            .await?;
+        if empty.is_empty() {
+            return Ok(compiled);
+        }
+        let problems: Vec<Problem> = empty
+            .iter()
+            .map(|e| Problem {
+                rule: Some(e.rule.clone()),
+                field: Some(format!("approval.stages[{}]", e.index)),
+                position: agentnexus_engine::locate_rule(&doc.text, &e.rule),
+                message: format!(
+                    "stage `{}` reaches nobody: no member holds any of its roles; add members \
+                     with the role or name an e-mail",
+                    e.name
+                ),
+            })
+            .collect();
+        let invalid = Invalid(problems);
+        Err(Error::invalid(
+            format!("the policy is invalid: {invalid}"),
+            invalid,
+        ))
+    }
+
+    /// Creates or replaces policy `name`. Sending the active document again changes nothing
+    /// and answers its version.
+    pub async fn put_policy(
+        &self,
+        admin: &Admin,
+        name: &str,
+        doc: PolicyText,
+    ) -> Result<PolicyVersion> {
+        let compiled = self.check_policy(admin, &doc).await?;
+        if compiled.name() != name {
+            return Err(Error::field(
+                "name",
+                format!(
+                    "the document is named `{}` but the path says `{name}`",
+                    compiled.name()
+                ),
+            ));
+        }
+        let (version, _changed) = self
+            .store
+            .put_policy(admin.tenant(), change(admin, &compiled, &doc, self.now()))
+            .await?;
+        self.policies_changed(admin).await;
+        Ok(version)
+    }
+
+    /// Stores several documents as new versions in one transaction: all or nothing. Answers
+    /// each version and whether it changed.
+    pub async fn apply_policies(
+        &self,
+        admin: &Admin,
+        docs: &[PolicyText],
+    ) -> Result<Vec<(PolicyVersion, bool)>> {
+        let mut compiled = Vec::with_capacity(docs.len());
+        for doc in docs {
+            compiled.push(self.check_policy(admin, doc).await?);
+        }
+        let now = self.now();
+        let changes = compiled
+            .iter()
+            .zip(docs)
+            .map(|(policy, doc)| change(admin, policy, doc, now))
+            .collect();
+        let applied = self.store.put_policies(admin.tenant(), changes).await?;
+        self.policies_changed(admin).await;
+        Ok(applied)
+    }
+
+    /// Disables a policy (a new version; history stays).
+    pub async fn disable_policy(&self, admin: &Admin, name: &str) -> Result<PolicyVersion> {
+        let v = self
+            .store
+            .disable_policy(
+                admin.tenant(),
+                name,
+                admin.actor(),
+                admin.source(),
+                self.now(),
+            )
+            .await?;
+        self.policies_changed(admin).await;
+        Ok(v)
+    }
+
+    /// Every version of a policy, newest first.
+    pub async fn policy_versions(&self, admin: &Admin, name: &str) -> Result<Vec<PolicyVersion>> {
+        let versions = self.store.policy_versions(admin.tenant(), name).await?;
+        if versions.is_empty() {
+            return Err(Error::NotFound);
+        }
+        Ok(versions)
+    }
+
+    pub async fn policy_version(
+        &self,
+        admin: &Admin,
+        name: &str,
+        version: i64,
+    ) -> Result<PolicyVersion> {
+        self.store
+            .policy_version(admin.tenant(), name, version)
+            .await?
+            .ok_or(Error::NotFound)
+    }
+
+    /// Makes an older version active again, as a new version.
+    pub async fn rollback_policy(
+        &self,
+        admin: &Admin,
+        name: &str,
+        version: i64,
+    ) -> Result<PolicyVersion> {
+        let v = self
+            .store
+            .rollback_policy(
+                admin.tenant(),
+                name,
+                version,
+                admin.actor(),
+                admin.source(),
+                self.now(),
+            )
+            .await?;
+        self.policies_changed(admin).await;
+        Ok(v)
+    }
+
+    /// Checks a document without storing it.
+    pub fn validate_policy(&self, _admin: &Admin, doc: &PolicyText) -> Validation {
+        match compile_policy(&doc.text, doc.format) {
+            Ok(p) => Validation {
+                valid: Some((p.name().to_owned(), p.rules().len())),
+                problems: Vec::new(),
+            },
+            Err(e) => Validation {
+                valid: None,
+                problems: e.0,
+            },
+        }
+    }
+
+    /// Decides a proposal against given or stored policies, recording nothing.
+    pub async fn simulate(&self, admin: &Admin, input: SimulateInput) -> Result<Simulation> {
+        let proposal = Proposed::parse(input.proposal)?.proposal;
+        let stored;
+        let given;
+        let set: &PolicySet = match input.policies {
+            Some(docs) => {
+                let mut compiled = Vec::with_capacity(docs.len());
+                for (i, doc) in docs.iter().enumerate() {
+                    let p = compile_policy(&doc.text, doc.format)
+                        .map_err(|e| Error::invalid(format!("policies[{i}] is invalid: {e}"), e))?;
+                    compiled.push(Arc::new(p));
+                }
+                given = PolicySet::new(compiled);
+                &given
+            }
+            None => {
+                stored = self.policy_set(admin.tenant()).await?;
+                &stored.set
+            }
+        };
+        let spend = match input.spend {
+            Some(s) => s,
+            None if set.uses_spend() => {
+                self.store
+                    .spend(admin.tenant(), &proposal.agent_id, self.now())
+                    .await?
+            }
+            None => Spend::default(),
+        };
+        Ok(Simulation {
+            decision: set.decide(&proposal, spend),
+            proposal_hash: proposal.hash(),
+        })
+    }
+
+    /// Makes a stored change visible to this server's next request. The change is stored
+    /// either way, so a failed reload is logged and left to the refresh loop, not reported.
+    async fn policies_changed(&self, admin: &Admin) {
+        if let Err(e) = self.reload_policies(admin.tenant()).await {
+            tracing::error!(error = %e, "reloading policies after a change failed");
+        }
+    }
+}
+
+fn change<'a>(
+    admin: &Admin,
+    policy: &'a CompiledPolicy,
+    doc: &'a PolicyText,
+    now: chrono::DateTime<chrono::Utc>,
+) -> PolicyChange<'a> {
+    PolicyChange {
+        name: policy.name(),
+        document: &doc.text,
+        format: doc.format.as_str(),
+        enabled: policy.document.enabled,
+        actor: admin.actor(),
+        source: admin.source(),
+        now,
+    }
+}
