@@ -134,8 +134,8 @@ enum AuditCommand {
     },
 }
 
-/// The evaluate path allocates for every request (JSON values, rows, responses); under
-/// callgrind glibc's malloc and free were a quarter of the server's instructions.
+/// The evaluate path allocates for every request (JSON values, rows, responses), where
+/// glibc's malloc and free cost far more than mimalloc's (docs/performance.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -167,8 +167,8 @@ fn main() -> ExitCode {
 
 /// Threads handling requests. On a SQLite file the group-commit writer and its WAL syncing are
 /// threads of their own, the writer busy under load; by default requests get one core fewer
-/// than the machine has (at least one), so the writer is not queued behind them: on two cores
-/// that took evaluate from 13.5k to 16.2k requests/s (docs/performance.md).
+/// than the machine has (at least one), so the writer is not queued behind them
+/// (docs/performance.md).
 fn worker_threads(database: &str, configured: Option<usize>) -> usize {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     match configured {

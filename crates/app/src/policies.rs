@@ -136,8 +136,7 @@ impl App {
             .store
             .put_policy(admin.tenant(), change(admin, &compiled, &doc, self.now()))
             .await?;
-        self.policies_changed(admin).await;
-        Ok(version)
+        self.policies_changed(admin, version).await
     }
 
     /// Stores several documents as new versions in one transaction: all or nothing. Answers
@@ -158,24 +157,16 @@ impl App {
             .map(|(policy, doc)| change(admin, policy, doc, now))
             .collect();
         let applied = self.store.put_policies(admin.tenant(), changes).await?;
-        self.policies_changed(admin).await;
-        Ok(applied)
+        self.policies_changed(admin, applied).await
     }
 
     /// Disables a policy (a new version; history stays).
     pub async fn disable_policy(&self, admin: &Admin, name: &str) -> Result<PolicyVersion> {
-        let v = self
+        let (tenant, actor, source) = (admin.tenant(), admin.actor(), admin.source());
+        let disabled = self
             .store
-            .disable_policy(
-                admin.tenant(),
-                name,
-                admin.actor(),
-                admin.source(),
-                self.now(),
-            )
-            .await?;
-        self.policies_changed(admin).await;
-        Ok(v)
+            .disable_policy(tenant, name, actor, source, self.now());
+        self.policies_changed(admin, disabled.await?).await
     }
 
     /// Every version of a policy, newest first.
@@ -206,19 +197,11 @@ impl App {
         name: &str,
         version: i64,
     ) -> Result<PolicyVersion> {
-        let v = self
+        let (tenant, actor, source) = (admin.tenant(), admin.actor(), admin.source());
+        let active = self
             .store
-            .rollback_policy(
-                admin.tenant(),
-                name,
-                version,
-                admin.actor(),
-                admin.source(),
-                self.now(),
-            )
-            .await?;
-        self.policies_changed(admin).await;
-        Ok(v)
+            .rollback_policy(tenant, name, version, actor, source, self.now());
+        self.policies_changed(admin, active.await?).await
     }
 
     /// Checks a document without storing it.
@@ -271,12 +254,14 @@ impl App {
         })
     }
 
-    /// Makes a stored change visible to this server's next request. The change is stored
-    /// either way, so a failed reload is logged and left to the refresh loop, not reported.
-    async fn policies_changed(&self, admin: &Admin) {
+    /// Makes a stored change visible to this server's next request, and answers what it
+    /// stored. The change is stored either way, so a failed reload is logged and left to the
+    /// refresh loop, not reported.
+    async fn policies_changed<T>(&self, admin: &Admin, stored: T) -> Result<T> {
         if let Err(e) = self.reload_policies(admin.tenant()).await {
             tracing::error!(error = %e, "reloading policies after a change failed");
         }
+        Ok(stored)
     }
 }
 

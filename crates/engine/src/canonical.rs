@@ -3,8 +3,8 @@
 //! Written here, from a `serde_json::Value`, rather than through `serde_json_canonicalizer`
 //! (which the tests keep as the oracle this must match byte for byte): that crate buffers
 //! every member, parses every key back to sort it and allocates for each value, and on the
-//! evaluate path (the proposal hash and the audit event) it was the largest single cost,
-//! about 70,000 instructions per evaluation under callgrind. Here a value is written in one
+//! evaluate path (the proposal hash and the audit event) it was the largest single cost
+//! (docs/performance.md). Here a value is written in one
 //! pass into one buffer; object members are re-sorted only when their order differs from
 //! RFC 8785's.
 
@@ -141,8 +141,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// A SHA-256 digest in lower-case hex. `hex::encode` goes a `char` at a time through an
-/// iterator (about 2 % of a request thread, three digests per evaluation); its
-/// `encode_to_slice` fills a buffer from a table.
+/// iterator, three digests per evaluation; its `encode_to_slice` fills a buffer from a table.
 pub fn digest_hex(digest: &[u8; 32]) -> String {
     let mut text = [0u8; 64];
     hex::encode_to_slice(digest, &mut text).expect("64 bytes hold 32 in hex");

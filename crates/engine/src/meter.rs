@@ -30,8 +30,8 @@ use cel::common::types::{CelBool, CelInt, CelString, DYN_TYPE, STRING_TYPE};
 use cel::common::value::{BuiltinRef, CowVal, Val};
 use cel::{Env, ExecutionError};
 
-/// Units a decision may spend: about 5 ms of CEL on this project's reference machine
-/// (docs/performance.md). A policy iterating over a few hundred items uses a few thousand.
+/// Units a decision may spend: a few milliseconds of CEL (docs/performance.md measures it).
+/// A policy iterating over a few hundred items uses a few thousand.
 pub const DECISION_BUDGET: u64 = 100_000;
 
 /// Wall-clock time a decision's expressions may take, whatever their units say.

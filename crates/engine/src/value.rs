@@ -3,8 +3,8 @@
 //!
 //! Built straight as the context's own values (`Box<dyn Val>`), borrowing the proposal's
 //! strings. Going through `cel::Value` first cost a copy of every string and then, in
-//! `Context::add_variable_from_value`, a clone of every map to convert it: a sixth of a
-//! decision's instructions on the bench's policy (callgrind).
+//! `Context::add_variable_from_value`, a clone of every map to convert it
+//! (docs/performance.md).
 
 use std::collections::HashMap;
 

@@ -13,6 +13,10 @@ use crate::{AuditEvent, NewAuditEvent, Result, Store, StoreError, Tenant, timest
 
 mod verify;
 
+/// Locks a workspace's chain head: a row lock on PostgreSQL, the database write lock on SQLite.
+const LOCK: &str =
+    "UPDATE audit_heads SET seq = seq WHERE workspace_id = $1 RETURNING seq, hash, indexed_seq";
+
 /// A workspace's chain head, locked for the rest of the transaction.
 pub(crate) struct Chain {
     workspace_id: String,
@@ -90,34 +94,24 @@ impl Chain {
     /// [`Chain::lock`] for the group-commit writer: on SQLite its transaction already holds the
     /// database's write lock, so the head is read rather than locked.
     pub(crate) async fn lock_for_writer(conn: &mut impl Exec, workspace_id: &str) -> Result<Chain> {
-        if conn.write_locked() {
-            // Nobody else can write: reading the head is enough (no row to lock, no page to
-            // dirty before `save` does).
-            let row = conn
-                .fetch_optional(
-                    "SELECT seq, hash, indexed_seq FROM audit_heads WHERE workspace_id = $1",
-                    &[workspace_id.into()],
-                )
-                .await?
-                .ok_or(StoreError::NotFound)?;
-            Ok(Chain::at(
-                workspace_id,
-                row.int("seq")?,
-                row.text("hash")?,
-                row.int("indexed_seq")?,
-            ))
+        // Nobody else can write: reading the head is enough (no row to lock, no page to dirty
+        // before `save` does).
+        let sql = if conn.write_locked() {
+            "SELECT seq, hash, indexed_seq FROM audit_heads WHERE workspace_id = $1"
         } else {
-            Chain::lock(conn, workspace_id).await
-        }
+            LOCK
+        };
+        Chain::head(conn, workspace_id, sql).await
     }
 
     pub(crate) async fn lock(conn: &mut impl Exec, workspace_id: &str) -> Result<Chain> {
+        Chain::head(conn, workspace_id, LOCK).await
+    }
+
+    /// The chain as its head row, read by `sql`, says.
+    async fn head(conn: &mut impl Exec, workspace_id: &str, sql: &str) -> Result<Chain> {
         let row = conn
-            .fetch_optional(
-                "UPDATE audit_heads SET seq = seq WHERE workspace_id = $1 \
-                 RETURNING seq, hash, indexed_seq",
-                &[workspace_id.into()],
-            )
+            .fetch_optional(sql, &[workspace_id.into()])
             .await?
             .ok_or(StoreError::NotFound)?;
         Ok(Chain::at(

@@ -211,8 +211,8 @@ impl NewEvaluation {
     /// The `data` of its `evaluation.created` event, in canonical JSON: all of the evaluation
     /// as created (an allowed or denied one has no other record). Written straight into one
     /// buffer, keys in RFC 8785 order, not through a `serde_json::Value`; the caller's thread
-    /// does it, before the evaluation joins the writer's queue (this was a tenth of the
-    /// writer's time). The tests hold it to the `Value` it replaced, byte for byte.
+    /// does it, before the evaluation joins the writer's queue, off the writer's time. The
+    /// tests hold it to the `Value` it replaced, byte for byte.
     pub(crate) fn event_data(&self) -> String {
         use agentnexus_engine::canonical::{write, write_i64, write_i64_map, write_str};
         let p = &self.proposal;

@@ -223,8 +223,7 @@ impl Store {
                         conn.execute("PRAGMA busy_timeout = 10000").await?;
                         // Statement journals (which a multi-row INSERT inside a transaction
                         // needs) in memory, not in a temporary file created, written and
-                        // deleted on every commit: that file was half of a commit's time
-                        // (strace), and evaluate's throughput doubled without it.
+                        // deleted on every commit (docs/performance.md).
                         conn.execute("PRAGMA temp_store = MEMORY").await?;
                         conn.execute(
                             format!("PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT}").as_str(),
@@ -325,9 +324,8 @@ fn create_private_file(url: &str) -> Result<()> {
 
 /// WAL frames (pages) after which a committing SQLite connection copies the WAL into the
 /// database file. The pages every commit rewrites (index leaves, the tables' last pages) are
-/// copied once per checkpoint, so fewer, longer checkpoints write less: against SQLite's 1,000,
-/// evaluate went from 15,308 / 15,509 to 16,611 / 17,819 req/s (alternating runs), p99 5–10 ms
-/// to 7–8 ms; 16,000 gave no more and a p99 of 16–17 ms. The WAL grows to about 16 MB.
+/// copied once per checkpoint, so fewer, longer checkpoints write less than SQLite's default
+/// 1,000, up to a point (docs/performance.md). The WAL grows to about 16 MB.
 pub(crate) const WAL_AUTOCHECKPOINT: u32 = 4000;
 
 /// A database URL with its password hidden, for messages and logs.
@@ -347,8 +345,7 @@ pub fn redact(url: &str) -> String {
 /// The `VALUES` list of a multi-row INSERT: `rows` groups of `cols` parameters, made once per
 /// shape (batches repeat a few shapes). SQLite gets anonymous `?` parameters: sqlx asks for
 /// every parameter's name, and SQLite finds a name by scanning all the statement's named
-/// parameters, so `$N` made a 736-parameter INSERT quadratic (about 11,000 instructions per
-/// evaluation under callgrind). PostgreSQL needs `$N`.
+/// parameters, so `$N` made a 736-parameter INSERT quadratic. PostgreSQL needs `$N`.
 pub(crate) fn values_list(sqlite: bool, cols: usize, rows: usize) -> &'static str {
     type Shapes = std::collections::HashMap<(bool, usize, usize), &'static str>;
     static SHAPES: std::sync::LazyLock<std::sync::Mutex<Shapes>> =

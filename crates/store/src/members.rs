@@ -29,8 +29,15 @@ pub struct EmptyStage {
     pub name: String,
 }
 
-fn member_data(m: &Member) -> serde_json::Value {
-    json!({"id": m.id, "email": m.email, "name": m.name, "roles": m.roles})
+/// The audit event of a change to a member: who they are after it.
+fn member_event(kind: EventKind, actor: Actor, m: &Member, now: DateTime<Utc>) -> NewAuditEvent {
+    NewAuditEvent {
+        kind,
+        actor,
+        evaluation_id: None,
+        data: json!({"id": m.id, "email": m.email, "name": m.name, "roles": m.roles}),
+        occurred_at: now,
+    }
 }
 
 impl Store {
@@ -70,13 +77,7 @@ impl Store {
                     e.into()
                 }
             })?;
-            chain.append(&NewAuditEvent {
-                kind: EventKind::MemberCreated,
-                actor,
-                evaluation_id: None,
-                data: member_data(&member),
-                occurred_at: now,
-            });
+            chain.append(&member_event(EventKind::MemberCreated, actor, &member, now));
             Ok(member)
         })
         .await
@@ -113,13 +114,7 @@ impl Store {
             .bind(serde_json::to_string(&member.roles)?)
             .execute(&mut *tx)
             .await?;
-            chain.append(&NewAuditEvent {
-                kind: EventKind::MemberUpdated,
-                actor,
-                evaluation_id: None,
-                data: member_data(&member),
-                occurred_at: now,
-            });
+            chain.append(&member_event(EventKind::MemberUpdated, actor, &member, now));
             Ok(member)
         })
         .await
@@ -143,13 +138,7 @@ impl Store {
                 .bind(tenant.workspace_id())
                 .execute(&mut *tx)
                 .await?;
-            chain.append(&NewAuditEvent {
-                kind: EventKind::MemberRemoved,
-                actor,
-                evaluation_id: None,
-                data: member_data(&member),
-                occurred_at: now,
-            });
+            chain.append(&member_event(EventKind::MemberRemoved, actor, &member, now));
             Ok(member)
         })
         .await

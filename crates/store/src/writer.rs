@@ -21,7 +21,7 @@
 //! third thread runs a PASSIVE checkpoint every `CHECKPOINT_EVERY` commits, beside the writer,
 //! and when the WAL reaches `WAL_AUTOCHECKPOINT` frames the writer's own checkpoint finds most
 //! of it copied already, copies the rest and lets the WAL start over. Made by the writer alone,
-//! each checkpoint held up every request behind it for milliseconds (p99 9–10 ms against 5.6).
+//! each checkpoint held up every request behind it (docs/performance.md).
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -371,7 +371,7 @@ impl Writer for SqliteWriter {
     async fn write(&mut self, entries: &[&Entry]) -> Result<Vec<Recorded>> {
         // IMMEDIATE: take the write lock now (waiting out other writers under busy_timeout),
         // not at the first write, where a stale read snapshot would fail without waiting.
-        // Prepared once (`execute_batch` parsed them for every commit: 3 % of the writer).
+        // Prepared once (`execute_batch` parsed them for every commit).
         let run = |conn: &rusqlite::Connection, sql| conn.prepare_cached(sql)?.execute([]);
         run(&self.conn, "BEGIN IMMEDIATE")?;
         let result = match write_rows(&mut self.conn, entries, &mut self.memory).await {
@@ -402,9 +402,9 @@ fn now<F: Future>(future: F) -> F::Output {
     }
 }
 
-/// Commits between background checkpoints: at the 15–16 WAL frames a loaded batch writes,
-/// about a quarter of `WAL_AUTOCHECKPOINT`. More often copies the pages every commit rewrites
-/// more often (every 64: p99 5.6 ms, throughput −5 %; every 128: 6.4–6.8 ms, −3 %).
+/// Commits between background checkpoints: at the WAL frames a loaded batch writes, about a
+/// quarter of `WAL_AUTOCHECKPOINT`. More often copies the pages every commit rewrites more
+/// often; less often lets the writer's own checkpoints grow (docs/performance.md).
 const CHECKPOINT_EVERY: u64 = 64;
 
 fn sqlite_loop(

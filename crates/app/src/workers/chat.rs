@@ -79,6 +79,18 @@ fn sign_in_url(app: &App, about: &About) -> String {
     app.sign_in_url(&about.evaluation_id)
 }
 
+/// The workspace's Slack settings, read (and opened) now; a failure to read them is the
+/// attempt's outcome, tried again later.
+async fn slack_settings(app: &App, job: &Job, started: Instant) -> Result<Slack, Outcome> {
+    match app.connected(&job.tenant).await {
+        Ok(c) => Ok(c.slack.unwrap_or_default()),
+        Err(e) => {
+            let why = format!("cannot read the Slack settings: {e}");
+            Err(Outcome::failed(job, started, why, true))
+        }
+    }
+}
+
 /// One approver's secure link by Slack direct message: `users.lookupByEmail`, then
 /// `chat.postMessage` to that user, which Slack delivers as a direct message from the app.
 pub(super) async fn direct(
@@ -89,12 +101,9 @@ pub(super) async fn direct(
     about: &About,
 ) -> Outcome {
     let started = Instant::now();
-    let slack = match app.connected(&job.tenant).await {
-        Ok(c) => c.slack.unwrap_or_default(),
-        Err(e) => {
-            let why = format!("cannot read the Slack settings: {e}");
-            return Outcome::failed(job, started, why, true);
-        }
+    let slack = match slack_settings(app, job, started).await {
+        Ok(slack) => slack,
+        Err(failed) => return failed,
     };
     let Some(bot) = slack.bot_token.as_deref() else {
         let why = "Slack has no bot token in this workspace's settings";
@@ -138,12 +147,9 @@ pub(super) async fn direct(
 /// A stage announced in the workspace's Slack channel, through its incoming webhook.
 pub(super) async fn slack_channel(app: &App, job: &Job, about: &About) -> Outcome {
     let started = Instant::now();
-    let slack = match app.connected(&job.tenant).await {
-        Ok(c) => c.slack.unwrap_or_default(),
-        Err(e) => {
-            let why = format!("cannot read the Slack settings: {e}");
-            return Outcome::failed(job, started, why, true);
-        }
+    let slack = match slack_settings(app, job, started).await {
+        Ok(slack) => slack,
+        Err(failed) => return failed,
     };
     let Slack {
         webhook_url: Some(url),

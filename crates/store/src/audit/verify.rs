@@ -1,9 +1,8 @@
 //! Verifying a workspace's chain: every seq in order from 1, every `prev_hash` equal to the
 //! hash before it, every hash recomputed from the columns, the head matching the end.
 //!
-//! Chains grow to millions of events (issue #6: a million should verify in 2 s), so events are
-//! read in chunks ahead of the checking, hashed on several threads at once, and on SQLite read
-//! outside sqlx.
+//! Chains grow to millions of events, so events are read in chunks ahead of the checking,
+//! hashed on several threads at once, and on SQLite read outside sqlx.
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -315,9 +314,8 @@ async fn fetch_sqlx(pool: &AnyPool, ws: &str, after: i64, head_seq: i64) -> Resu
     Ok(chunk)
 }
 
-/// Straight from the SQLite file on a blocking thread, bypassing sqlx: on 200,000 events,
-/// fetching the rows through sqlx took 0.95 s of the 1.28 s a verification took, sqlx's
-/// per-row cost (its native SQLite driver was only ~15 % faster than `Any`). Read-only, and
+/// Straight from the SQLite file on a blocking thread, bypassing sqlx, whose per-row cost was
+/// most of a verification's time (docs/performance.md). Read-only, and
 /// the head and the events are read in one read transaction: one snapshot, however long the
 /// chain takes to read.
 async fn read_sqlite(file: Arc<Path>, ws: String) -> Result<(Head, Chunks)> {
