@@ -250,7 +250,7 @@ async fn command(app: &App, command: Command) -> Result<ExitCode, AnyError> {
         }
         Command::Members(MembersCommand::List { workspace }) => {
             let admin = app.operator(&workspace).await?;
-            for m in app.members(&admin).await? {
+            for m in app.members(&admin.reader()).await? {
                 println!("{}", serde_json::to_string(&m)?);
             }
             Ok(ExitCode::SUCCESS)
@@ -279,7 +279,7 @@ async fn command(app: &App, command: Command) -> Result<ExitCode, AnyError> {
                 } else {
                     format!("{name}: ")
                 };
-                match app.verify_audit(&admin).await? {
+                match app.verify_audit(&admin.reader()).await? {
                     Verification::Ok {
                         events, head_hash, ..
                     } => println!("{prefix}ok {events} {head_hash}"),

@@ -1,5 +1,5 @@
 //! Accounts: workspaces with their owner and first admin key, the first workspace of an
-//! empty store, and password hashing.
+//! empty store, and password hashing. Signing in is `sessions`.
 
 use agentnexus_store::{Actor, NewOwner, Store};
 use argon2::password_hash::SaltString;
@@ -64,7 +64,14 @@ pub async fn create_workspace(
     }
     let owner_email = Email::parse(owner_email)?;
     let owner_email = owner_email.as_str();
-    let generated = password.is_none();
+    // One account per person across workspaces: an existing one keeps its password.
+    let has_account = store.account_password(owner_email).await?.is_some();
+    if has_account && password.is_some() {
+        return Err(Error::Conflict(format!(
+            "{owner_email} already has an account, whose password stays: leave the password out"
+        )));
+    }
+    let generated = password.is_none() && !has_account;
     let password = password.unwrap_or_else(random_password);
     let (_, _, key) = store
         .create_workspace(

@@ -227,7 +227,7 @@ impl App {
     /// Where an evaluation stands, found by its id alone, for the sign-in page a chat post
     /// leads to: no proposal, only whether and which stage waits. Everyone in the channel can
     /// open it, so it grants nothing.
-    pub async fn sign_in(&self, id: &EvaluationId) -> Result<WaitingStage> {
+    pub async fn waiting_stage(&self, id: &EvaluationId) -> Result<WaitingStage> {
         self.limits.check_link(id.as_str())?;
         self.store
             .waiting_stage(id.as_str())

@@ -1,11 +1,11 @@
 //! The audit trail (SPEC §7): a workspace's events in order, one evaluation's timeline, and
 //! verification of the hash chain (one at a time per workspace: it reads the whole chain).
 
-use agentnexus_store::{AuditEvent, Verification};
+use agentnexus_store::{AuditEvent, ChainCheck, Verification};
 
 use crate::error::{Error, Result};
 use crate::types::EvaluationId;
-use crate::{Admin, App, Caller};
+use crate::{App, Reader, Reads};
 
 /// A page of the audit log.
 pub struct AuditPage {
@@ -19,7 +19,7 @@ impl App {
     /// time.
     pub async fn audit_page(
         &self,
-        admin: &Admin,
+        reader: &Reader,
         after_seq: Option<i64>,
         limit: Option<u32>,
     ) -> Result<AuditPage> {
@@ -31,7 +31,7 @@ impl App {
         if after < 0 {
             return Err(Error::field("after_seq", "must not be negative"));
         }
-        let events = self.store.audit_page(admin.tenant(), after, limit).await?;
+        let events = self.store.audit_page(reader.tenant(), after, limit).await?;
         let next_after_seq = (events.len() == limit as usize)
             .then(|| events.last().map(|e| e.seq))
             .flatten();
@@ -41,16 +41,32 @@ impl App {
         })
     }
 
-    /// Recomputes the workspace's hash chain.
-    pub async fn verify_audit(&self, admin: &Admin) -> Result<Verification> {
-        let tenant = admin.tenant();
+    /// Recomputes the workspace's hash chain; the result is kept for pages to show.
+    pub async fn verify_audit(&self, reader: &Reader) -> Result<Verification> {
+        let tenant = reader.tenant();
         let _one_at_a_time = self.limits.begin_verification(tenant.workspace_id())?;
-        Ok(self.store.verify_audit(tenant).await?)
+        let verification = self.store.verify_audit(tenant).await?;
+        self.store
+            .record_chain_check(tenant, &verification, self.now())
+            .await?;
+        Ok(verification)
+    }
+
+    /// The chain's last verification (if any) and its length and head now.
+    pub async fn chain_status(
+        &self,
+        reader: &Reader,
+    ) -> Result<(Option<ChainCheck>, (i64, String))> {
+        let tenant = reader.tenant();
+        Ok((
+            self.store.chain_check(tenant).await?,
+            self.store.chain_head(tenant).await?,
+        ))
     }
 
     /// Every audit event of one evaluation, oldest first.
-    pub async fn timeline(&self, caller: &Caller, id: &EvaluationId) -> Result<Vec<AuditEvent>> {
-        let events = self.store.timeline(caller.tenant(), id.as_str()).await?;
+    pub async fn timeline(&self, who: &impl Reads, id: &EvaluationId) -> Result<Vec<AuditEvent>> {
+        let events = self.store.timeline(who.tenant(), id.as_str()).await?;
         if events.is_empty() {
             return Err(Error::NotFound);
         }

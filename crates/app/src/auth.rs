@@ -1,6 +1,9 @@
-//! Who is asking. Tenancy by type: the only way to a [`Caller`] (and so to a workspace's data)
-//! is an API key [`App::authenticate`] accepted, and the ways to an [`Admin`] are a caller
-//! whose key has the admin scope, or the operator at the command line, who has the database.
+//! Who is asking, and what they may do. Tenancy by type: the only ways to a workspace's data
+//! are an API key [`App::authenticate`] accepted ([`Caller`]), a session
+//! [`App::signed`] accepted ([`Signed`]), or the operator at the command line, who has the
+//! database. Rights by type too: managing takes an [`Admin`] (an admin key, a signed-in owner
+//! or admin, the operator), reading the workspace a [`Reader`] (any of those, or any signed-in
+//! member), reading one evaluation anything that [`Reads`].
 
 use agentnexus_store::{Actor, PolicySource, Scope, Tenant};
 
@@ -55,6 +58,96 @@ impl Admin {
     pub fn source(&self) -> PolicySource {
         self.source.clone()
     }
+
+    /// What an admin may read: everything.
+    pub fn reader(&self) -> Reader {
+        Reader {
+            tenant: self.tenant.clone(),
+        }
+    }
+}
+
+/// Who may read a workspace's governance data (policies, evaluations, members, keys without
+/// their secrets, the audit trail): an admin, or any member signed in, viewers included.
+#[derive(Debug, Clone)]
+pub struct Reader {
+    tenant: Tenant,
+}
+
+impl Reader {
+    pub fn tenant(&self) -> &Tenant {
+        &self.tenant
+    }
+}
+
+/// Who may read one evaluation they know the id of (its timeline, its deliveries): any key of
+/// its workspace (an agent follows its own proposals), or a reader.
+pub trait Reads {
+    fn tenant(&self) -> &Tenant;
+}
+
+impl Reads for Caller {
+    fn tenant(&self) -> &Tenant {
+        &self.tenant
+    }
+}
+
+impl Reads for Reader {
+    fn tenant(&self) -> &Tenant {
+        &self.tenant
+    }
+}
+
+/// A person signed in to the dashboard, looking at one workspace, with their roles there.
+#[derive(Debug, Clone)]
+pub struct Signed {
+    pub(crate) token_hash: String,
+    pub(crate) email: String,
+    pub(crate) tenant: Tenant,
+    pub(crate) workspace: String,
+    pub(crate) roles: Vec<String>,
+    pub(crate) csrf: String,
+}
+
+impl Signed {
+    pub fn email(&self) -> &str {
+        &self.email
+    }
+
+    pub fn tenant(&self) -> &Tenant {
+        &self.tenant
+    }
+
+    /// The name of the workspace the session looks at.
+    pub fn workspace(&self) -> &str {
+        &self.workspace
+    }
+
+    pub fn roles(&self) -> &[String] {
+        &self.roles
+    }
+
+    /// The token every state-changing request of this session carries (a form field or a
+    /// header): a cross-site request cannot know it.
+    pub fn csrf_token(&self) -> &str {
+        &self.csrf
+    }
+
+    /// Whether the person manages the workspace: `owner` or `admin`.
+    pub fn manages(&self) -> bool {
+        self.roles.iter().any(|r| r == "owner" || r == "admin")
+    }
+
+    pub fn actor(&self) -> Actor {
+        Actor::Member(self.email.clone())
+    }
+
+    /// What every member may read.
+    pub fn reader(&self) -> Reader {
+        Reader {
+            tenant: self.tenant.clone(),
+        }
+    }
 }
 
 impl App {
@@ -88,6 +181,19 @@ impl App {
             }
             Scope::Agent => Err(Error::Forbidden),
         }
+    }
+
+    /// A signed-in person as a manager of their workspace, if they are an owner or admin
+    /// there.
+    pub fn manager(&self, signed: &Signed) -> Result<Admin> {
+        if !signed.manages() {
+            return Err(Error::Forbidden);
+        }
+        Ok(Admin {
+            tenant: signed.tenant.clone(),
+            actor: signed.actor(),
+            source: PolicySource::Dashboard,
+        })
     }
 
     /// The operator of a workspace, named: whoever runs the command line against the

@@ -34,6 +34,8 @@ pub enum Purpose<'a> {
     LinkToken { workspace_id: &'a str },
     /// A one-time code inside a queued e-mail.
     OneTimeCode { workspace_id: &'a str },
+    /// An invitation's token inside a queued e-mail.
+    InvitationToken { workspace_id: &'a str },
     /// An MCP `requestState` (it names its key inside).
     McpRequestState,
 }
@@ -53,6 +55,9 @@ impl Purpose<'_> {
             }
             Purpose::OneTimeCode { workspace_id } => {
                 format!("agentnexus/v2/one-time-code/{workspace_id}")
+            }
+            Purpose::InvitationToken { workspace_id } => {
+                format!("agentnexus/v2/invitation-token/{workspace_id}")
             }
             Purpose::McpRequestState => "agentnexus/v2/mcp-request-state".to_owned(),
         }

@@ -17,7 +17,7 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::notify::{Reach, Subject};
 use crate::types::{AgentId, EvaluationId, WebhookUrl};
-use crate::{Admin, App, Caller};
+use crate::{App, Caller, Reader, Reads};
 
 /// The longest a read waits for an evaluation's status to change.
 pub const MAX_WAIT_SECS: u64 = 60;
@@ -342,11 +342,7 @@ impl App {
             return Err(Error::field("wait", "must be 0 to 60 seconds"));
         }
         let tenant = caller.tenant();
-        let first = self
-            .store
-            .evaluation(tenant, id.as_str())
-            .await?
-            .ok_or(Error::NotFound)?;
+        let first = self.read_evaluation(caller, id).await?;
         if wait.is_zero() || first.status != Status::Pending {
             return Ok(first);
         }
@@ -370,8 +366,16 @@ impl App {
         }
     }
 
+    /// One evaluation, as it is now.
+    pub async fn read_evaluation(&self, who: &impl Reads, id: &EvaluationId) -> Result<Evaluation> {
+        self.store
+            .evaluation(who.tenant(), id.as_str())
+            .await?
+            .ok_or(Error::NotFound)
+    }
+
     /// The workspace's evaluations, newest first.
-    pub async fn evaluations(&self, admin: &Admin, input: ListInput) -> Result<Page> {
+    pub async fn evaluations(&self, reader: &Reader, input: ListInput) -> Result<Page> {
         let status = match input.status.as_deref() {
             None => None,
             Some(s) => Some(Status::parse(s).ok_or_else(|| {
@@ -405,7 +409,7 @@ impl App {
             before: input.cursor,
             limit,
         };
-        let page = self.store.evaluations(admin.tenant(), &filter).await?;
+        let page = self.store.evaluations(reader.tenant(), &filter).await?;
         let next_cursor = (page.len() == limit as usize)
             .then(|| page.last().map(|e| e.id.clone()))
             .flatten();

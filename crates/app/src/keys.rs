@@ -6,12 +6,12 @@ use agentnexus_store::{ApiKey, NewKey, Scope};
 
 use crate::error::{Error, Result};
 use crate::types::KeyId;
-use crate::{Admin, App};
+use crate::{Admin, App, Reader};
 
 impl App {
     /// The workspace's keys, never their secrets.
-    pub async fn keys(&self, admin: &Admin) -> Result<Vec<ApiKey>> {
-        Ok(self.store.keys(admin.tenant()).await?)
+    pub async fn keys(&self, reader: &Reader) -> Result<Vec<ApiKey>> {
+        Ok(self.store.keys(reader.tenant()).await?)
     }
 
     /// A new key named `name` (1-128 characters, no control characters); its secret is in

@@ -17,10 +17,18 @@ use crate::error::{Error, Result};
 /// of as many: a person opens, asks for a code and decides a few times at most.
 pub const LINK_REQUESTS_PER_MINUTE: u32 = 30;
 
+/// Sign-in attempts per minute for one account (e-mail address), in a burst of as many.
+pub const SIGN_INS_PER_ACCOUNT_PER_MINUTE: u32 = 10;
+
+/// Sign-in attempts per minute from one network address (many people may share one).
+pub const SIGN_INS_PER_ADDRESS_PER_MINUTE: u32 = 30;
+
 pub struct Limits {
     requests: Option<DefaultKeyedRateLimiter<String>>,
     management: Option<DefaultKeyedRateLimiter<String>>,
     links: DefaultKeyedRateLimiter<String>,
+    sign_ins_by_account: DefaultKeyedRateLimiter<String>,
+    sign_ins_by_address: DefaultKeyedRateLimiter<std::net::IpAddr>,
     waits_per_key: usize,
     waits: Mutex<HashMap<String, usize>>,
     verifying: Mutex<HashSet<String>>,
@@ -61,6 +69,12 @@ impl Limits {
             links: RateLimiter::keyed(Quota::per_minute(
                 NonZeroU32::new(LINK_REQUESTS_PER_MINUTE).expect("not zero"),
             )),
+            sign_ins_by_account: RateLimiter::keyed(Quota::per_minute(
+                NonZeroU32::new(SIGN_INS_PER_ACCOUNT_PER_MINUTE).expect("not zero"),
+            )),
+            sign_ins_by_address: RateLimiter::keyed(Quota::per_minute(
+                NonZeroU32::new(SIGN_INS_PER_ADDRESS_PER_MINUTE).expect("not zero"),
+            )),
             waits_per_key: config.waits_per_key.max(1),
             waits: Mutex::default(),
             verifying: Mutex::default(),
@@ -85,6 +99,18 @@ impl Limits {
     pub fn check_link(&self, token_or_id: &str) -> Result<()> {
         self.links
             .check_key(&key_hash(token_or_id))
+            .map_err(limited)
+    }
+
+    /// Counts a sign-in attempt against its account's limit and its address's. The account is
+    /// keyed as typed (trimmed, lower-cased), by a hash, so a password typed into the e-mail
+    /// field is never kept.
+    pub fn check_sign_in(&self, email: &str, address: std::net::IpAddr) -> Result<()> {
+        self.sign_ins_by_address
+            .check_key(&address)
+            .map_err(limited)?;
+        self.sign_ins_by_account
+            .check_key(&key_hash(&email.trim().to_ascii_lowercase()))
             .map_err(limited)
     }
 
@@ -146,6 +172,8 @@ impl Limits {
         }
         self.links.retain_recent();
         self.links.shrink_to_fit();
+        self.sign_ins_by_account.retain_recent();
+        self.sign_ins_by_address.retain_recent();
     }
 }
 

@@ -5,7 +5,7 @@ use agentnexus_store::{Member, NewMember};
 
 use crate::error::{Error, Result};
 use crate::types::{Email, MemberId, Role};
-use crate::{Admin, App};
+use crate::{Admin, App, Reader};
 
 /// A member to add, as sent.
 #[derive(Debug, Clone, Default)]
@@ -43,8 +43,8 @@ fn roles(roles: Vec<String>) -> Result<Vec<String>> {
 }
 
 impl App {
-    pub async fn members(&self, admin: &Admin) -> Result<Vec<Member>> {
-        Ok(self.store.members(admin.tenant()).await?)
+    pub async fn members(&self, reader: &Reader) -> Result<Vec<Member>> {
+        Ok(self.store.members(reader.tenant()).await?)
     }
 
     /// Adds a member; an e-mail already a member is a conflict.
@@ -53,7 +53,6 @@ impl App {
             email: Email::parse(&input.email)?.into_string(),
             name: parse_name(input.name)?,
             roles: roles(input.roles.unwrap_or_else(|| vec!["approver".into()]))?,
-            password_hash: None,
         };
         Ok(self
             .store

@@ -22,7 +22,7 @@ pub(crate) fn token_hash(token: &str) -> String {
     agentnexus_store::key_hash(token)
 }
 
-fn new_token() -> String {
+pub(crate) fn new_token() -> String {
     let random: String = rand::rng()
         .sample_iter(&Alphanumeric)
         .take(43)

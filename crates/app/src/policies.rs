@@ -12,7 +12,7 @@ use agentnexus_store::{PolicyChange, PolicySummary, PolicyVersion};
 
 use crate::error::{Error, Result};
 use crate::evaluations::{EvaluateInput, Proposed};
-use crate::{Admin, App};
+use crate::{Admin, App, Reader};
 
 /// A policy document as written, in its format.
 #[derive(Debug, Clone)]
@@ -70,14 +70,14 @@ pub fn description(v: &PolicyVersion) -> Option<String> {
 }
 
 impl App {
-    pub async fn policies(&self, admin: &Admin) -> Result<Vec<PolicySummary>> {
-        Ok(self.store.policies(admin.tenant()).await?)
+    pub async fn policies(&self, reader: &Reader) -> Result<Vec<PolicySummary>> {
+        Ok(self.store.policies(reader.tenant()).await?)
     }
 
     /// The active version of a policy.
-    pub async fn policy(&self, admin: &Admin, name: &str) -> Result<PolicyVersion> {
+    pub async fn policy(&self, reader: &Reader, name: &str) -> Result<PolicyVersion> {
         self.store
-            .policy(admin.tenant(), name)
+            .policy(reader.tenant(), name)
             .await?
             .ok_or(Error::NotFound)
     }
@@ -170,8 +170,8 @@ impl App {
     }
 
     /// Every version of a policy, newest first.
-    pub async fn policy_versions(&self, admin: &Admin, name: &str) -> Result<Vec<PolicyVersion>> {
-        let versions = self.store.policy_versions(admin.tenant(), name).await?;
+    pub async fn policy_versions(&self, reader: &Reader, name: &str) -> Result<Vec<PolicyVersion>> {
+        let versions = self.store.policy_versions(reader.tenant(), name).await?;
         if versions.is_empty() {
             return Err(Error::NotFound);
         }
@@ -180,12 +180,12 @@ impl App {
 
     pub async fn policy_version(
         &self,
-        admin: &Admin,
+        reader: &Reader,
         name: &str,
         version: i64,
     ) -> Result<PolicyVersion> {
         self.store
-            .policy_version(admin.tenant(), name, version)
+            .policy_version(reader.tenant(), name, version)
             .await?
             .ok_or(Error::NotFound)
     }
@@ -204,8 +204,19 @@ impl App {
         self.policies_changed(admin, active.await?).await
     }
 
+    /// The unified diff from version `a` of a policy's document to version `b`.
+    pub async fn policy_diff(&self, reader: &Reader, name: &str, a: i64, b: i64) -> Result<String> {
+        let old = self.policy_version(reader, name, a).await?;
+        let new = self.policy_version(reader, name, b).await?;
+        Ok(similar::TextDiff::from_lines(&old.document, &new.document)
+            .unified_diff()
+            .context_radius(3)
+            .header(&format!("{name} v{a}"), &format!("{name} v{b}"))
+            .to_string())
+    }
+
     /// Checks a document without storing it.
-    pub fn validate_policy(&self, _admin: &Admin, doc: &PolicyText) -> Validation {
+    pub fn validate_policy(&self, _reader: &Reader, doc: &PolicyText) -> Validation {
         match compile_policy(&doc.text, doc.format) {
             Ok(p) => Validation {
                 valid: Some((p.name().to_owned(), p.rules().len())),
@@ -219,7 +230,7 @@ impl App {
     }
 
     /// Decides a proposal against given or stored policies, recording nothing.
-    pub async fn simulate(&self, admin: &Admin, input: SimulateInput) -> Result<Simulation> {
+    pub async fn simulate(&self, reader: &Reader, input: SimulateInput) -> Result<Simulation> {
         let proposal = Proposed::parse(input.proposal)?.proposal;
         let stored;
         let given;
@@ -235,7 +246,7 @@ impl App {
                 &given
             }
             None => {
-                stored = self.policy_set(admin.tenant()).await?;
+                stored = self.policy_set(reader.tenant()).await?;
                 &stored.set
             }
         };
@@ -243,7 +254,7 @@ impl App {
             Some(s) => s,
             None if set.uses_spend() => {
                 self.store
-                    .spend(admin.tenant(), &proposal.agent_id, self.now())
+                    .spend(reader.tenant(), &proposal.agent_id, self.now())
                     .await?
             }
             None => Spend::default(),

@@ -14,7 +14,7 @@ use serde_json::json;
 use crate::crypto::Purpose;
 use crate::error::{Error, Result};
 use crate::types::{Channel, WebhookUrl};
-use crate::{Admin, App};
+use crate::{Admin, App, Reader};
 
 /// Slack as a workspace connected it. Either or both: a bot token sends direct messages, a
 /// webhook posts to one channel.
@@ -109,8 +109,8 @@ impl App {
     }
 
     /// The chat channels approvals can use in the workspace.
-    pub async fn channels(&self, admin: &Admin) -> Result<Channels> {
-        let tenant = admin.tenant();
+    pub async fn channels(&self, reader: &Reader) -> Result<Channels> {
+        let tenant = reader.tenant();
         let stored = self.store.channel_settings(tenant).await?;
         let connected = self.connected(tenant).await?;
         let updated = |name: &str| {
@@ -196,7 +196,7 @@ impl App {
                 self.now(),
             )
             .await?;
-        self.channels(admin).await
+        self.channels(&admin.reader()).await
     }
 
     /// Disconnects a chat channel; not connected is not found.

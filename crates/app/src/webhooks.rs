@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use crate::crypto::Purpose;
 use crate::error::{Error, Result};
 use crate::types::EvaluationId;
-use crate::{Admin, App, Caller};
+use crate::{Admin, App, Reads};
 
 /// How long a rotated secret keeps signing beside the new one.
 pub const ROTATION_GRACE: chrono::Duration = chrono::Duration::hours(24);
@@ -38,8 +38,8 @@ impl App {
     }
 
     /// The deliveries of one evaluation, oldest first, with every attempt.
-    pub async fn deliveries(&self, caller: &Caller, id: &EvaluationId) -> Result<Vec<Delivery>> {
-        let tenant = caller.tenant();
+    pub async fn deliveries(&self, who: &impl Reads, id: &EvaluationId) -> Result<Vec<Delivery>> {
+        let tenant = who.tenant();
         if self.store.evaluation(tenant, id.as_str()).await?.is_none() {
             return Err(Error::NotFound);
         }

@@ -55,10 +55,15 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <title>{t} · AgentNexus</title><style>\
-         body{{font-family:system-ui,sans-serif;max-width:44rem;margin:2rem auto;padding:0 1rem;color:#1b1f24}}\
-         dt{{font-weight:600;margin-top:.6rem}}pre{{background:#f4f5f7;padding:.6rem;overflow:auto}}\
-         button{{font-size:1rem;padding:.5rem 1.2rem;margin-right:.6rem}}textarea,input{{width:100%;font-size:1rem}}\
-         .approve{{background:#1f7a3d;color:#fff;border:0}}.reject{{background:#b3261e;color:#fff;border:0}}\
+         :root{{color-scheme:light dark;--bg:#fff;--fg:#1b1f24;--panel:#f4f5f7;--ok:#1f7a3d;--bad:#b3261e}}\
+         @media (prefers-color-scheme:dark){{:root{{--bg:#0d1117;--fg:#e6edf3;--panel:#161b22;--ok:#238636;--bad:#da3633}}}}\
+         *{{box-sizing:border-box}}\
+         body{{font-family:system-ui,sans-serif;max-width:44rem;margin:2rem auto;padding:0 1rem;background:var(--bg);color:var(--fg);line-height:1.45}}\
+         a{{color:#4493f8}}dt{{font-weight:600;margin-top:.6rem}}dd{{margin-left:1.2rem;overflow-wrap:anywhere}}\
+         pre{{background:var(--panel);padding:.6rem;white-space:pre-wrap;overflow-wrap:anywhere}}\
+         button{{font-size:1rem;padding:.6rem 1.2rem;margin:0 .6rem .6rem 0;border-radius:6px}}\
+         textarea,input{{width:100%;font-size:1rem;padding:.4rem;background:var(--bg);color:var(--fg);border:1px solid #8b949e;border-radius:6px}}\
+         .approve{{background:var(--ok);color:#fff;border:0}}.reject{{background:var(--bad);color:#fff;border:0}}\
          </style></head><body><h1>{t}</h1>{body}</body></html>",
         t = esc(title)
     );
@@ -85,7 +90,7 @@ fn error_page(e: ApiError) -> Response {
         ApiError::Invalid { detail, .. } => page(
             StatusCode::UNPROCESSABLE_ENTITY,
             "Please check your answer",
-            &format!("<p>{}</p><p>Go back and try again.</p>", esc(&detail)),
+            &format!("<p>{}</p>", esc(&detail)),
         ),
         ApiError::RateLimited { retry_after_secs } => {
             let mut response = page(
@@ -117,7 +122,7 @@ fn error_page(e: ApiError) -> Response {
     }
 }
 
-fn form(token: &str, critical: bool, with_code: bool) -> String {
+fn form(token: &str, critical: bool, with_code: bool, comment: &str) -> String {
     let code = if with_code {
         "<p><label>The 6-digit code we e-mailed you<br><input name=\"otp\" inputmode=\"numeric\" \
          autocomplete=\"one-time-code\" required></label></p>"
@@ -129,11 +134,12 @@ fn form(token: &str, critical: bool, with_code: bool) -> String {
     };
     format!(
         "<form method=\"post\" action=\"/approvals/{t}\">\
-         <p><label>Comment (optional)<br><textarea name=\"comment\" rows=\"3\"></textarea></label></p>\
+         <p><label>Comment (optional)<br><textarea name=\"comment\" rows=\"3\">{c}</textarea></label></p>\
          {code}\
          <button class=\"approve\" name=\"decision\" value=\"approve\">Approve</button>\
          <button class=\"reject\" name=\"decision\" value=\"reject\">Reject</button></form>",
-        t = esc(token)
+        t = esc(token),
+        c = esc(comment),
     )
 }
 
@@ -196,7 +202,7 @@ pub async fn show(State(app): State<Arc<App>>, Path(token): Path<String>) -> Res
         params = json_block(&ev.params),
         context = json_block(&ev.context),
         rules = json_block(&ev.matched_rules),
-        form = form(&token, view.needs_code, false),
+        form = form(&token, view.needs_code, false, ""),
         id = esc(&ev.id),
         hash = esc(&ev.proposal_hash),
     );
@@ -222,9 +228,10 @@ pub async fn submit(
         return error_page(ApiError::field("decision", "the form could not be read"));
     };
     let decision = f.decision.clone();
+    let comment = f.comment.clone();
     let input = DecisionInput {
         decision: f.decision,
-        comment: f.comment.clone(),
+        comment: comment.clone(),
         otp: f.otp.map(|o| o.trim().to_owned()).filter(|o| !o.is_empty()),
     };
     match app.decide(&token, input).await {
@@ -238,7 +245,7 @@ pub async fn submit(
                 } else {
                     "reject"
                 },
-                form(&token, true, true)
+                form(&token, true, true, comment.as_deref().unwrap_or(""))
             ),
         ),
         Ok(Decision::Recorded { status, .. }) => page(
@@ -250,6 +257,29 @@ pub async fn submit(
                 esc(status.as_str())
             ),
         ),
+        // A wrong code: the form again, comment kept, in words for a person.
+        Err(agentnexus_app::Error::Invalid { problems, .. })
+            if problems.iter().any(|p| p.field.as_deref() == Some("otp")) =>
+        {
+            page(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "That code did not work",
+                &format!(
+                    "<p>The code is wrong or has expired. Enter the code from the latest \
+                     e-mail, or decide again without a code to have a new one sent.</p>{}",
+                    form(&token, true, true, comment.as_deref().unwrap_or(""))
+                ),
+            )
+        }
+        Err(agentnexus_app::Error::Invalid { detail, .. }) => page(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Please check your answer",
+            &format!(
+                "<p>{}</p><p><a href=\"/approvals/{}\">Try again</a></p>",
+                esc(&detail),
+                esc(&token)
+            ),
+        ),
         Err(e) => error_page(e.into()),
     }
 }
@@ -257,8 +287,12 @@ pub async fn submit(
 /// `GET /approvals/evaluations/{id}`: where a Slack or Teams channel post leads. Everyone in
 /// the channel can open it, so it shows no proposal and grants nothing: an approver of the
 /// waiting stage signs in with their e-mail address and gets their own secure link there.
-pub async fn sign_in(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
-    let waiting = match app.sign_in(&EvaluationId::from(id.as_str())).await {
+pub async fn sign_in(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let waiting = match app.waiting_stage(&EvaluationId::from(id.as_str())).await {
         Ok(w) => w,
         Err(agentnexus_app::Error::NotFound) => {
             return page(
@@ -279,11 +313,30 @@ pub async fn sign_in(State(app): State<Arc<App>>, Path(id): Path<String>) -> Res
             ),
         );
     };
+    // Someone signed in to the dashboard decides from there, as themselves.
+    let signed = match crate::dashboard::session_cookie(&headers) {
+        Some(token) => app.signed(token).await.ok(),
+        None => None,
+    };
+    let dashboard = signed
+        .map(|s| {
+            format!(
+                "<form method=\"post\" action=\"/inbox/{id}\">\
+                 <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+                 <p>You are signed in to the dashboard as {email}.</p>\
+                 <button class=\"approve\">Review and decide as {email}</button></form>\
+                 <p>Or have a link sent by e-mail:</p>",
+                id = esc(&id),
+                csrf = esc(s.csrf_token()),
+                email = esc(s.email()),
+            )
+        })
+        .unwrap_or_default();
     page(
         StatusCode::OK,
         "Approval needed",
         &format!(
-            "<p>Evaluation {id} is waiting for its stage “{stage}”.</p>\
+            "<p>Evaluation {id} is waiting for its stage “{stage}”.</p>{dashboard}\
              <p>If you are one of its approvers, sign in with your e-mail address: we send you \
              your own link to review the proposal and decide.</p>\
              <form method=\"post\" action=\"/approvals/evaluations/{id}\">\

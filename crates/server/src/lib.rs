@@ -6,6 +6,7 @@
 pub mod api;
 pub mod approval_page;
 pub mod auth;
+pub mod dashboard;
 pub mod error;
 pub mod extract;
 pub mod mcp;
@@ -32,6 +33,7 @@ use crate::error::ApiError;
 /// Every route, with body limit, metrics and problem+json for unknown paths.
 pub fn router(app: Arc<App>) -> Router {
     api::router()
+        .merge(dashboard::router())
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
@@ -81,7 +83,8 @@ pub async fn serve(
     let grace = Duration::from_secs(app.config.shutdown_grace_secs);
     let mut stopping = stop_rx.clone();
     let stopper = app.clone();
-    let server = axum::serve(listener, router(app.clone())).with_graceful_shutdown(async move {
+    let service = router(app.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let server = axum::serve(listener, service).with_graceful_shutdown(async move {
         shutdown.await;
         tracing::info!("shutting down: finishing in-flight requests");
         let _ = stop_tx.send(true);

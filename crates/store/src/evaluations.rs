@@ -198,6 +198,7 @@ pub(crate) async fn insert<'a>(
         seq,
         agent: p.agent_id.clone(),
         status: status.as_str().to_owned(),
+        decision: ev.decision.as_str().to_owned(),
         cost: p.cost_cents,
         occurred_at: micros(ev.created_at),
     });

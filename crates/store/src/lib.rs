@@ -21,6 +21,7 @@ mod model;
 mod policies;
 mod rows;
 mod sealed;
+mod sessions;
 pub use policies::PolicyChange;
 pub use workspaces::{NewOwner, key_hash};
 mod workspaces;
@@ -45,6 +46,7 @@ pub use jobs::{Attempt, Delivery, Finished, Job, Next};
 pub use members::{EmptyStage, NewMember};
 pub use model::*;
 pub use sealed::{LegacySealed, SealedAt};
+pub use sessions::{ChainCheck, Invitation, Membership, NewInvitation, Session, WaitingApproval};
 pub use writer::WriterConfig;
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

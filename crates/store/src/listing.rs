@@ -35,6 +35,8 @@ pub(crate) struct Indexed {
     pub(crate) seq: i64,
     pub(crate) agent: String,
     pub(crate) status: String,
+    /// `allow`, `deny` or `require_approval`: how it was decided when proposed.
+    pub(crate) decision: String,
     pub(crate) cost: i64,
     pub(crate) occurred_at: i64,
 }
@@ -140,8 +142,10 @@ async fn catch_up(conn: &mut impl Exec, chain: &Chain, tracker: &mut Tracker) ->
     tracker.known = Some(Vec::new());
     let mut costs = std::collections::BTreeMap::<(&str, String), (i64, i64)>::new();
     let mut facets = std::collections::BTreeMap::<String, (&str, &str)>::new();
+    let mut decisions = std::collections::BTreeMap::<(String, &str), i64>::new();
     for e in &rows {
         let day = day(crate::from_micros(e.occurred_at));
+        *decisions.entry((day.clone(), &e.decision)).or_default() += 1;
         let cost = costs.entry((&e.agent, day)).or_default();
         cost.0 += e.cost;
         cost.1 += 1;
@@ -190,6 +194,14 @@ async fn catch_up(conn: &mut impl Exec, chain: &Chain, tracker: &mut Tracker) ->
                     cents = agent_costs.cents + excluded.cents, \
                     evaluations = agent_costs.evaluations + excluded.evaluations";
     insert_rows(conn, head, tail, 5, &args).await?;
+    args.clear();
+    for ((day, decision), n) in &decisions {
+        args.extend([Arg::from(ws), day.into(), (*decision).into(), (*n).into()]);
+    }
+    let head = "INSERT INTO decision_counts (workspace_id, day, decision, evaluations)";
+    let tail = " ON CONFLICT (workspace_id, day, decision) DO UPDATE SET \
+                    evaluations = decision_counts.evaluations + excluded.evaluations";
+    insert_rows(conn, head, tail, 4, &args).await?;
     conn.execute(
         "UPDATE audit_heads SET indexed_seq = $2 WHERE workspace_id = $1",
         &[ws.into(), chain.seq().into()],
@@ -204,12 +216,13 @@ async fn read_back(conn: &mut impl Exec, workspace_id: &str, indexed: i64) -> Re
     let agent = event_field(sqlite, Field::Text, "agent_id");
     let status = event_field(sqlite, Field::Text, "status");
     let cost = event_field(sqlite, Field::Int, "cost_cents");
+    let decision = event_field(sqlite, Field::Text, "decision");
     let rows = conn
         .fetch_all(
             &format!(
                 "SELECT a.evaluation_id, COALESCE(e.agent_id, {agent}) AS agent_id, \
                  COALESCE(e.status, {status}) AS status, {cost} AS cost_cents, a.occurred_at, \
-                 a.seq \
+                 a.seq, {decision} AS decision \
                      FROM audit_events a LEFT JOIN evaluations e ON e.id = a.evaluation_id \
                      WHERE a.workspace_id = $1 AND a.seq > $2 AND a.type = 'evaluation.created'"
             ),
@@ -223,6 +236,7 @@ async fn read_back(conn: &mut impl Exec, workspace_id: &str, indexed: i64) -> Re
                 seq: r.int("seq")?,
                 agent: r.text("agent_id")?,
                 status: r.text("status")?,
+                decision: r.text("decision")?,
                 cost: r.int("cost_cents")?,
                 occurred_at: r.int("occurred_at")?,
             })
@@ -438,6 +452,57 @@ impl Store {
             today_cents: row.try_get("today_cents")?,
             month_cents: row.try_get("month_cents")?,
         })
+    }
+
+    /// How the workspace's evaluations of the UTC day of `now` were decided when proposed:
+    /// (`allow` | `deny` | `require_approval`, how many), from `decision_counts` and the
+    /// chain's tail the list has not caught up with.
+    pub async fn decisions_today(
+        &self,
+        tenant: &Tenant,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(String, i64)>> {
+        let sqlite = self.backend == crate::Backend::Sqlite;
+        let decision = event_field(sqlite, Field::Text, "decision");
+        let start = micros(now.date_naive().and_time(chrono::NaiveTime::MIN).and_utc());
+        let rows = sqlx::query(&format!(
+            "SELECT decision, CAST(SUM(n) AS BIGINT) AS n FROM ( \
+             SELECT decision, evaluations AS n FROM decision_counts \
+             WHERE workspace_id = $1 AND day = $2 \
+             UNION ALL SELECT {decision}, 1 FROM audit_events a WHERE a.workspace_id = $1 \
+             AND a.type = 'evaluation.created' \
+             AND a.seq > (SELECT indexed_seq FROM audit_heads WHERE workspace_id = $1) \
+             AND a.occurred_at >= $3) AS d GROUP BY decision ORDER BY decision"
+        ))
+        .bind(tenant.workspace_id())
+        .bind(day(now))
+        .bind(start)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("decision")?, r.try_get("n")?)))
+            .collect()
+    }
+
+    /// What the workspace's agents cost on the UTC day of `now`.
+    pub async fn spend_today(&self, tenant: &Tenant, now: DateTime<Utc>) -> Result<i64> {
+        let sqlite = self.backend == crate::Backend::Sqlite;
+        let cost = event_field(sqlite, Field::Int, "cost_cents");
+        let start = micros(now.date_naive().and_time(chrono::NaiveTime::MIN).and_utc());
+        let row = sqlx::query(&format!(
+            "SELECT CAST(COALESCE(SUM(cents), 0) AS BIGINT) AS cents FROM ( \
+             SELECT cents FROM agent_costs WHERE workspace_id = $1 AND day = $2 \
+             UNION ALL SELECT {cost} FROM audit_events a WHERE a.workspace_id = $1 \
+             AND a.type = 'evaluation.created' \
+             AND a.seq > (SELECT indexed_seq FROM audit_heads WHERE workspace_id = $1) \
+             AND a.occurred_at >= $3) AS c"
+        ))
+        .bind(tenant.workspace_id())
+        .bind(day(now))
+        .bind(start)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("cents")?)
     }
 
     /// Catches up the list of every workspace whose chain has grown [`INDEX_EVERY`] events

@@ -17,8 +17,6 @@ pub struct NewMember {
     pub email: String,
     pub name: Option<String>,
     pub roles: Vec<String>,
-    /// An argon2id PHC string, for members who sign in to the dashboard.
-    pub password_hash: Option<String>,
 }
 
 /// A stage whose approvers are nobody: only roles that no member holds.
@@ -58,14 +56,13 @@ impl Store {
         };
         self.audited(tenant, async |tx, chain| {
             sqlx::query(
-                "INSERT INTO members (id, workspace_id, email, name, password_hash, roles, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                "INSERT INTO members (id, workspace_id, email, name, roles, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
             )
             .bind(&member.id)
             .bind(tenant.workspace_id())
             .bind(&member.email)
             .bind(member.name.as_deref())
-            .bind(new.password_hash.as_deref())
             .bind(serde_json::to_string(&member.roles)?)
             .bind(micros(now))
             .execute(&mut *tx)

@@ -54,6 +54,11 @@ const SHARED: &[Embedded] = &[
         "hardening",
         include_str!("../migrations/0011_hardening.sql"),
     ),
+    (
+        12,
+        "dashboard",
+        include_str!("../migrations/0012_dashboard.sql"),
+    ),
 ];
 
 const SQLITE: &[Embedded] = &[
@@ -72,6 +77,11 @@ const SQLITE: &[Embedded] = &[
         "evaluation facets status",
         include_str!("../migrations/sqlite/0009_evaluation_facets_status.sql"),
     ),
+    (
+        13,
+        "decision counts",
+        include_str!("../migrations/sqlite/0013_decision_counts.sql"),
+    ),
 ];
 
 const POSTGRES: &[Embedded] = &[
@@ -89,6 +99,11 @@ const POSTGRES: &[Embedded] = &[
         9,
         "evaluation facets status",
         include_str!("../migrations/postgres/0009_evaluation_facets_status.sql"),
+    ),
+    (
+        13,
+        "decision counts",
+        include_str!("../migrations/postgres/0013_decision_counts.sql"),
     ),
 ];
 

@@ -31,12 +31,13 @@ fn generate_key() -> String {
     format!("anx_{random}")
 }
 
-/// The owner account a new workspace starts with.
+/// The owner a new workspace starts with.
 #[derive(Debug, Clone)]
 pub struct NewOwner {
     pub email: String,
     pub name: Option<String>,
-    /// An argon2id PHC string; the store never sees a password.
+    /// An argon2id PHC string (the store never sees a password): the owner's account's, when
+    /// the e-mail address has no account yet; an existing account keeps its own.
     pub password_hash: String,
 }
 
@@ -104,15 +105,23 @@ impl Store {
         let mut chain = Chain::create(&mut tx, &workspace.id).await?;
         let member_id = new_id("usr");
         sqlx::query(
-            "INSERT INTO members (id, workspace_id, email, name, password_hash, roles, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO members (id, workspace_id, email, name, roles, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&member_id)
         .bind(&workspace.id)
         .bind(&owner.email)
         .bind(owner.name.as_deref())
-        .bind(&owner.password_hash)
         .bind(json!(["owner"]).to_string())
+        .bind(micros(now))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO accounts (email, password_hash, created_at, updated_at) \
+             VALUES ($1, $2, $3, $3) ON CONFLICT (email) DO NOTHING",
+        )
+        .bind(&owner.email)
+        .bind(&owner.password_hash)
         .bind(micros(now))
         .execute(&mut *tx)
         .await?;
@@ -186,20 +195,6 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(member_from_row).collect()
-    }
-
-    /// A member's password hash, for signing in.
-    pub async fn password_hash(&self, tenant: &Tenant, email: &str) -> Result<Option<String>> {
-        let row =
-            sqlx::query("SELECT password_hash FROM members WHERE workspace_id = $1 AND email = $2")
-                .bind(tenant.workspace_id())
-                .bind(email)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(row
-            .map(|r| r.try_get("password_hash"))
-            .transpose()?
-            .flatten())
     }
 
     pub async fn create_key(

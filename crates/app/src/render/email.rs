@@ -61,6 +61,35 @@ pub fn link(about: &About, link: &str, link_expires_at: DateTime<Utc>) -> Email 
     }
 }
 
+/// The e-mail that invites someone to a workspace: the link to set a password (or sign in,
+/// with an account already) comes first.
+pub fn invitation(
+    workspace: &str,
+    invited_by: &str,
+    link: &str,
+    expires_at: DateTime<Utc>,
+) -> Email {
+    let who = invited_by.strip_prefix("member:").unwrap_or(invited_by);
+    Email {
+        subject: invitation_subject(workspace),
+        text: format!(
+            "You are invited to the AgentNexus workspace {workspace}, where agents' proposed \
+             actions are governed and approved.\n\n\
+             Join it here (the link is yours alone, works once and expires at {expires} UTC):\n\
+             {link}\n\n\
+             Invited by: {who}\n",
+            workspace = one_line(workspace),
+            who = one_line(who),
+            expires = minute(expires_at),
+        ),
+    }
+}
+
+/// The subject of [`invitation`]'s e-mail.
+pub fn invitation_subject(workspace: &str) -> String {
+    one_line(&format!("You are invited to {workspace} on AgentNexus"))
+}
+
 /// The subject of [`link`]'s e-mail.
 pub fn link_subject(about: &About) -> String {
     one_line(&format!(

@@ -43,6 +43,20 @@ fn write(app: &App, job: &Job, message: &Message) -> Result<(String, Email), Str
             let code = open(code, Purpose::OneTimeCode { workspace_id })?;
             (to.clone(), email::code(&code, evaluation_id))
         }
+        Message::InviteEmail {
+            to,
+            token,
+            workspace,
+            invited_by,
+            expires_at,
+        } => {
+            let token = open(token, Purpose::InvitationToken { workspace_id })?;
+            let link = format!("{}/invitations/{token}", app.public_url());
+            (
+                to.clone(),
+                email::invitation(workspace, invited_by, &link, *expires_at),
+            )
+        }
         // Written by an earlier version: the secret goes where it put the placeholder, once,
         // so a `{link}` in a proposal's text stays text.
         Message::WrittenEmail {

@@ -110,6 +110,9 @@ fn summary(message: &Message) -> Value {
             json!({"to": to, "subject": crate::render::email::CODE_SUBJECT})
         }
         Message::WrittenEmail { to, subject, .. } => json!({"to": to, "subject": subject}),
+        Message::InviteEmail { to, workspace, .. } => {
+            json!({"to": to, "subject": crate::render::email::invitation_subject(workspace)})
+        }
         Message::SlackDirect { to, about, .. } => json!({"to": to, "stage": about.stage}),
         Message::SlackChannel { about } | Message::TeamsChannel { about } => {
             json!({"to": "channel", "stage": about.stage})

@@ -82,7 +82,7 @@ pub async fn page(
     Query(params): Query<PageParams>,
 ) -> ApiResult<axum::Json<AuditPage>> {
     let page = app
-        .audit_page(&admin, params.after_seq, params.limit)
+        .audit_page(&admin.reader(), params.after_seq, params.limit)
         .await?;
     Ok(axum::Json(AuditPage {
         events: page.events.into_iter().map(Into::into).collect(),
@@ -98,7 +98,7 @@ pub async fn verify(
     State(app): State<Arc<App>>,
     Admin(admin): Admin,
 ) -> ApiResult<axum::Json<agentnexus_store::Verification>> {
-    Ok(axum::Json(app.verify_audit(&admin).await?))
+    Ok(axum::Json(app.verify_audit(&admin.reader()).await?))
 }
 
 /// Every audit event of one evaluation, oldest first.

@@ -115,7 +115,7 @@ pub async fn list_evaluations(
         limit: params.limit,
         cursor: params.cursor,
     };
-    let page = app.evaluations(&admin, input).await?;
+    let page = app.evaluations(&admin.reader(), input).await?;
     Ok(axum::Json(EvaluationList {
         evaluations: page.evaluations.into_iter().map(Into::into).collect(),
         next_cursor: page.next_cursor,

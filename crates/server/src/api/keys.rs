@@ -79,7 +79,7 @@ pub async fn list(
     State(app): State<Arc<App>>,
     Admin(admin): Admin,
 ) -> ApiResult<axum::Json<KeyList>> {
-    let keys = app.keys(&admin).await?;
+    let keys = app.keys(&admin.reader()).await?;
     Ok(axum::Json(KeyList {
         keys: keys.into_iter().map(Into::into).collect(),
     }))

@@ -92,7 +92,7 @@ pub async fn list(
     State(app): State<Arc<App>>,
     Admin(admin): Admin,
 ) -> ApiResult<axum::Json<MemberList>> {
-    let members = app.members(&admin).await?;
+    let members = app.members(&admin.reader()).await?;
     Ok(axum::Json(MemberList {
         members: members.into_iter().map(Into::into).collect(),
     }))

@@ -128,7 +128,7 @@ pub async fn list(
     State(app): State<Arc<App>>,
     Admin(admin): Admin,
 ) -> ApiResult<axum::Json<PolicyList>> {
-    let policies = app.policies(&admin).await?;
+    let policies = app.policies(&admin.reader()).await?;
     Ok(axum::Json(PolicyList {
         policies: policies.into_iter().map(Into::into).collect(),
     }))
@@ -144,7 +144,7 @@ pub async fn get(
     Admin(admin): Admin,
     Path(name): Path<String>,
 ) -> ApiResult<axum::Json<PolicyView>> {
-    Ok(axum::Json(app.policy(&admin, &name).await?.into()))
+    Ok(axum::Json(app.policy(&admin.reader(), &name).await?.into()))
 }
 
 /// Create or replace a policy; the document is compiled first and refused whole if invalid.
@@ -191,7 +191,7 @@ pub async fn versions(
     Admin(admin): Admin,
     Path(name): Path<String>,
 ) -> ApiResult<axum::Json<VersionList>> {
-    let versions = app.policy_versions(&admin, &name).await?;
+    let versions = app.policy_versions(&admin.reader(), &name).await?;
     Ok(axum::Json(VersionList {
         versions: versions.into_iter().map(Into::into).collect(),
     }))
@@ -208,7 +208,9 @@ pub async fn version(
     Path((name, version)): Path<(String, i64)>,
 ) -> ApiResult<axum::Json<PolicyView>> {
     Ok(axum::Json(
-        app.policy_version(&admin, &name, version).await?.into(),
+        app.policy_version(&admin.reader(), &name, version)
+            .await?
+            .into(),
     ))
 }
 
@@ -265,7 +267,7 @@ pub async fn validate(
     req: Request,
 ) -> ApiResult<axum::Json<Validation>> {
     let doc = document(req).await?;
-    let v = app.validate_policy(&admin, &doc);
+    let v = app.validate_policy(&admin.reader(), &doc);
     Ok(axum::Json(Validation {
         valid: v.valid.is_some(),
         rules: v.valid.as_ref().map(|(_, rules)| *rules),
@@ -349,7 +351,7 @@ pub async fn simulate(
             month_cents: s.month_cents.unwrap_or_default(),
         }),
     };
-    let s = app.simulate(&admin, input).await?;
+    let s = app.simulate(&admin.reader(), input).await?;
     let d = s.decision;
     Ok(axum::Json(Simulation {
         decision: d.effect.as_str(),

@@ -92,6 +92,17 @@ pub enum Message {
     SlackChannel { about: About },
     /// A stage announced in the workspace's Teams channel, the same way.
     TeamsChannel { about: About },
+    /// An invitation to set a password and sign in to a workspace, its token sealed.
+    InviteEmail {
+        to: String,
+        token: String,
+        /// The workspace's name.
+        workspace: String,
+        /// Who invited them (an audit actor: `member:EMAIL`, `key:ID`, `cli`).
+        invited_by: String,
+        #[serde(with = "timestamp")]
+        expires_at: DateTime<Utc>,
+    },
     /// An e-mail queued by an earlier version, its text written then (`{link}` or `{code}`
     /// stands for the sealed secret).
     WrittenEmail {
@@ -112,6 +123,7 @@ impl Message {
             Message::Webhook { .. } => JobKind::Webhook,
             Message::LinkEmail { .. }
             | Message::CodeEmail { .. }
+            | Message::InviteEmail { .. }
             | Message::WrittenEmail { .. } => JobKind::Email,
             Message::SlackDirect { .. } | Message::SlackChannel { .. } => JobKind::Slack,
             Message::TeamsChannel { .. } => JobKind::Teams,
@@ -123,6 +135,7 @@ impl Message {
         match self {
             Message::LinkEmail { to, .. }
             | Message::CodeEmail { to, .. }
+            | Message::InviteEmail { to, .. }
             | Message::SlackDirect { to, .. }
             | Message::WrittenEmail { to, .. } => Some(to),
             Message::Webhook { .. }

@@ -416,6 +416,12 @@ pub enum EventKind {
     EmailAttempted,
     SlackAttempted,
     TeamsAttempted,
+    SessionSignedIn,
+    SessionSignInFailed,
+    SessionSignedOut,
+    AccountPasswordChanged,
+    MemberInvited,
+    InvitationAccepted,
 }
 
 impl EventKind {
@@ -452,6 +458,12 @@ impl EventKind {
             EventKind::EmailAttempted => "email.attempted",
             EventKind::SlackAttempted => "slack.attempted",
             EventKind::TeamsAttempted => "teams.attempted",
+            EventKind::SessionSignedIn => "session.signed_in",
+            EventKind::SessionSignInFailed => "session.sign_in_failed",
+            EventKind::SessionSignedOut => "session.signed_out",
+            EventKind::AccountPasswordChanged => "account.password_changed",
+            EventKind::MemberInvited => "member.invited",
+            EventKind::InvitationAccepted => "invitation.accepted",
         }
     }
 }

@@ -1,0 +1,678 @@
+//! What operators change: policies (edit with validation, versions, diffs, rollback,
+//! enable/disable, simulate), API keys, members and roles, and the settings they read.
+//! Changing takes an owner or admin (`App::manager`); everyone signed in reads.
+
+use std::sync::Arc;
+
+use agentnexus_app::members::{MemberChange, NewMemberInput};
+use agentnexus_app::policies::{PolicyText, SimulateInput};
+use agentnexus_app::types::{KeyId, MemberId};
+use agentnexus_app::{App, Error, Signed};
+use agentnexus_engine::{Problem, ProposalFields};
+use agentnexus_store::{ApiKey, Member, PolicySummary, PolicyVersion};
+use askama::Template;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::Deserialize;
+
+use super::{Empty, Managed, Nav, Posted, Session, error_page, render, see, when};
+use crate::extract::Path;
+
+#[derive(Template)]
+#[template(path = "policies.html")]
+struct PoliciesPage {
+    title: &'static str,
+    nav: Option<Nav>,
+    policies: Vec<(PolicySummary, String)>,
+    draft: Draft,
+}
+
+/// The editor's state: the text as typed and what the validator found in it.
+#[derive(Default)]
+pub struct Draft {
+    pub name: String,
+    pub text: String,
+    pub problems: Vec<String>,
+    pub valid: Option<String>,
+}
+
+fn problems(list: &[Problem]) -> Vec<String> {
+    list.iter().map(ToString::to_string).collect()
+}
+
+pub async fn policies(State(app): State<Arc<App>>, Session(signed): Session) -> Response {
+    policies_page(&app, &signed, Draft::default(), StatusCode::OK).await
+}
+
+async fn policies_page(app: &App, signed: &Signed, draft: Draft, status: StatusCode) -> Response {
+    let nav = Nav::of(signed, "/policies");
+    match app.policies(&signed.reader()).await {
+        Ok(list) => render(
+            status,
+            &PoliciesPage {
+                title: "Policies",
+                nav: Some(nav),
+                policies: list
+                    .into_iter()
+                    .map(|p| {
+                        let updated = when(&p.updated_at);
+                        (p, updated)
+                    })
+                    .collect(),
+                draft,
+            },
+        ),
+        Err(e) => error_page(Some(nav), e),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct PolicyForm {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    document: String,
+}
+
+/// A refused document back in its editor, with the validator's problems at their lines.
+fn refused(e: Error, draft: &mut Draft) -> Result<(), Error> {
+    match e {
+        Error::Invalid {
+            detail,
+            problems: p,
+        } => {
+            draft.problems = if p.is_empty() {
+                vec![detail]
+            } else {
+                problems(&p)
+            };
+            Ok(())
+        }
+        other => Err(other),
+    }
+}
+
+pub async fn create_policy(
+    State(app): State<Arc<App>>,
+    Managed(signed, admin, form): Managed<PolicyForm>,
+) -> Response {
+    let name = form.name.trim().to_owned();
+    match app
+        .put_policy(&admin, &name, PolicyText::sniff(form.document.clone()))
+        .await
+    {
+        Ok(v) => see(&format!("/policies/{}", v.name)),
+        Err(e) => {
+            let mut draft = Draft {
+                name,
+                text: form.document,
+                ..Draft::default()
+            };
+            match refused(e, &mut draft) {
+                Ok(()) => {
+                    policies_page(&app, &signed, draft, StatusCode::UNPROCESSABLE_ENTITY).await
+                }
+                Err(e) => error_page(Some(Nav::of(&signed, "/policies")), e),
+            }
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "policy.html")]
+struct PolicyPage {
+    title: &'static str,
+    nav: Option<Nav>,
+    name: String,
+    active: PolicyVersion,
+    versions: Vec<(PolicyVersion, String)>,
+    draft: Draft,
+    saved: bool,
+}
+
+#[derive(Deserialize, Default)]
+pub struct PolicyQuery {
+    #[serde(default)]
+    saved: Option<String>,
+}
+
+async fn policy_page(
+    app: &App,
+    signed: &Signed,
+    name: &str,
+    draft: Option<Draft>,
+    saved: bool,
+) -> Response {
+    let nav = Nav::of(signed, "/policies");
+    let reader = signed.reader();
+    let (active, versions) = match tokio::try_join!(
+        app.policy(&reader, name),
+        app.policy_versions(&reader, name)
+    ) {
+        Ok(both) => both,
+        Err(e) => return error_page(Some(nav), e),
+    };
+    let status = match &draft {
+        Some(d) if !d.problems.is_empty() => StatusCode::UNPROCESSABLE_ENTITY,
+        _ => StatusCode::OK,
+    };
+    let draft = draft.unwrap_or_else(|| Draft {
+        name: name.to_owned(),
+        text: active.document.clone(),
+        ..Draft::default()
+    });
+    render(
+        status,
+        &PolicyPage {
+            title: "Policy",
+            nav: Some(nav),
+            name: name.to_owned(),
+            active,
+            versions: versions
+                .into_iter()
+                .map(|v| {
+                    let at = when(&v.created_at);
+                    (v, at)
+                })
+                .collect(),
+            draft,
+            saved,
+        },
+    )
+}
+
+pub async fn policy(
+    State(app): State<Arc<App>>,
+    Session(signed): Session,
+    Path(name): Path<String>,
+    q: Result<Query<PolicyQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let saved = q.is_ok_and(|Query(q)| q.saved.is_some());
+    policy_page(&app, &signed, &name, None, saved).await
+}
+
+pub async fn save_policy(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    Managed(signed, admin, form): Managed<PolicyForm>,
+) -> Response {
+    match app
+        .put_policy(&admin, &name, PolicyText::sniff(form.document.clone()))
+        .await
+    {
+        Ok(_) => see(&format!("/policies/{name}?saved=1")),
+        Err(e) => {
+            let mut draft = Draft {
+                name: name.clone(),
+                text: form.document,
+                ..Draft::default()
+            };
+            match refused(e, &mut draft) {
+                Ok(()) => policy_page(&app, &signed, &name, Some(draft), false).await,
+                Err(e) => error_page(Some(Nav::of(&signed, "/policies")), e),
+            }
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "validation.html")]
+struct ValidationFragment {
+    draft: Draft,
+}
+
+/// The editor's live check (htmx posts the form here as one types): the same validator as
+/// `POST /api/v1/policies/validate`, answering a fragment.
+pub async fn validate(
+    State(app): State<Arc<App>>,
+    Posted(signed, form): Posted<PolicyForm>,
+) -> Response {
+    let v = app.validate_policy(&signed.reader(), &PolicyText::sniff(form.document));
+    let draft = Draft {
+        valid: v
+            .valid
+            .map(|(name, rules)| format!("Valid: policy `{name}` with {rules} rule(s).")),
+        problems: problems(&v.problems),
+        ..Draft::default()
+    };
+    render(StatusCode::OK, &ValidationFragment { draft })
+}
+
+#[derive(Deserialize)]
+pub struct DiffQuery {
+    from: i64,
+    to: i64,
+}
+
+#[derive(Template)]
+#[template(path = "diff.html")]
+struct DiffPage {
+    title: &'static str,
+    nav: Option<Nav>,
+    name: String,
+    from: i64,
+    to: i64,
+    lines: Vec<(&'static str, String)>,
+}
+
+pub async fn diff(
+    State(app): State<Arc<App>>,
+    Session(signed): Session,
+    Path(name): Path<String>,
+    q: Result<Query<DiffQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let nav = Nav::of(&signed, "/policies");
+    let Ok(Query(q)) = q else {
+        return error_page(
+            Some(nav),
+            Error::field("from", "give two version numbers, from and to"),
+        );
+    };
+    match app.policy_diff(&signed.reader(), &name, q.from, q.to).await {
+        Ok(text) => render(
+            StatusCode::OK,
+            &DiffPage {
+                title: "Policy diff",
+                nav: Some(nav),
+                name,
+                from: q.from,
+                to: q.to,
+                lines: text
+                    .lines()
+                    .map(|l| {
+                        let class = match l.as_bytes().first() {
+                            Some(b'+') if !l.starts_with("+++") => "add",
+                            Some(b'-') if !l.starts_with("---") => "del",
+                            _ => "",
+                        };
+                        (class, l.to_owned())
+                    })
+                    .collect(),
+            },
+        ),
+        Err(e) => error_page(Some(nav), e),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct RollbackForm {
+    /// Form fields arrive as text (the CSRF wrapper reads them flattened).
+    version: String,
+}
+
+pub async fn rollback(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    Managed(signed, admin, form): Managed<RollbackForm>,
+) -> Response {
+    let Ok(version) = form.version.trim().parse::<i64>() else {
+        return error_page(
+            Some(Nav::of(&signed, "/policies")),
+            Error::field("version", "must be a version number"),
+        );
+    };
+    match app.rollback_policy(&admin, &name, version).await {
+        Ok(_) => see(&format!("/policies/{name}?saved=1")),
+        Err(e) => error_page(Some(Nav::of(&signed, "/policies")), e),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct EnabledForm {
+    enabled: String,
+}
+
+/// Disabling makes a disabled version; enabling stores the active document again as an
+/// enabled one.
+pub async fn set_enabled(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    Managed(signed, admin, form): Managed<EnabledForm>,
+) -> Response {
+    let result = if form.enabled == "true" {
+        match app.policy(&signed.reader(), &name).await {
+            Ok(active) => {
+                app.put_policy(&admin, &name, PolicyText::sniff(active.document))
+                    .await
+            }
+            Err(e) => Err(e),
+        }
+    } else {
+        app.disable_policy(&admin, &name).await
+    };
+    match result {
+        Ok(_) => see(&format!("/policies/{name}?saved=1")),
+        Err(e) => error_page(Some(Nav::of(&signed, "/policies")), e),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "simulate.html")]
+struct SimulatePage {
+    title: &'static str,
+    nav: Option<Nav>,
+    proposal: String,
+    result: Option<Simulated>,
+    error: Option<String>,
+}
+
+struct Simulated {
+    effect: &'static str,
+    reason: String,
+    rules: String,
+    approval: String,
+    proposal_hash: String,
+}
+
+const EXAMPLE: &str = r#"{
+  "agent_id": "billing-agent",
+  "action": "refund",
+  "resource": "order/1042",
+  "amount_cents": 75000
+}"#;
+
+pub async fn simulate_page(Session(signed): Session) -> Response {
+    render(
+        StatusCode::OK,
+        &SimulatePage {
+            title: "Simulate",
+            nav: Some(Nav::of(&signed, "/policies")),
+            proposal: EXAMPLE.to_owned(),
+            result: None,
+            error: None,
+        },
+    )
+}
+
+#[derive(Deserialize)]
+pub struct SimulateForm {
+    #[serde(default)]
+    proposal: String,
+}
+
+/// Decides a proposal against the workspace's policies as they stand, recording nothing.
+pub async fn simulate(
+    State(app): State<Arc<App>>,
+    Posted(signed, form): Posted<SimulateForm>,
+) -> Response {
+    let nav = Nav::of(&signed, "/policies");
+    let page = |result, error| SimulatePage {
+        title: "Simulate",
+        nav: Some(Nav::of(&signed, "/policies")),
+        proposal: form.proposal.clone(),
+        result,
+        error,
+    };
+    let fields: ProposalFields = match serde_json::from_str(&form.proposal) {
+        Ok(f) => f,
+        Err(e) => {
+            return render(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &page(
+                    None,
+                    Some(format!("The proposal is not a proposal's JSON: {e}")),
+                ),
+            );
+        }
+    };
+    let input = SimulateInput {
+        proposal: agentnexus_app::evaluations::EvaluateInput {
+            proposal: fields,
+            ..Default::default()
+        },
+        policies: None,
+        spend: None,
+    };
+    match app.simulate(&signed.reader(), input).await {
+        Ok(s) => {
+            let d = s.decision;
+            let result = Simulated {
+                effect: d.effect.as_str(),
+                reason: d.reason,
+                rules: serde_json::to_string_pretty(&d.matched_rules).unwrap_or_default(),
+                approval: d
+                    .approval
+                    .map(|a| {
+                        serde_json::to_string_pretty(&serde_json::json!({
+                            "tier": a.tier, "policy": a.policy, "rule": a.rule,
+                            "stages": a.approval.stages,
+                        }))
+                        .unwrap_or_default()
+                    })
+                    .unwrap_or_default(),
+                proposal_hash: s.proposal_hash,
+            };
+            render(StatusCode::OK, &page(Some(result), None))
+        }
+        Err(Error::Invalid { detail, .. }) => {
+            render(StatusCode::UNPROCESSABLE_ENTITY, &page(None, Some(detail)))
+        }
+        Err(e) => error_page(Some(nav), e),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "keys.html")]
+struct KeysPage {
+    title: &'static str,
+    nav: Option<Nav>,
+    keys: Vec<(ApiKey, String, String)>,
+    created: Option<(String, String)>,
+}
+
+async fn keys_page(app: &App, signed: &Signed, created: Option<(String, String)>) -> Response {
+    let nav = Nav::of(signed, "/keys");
+    match app.keys(&signed.reader()).await {
+        Ok(keys) => render(
+            StatusCode::OK,
+            &KeysPage {
+                title: "API keys",
+                nav: Some(nav),
+                keys: keys
+                    .into_iter()
+                    .map(|k| {
+                        let used = k.last_used_at.map(|t| when(&t)).unwrap_or_default();
+                        let created = when(&k.created_at);
+                        (k, created, used)
+                    })
+                    .collect(),
+                created,
+            },
+        ),
+        Err(e) => error_page(Some(nav), e),
+    }
+}
+
+pub async fn keys(State(app): State<Arc<App>>, Session(signed): Session) -> Response {
+    keys_page(&app, &signed, None).await
+}
+
+#[derive(Deserialize)]
+pub struct KeyForm {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    scope: String,
+}
+
+/// Creates a key and shows its secret this once.
+pub async fn create_key(
+    State(app): State<Arc<App>>,
+    Managed(signed, admin, form): Managed<KeyForm>,
+) -> Response {
+    match app.create_key(&admin, form.name.trim(), &form.scope).await {
+        Ok(new) => keys_page(&app, &signed, Some((new.key.name, new.secret))).await,
+        Err(e) => error_page(Some(Nav::of(&signed, "/keys")), e),
+    }
+}
+
+pub async fn revoke_key(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    Managed(signed, admin, Empty {}): Managed<Empty>,
+) -> Response {
+    match app.revoke_key(&admin, &KeyId::from(id.as_str())).await {
+        Ok(_) => see("/keys"),
+        Err(e) => error_page(Some(Nav::of(&signed, "/keys")), e),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "members.html")]
+struct MembersPage {
+    title: &'static str,
+    nav: Option<Nav>,
+    members: Vec<(Member, String)>,
+    invited: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+pub struct MembersQuery {
+    invited: Option<String>,
+}
+
+pub async fn members(
+    State(app): State<Arc<App>>,
+    Session(signed): Session,
+    q: Result<Query<MembersQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let nav = Nav::of(&signed, "/members");
+    let invited = q.ok().and_then(|Query(q)| q.invited);
+    match app.members(&signed.reader()).await {
+        Ok(list) => render(
+            StatusCode::OK,
+            &MembersPage {
+                title: "Members",
+                nav: Some(nav),
+                members: list
+                    .into_iter()
+                    .map(|m| {
+                        let roles = m.roles.join(", ");
+                        (m, roles)
+                    })
+                    .collect(),
+                invited,
+            },
+        ),
+        Err(e) => error_page(Some(nav), e),
+    }
+}
+
+/// Roles as typed in a form: separated by commas or spaces.
+fn roles(text: &str) -> Vec<String> {
+    text.split([',', ' '])
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[derive(Deserialize)]
+pub struct InviteForm {
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    roles: String,
+}
+
+pub async fn invite(
+    State(app): State<Arc<App>>,
+    Managed(signed, admin, form): Managed<InviteForm>,
+) -> Response {
+    let input = NewMemberInput {
+        email: form.email.trim().to_owned(),
+        name: Some(form.name.trim().to_owned()).filter(|n| !n.is_empty()),
+        roles: Some(roles(&form.roles)).filter(|r| !r.is_empty()),
+    };
+    match app.invite(&admin, input).await {
+        Ok(m) => {
+            let mut q = url::form_urlencoded::Serializer::new(String::new());
+            q.append_pair("invited", &m.email);
+            see(&format!("/members?{}", q.finish()))
+        }
+        Err(e) => error_page(Some(Nav::of(&signed, "/members")), e),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct RolesForm {
+    #[serde(default)]
+    roles: String,
+}
+
+pub async fn change_member(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    Managed(signed, admin, form): Managed<RolesForm>,
+) -> Response {
+    let change = MemberChange {
+        name: None,
+        roles: Some(roles(&form.roles)),
+    };
+    match app
+        .change_member(&admin, &MemberId::from(id.as_str()), change)
+        .await
+    {
+        Ok(_) => see("/members"),
+        Err(e) => error_page(Some(Nav::of(&signed, "/members")), e),
+    }
+}
+
+pub async fn remove_member(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    Managed(signed, admin, Empty {}): Managed<Empty>,
+) -> Response {
+    match app
+        .remove_member(&admin, &MemberId::from(id.as_str()))
+        .await
+    {
+        Ok(_) => see("/members"),
+        Err(e) => error_page(Some(Nav::of(&signed, "/members")), e),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "settings.html")]
+struct SettingsPage {
+    title: &'static str,
+    nav: Option<Nav>,
+    slack: Option<String>,
+    teams: Option<String>,
+    public_url: String,
+}
+
+pub async fn settings(State(app): State<Arc<App>>, Session(signed): Session) -> Response {
+    let nav = Nav::of(&signed, "/settings");
+    match app.channels(&signed.reader()).await {
+        Ok(c) => render(
+            StatusCode::OK,
+            &SettingsPage {
+                title: "Settings",
+                nav: Some(nav),
+                slack: c.slack.map(|s| {
+                    format!(
+                        "connected ({}{}) since {}",
+                        if s.bot_token_set { "bot token" } else { "" },
+                        if s.webhook_url_set {
+                            if s.bot_token_set {
+                                ", incoming webhook"
+                            } else {
+                                "incoming webhook"
+                            }
+                        } else {
+                            ""
+                        },
+                        when(&s.updated_at)
+                    )
+                }),
+                teams: c.teams.map(|t| format!("connected since {}", when(&t))),
+                public_url: app.public_url(),
+            },
+        ),
+        Err(e) => error_page(Some(nav), e),
+    }
+}

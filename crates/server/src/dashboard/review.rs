@@ -1,0 +1,428 @@
+//! What happened and what waits: the overview, the approvals inbox, evaluations with their
+//! timelines, and the audit trail.
+
+use std::sync::Arc;
+
+use agentnexus_app::App;
+use agentnexus_app::evaluations::ListInput;
+use agentnexus_app::inbox::InboxItem;
+use agentnexus_app::render::money;
+use agentnexus_app::types::EvaluationId;
+use agentnexus_store::{AuditEvent, Evaluation, Verification};
+use askama::Template;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::Deserialize;
+
+use super::{Empty, Nav, Posted, Session, error_page, render, see, when};
+use crate::extract::Path;
+
+/// An evaluation as a row of a list.
+pub struct Row {
+    pub id: String,
+    pub created: String,
+    pub agent: String,
+    pub action: String,
+    pub resource: String,
+    pub amount: String,
+    pub status: &'static str,
+}
+
+impl Row {
+    fn of(e: &Evaluation) -> Row {
+        Row {
+            id: e.id.clone(),
+            created: when(&e.created_at),
+            agent: e.agent_id.clone(),
+            action: e.action.clone(),
+            resource: e.resource.clone().unwrap_or_default(),
+            amount: if e.amount_cents == 0 {
+                String::new()
+            } else {
+                money(e.amount_cents)
+            },
+            status: e.status.as_str(),
+        }
+    }
+}
+
+/// An inbox entry: the proposal as a whole, for deciding from the page.
+pub struct Waiting {
+    pub row: Row,
+    pub stage: String,
+    pub deadline: String,
+    pub reason: String,
+    pub tier: String,
+    pub params: String,
+    pub context: String,
+    pub rules: String,
+    pub decisions: Vec<String>,
+}
+
+fn pretty(v: &serde_json::Value) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_default()
+}
+
+impl Waiting {
+    fn of(item: InboxItem) -> Waiting {
+        let e = &item.evaluation;
+        Waiting {
+            row: Row::of(e),
+            stage: item.stage_name.clone(),
+            deadline: item
+                .expires_at
+                .map(|t| when(&t))
+                .unwrap_or_else(|| "none".to_owned()),
+            reason: e.reason.clone(),
+            tier: e
+                .approval
+                .as_ref()
+                .map(|a| a.tier.as_str().to_owned())
+                .unwrap_or_default(),
+            params: pretty(&e.params),
+            context: pretty(&e.context),
+            rules: pretty(&e.matched_rules),
+            decisions: e
+                .decisions
+                .iter()
+                .map(|d| {
+                    format!(
+                        "stage {}: {} by {}{}",
+                        d.stage + 1,
+                        d.decision,
+                        d.approver,
+                        d.comment
+                            .as_ref()
+                            .map(|c| format!(" — “{c}”"))
+                            .unwrap_or_default()
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "overview.html")]
+struct OverviewPage {
+    title: &'static str,
+    nav: Option<Nav>,
+    waiting_for_me: usize,
+    decided: Vec<(&'static str, &'static str, i64)>,
+    spend: String,
+    head_seq: i64,
+    chain: Option<(bool, String, String)>,
+}
+
+pub async fn overview(State(app): State<Arc<App>>, Session(signed): Session) -> Response {
+    let nav = Nav::of(&signed, "/");
+    let o = match app.overview(&signed).await {
+        Ok(o) => o,
+        Err(e) => return error_page(Some(nav), e),
+    };
+    let chain = o.chain.map(|c| {
+        let text = match &c.verification {
+            Verification::Ok { events, .. } => format!("{events} events verified"),
+            Verification::Broken {
+                broken_at_seq,
+                reason,
+                ..
+            } => format!("broken at event {broken_at_seq}: {reason}"),
+        };
+        (
+            matches!(c.verification, Verification::Ok { .. }),
+            text,
+            when(&c.checked_at),
+        )
+    });
+    render(
+        StatusCode::OK,
+        &OverviewPage {
+            title: "Overview",
+            nav: Some(nav),
+            waiting_for_me: o.waiting_for_me,
+            decided: o
+                .decided_today
+                .into_iter()
+                .map(|(decision, n)| match decision.as_str() {
+                    "allow" => ("allowed", "allowed", n),
+                    "deny" => ("denied", "denied", n),
+                    _ => ("pending", "sent for approval", n),
+                })
+                .collect(),
+            spend: money(o.spend_today_cents),
+            head_seq: o.head.0,
+            chain,
+        },
+    )
+}
+
+#[derive(Template)]
+#[template(path = "inbox.html")]
+struct InboxPage {
+    title: &'static str,
+    nav: Option<Nav>,
+    items: Vec<Waiting>,
+    /// How many wait in all (the page shows the first `INBOX_PAGE`).
+    total: usize,
+}
+
+pub async fn inbox(State(app): State<Arc<App>>, Session(signed): Session) -> Response {
+    let nav = Nav::of(&signed, "/inbox");
+    match app.inbox(&signed).await {
+        Ok((items, total)) => render(
+            StatusCode::OK,
+            &InboxPage {
+                title: "Approvals inbox",
+                nav: Some(nav),
+                items: items.into_iter().map(Waiting::of).collect(),
+                total,
+            },
+        ),
+        Err(e) => error_page(Some(nav), e),
+    }
+}
+
+/// Opens the approval page for the signed-in approver: the same page, codes and checks as an
+/// e-mailed link.
+pub async fn open_decision(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    Posted(signed, Empty {}): Posted<Empty>,
+) -> Response {
+    match app.review(&signed, &EvaluationId::from(id)).await {
+        Ok(token) => see(&format!("/approvals/{token}")),
+        Err(e) => error_page(Some(Nav::of(&signed, "/inbox")), e),
+    }
+}
+
+#[derive(Deserialize, Default)]
+pub struct Filters {
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    agent_id: String,
+    #[serde(default)]
+    cursor: String,
+}
+
+fn given(s: &str) -> Option<String> {
+    let s = s.trim();
+    (!s.is_empty()).then(|| s.to_owned())
+}
+
+#[derive(Template)]
+#[template(path = "evaluations.html")]
+struct EvaluationsPage {
+    title: &'static str,
+    nav: Option<Nav>,
+    rows: Vec<Row>,
+    status: String,
+    agent_id: String,
+    statuses: [&'static str; 6],
+    next: Option<String>,
+}
+
+pub async fn evaluations(
+    State(app): State<Arc<App>>,
+    Session(signed): Session,
+    filters: Result<Query<Filters>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let nav = Nav::of(&signed, "/evaluations");
+    let Query(f) = filters.unwrap_or_default();
+    let input = ListInput {
+        status: given(&f.status),
+        agent_id: given(&f.agent_id),
+        limit: Some(50),
+        cursor: given(&f.cursor),
+    };
+    match app.evaluations(&signed.reader(), input).await {
+        Ok(page) => {
+            let next = page.next_cursor.map(|c| {
+                let mut q = url::form_urlencoded::Serializer::new(String::new());
+                q.append_pair("status", f.status.trim())
+                    .append_pair("agent_id", f.agent_id.trim())
+                    .append_pair("cursor", &c);
+                format!("/evaluations?{}", q.finish())
+            });
+            render(
+                StatusCode::OK,
+                &EvaluationsPage {
+                    title: "Evaluations",
+                    nav: Some(nav),
+                    rows: page.evaluations.iter().map(Row::of).collect(),
+                    status: f.status,
+                    agent_id: f.agent_id,
+                    statuses: [
+                        "allowed", "denied", "pending", "approved", "rejected", "expired",
+                    ],
+                    next,
+                },
+            )
+        }
+        Err(e) => error_page(Some(nav), e),
+    }
+}
+
+/// One line of a timeline.
+pub struct Line {
+    pub at: String,
+    pub kind: String,
+    pub actor: String,
+    pub data: String,
+}
+
+impl Line {
+    fn of(e: &AuditEvent) -> Line {
+        Line {
+            at: e.occurred_at.clone(),
+            kind: e.kind.clone(),
+            actor: e.actor.clone(),
+            data: e.data.to_string(),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "evaluation.html")]
+struct EvaluationPage {
+    title: &'static str,
+    nav: Option<Nav>,
+    e: Waiting,
+    decision: &'static str,
+    proposal_hash: String,
+    policy_versions: String,
+    waiting: bool,
+    timeline: Vec<Line>,
+}
+
+pub async fn evaluation(
+    State(app): State<Arc<App>>,
+    Session(signed): Session,
+    Path(id): Path<String>,
+) -> Response {
+    let nav = Nav::of(&signed, "/evaluations");
+    let id = EvaluationId::from(id);
+    let reader = signed.reader();
+    let (ev, timeline) = match tokio::try_join!(
+        app.read_evaluation(&reader, &id),
+        app.timeline(&reader, &id)
+    ) {
+        Ok(both) => both,
+        Err(e) => return error_page(Some(nav), e),
+    };
+    let stage = ev
+        .current_stage
+        .and_then(|i| ev.stages.iter().find(|s| s.index == i));
+    let waiting = stage.is_some() && ev.status == agentnexus_store::Status::Pending;
+    let item = InboxItem {
+        stage: ev.current_stage.unwrap_or_default(),
+        stage_name: stage.map(|s| s.name.clone()).unwrap_or_default(),
+        expires_at: stage.and_then(|s| s.expires_at),
+        evaluation: ev,
+    };
+    let decision = item.evaluation.decision.as_str();
+    let proposal_hash = item.evaluation.proposal_hash.clone();
+    let policy_versions = item.evaluation.policy_versions.to_string();
+    render(
+        StatusCode::OK,
+        &EvaluationPage {
+            title: "Evaluation",
+            nav: Some(nav),
+            e: Waiting::of(item),
+            decision,
+            proposal_hash,
+            policy_versions,
+            waiting,
+            timeline: timeline.iter().map(Line::of).collect(),
+        },
+    )
+}
+
+#[derive(Deserialize, Default)]
+pub struct AuditQuery {
+    after_seq: Option<i64>,
+}
+
+#[derive(Template)]
+#[template(path = "audit.html")]
+struct AuditPage {
+    title: &'static str,
+    nav: Option<Nav>,
+    events: Vec<(i64, Line, String)>,
+    next: Option<i64>,
+    head_seq: i64,
+    head_hash: String,
+    chain: Option<(bool, String, String)>,
+}
+
+async fn audit_page(app: &App, signed: &agentnexus_app::Signed, after: Option<i64>) -> Response {
+    let nav = Nav::of(signed, "/audit");
+    let reader = signed.reader();
+    let page = match app.audit_page(&reader, after, Some(100)).await {
+        Ok(p) => p,
+        Err(e) => return error_page(Some(nav), e),
+    };
+    let (chain, head) = match app.chain_status(&reader).await {
+        Ok(status) => status,
+        Err(e) => return error_page(Some(nav), e),
+    };
+    let chain = chain.map(|c| {
+        let ok = matches!(c.verification, Verification::Ok { .. });
+        let text = match c.verification {
+            Verification::Ok {
+                events, head_hash, ..
+            } => {
+                format!("{events} events, head {head_hash}")
+            }
+            Verification::Broken {
+                broken_at_seq,
+                reason,
+                ..
+            } => format!("broken at event {broken_at_seq}: {reason}"),
+        };
+        (ok, text, when(&c.checked_at))
+    });
+    render(
+        StatusCode::OK,
+        &AuditPage {
+            title: "Audit trail",
+            nav: Some(nav),
+            events: page
+                .events
+                .iter()
+                .map(|e| {
+                    (
+                        e.seq,
+                        Line::of(e),
+                        e.evaluation_id.clone().unwrap_or_default(),
+                    )
+                })
+                .collect(),
+            next: page.next_after_seq,
+            head_seq: head.0,
+            head_hash: head.1,
+            chain,
+        },
+    )
+}
+
+pub async fn audit(
+    State(app): State<Arc<App>>,
+    Session(signed): Session,
+    q: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Query(q) = q.unwrap_or_default();
+    audit_page(&app, &signed, q.after_seq).await
+}
+
+pub async fn verify(
+    State(app): State<Arc<App>>,
+    Posted(signed, Empty {}): Posted<Empty>,
+) -> Response {
+    match app.verify_audit(&signed.reader()).await {
+        Ok(_) => see("/audit"),
+        Err(e) => error_page(Some(Nav::of(&signed, "/audit")), e),
+    }
+}

@@ -1,0 +1,938 @@
+//! The dashboard over plain HTTP, as a browser without script would use it, on both stores:
+//! sign-in and sessions, CSRF, roles, invitations, the policy editor, keys, the inbox with a
+//! one-time code, timelines, the audit page, and workspaces kept apart. (The headless-browser
+//! flows are in `dashboard_browser.rs`.)
+
+mod common;
+
+use std::time::Duration;
+
+use agentnexus_app::accounts;
+use agentnexus_store::Actor;
+use agentnexus_testkit::{SmtpSink, both_backends};
+use common::TestApp;
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
+use serde_json::json;
+
+/// A browser: one cookie, no redirects followed (tests look at them).
+struct Browser {
+    base: String,
+    client: reqwest::Client,
+    cookie: Option<String>,
+}
+
+struct Page {
+    status: StatusCode,
+    headers: HeaderMap,
+    html: String,
+}
+
+impl Page {
+    fn location(&self) -> &str {
+        self.headers
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// The CSRF token the page's forms carry.
+    fn csrf(&self) -> String {
+        let at = self
+            .html
+            .find("name=\"csrf\" value=\"")
+            .unwrap_or_else(|| panic!("no CSRF token in {}", self.html));
+        let rest = &self.html[at + 19..];
+        rest[..rest.find('"').unwrap()].to_owned()
+    }
+
+    fn has(&self, text: &str) -> bool {
+        self.html.contains(text)
+    }
+}
+
+impl Browser {
+    fn new(app: &TestApp) -> Browser {
+        Browser {
+            base: app.url.clone(),
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            cookie: None,
+        }
+    }
+
+    async fn send(&mut self, req: reqwest::RequestBuilder) -> Page {
+        let req = match &self.cookie {
+            Some(c) => req.header("cookie", format!("anx_session={c}")),
+            None => req,
+        };
+        let r = req.send().await.unwrap();
+        if let Some(set) = r.headers().get(SET_COOKIE) {
+            let set = set.to_str().unwrap();
+            let value = set
+                .strip_prefix("anx_session=")
+                .and_then(|v| v.split(';').next())
+                .unwrap();
+            self.cookie = Some(value.to_owned()).filter(|v| !v.is_empty());
+        }
+        Page {
+            status: r.status(),
+            headers: r.headers().clone(),
+            html: r.text().await.unwrap(),
+        }
+    }
+
+    async fn get(&mut self, path: &str) -> Page {
+        let req = self.client.get(format!("{}{path}", self.base));
+        self.send(req).await
+    }
+
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
+        let req = self.client.post(format!("{}{path}", self.base)).form(form);
+        self.send(req).await
+    }
+
+    /// Posts a form with the CSRF token of the page at `from`.
+    async fn submit(&mut self, from: &str, path: &str, form: &[(&str, &str)]) -> Page {
+        let csrf = self.get(from).await.csrf();
+        let mut fields = vec![("csrf", csrf.as_str())];
+        fields.extend_from_slice(form);
+        self.post(path, &fields).await
+    }
+
+    async fn sign_in(&mut self, email: &str, password: &str) -> Page {
+        self.post("/sign-in", &[("email", email), ("password", password)])
+            .await
+    }
+}
+
+async fn signed_in_owner(app: &TestApp) -> Browser {
+    let mut b = Browser::new(app);
+    let page = b.sign_in("owner@example.com", "pw").await;
+    assert_eq!(page.status, 303, "{}", page.html);
+    b
+}
+
+async fn audit_kinds(app: &TestApp) -> Vec<String> {
+    let r = app.get("/api/v1/audit?limit=1000", &app.admin_key).await;
+    r.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+both_backends!(sign_in_sessions_and_headers, |backend| async move {
+    let app = TestApp::spawn(backend).await;
+    let mut b = Browser::new(&app);
+
+    // No session: to the sign-in form, whose fields are `email` and `password`.
+    let home = b.get("/").await;
+    assert_eq!(home.status, 303);
+    assert_eq!(home.location(), "/sign-in");
+    let form = b.get("/sign-in").await;
+    assert_eq!(form.status, 200);
+    assert!(form.has("name=\"email\"") && form.has("name=\"password\""));
+
+    // Wrong password and unknown address answer alike.
+    let wrong = b.sign_in("owner@example.com", "not it").await;
+    let unknown = b.sign_in("nobody@example.com", "not it").await;
+    assert_eq!(wrong.status, 401);
+    assert_eq!(unknown.status, 401);
+    assert!(wrong.has("role=\"alert\""));
+    let alert = |p: &Page| {
+        let at = p.html.find("role=\"alert\">").unwrap();
+        p.html[at..at + 80].to_owned()
+    };
+    assert_eq!(alert(&wrong), alert(&unknown));
+    assert!(b.cookie.is_none());
+
+    // The right one: a session cookie, HttpOnly and SameSite=Lax (no Secure over http).
+    let ok = b.sign_in("Owner@Example.com", "pw").await;
+    assert_eq!(ok.status, 303, "{}", ok.html);
+    assert_eq!(ok.location(), "/");
+    let set = ok.headers[SET_COOKIE].to_str().unwrap().to_owned();
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Lax"),
+        "{set}"
+    );
+    assert!(!set.contains("Secure"), "{set}");
+    assert!(!set.contains("ses_") || b.cookie.as_deref().is_some_and(|c| set.contains(c)));
+
+    // Every page answers signed in, with the headers SPEC §11 asks for.
+    for path in [
+        "/",
+        "/inbox",
+        "/policies",
+        "/policies/simulate",
+        "/evaluations",
+        "/audit",
+        "/keys",
+        "/members",
+        "/settings",
+        "/account",
+    ] {
+        let page = b.get(path).await;
+        assert_eq!(page.status, 200, "{path}: {}", page.html);
+        assert!(page.has("owner@example.com"), "{path}");
+        let h = &page.headers;
+        assert!(
+            h["content-security-policy"]
+                .to_str()
+                .unwrap()
+                .contains("frame-ancestors 'none'")
+        );
+        assert_eq!(h["x-frame-options"], "DENY");
+        assert_eq!(h["referrer-policy"], "no-referrer");
+        assert_eq!(h["cache-control"], "no-store");
+    }
+    // The sign-in page of someone signed in leads home.
+    assert_eq!(b.get("/sign-in").await.location(), "/");
+
+    // A session is stored hashed: the cookie's token is nowhere in the database.
+    let token = b.cookie.clone().unwrap();
+    let stored: Vec<String> = sqlx::query_scalar("SELECT token_hash FROM sessions")
+        .fetch_all(app.store.pool())
+        .await
+        .unwrap();
+    assert!(!stored.is_empty() && stored.iter().all(|h| !h.contains(&token)));
+
+    // Signing out ends the session here and for anyone holding the cookie.
+    let out = b.submit("/", "/sign-out", &[]).await;
+    assert_eq!(out.status, 303);
+    assert!(b.cookie.is_none());
+    b.cookie = Some(token);
+    assert_eq!(b.get("/").await.location(), "/sign-in");
+
+    let kinds = audit_kinds(&app).await;
+    for kind in [
+        "session.sign_in_failed",
+        "session.signed_in",
+        "session.signed_out",
+    ] {
+        assert!(kinds.iter().any(|k| k == kind), "{kind} in {kinds:?}");
+    }
+    app.stop().await;
+});
+
+both_backends!(sign_in_is_rate_limited, |backend| async move {
+    let app = TestApp::spawn(backend).await;
+    let mut b = Browser::new(&app);
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        statuses.push(b.sign_in("owner@example.com", "guess").await.status);
+    }
+    assert!(statuses[..10].iter().all(|s| *s == 401), "{statuses:?}");
+    assert_eq!(statuses[11], 429);
+    // Even the right password waits now.
+    let right = b.sign_in("owner@example.com", "pw").await;
+    assert_eq!(right.status, 429);
+    assert!(right.headers.contains_key("retry-after"));
+    // Another account from the same address is still let in (up to the address's limit).
+    let other = b.sign_in("someone@example.com", "guess").await;
+    assert_eq!(other.status, 401);
+    app.stop().await;
+});
+
+both_backends!(forms_need_the_sessions_csrf_token, |backend| async move {
+    let app = TestApp::spawn(backend).await;
+    let mut b = signed_in_owner(&app).await;
+    let keys_before = app.get("/api/v1/keys", &app.admin_key).await.body["keys"]
+        .as_array()
+        .unwrap()
+        .len();
+    for form in [
+        vec![("name", "ci"), ("scope", "admin")],
+        vec![("csrf", "0000"), ("name", "ci"), ("scope", "admin")],
+    ] {
+        let refused = b.post("/keys", &form).await;
+        assert_eq!(refused.status, 403, "{}", refused.html);
+    }
+    // Another session's token does not do either.
+    let mut other = signed_in_owner(&app).await;
+    let their = other.get("/keys").await.csrf();
+    assert_ne!(their, b.get("/keys").await.csrf());
+    let refused = b
+        .post(
+            "/keys",
+            &[("csrf", &their), ("name", "ci"), ("scope", "admin")],
+        )
+        .await;
+    assert_eq!(refused.status, 403);
+    let keys_after = app.get("/api/v1/keys", &app.admin_key).await.body["keys"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(keys_before, keys_after, "nothing was created");
+
+    // With it: the key's secret is shown once, and it works.
+    let created = b
+        .submit("/keys", "/keys", &[("name", "ci"), ("scope", "agent")])
+        .await;
+    assert_eq!(created.status, 200, "{}", created.html);
+    let at = created.html.find("id=\"new-secret\">").unwrap();
+    let secret = created.html[at + 16..]
+        .split('<')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(secret.starts_with("anx_"));
+    let evaluated = app
+        .evaluate(&secret, json!({"agent_id": "a", "action": "read"}))
+        .await;
+    assert_eq!(evaluated.status, 200);
+    let listing = b.get("/keys").await;
+    assert!(!listing.has(&secret), "the secret is not shown again");
+    // Revoked from the page, it stops working.
+    let id = app.get("/api/v1/keys", &app.admin_key).await.body["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "ci")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let revoked = b.submit("/keys", &format!("/keys/{id}/revoke"), &[]).await;
+    assert_eq!(revoked.status, 303);
+    let refused = app
+        .evaluate(&secret, json!({"agent_id": "a", "action": "read"}))
+        .await;
+    assert_eq!(refused.status, 401);
+    app.stop().await;
+});
+
+both_backends!(
+    invited_members_set_a_password_and_roles_hold,
+    |backend| async move {
+        let sink = SmtpSink::start().await;
+        let smtp = sink.url.clone();
+        let app = TestApp::spawn_with(backend, move |c| c.smtp_url = Some(smtp)).await;
+        let mut owner = signed_in_owner(&app).await;
+        let invited = owner
+            .submit(
+                "/members",
+                "/members",
+                &[
+                    ("email", "Vera@Example.com"),
+                    ("name", "Vera"),
+                    ("roles", "viewer"),
+                ],
+            )
+            .await;
+        assert_eq!(invited.status, 303, "{}", invited.html);
+        let mails = sink.wait_for(1, Duration::from_secs(15)).await;
+        let text = mails[0].text();
+        assert_eq!(mails[0].header("To").unwrap(), "vera@example.com");
+        let at = text.find("/invitations/").expect("an invitation link");
+        let token: String = text[at + 13..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+
+        let mut vera = Browser::new(&app);
+        let page = vera.get(&format!("/invitations/{token}")).await;
+        assert_eq!(page.status, 200, "{}", page.html);
+        assert!(page.has("vera@example.com"));
+        let short = vera
+            .post(&format!("/invitations/{token}"), &[("password", "short")])
+            .await;
+        assert_eq!(short.status, 422);
+        let accepted = vera
+            .post(
+                &format!("/invitations/{token}"),
+                &[("password", "a long enough password")],
+            )
+            .await;
+        assert_eq!(accepted.status, 303, "{}", accepted.html);
+        assert!(vera.cookie.is_some());
+        // Single use.
+        let again = Browser::new(&app)
+            .post(
+                &format!("/invitations/{token}"),
+                &[("password", "another long password")],
+            )
+            .await;
+        assert_eq!(again.status, 410);
+
+        // A viewer reads every page but changes nothing, whatever the form.
+        assert_eq!(vera.get("/policies").await.status, 200);
+        assert!(!vera.get("/keys").await.has("Create a key"));
+        let csrf = vera.get("/keys").await.csrf();
+        for (path, form) in [
+            ("/keys", vec![("name", "x"), ("scope", "admin")]),
+            (
+                "/members",
+                vec![("email", "eve@example.com"), ("roles", "owner")],
+            ),
+            (
+                "/policies",
+                vec![
+                    ("name", "p"),
+                    ("document", "name: p\nrules:\n  - id: r\n    effect: deny\n"),
+                ],
+            ),
+        ] {
+            let mut fields = vec![("csrf", csrf.as_str())];
+            fields.extend(form);
+            let refused = vera.post(path, &fields).await;
+            assert_eq!(refused.status, 403, "{path}: {}", refused.html);
+        }
+        let members = app.get("/api/v1/members", &app.admin_key).await;
+        assert_eq!(members.body["members"].as_array().unwrap().len(), 2);
+        assert_eq!(
+            app.get("/api/v1/policies", &app.admin_key).await.body["policies"],
+            json!([])
+        );
+
+        // Vera signs in with her password; changing it needs the current one and ends her other
+        // sessions.
+        let mut second = Browser::new(&app);
+        assert_eq!(
+            second
+                .sign_in("vera@example.com", "a long enough password")
+                .await
+                .status,
+            303
+        );
+        let wrong = vera
+            .submit(
+                "/account",
+                "/account/password",
+                &[
+                    ("current_password", "nope"),
+                    ("new_password", "the newer password"),
+                ],
+            )
+            .await;
+        assert_eq!(wrong.status, 422);
+        let changed = vera
+            .submit(
+                "/account",
+                "/account/password",
+                &[
+                    ("current_password", "a long enough password"),
+                    ("new_password", "the newer password"),
+                ],
+            )
+            .await;
+        assert_eq!(changed.status, 200, "{}", changed.html);
+        assert_eq!(second.get("/").await.location(), "/sign-in");
+        assert_eq!(vera.get("/").await.status, 200, "this session stays");
+        assert_eq!(
+            Browser::new(&app)
+                .sign_in("vera@example.com", "the newer password")
+                .await
+                .status,
+            303
+        );
+
+        // Roles changed from the page take effect at once; the last owner stays.
+        let vera_id = members.body["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["email"] == "vera@example.com")
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let owner_id = members.body["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["email"] == "owner@example.com")
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let promoted = owner
+            .submit(
+                "/members",
+                &format!("/members/{vera_id}"),
+                &[("roles", "admin")],
+            )
+            .await;
+        assert_eq!(promoted.status, 303, "{}", promoted.html);
+        assert!(vera.get("/keys").await.has("Create a key"));
+        let last_owner = owner
+            .submit("/members", &format!("/members/{owner_id}/remove"), &[])
+            .await;
+        assert_eq!(last_owner.status, 409, "{}", last_owner.html);
+
+        let kinds = audit_kinds(&app).await;
+        for kind in [
+            "member.invited",
+            "invitation.accepted",
+            "account.password_changed",
+        ] {
+            assert!(kinds.iter().any(|k| k == kind), "{kind} in {kinds:?}");
+        }
+        app.stop().await;
+    }
+);
+
+const DRAFT: &str =
+    "name: refunds\nrules:\n  - id: big\n    when: amount_cents > 100\n    effect: deny\n";
+
+both_backends!(
+    policy_editor_versions_diff_and_rollback,
+    |backend| async move {
+        let app = TestApp::spawn(backend).await;
+        let mut b = signed_in_owner(&app).await;
+
+        // An error is shown at its line, by the API's validator, and the text is kept.
+        let broken =
+            "name: refunds\nrules:\n  - id: big\n    when: amount_cents >\n    effect: deny\n";
+        let live = b
+            .submit("/policies", "/policies/validate", &[("document", broken)])
+            .await;
+        assert_eq!(live.status, 200);
+        assert!(live.has("class=\"problems\""), "{}", live.html);
+        assert!(
+            live.html.contains("4:"),
+            "the line of the error: {}",
+            live.html
+        );
+        let refused = b
+            .submit(
+                "/policies",
+                "/policies",
+                &[("name", "refunds"), ("document", broken)],
+            )
+            .await;
+        assert_eq!(refused.status, 422);
+        assert!(refused.has("amount_cents &#62;"), "the draft is kept");
+        assert_eq!(
+            app.get("/api/v1/policies", &app.admin_key).await.body["policies"],
+            json!([])
+        );
+        let valid = b
+            .submit("/policies", "/policies/validate", &[("document", DRAFT)])
+            .await;
+        assert!(valid.has("Valid"), "{}", valid.html);
+
+        let created = b
+            .submit(
+                "/policies",
+                "/policies",
+                &[("name", "refunds"), ("document", DRAFT)],
+            )
+            .await;
+        assert_eq!(created.status, 303, "{}", created.html);
+        assert_eq!(created.location(), "/policies/refunds");
+        let second = DRAFT.replace("> 100", "> 5000");
+        let saved = b
+            .submit(
+                "/policies/refunds",
+                "/policies/refunds",
+                &[("document", &second)],
+            )
+            .await;
+        assert_eq!(saved.status, 303, "{}", saved.html);
+        assert_eq!(saved.location(), "/policies/refunds?saved=1");
+        let page = b.get(saved.location()).await;
+        assert!(page.has("v2") && page.has("Saved as version 2"));
+
+        let diff = b.get("/policies/refunds/diff?from=1&to=2").await;
+        assert_eq!(diff.status, 200);
+        assert!(
+            diff.has("<span class=\"del\">-    when: amount_cents &#62; 100</span>"),
+            "{}",
+            diff.html
+        );
+        assert!(diff.has("<span class=\"add\">+    when: amount_cents &#62; 5000</span>"));
+
+        let rolled = b
+            .submit(
+                "/policies/refunds",
+                "/policies/refunds/rollback",
+                &[("version", "1")],
+            )
+            .await;
+        assert_eq!(rolled.status, 303, "{}", rolled.html);
+        let active = app.get("/api/v1/policies/refunds", &app.admin_key).await;
+        assert_eq!(active.body["version"], 3);
+        assert!(active.body["document"].as_str().unwrap().contains("> 100"));
+        let decided = app
+            .evaluate(
+                &app.admin_key,
+                json!({"agent_id": "a", "action": "x", "amount_cents": 200}),
+            )
+            .await;
+        assert_eq!(decided.body["matched_rules"][0]["rule"], "big");
+
+        let disabled = b
+            .submit(
+                "/policies/refunds",
+                "/policies/refunds/enabled",
+                &[("enabled", "false")],
+            )
+            .await;
+        assert_eq!(disabled.status, 303);
+        let active = app.get("/api/v1/policies/refunds", &app.admin_key).await;
+        assert_eq!(
+            (
+                active.body["version"].clone(),
+                active.body["enabled"].clone()
+            ),
+            (json!(4), json!(false)),
+            "{}",
+            active.body
+        );
+        let decided = app
+            .evaluate(
+                &app.admin_key,
+                json!({"agent_id": "a", "action": "x", "amount_cents": 200}),
+            )
+            .await;
+        assert_eq!(
+            decided.body["matched_rules"],
+            json!([]),
+            "the policy takes no part"
+        );
+        let enabled = b
+            .submit(
+                "/policies/refunds",
+                "/policies/refunds/enabled",
+                &[("enabled", "true")],
+            )
+            .await;
+        assert_eq!(enabled.status, 303);
+        let active = app.get("/api/v1/policies/refunds", &app.admin_key).await;
+        assert_eq!(
+            (
+                active.body["version"].clone(),
+                active.body["enabled"].clone()
+            ),
+            (json!(5), json!(true))
+        );
+        let versions = app
+            .get("/api/v1/policies/refunds/versions", &app.admin_key)
+            .await;
+        assert_eq!(versions.body["versions"][0]["source"], "dashboard");
+
+        // Simulation decides against what is in force, recording nothing.
+        let before = app.audit_len().await;
+        let sim = b
+            .submit(
+                "/policies/simulate",
+                "/policies/simulate",
+                &[(
+                    "proposal",
+                    r#"{"agent_id": "a", "action": "x", "amount_cents": 200}"#,
+                )],
+            )
+            .await;
+        assert_eq!(sim.status, 200, "{}", sim.html);
+        assert!(
+            sim.has("id=\"decision\" class=\"s-denied\">deny"),
+            "{}",
+            sim.html
+        );
+        assert_eq!(app.audit_len().await, before);
+        app.stop().await;
+    }
+);
+
+const CRITICAL: &str = r#"name: payouts
+rules:
+  - id: big
+    when: amount_cents > 100
+    effect: require_approval
+    tier: critical
+    reason: Big payouts need a second look
+    approval:
+      stages:
+        - name: owners
+          approvers: ["role:owner"]
+          timeout: 1h
+"#;
+
+both_backends!(
+    the_inbox_decides_with_a_code_and_the_timeline_shows_it,
+    |backend| async move {
+        let sink = SmtpSink::start().await;
+        let smtp = sink.url.clone();
+        let app = TestApp::spawn_with(backend, move |c| c.smtp_url = Some(smtp)).await;
+        assert_eq!(app.put_policy("payouts", CRITICAL).await.status, 200);
+        let ev = app
+        .evaluate(
+            &app.admin_key,
+            json!({"agent_id": "payer", "action": "payout", "resource": "acct/9", "amount_cents": 12345, "params": {"iban": "DE00"}}),
+        )
+        .await;
+        let id = ev.body["evaluation_id"].as_str().unwrap().to_owned();
+        // The stage's own e-mail.
+        sink.wait_for(1, Duration::from_secs(15)).await;
+
+        let mut b = signed_in_owner(&app).await;
+        let overview = b.get("/").await;
+        assert!(
+            overview.has("id=\"waiting-for-me\">1<"),
+            "{}",
+            overview.html
+        );
+        let inbox = b.get("/inbox").await;
+        for shown in [
+            "payout",
+            "payer",
+            "acct/9",
+            "$123.45",
+            "critical",
+            "Big payouts need a second look",
+            "DE00",
+        ] {
+            assert!(inbox.has(shown), "{shown} in the inbox");
+        }
+        // Opening the decision leads to the approval page with a link of the owner's own.
+        let opened = b.submit("/inbox", &format!("/inbox/{id}"), &[]).await;
+        assert_eq!(opened.status, 303, "{}", opened.html);
+        let to = opened.location().to_owned();
+        assert!(to.starts_with("/approvals/apr_"), "{to}");
+        let approve = [("decision", "approve"), ("comment", "checked the IBAN")];
+        let asked = b.post(&to, &approve).await;
+        assert_eq!(asked.status, 200);
+        assert!(asked.has("6-digit code"), "{}", asked.html);
+        let mails = sink.wait_for(2, Duration::from_secs(15)).await;
+        let code = mails
+            .iter()
+            .find_map(|m| m.code())
+            .expect("a code was e-mailed");
+        // A wrong code: said in words, the form again with the comment kept.
+        let wrong = if code == "000000" { "111111" } else { "000000" };
+        let missed = b
+            .post(
+                &to,
+                &[
+                    ("decision", "approve"),
+                    ("comment", "checked the IBAN"),
+                    ("otp", wrong),
+                ],
+            )
+            .await;
+        assert_eq!(missed.status, 422);
+        assert!(missed.has("That code did not work"), "{}", missed.html);
+        assert!(
+            missed.has(">checked the IBAN</textarea>"),
+            "{}",
+            missed.html
+        );
+        assert!(!missed.has("otp:"), "no API wording");
+        let with_code = [
+            ("decision", "approve"),
+            ("comment", "checked the IBAN"),
+            ("otp", code.as_str()),
+        ];
+        let recorded = b.post(&to, &with_code).await;
+        assert!(recorded.has("approved"), "{}", recorded.html);
+
+        let page = b.get(&format!("/evaluations/{id}")).await;
+        assert!(
+            page.has("approval.decided") && page.has("checked the IBAN"),
+            "{}",
+            page.html
+        );
+        assert!(b.get("/inbox").await.has("id=\"inbox-empty\""));
+        let decided = app
+            .timeline_events(&app.admin_key, &id, "approval.decided")
+            .await;
+        assert_eq!(decided[0]["actor"], "member:owner@example.com");
+
+        // The audit page lists the events and verifies the chain.
+        let verified = b.submit("/audit", "/audit/verify", &[]).await;
+        assert_eq!(verified.status, 303);
+        let audit = b.get("/audit").await;
+        assert!(audit.has("Chain intact"), "{}", audit.html);
+        assert!(audit.has("approval.decided"));
+        app.stop().await;
+    }
+);
+
+both_backends!(a_session_sees_only_its_workspace, |backend| async move {
+    let app = TestApp::spawn(backend).await;
+    let other = accounts::create_workspace(
+        &app.store,
+        "acme",
+        "mallory@example.com",
+        Some("mallory's password".into()),
+        Actor::Cli,
+    )
+    .await
+    .unwrap();
+    assert_eq!(app.put_policy("payouts", CRITICAL).await.status, 200);
+    let ours = app
+        .evaluate(
+            &app.admin_key,
+            json!({"agent_id": "ours", "action": "payout", "amount_cents": 500}),
+        )
+        .await;
+    let ours = ours.body["evaluation_id"].as_str().unwrap().to_owned();
+    let theirs = app
+        .evaluate(
+            &other.admin_key,
+            json!({"agent_id": "theirs", "action": "x"}),
+        )
+        .await;
+    let theirs = theirs.body["evaluation_id"].as_str().unwrap().to_owned();
+
+    let mut mallory = Browser::new(&app);
+    assert_eq!(
+        mallory
+            .sign_in("mallory@example.com", "mallory's password")
+            .await
+            .status,
+        303
+    );
+    assert_eq!(
+        mallory.get(&format!("/evaluations/{theirs}")).await.status,
+        200
+    );
+    assert_eq!(
+        mallory.get(&format!("/evaluations/{ours}")).await.status,
+        404
+    );
+    assert!(!mallory.get("/evaluations").await.has(&ours));
+    assert!(!mallory.get("/policies").await.has("payouts"));
+    assert!(!mallory.get("/members").await.has("owner@example.com"));
+    let refused = mallory.submit("/", &format!("/inbox/{ours}"), &[]).await;
+    assert_eq!(refused.status, 404);
+
+    // A person in two workspaces switches between them.
+    app.post(
+        "/api/v1/members",
+        &other.admin_key,
+        &json!({"email": "owner@example.com", "roles": ["viewer"]}),
+    )
+    .await;
+    // They land in the first by name, where they only read.
+    let mut owner = signed_in_owner(&app).await;
+    let account = owner.get("/account").await;
+    assert!(
+        account.has("<strong>acme</strong> (this one)"),
+        "{}",
+        account.html
+    );
+    let list = owner.get("/evaluations").await;
+    assert!(list.has(&theirs) && !list.has(&ours));
+    assert!(
+        !owner.get("/keys").await.has("Create a key"),
+        "a viewer in acme"
+    );
+    let switched = owner
+        .submit(
+            "/account",
+            "/account/workspace",
+            &[("workspace", "default")],
+        )
+        .await;
+    assert_eq!(switched.status, 303);
+    let list = owner.get("/evaluations").await;
+    assert!(list.has(&ours) && !list.has(&theirs));
+    assert!(
+        owner.get("/keys").await.has("Create a key"),
+        "an owner in default"
+    );
+    app.stop().await;
+});
+
+both_backends!(
+    the_chat_sign_in_page_takes_a_dashboard_session,
+    |backend| async move {
+        let app = TestApp::spawn(backend).await;
+        assert_eq!(app.put_policy("payouts", CRITICAL).await.status, 200);
+        let ev = app
+            .evaluate(
+                &app.admin_key,
+                json!({"agent_id": "a", "action": "payout", "amount_cents": 500}),
+            )
+            .await;
+        let id = ev.body["evaluation_id"].as_str().unwrap().to_owned();
+        let anonymous = Browser::new(&app)
+            .get(&format!("/approvals/evaluations/{id}"))
+            .await;
+        assert!(!anonymous.has("Review and decide"));
+        let mut b = signed_in_owner(&app).await;
+        let page = b.get(&format!("/approvals/evaluations/{id}")).await;
+        assert!(
+            page.has("Review and decide as owner@example.com"),
+            "{}",
+            page.html
+        );
+        let csrf = page.csrf();
+        let opened = b.post(&format!("/inbox/{id}"), &[("csrf", &csrf)]).await;
+        assert!(opened.location().starts_with("/approvals/apr_"));
+        app.stop().await;
+    }
+);
+
+const MIXED: &str = "name: mixed
+rules:
+  - id: reads
+    when: action == \"read\"
+    effect: allow
+  - id: deletes
+    when: action == \"delete\"
+    effect: deny
+  - id: pays
+    when: action == \"pay\"
+    effect: require_approval
+    approval:
+      stages:
+        - name: owners
+          approvers: [\"owner@example.com\"]
+";
+
+both_backends!(
+    the_overview_counts_today_past_the_lists_catch_up,
+    |backend| async move {
+        let app = TestApp::spawn(backend).await;
+        assert_eq!(app.put_policy("mixed", MIXED).await.status, 200);
+        // More than a catch-up's worth (128 events), so some are counted from `decision_counts`
+        // and the rest from the chain's tail; pending ones make the catch-up read the chain back.
+        for i in 0..150 {
+            let action = match i % 50 {
+                0 => "delete",
+                1 => "pay",
+                _ => "read",
+            };
+            let r = app
+            .evaluate(
+                &app.admin_key,
+                json!({"agent_id": format!("agent-{}", i % 3), "action": action, "cost_cents": 7}),
+            )
+            .await;
+            assert_eq!(r.status, 200, "{}", r.body);
+        }
+        app.store.catch_up_lists().await.unwrap();
+        for i in 0..5 {
+            app.evaluate(
+                &app.admin_key,
+                json!({"agent_id": "late", "action": "read", "cost_cents": i}),
+            )
+            .await;
+        }
+        let mut b = signed_in_owner(&app).await;
+        let overview = b.get("/").await;
+        let figures = &overview.html[overview.html.find("id=\"decided-today\"").unwrap()..];
+        for (label, n) in [("allowed", 149), ("denied", 3), ("sent for approval", 3)] {
+            assert!(
+                figures.contains(&format!("{label}</span>: <strong>{n}</strong>")),
+                "{label} {n} in {figures}"
+            );
+        }
+        // 150 × 7 ¢ and 0 + 1 + 2 + 3 + 4 ¢.
+        assert!(
+            overview.has("id=\"spend-today\">$10.60<"),
+            "{}",
+            overview.html
+        );
+        assert!(overview.has("id=\"waiting-for-me\">3<"));
+        let inbox = b.get("/inbox").await;
+        assert_eq!(inbox.html.matches("Review and decide").count(), 3);
+        app.stop().await;
+    }
+);
