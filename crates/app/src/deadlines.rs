@@ -19,7 +19,35 @@ use crate::error::{Error, Result};
 /// Stages looked at per query.
 const BATCH: u32 = 100;
 
+/// How a workspace's deadlines stand, for the settings page.
+#[derive(Debug, Clone)]
+pub struct DeadlineStatus {
+    /// Seconds between this server's sweeps; 0 when it does not sweep (a scheduler calls
+    /// `POST /api/cron/approval-timeouts` instead).
+    pub sweep_every_secs: u64,
+    /// Waiting stages whose deadline has passed (among the 500 nearest): more than a few for
+    /// long means nothing sweeps.
+    pub overdue: usize,
+    /// The nearest deadline still ahead.
+    pub next: Option<DateTime<Utc>>,
+}
+
 impl App {
+    /// How the workspace's deadlines stand.
+    pub async fn deadline_status(&self, reader: &crate::Reader) -> Result<DeadlineStatus> {
+        let now = self.now();
+        let waiting = self
+            .store
+            .waiting_approvals(reader.tenant(), crate::inbox::INBOX_SCAN)
+            .await?;
+        let deadlines = waiting.iter().filter_map(|w| w.expires_at);
+        Ok(DeadlineStatus {
+            sweep_every_secs: self.config.timeout_sweep_secs,
+            overdue: deadlines.clone().filter(|d| *d <= now).count(),
+            next: deadlines.filter(|d| *d > now).min(),
+        })
+    }
+
     /// Ends every stage whose deadline has passed; answers how many this call ended. A stage
     /// that fails to end (its next stage cannot start, the store refuses a write) is logged,
     /// put off with a growing delay and audited in its workspace (`stage.expiry_failed`); the

@@ -201,6 +201,22 @@ pub struct ListInput {
     pub limit: Option<u32>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
+    /// Only evaluations created at or after this time (RFC 3339).
+    pub from: Option<String>,
+    /// Only evaluations created before this time (RFC 3339).
+    pub to: Option<String>,
+}
+
+/// The smallest evaluation id of a time: ids are `ev_` and a ULID, which sorts by time.
+fn id_at(field: &str, time: &str) -> Result<String> {
+    let t = chrono::DateTime::parse_from_rfc3339(time.trim())
+        .map_err(|_| Error::field(field, "must be an RFC 3339 time, e.g. 2026-12-04T00:00:00Z"))?;
+    let ms = u64::try_from(t.timestamp_millis())
+        .map_err(|_| Error::field(field, "must not be before 1970"))?;
+    Ok(format!(
+        "ev_{}",
+        ulid::Ulid::from_parts(ms, 0).to_string().to_lowercase()
+    ))
 }
 
 /// A page of evaluations, newest first.
@@ -403,10 +419,22 @@ impl App {
                 "must be the next_cursor of a previous page",
             ));
         }
+        let since = input
+            .from
+            .as_deref()
+            .map(|t| id_at("from", t))
+            .transpose()?;
+        let until = input.to.as_deref().map(|t| id_at("to", t)).transpose()?;
+        // The page's end: the cursor or the period's end, whichever is older.
+        let before = match (input.cursor, until) {
+            (Some(c), Some(u)) => Some(c.min(u)),
+            (c, u) => c.or(u),
+        };
         let filter = EvaluationFilter {
             status,
             agent_id: agent.map(|a| a.as_str().to_owned()),
-            before: input.cursor,
+            before,
+            since,
             limit,
         };
         let page = self.store.evaluations(reader.tenant(), &filter).await?;

@@ -16,7 +16,7 @@ use crate::{App, Signed};
 pub const INBOX_SCAN: i64 = 500;
 
 /// How many of the stages waiting for a person the inbox shows in full.
-pub const INBOX_PAGE: usize = 50;
+pub const INBOX_PAGE: usize = 20;
 
 /// A stage the signed-in person may decide.
 #[derive(Debug, Clone)]

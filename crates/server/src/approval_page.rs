@@ -59,7 +59,7 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
          @media (prefers-color-scheme:dark){{:root{{--bg:#0d1117;--fg:#e6edf3;--panel:#161b22;--ok:#238636;--bad:#da3633}}}}\
          *{{box-sizing:border-box}}\
          body{{font-family:system-ui,sans-serif;max-width:44rem;margin:2rem auto;padding:0 1rem;background:var(--bg);color:var(--fg);line-height:1.45}}\
-         a{{color:#4493f8}}dt{{font-weight:600;margin-top:.6rem}}dd{{margin-left:1.2rem;overflow-wrap:anywhere}}\
+         a{{color:#4493f8}}dt{{font-weight:600;margin-top:.6rem}}dd,small{{margin-left:1.2rem;overflow-wrap:anywhere}}small{{margin:0}}\
          pre{{background:var(--panel);padding:.6rem;white-space:pre-wrap;overflow-wrap:anywhere}}\
          button{{font-size:1rem;padding:.6rem 1.2rem;margin:0 .6rem .6rem 0;border-radius:6px}}\
          textarea,input{{width:100%;font-size:1rem;padding:.4rem;background:var(--bg);color:var(--fg);border:1px solid #8b949e;border-radius:6px}}\

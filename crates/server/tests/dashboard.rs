@@ -936,3 +936,151 @@ both_backends!(
         app.stop().await;
     }
 );
+
+both_backends!(evaluations_filter_by_a_period, |backend| async move {
+    let app = TestApp::spawn(backend).await;
+    assert_eq!(app.put_policy("mixed", MIXED).await.status, 200);
+    let mut ids = Vec::new();
+    let mut marks = Vec::new();
+    for batch in 0..3 {
+        // Evaluation ids carry the time they were made at, to the millisecond.
+        tokio::time::sleep(Duration::from_millis(15)).await;
+        marks.push(chrono::Utc::now());
+        tokio::time::sleep(Duration::from_millis(15)).await;
+        for i in 0..3 {
+            let r = app
+                .evaluate(
+                    &app.admin_key,
+                    json!({"agent_id": format!("b{batch}"), "action": if i == 0 { "delete" } else { "read" }}),
+                )
+                .await;
+            ids.push(r.body["evaluation_id"].as_str().unwrap().to_owned());
+        }
+    }
+    let rfc = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+    let listed = |q: String| {
+        let app = &app;
+        async move {
+            let r = app
+                .get(&format!("/api/v1/evaluations?{q}"), &app.admin_key)
+                .await;
+            assert_eq!(r.status, 200, "{}", r.body);
+            r.body["evaluations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["evaluation_id"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    let middle: Vec<String> = ids[3..6].iter().rev().cloned().collect();
+    let window = format!("from={}&to={}", rfc(marks[1]), rfc(marks[2]));
+    assert_eq!(listed(window.clone()).await, middle);
+    // With a status (walked through its facet) and paged.
+    assert_eq!(
+        listed(format!("{window}&status=denied")).await,
+        vec![ids[3].clone()]
+    );
+    let first = app
+        .get(
+            &format!("/api/v1/evaluations?{window}&limit=2"),
+            &app.admin_key,
+        )
+        .await;
+    let cursor = first.body["next_cursor"].as_str().unwrap().to_owned();
+    assert_eq!(
+        listed(format!("{window}&limit=2&cursor={cursor}")).await,
+        vec![ids[3].clone()]
+    );
+    assert_eq!(listed(format!("from={}", rfc(marks[2]))).await.len(), 3);
+    app.get("/api/v1/evaluations?from=yesterday", &app.admin_key)
+        .await
+        .problem(422);
+
+    // The dashboard's form: `datetime-local` values, in UTC (to the minute here, so all nine).
+    let mut b = signed_in_owner(&app).await;
+    let minute = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M").to_string();
+    let page = b
+        .get(&format!(
+            "/evaluations?from={}&to=",
+            minute(marks[0] - chrono::Duration::minutes(1))
+        ))
+        .await;
+    assert_eq!(page.status, 200);
+    assert!(ids.iter().all(|id| page.has(id)));
+    let none = b
+        .get(&format!(
+            "/evaluations?to={}",
+            minute(marks[0] - chrono::Duration::minutes(1))
+        ))
+        .await;
+    assert!(none.has("No evaluations match"));
+    app.stop().await;
+});
+
+both_backends!(
+    settings_show_deadlines_and_the_signing_secret,
+    |backend| async move {
+        let app = TestApp::spawn(backend).await;
+        assert_eq!(app.put_policy("payouts", CRITICAL).await.status, 200);
+        app.evaluate(
+            &app.admin_key,
+            json!({"agent_id": "a", "action": "payout", "amount_cents": 500}),
+        )
+        .await;
+        let mut b = signed_in_owner(&app).await;
+        let page = b.get("/settings").await;
+        assert!(
+            page.has("off on this server"),
+            "the tests' servers do not sweep"
+        );
+        assert!(
+            page.has("id=\"overdue\" class=\"ok\">0 waiting stages"),
+            "{}",
+            page.html
+        );
+        app.clock.advance(chrono::Duration::hours(2));
+        let late = b.get("/settings").await;
+        assert!(
+            late.has("id=\"overdue\" class=\"warn\">1 waiting stage<"),
+            "{}",
+            late.html
+        );
+
+        // The secret, shown on demand and rotated, as the REST API has it.
+        let shown = b
+            .submit(
+                "/settings",
+                "/settings/webhook-secret",
+                &[("action", "show")],
+            )
+            .await;
+        let current = app
+            .get("/api/v1/webhooks/secret", &app.admin_key)
+            .await
+            .body["signing_secret"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(shown.has(&format!(">{current}</code>")), "{}", shown.html);
+        let rotated = b
+            .submit(
+                "/settings",
+                "/settings/webhook-secret",
+                &[("action", "rotate")],
+            )
+            .await;
+        assert!(rotated.has("keeps signing beside it"));
+        let now = app
+            .get("/api/v1/webhooks/secret", &app.admin_key)
+            .await
+            .body["signing_secret"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_ne!(now, current);
+        assert!(rotated.has(&format!(">{now}</code>")));
+        assert!(!b.get("/settings").await.has(&now), "not shown again");
+        app.stop().await;
+    }
+);

@@ -457,6 +457,7 @@ both_backends!(a_person_governs_from_the_browser, |backend| async move {
         .await;
     assert_eq!(again.body["status"], "pending");
     dark.goto(&format!("{base}/inbox")).await.unwrap();
+    shots.take(&dark, "inbox-dark").await;
     click(&dark, "section.card form button.primary").await;
     wait_path(&dark, |p| p.starts_with("/approvals/apr_")).await;
     shots.take(&dark, "approval-dark").await;

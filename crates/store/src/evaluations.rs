@@ -418,6 +418,7 @@ impl Store {
         ))
         .bind(id)
         .bind(tenant.workspace_id())
+        .bind(self.tail_from(tenant).await?)
         .fetch_optional(&self.pool)
         .await?;
         let Some(row) = row else { return Ok(None) };
@@ -449,6 +450,7 @@ impl Store {
         ))
         .bind(evaluation_id)
         .bind(tenant.workspace_id())
+        .bind(self.tail_from(tenant).await?)
         .fetch_all(&self.pool)
         .await?;
         // Sorted here: asked to order by seq, SQLite walks the workspace's whole chain in seq

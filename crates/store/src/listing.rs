@@ -246,11 +246,11 @@ async fn read_back(conn: &mut impl Exec, workspace_id: &str, indexed: i64) -> Re
 
 /// The seq of evaluation `$1`'s `evaluation.created` event in workspace `$2`: kept with the
 /// evaluation in `evaluation_index`, or found in the chain's tail (at most a catch-up's worth of
-/// events) when the index has not caught up with it. `audit_events_by_evaluation` leaves
-/// creations out.
+/// events) when the index has not caught up with it; `$3` is [`Store::tail_from`].
+/// `audit_events_by_evaluation` leaves creations out.
 pub(crate) const CREATED_SEQ: &str = "SELECT seq FROM evaluation_index \
     WHERE workspace_id = $2 AND id = $1 \
-    UNION ALL SELECT seq FROM audit_events WHERE workspace_id = $2 \
+    UNION ALL SELECT seq FROM audit_events WHERE workspace_id = $2 AND seq > $3 \
     AND seq > (SELECT indexed_seq FROM audit_heads WHERE workspace_id = $2) \
     AND type = 'evaluation.created' AND evaluation_id = $1";
 
@@ -282,6 +282,7 @@ async fn facet_page(
     let mut binds: Vec<&str> = Vec::new();
     for (column, op, value) in [
         ("id", "<", filter.before.as_deref()),
+        ("id", ">=", filter.since.as_deref()),
         ("agent_id", "=", filter.agent_id.as_deref()),
         ("status", "=", filter.status.map(Status::as_str)),
     ] {
@@ -297,15 +298,23 @@ async fn facet_page(
             "SELECT lo_id, hi_id FROM evaluation_facets WHERE workspace_id = $1 AND facet = $2",
         );
         let mut n = 2;
-        for (column, value) in [("hi_id", &older_than), ("lo_id", &filter.before)] {
+        // Ranges wholly before the period's start end the walk too.
+        for (column, op, value) in [
+            ("hi_id", "<", &older_than),
+            ("lo_id", "<", &filter.before),
+            ("hi_id", ">=", &filter.since),
+        ] {
             if value.is_some() {
                 n += 1;
-                q.push_str(&format!(" AND {column} < ${n}"));
+                q.push_str(&format!(" AND {column} {op} ${n}"));
             }
         }
         q.push_str(&format!(" ORDER BY hi_id DESC LIMIT {RANGES_PER_READ}"));
         let mut query = sqlx::query(&q).bind(ws).bind(facet);
-        for value in [&older_than, &filter.before].into_iter().flatten() {
+        for value in [&older_than, &filter.before, &filter.since]
+            .into_iter()
+            .flatten()
+        {
             query = query.bind(value.as_str());
         }
         let ranges = query.fetch_all(&mut **tx).await?;
@@ -333,6 +342,22 @@ async fn facet_page(
 }
 
 impl Store {
+    /// Where a workspace's chain tail starts, as last read: the seq its list has caught up
+    /// to. Queries of the tail bind it besides reading it again themselves
+    /// (`seq > $n AND seq > (SELECT indexed_seq …)`): PostgreSQL, not knowing a subquery's
+    /// value, takes `seq > (SELECT …)` for a third of the chain and scans all of it once its
+    /// statistics are in (hundreds of milliseconds at a million events), while a value it
+    /// knows makes it the short range scan it is; the statement's own read keeps the answer
+    /// exact when a catch-up lands in between.
+    pub(crate) async fn tail_from(&self, tenant: &Tenant) -> Result<i64> {
+        let seq: Option<i64> =
+            sqlx::query_scalar("SELECT indexed_seq FROM audit_heads WHERE workspace_id = $1")
+                .bind(tenant.workspace_id())
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(seq.unwrap_or(0))
+    }
+
     /// Evaluations newest first, filtered; stages are not loaded.
     ///
     /// They are found in `evaluation_index` (through `evaluation_facets` when filtered) and,
@@ -358,6 +383,9 @@ impl Store {
         }
         if let Some(b) = &filter.before {
             clause("id", "<", b);
+        }
+        if let Some(s) = &filter.since {
+            clause("id", ">=", s);
         }
         let limit = filter.limit.clamp(1, 500);
         let mut tx = self.pool.begin().await?;
@@ -392,13 +420,20 @@ impl Store {
             )
         };
         let events = event_columns(self.backend == crate::Backend::Sqlite);
+        // The statement's text differs with every page anyway: the tail's start goes in as
+        // text (an integer read from the store).
+        let tail: i64 =
+            sqlx::query_scalar("SELECT indexed_seq FROM audit_heads WHERE workspace_id = $1")
+                .bind(ws)
+                .fetch_optional(&mut *tx)
+                .await?
+                .unwrap_or(0);
         // The candidates (the index's page and the chain's tail), then each read from its row
         // or, final at once, from its event; the filters again on what was read.
         let sql = format!(
             "WITH listed AS ({page} \
              UNION ALL SELECT evaluation_id, seq FROM audit_events WHERE workspace_id = $1 \
-             AND type = 'evaluation.created' \
-             AND seq > (SELECT indexed_seq FROM audit_heads WHERE workspace_id = $1)) \
+             AND type = 'evaluation.created' AND seq > {tail}) \
              SELECT * FROM (SELECT {EVALUATION_COLUMNS} FROM evaluations \
              WHERE workspace_id = $1 AND id IN (SELECT id FROM listed) \
              UNION ALL SELECT {events} FROM audit_events a WHERE a.workspace_id = $1 \
@@ -436,7 +471,7 @@ impl Store {
              SELECT cents, day = $3 AS today FROM agent_costs \
              WHERE workspace_id = $1 AND agent_id = $2 AND day >= $4 \
              UNION ALL SELECT {cost}, a.occurred_at >= $5 FROM audit_events a \
-             WHERE a.workspace_id = $1 AND a.type = 'evaluation.created' \
+             WHERE a.workspace_id = $1 AND a.type = 'evaluation.created' AND a.seq > $7 \
              AND a.seq > (SELECT indexed_seq FROM audit_heads WHERE workspace_id = $1) \
              AND a.occurred_at >= $6 AND {agent} = $2) AS c"
         ))
@@ -446,6 +481,7 @@ impl Store {
         .bind(month_start.format("%Y-%m-%d").to_string())
         .bind(start(now.date_naive()))
         .bind(start(month_start))
+        .bind(self.tail_from(tenant).await?)
         .fetch_one(&self.pool)
         .await?;
         Ok(Spend {
@@ -470,13 +506,14 @@ impl Store {
              SELECT decision, evaluations AS n FROM decision_counts \
              WHERE workspace_id = $1 AND day = $2 \
              UNION ALL SELECT {decision}, 1 FROM audit_events a WHERE a.workspace_id = $1 \
-             AND a.type = 'evaluation.created' \
+             AND a.type = 'evaluation.created' AND a.seq > $4 \
              AND a.seq > (SELECT indexed_seq FROM audit_heads WHERE workspace_id = $1) \
              AND a.occurred_at >= $3) AS d GROUP BY decision ORDER BY decision"
         ))
         .bind(tenant.workspace_id())
         .bind(day(now))
         .bind(start)
+        .bind(self.tail_from(tenant).await?)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -493,13 +530,14 @@ impl Store {
             "SELECT CAST(COALESCE(SUM(cents), 0) AS BIGINT) AS cents FROM ( \
              SELECT cents FROM agent_costs WHERE workspace_id = $1 AND day = $2 \
              UNION ALL SELECT {cost} FROM audit_events a WHERE a.workspace_id = $1 \
-             AND a.type = 'evaluation.created' \
+             AND a.type = 'evaluation.created' AND a.seq > $4 \
              AND a.seq > (SELECT indexed_seq FROM audit_heads WHERE workspace_id = $1) \
              AND a.occurred_at >= $3) AS c"
         ))
         .bind(tenant.workspace_id())
         .bind(day(now))
         .bind(start)
+        .bind(self.tail_from(tenant).await?)
         .fetch_one(&self.pool)
         .await?;
         Ok(row.try_get("cents")?)

@@ -663,6 +663,7 @@ both_backends!(
                 status,
                 agent_id: agent.map(str::to_owned),
                 before: before.map(str::to_owned),
+                since: None,
                 limit,
             };
             let store = &store;

@@ -85,6 +85,12 @@ pub struct ListParams {
     /// `next_cursor` of the previous page.
     #[param(min_length = 1, max_length = 64)]
     pub cursor: Option<String>,
+    /// Only evaluations created at or after this time (RFC 3339).
+    #[param(format = DateTime)]
+    pub from: Option<String>,
+    /// Only evaluations created before this time (RFC 3339).
+    #[param(format = DateTime)]
+    pub to: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -114,6 +120,8 @@ pub async fn list_evaluations(
         agent_id: params.agent_id,
         limit: params.limit,
         cursor: params.cursor,
+        from: params.from,
+        to: params.to,
     };
     let page = app.evaluations(&admin.reader(), input).await?;
     Ok(axum::Json(EvaluationList {

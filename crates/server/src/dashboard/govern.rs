@@ -643,36 +643,85 @@ struct SettingsPage {
     slack: Option<String>,
     teams: Option<String>,
     public_url: String,
+    sweep_every_secs: u64,
+    overdue: usize,
+    next_deadline: Option<String>,
+    /// A signing secret to show this once, and what to say about it.
+    secret: Option<(String, String)>,
+}
+
+async fn settings_page(app: &App, signed: &Signed, secret: Option<(String, String)>) -> Response {
+    let nav = Nav::of(signed, "/settings");
+    let reader = signed.reader();
+    let (channels, deadlines) =
+        match tokio::try_join!(app.channels(&reader), app.deadline_status(&reader)) {
+            Ok(both) => both,
+            Err(e) => return error_page(Some(nav), e),
+        };
+    render(
+        StatusCode::OK,
+        &SettingsPage {
+            title: "Settings",
+            nav: Some(nav),
+            slack: channels.slack.map(|s| {
+                let with: Vec<&str> = [
+                    (s.bot_token_set, "bot token"),
+                    (s.webhook_url_set, "incoming webhook"),
+                ]
+                .into_iter()
+                .filter_map(|(set, what)| set.then_some(what))
+                .collect();
+                format!(
+                    "connected ({}) since {}",
+                    with.join(", "),
+                    when(&s.updated_at)
+                )
+            }),
+            teams: channels
+                .teams
+                .map(|t| format!("connected since {}", when(&t))),
+            public_url: app.public_url(),
+            sweep_every_secs: deadlines.sweep_every_secs,
+            overdue: deadlines.overdue,
+            next_deadline: deadlines.next.map(|t| when(&t)),
+            secret,
+        },
+    )
 }
 
 pub async fn settings(State(app): State<Arc<App>>, Session(signed): Session) -> Response {
-    let nav = Nav::of(&signed, "/settings");
-    match app.channels(&signed.reader()).await {
-        Ok(c) => render(
-            StatusCode::OK,
-            &SettingsPage {
-                title: "Settings",
-                nav: Some(nav),
-                slack: c.slack.map(|s| {
-                    format!(
-                        "connected ({}{}) since {}",
-                        if s.bot_token_set { "bot token" } else { "" },
-                        if s.webhook_url_set {
-                            if s.bot_token_set {
-                                ", incoming webhook"
-                            } else {
-                                "incoming webhook"
-                            }
-                        } else {
-                            ""
-                        },
-                        when(&s.updated_at)
-                    )
-                }),
-                teams: c.teams.map(|t| format!("connected since {}", when(&t))),
-                public_url: app.public_url(),
-            },
-        ),
-        Err(e) => error_page(Some(nav), e),
+    settings_page(&app, &signed, None).await
+}
+
+#[derive(Deserialize)]
+pub struct SecretForm {
+    #[serde(default)]
+    action: String,
+}
+
+/// Shows the workspace's webhook signing secret, or rotates it (the previous one keeps
+/// signing for 24 hours); either way the secret is shown this once.
+pub async fn webhook_secret(
+    State(app): State<Arc<App>>,
+    Managed(signed, admin, form): Managed<SecretForm>,
+) -> Response {
+    let shown = if form.action == "rotate" {
+        app.rotate_signing_secret(&admin)
+            .await
+            .map(|(secret, until)| {
+                let note = format!(
+                    "A new secret. The previous one keeps signing beside it until {}.",
+                    when(&until)
+                );
+                (secret, note)
+            })
+    } else {
+        app.signing_secret(&admin)
+            .await
+            .map(|secret| (secret, "The current secret.".to_owned()))
+    };
+    match shown {
+        Ok(shown) => settings_page(&app, &signed, Some(shown)).await,
+        Err(e) => error_page(Some(Nav::of(&signed, "/settings")), e),
     }
 }

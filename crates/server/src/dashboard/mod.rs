@@ -70,6 +70,7 @@ pub fn router() -> Router<Arc<App>> {
         .route("/members/{id}", post(govern::change_member))
         .route("/members/{id}/remove", post(govern::remove_member))
         .route("/settings", get(govern::settings))
+        .route("/settings/webhook-secret", post(govern::webhook_secret))
         .layer(axum::middleware::map_response(security_headers))
         .route(
             "/assets/app.css",

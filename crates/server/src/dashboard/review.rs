@@ -205,6 +205,24 @@ pub struct Filters {
     agent_id: String,
     #[serde(default)]
     cursor: String,
+    /// `datetime-local` values, taken as UTC.
+    #[serde(default)]
+    from: String,
+    #[serde(default)]
+    to: String,
+}
+
+/// A `datetime-local` field's value (`2026-12-04T09:30`, taken as UTC) as RFC 3339.
+fn utc(field: &str) -> Option<String> {
+    let v = field.trim();
+    if v.is_empty() {
+        return None;
+    }
+    Some(match v.len() {
+        16 => format!("{v}:00Z"),
+        19 => format!("{v}Z"),
+        _ => v.to_owned(),
+    })
 }
 
 fn given(s: &str) -> Option<String> {
@@ -220,6 +238,8 @@ struct EvaluationsPage {
     rows: Vec<Row>,
     status: String,
     agent_id: String,
+    from: String,
+    to: String,
     statuses: [&'static str; 6],
     next: Option<String>,
 }
@@ -236,6 +256,8 @@ pub async fn evaluations(
         agent_id: given(&f.agent_id),
         limit: Some(50),
         cursor: given(&f.cursor),
+        from: utc(&f.from),
+        to: utc(&f.to),
     };
     match app.evaluations(&signed.reader(), input).await {
         Ok(page) => {
@@ -243,6 +265,8 @@ pub async fn evaluations(
                 let mut q = url::form_urlencoded::Serializer::new(String::new());
                 q.append_pair("status", f.status.trim())
                     .append_pair("agent_id", f.agent_id.trim())
+                    .append_pair("from", f.from.trim())
+                    .append_pair("to", f.to.trim())
                     .append_pair("cursor", &c);
                 format!("/evaluations?{}", q.finish())
             });
@@ -254,6 +278,8 @@ pub async fn evaluations(
                     rows: page.evaluations.iter().map(Row::of).collect(),
                     status: f.status,
                     agent_id: f.agent_id,
+                    from: f.from,
+                    to: f.to,
                     statuses: [
                         "allowed", "denied", "pending", "approved", "rejected", "expired",
                     ],
