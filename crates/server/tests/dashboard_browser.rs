@@ -445,6 +445,10 @@ both_backends!(a_person_governs_from_the_browser, |backend| async move {
         ("/", "overview-dark"),
         ("/policies/payouts", "policy-dark"),
         ("/evaluations", "evaluations-dark"),
+        ("/audit", "audit-dark"),
+        ("/keys", "keys-dark"),
+        ("/members", "members-dark"),
+        ("/settings", "settings-dark"),
     ] {
         dark.goto(&format!("{base}{path}")).await.unwrap();
         shots.take(&dark, name).await;
