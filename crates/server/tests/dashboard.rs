@@ -1084,3 +1084,69 @@ both_backends!(
         app.stop().await;
     }
 );
+
+both_backends!(
+    evaluations_filter_by_action_across_the_lists_catch_up,
+    |backend| async move {
+        let app = TestApp::spawn(backend).await;
+        assert_eq!(app.put_policy("mixed", MIXED).await.status, 200);
+        let actions = ["read", "delete", "pay"];
+        for i in 0..300 {
+            let r = app
+                .evaluate(
+                    &app.admin_key,
+                    json!({"agent_id": format!("agent-{}", i % 2), "action": actions[i % 3]}),
+                )
+                .await;
+            assert_eq!(r.status, 200);
+        }
+        // Every page of one action's list, through the index and the chain's tail.
+        let mut seen = Vec::new();
+        let mut cursor = String::new();
+        loop {
+            let r = app
+                .get(
+                    &format!("/api/v1/evaluations?action=delete&limit=30{cursor}"),
+                    &app.admin_key,
+                )
+                .await;
+            assert_eq!(r.status, 200, "{}", r.body);
+            for e in r.body["evaluations"].as_array().unwrap() {
+                assert_eq!(e["action"], "delete");
+                seen.push(e["evaluation_id"].as_str().unwrap().to_owned());
+            }
+            match r.body["next_cursor"].as_str() {
+                Some(c) => cursor = format!("&cursor={c}"),
+                None => break,
+            }
+        }
+        let mut unique = seen.clone();
+        unique.dedup();
+        assert_eq!((seen.len(), unique.len()), (100, 100));
+        let both = app
+            .get(
+                "/api/v1/evaluations?action=pay&agent_id=agent-1&limit=500",
+                &app.admin_key,
+            )
+            .await;
+        assert_eq!(both.body["evaluations"].as_array().unwrap().len(), 50);
+        let pending = app
+            .get(
+                "/api/v1/evaluations?action=pay&status=pending&limit=500",
+                &app.admin_key,
+            )
+            .await;
+        assert_eq!(pending.body["evaluations"].as_array().unwrap().len(), 100);
+
+        let mut b = signed_in_owner(&app).await;
+        let page = b.get("/evaluations?action=delete").await;
+        assert_eq!(
+            page.html.matches("<td>delete</td>").count(),
+            50,
+            "a page of 50"
+        );
+        assert!(!page.has("<td>read</td>") && !page.has("<td>pay</td>"));
+        assert!(page.has("Older evaluations"));
+        app.stop().await;
+    }
+);

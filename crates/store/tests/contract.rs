@@ -662,6 +662,7 @@ both_backends!(
             let filter = agentnexus_store::EvaluationFilter {
                 status,
                 agent_id: agent.map(str::to_owned),
+                action: None,
                 before: before.map(str::to_owned),
                 since: None,
                 limit,
