@@ -212,8 +212,8 @@ pub struct ListInput {
 fn id_at(field: &str, time: &str) -> Result<String> {
     let t = chrono::DateTime::parse_from_rfc3339(time.trim())
         .map_err(|_| Error::field(field, "must be an RFC 3339 time, e.g. 2026-12-04T00:00:00Z"))?;
-    let ms = u64::try_from(t.timestamp_millis())
-        .map_err(|_| Error::field(field, "must not be before 1970"))?;
+    // Before the first possible id: every id is after it.
+    let ms = u64::try_from(t.timestamp_millis()).unwrap_or(0);
     Ok(format!(
         "ev_{}",
         ulid::Ulid::from_parts(ms, 0).to_string().to_lowercase()

@@ -996,6 +996,8 @@ both_backends!(evaluations_filter_by_a_period, |backend| async move {
     app.get("/api/v1/evaluations?from=yesterday", &app.admin_key)
         .await
         .problem(422);
+    // A time before the first possible id is the beginning.
+    assert_eq!(listed("from=1900-01-01T00:00:00Z".into()).await.len(), 9);
 
     // The dashboard's form: `datetime-local` values, in UTC (to the minute here, so all nine).
     let mut b = signed_in_owner(&app).await;
