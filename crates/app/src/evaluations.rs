@@ -197,7 +197,6 @@ fn count_decision(effect: Effect) {
 pub struct ListInput {
     pub status: Option<String>,
     pub agent_id: Option<String>,
-    pub action: Option<String>,
     /// 1-500 (default 50).
     pub limit: Option<u32>,
     /// The `next_cursor` of the previous page.
@@ -411,13 +410,6 @@ impl App {
             .map(|a| AgentId::parse("agent_id", a))
             .transpose()?;
         if input
-            .action
-            .as_ref()
-            .is_some_and(|a| a.is_empty() || a.chars().count() > 256)
-        {
-            return Err(Error::field("action", "must be 1 to 256 characters"));
-        }
-        if input
             .cursor
             .as_ref()
             .is_some_and(|c| c.is_empty() || c.chars().count() > 64)
@@ -441,7 +433,6 @@ impl App {
         let filter = EvaluationFilter {
             status,
             agent_id: agent.map(|a| a.as_str().to_owned()),
-            action: input.action,
             before,
             since,
             limit,

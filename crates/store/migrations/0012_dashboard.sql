@@ -51,10 +51,6 @@ CREATE TABLE chain_checks (
 CREATE INDEX evaluation_stages_waiting ON evaluation_stages (workspace_id, expires_at)
     WHERE status = 'waiting';
 
--- Lists filter by action too: the action beside the agent and status in `evaluation_index`,
--- and `action:` ranges in `evaluation_facets` (filled from the history by 0013).
-ALTER TABLE evaluation_index ADD COLUMN action TEXT;
-
 -- How each UTC day's evaluations were decided when proposed (`allow`, `deny`,
 -- `require_approval`): the overview's counts, added up by the list's catch-up as `agent_costs`
 -- is, so that no page counts a day's evaluations one by one. (Filled from the history by 0013.)

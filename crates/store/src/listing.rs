@@ -34,7 +34,6 @@ pub(crate) struct Indexed {
     /// Its `evaluation.created` event's.
     pub(crate) seq: i64,
     pub(crate) agent: String,
-    pub(crate) action: String,
     pub(crate) status: String,
     /// `allow`, `deny` or `require_approval`: how it was decided when proposed.
     pub(crate) decision: String,
@@ -150,30 +149,25 @@ async fn catch_up(conn: &mut impl Exec, chain: &Chain, tracker: &mut Tracker) ->
         let cost = costs.entry((&e.agent, day)).or_default();
         cost.0 += e.cost;
         cost.1 += 1;
-        for facet in [
-            format!("agent:{}", e.agent),
-            format!("action:{}", e.action),
-            format!("status:{}", e.status),
-        ] {
+        for facet in [format!("agent:{}", e.agent), format!("status:{}", e.status)] {
             let (lo, hi) = facets.entry(facet).or_insert((&e.id, &e.id));
             *lo = (*lo).min(e.id.as_str());
             *hi = (*hi).max(e.id.as_str());
         }
     }
     let ws = chain.workspace_id();
-    let mut args = Vec::with_capacity(rows.len() * 6);
+    let mut args = Vec::with_capacity(rows.len() * 5);
     for e in &rows {
         args.extend([
             Arg::from(ws),
             (&e.id).into(),
             (&e.agent).into(),
-            (&e.action).into(),
             (&e.status).into(),
             e.seq.into(),
         ]);
     }
-    let head = "INSERT INTO evaluation_index (workspace_id, id, agent_id, action, status, seq)";
-    insert_rows(conn, head, " ON CONFLICT DO NOTHING", 6, &args).await?;
+    let head = "INSERT INTO evaluation_index (workspace_id, id, agent_id, status, seq)";
+    insert_rows(conn, head, " ON CONFLICT DO NOTHING", 5, &args).await?;
     args.clear();
     for (facet, (lo, hi)) in &facets {
         args.extend([Arg::from(ws), facet.into(), (*lo).into(), (*hi).into()]);
@@ -220,7 +214,6 @@ async fn catch_up(conn: &mut impl Exec, chain: &Chain, tracker: &mut Tracker) ->
 async fn read_back(conn: &mut impl Exec, workspace_id: &str, indexed: i64) -> Result<Vec<Indexed>> {
     let sqlite = conn.is_sqlite();
     let agent = event_field(sqlite, Field::Text, "agent_id");
-    let action = event_field(sqlite, Field::Text, "action");
     let status = event_field(sqlite, Field::Text, "status");
     let cost = event_field(sqlite, Field::Int, "cost_cents");
     let decision = event_field(sqlite, Field::Text, "decision");
@@ -228,7 +221,6 @@ async fn read_back(conn: &mut impl Exec, workspace_id: &str, indexed: i64) -> Re
         .fetch_all(
             &format!(
                 "SELECT a.evaluation_id, COALESCE(e.agent_id, {agent}) AS agent_id, \
-                 COALESCE(e.action, {action}) AS action, \
                  COALESCE(e.status, {status}) AS status, {cost} AS cost_cents, a.occurred_at, \
                  a.seq, {decision} AS decision \
                      FROM audit_events a LEFT JOIN evaluations e ON e.id = a.evaluation_id \
@@ -243,7 +235,6 @@ async fn read_back(conn: &mut impl Exec, workspace_id: &str, indexed: i64) -> Re
                 id: r.text("evaluation_id")?,
                 seq: r.int("seq")?,
                 agent: r.text("agent_id")?,
-                action: r.text("action")?,
                 status: r.text("status")?,
                 decision: r.text("decision")?,
                 cost: r.int("cost_cents")?,
@@ -263,14 +254,12 @@ pub(crate) const CREATED_SEQ: &str = "SELECT seq FROM evaluation_index \
     AND seq > (SELECT indexed_seq FROM audit_heads WHERE workspace_id = $2) \
     AND type = 'evaluation.created' AND evaluation_id = $1";
 
-/// The facet a filtered list walks: its agent's, else its action's, else its status's; none
-/// unfiltered.
+/// The facet a filtered list walks: its agent's, else its status's; none unfiltered.
 fn facet(filter: &EvaluationFilter) -> Option<String> {
-    match (&filter.agent_id, &filter.action, filter.status) {
-        (Some(agent), _, _) => Some(format!("agent:{agent}")),
-        (None, Some(action), _) => Some(format!("action:{action}")),
-        (None, None, Some(status)) => Some(format!("status:{}", status.as_str())),
-        (None, None, None) => None,
+    match (&filter.agent_id, filter.status) {
+        (Some(agent), _) => Some(format!("agent:{agent}")),
+        (None, Some(status)) => Some(format!("status:{}", status.as_str())),
+        (None, None) => None,
     }
 }
 
@@ -295,7 +284,6 @@ async fn facet_page(
         ("id", "<", filter.before.as_deref()),
         ("id", ">=", filter.since.as_deref()),
         ("agent_id", "=", filter.agent_id.as_deref()),
-        ("action", "=", filter.action.as_deref()),
         ("status", "=", filter.status.map(Status::as_str)),
     ] {
         if let Some(v) = value {
@@ -392,9 +380,6 @@ impl Store {
         }
         if let Some(a) = &filter.agent_id {
             clause("agent_id", "=", a);
-        }
-        if let Some(a) = &filter.action {
-            clause("action", "=", a);
         }
         if let Some(b) = &filter.before {
             clause("id", "<", b);

@@ -662,7 +662,6 @@ both_backends!(
             let filter = agentnexus_store::EvaluationFilter {
                 status,
                 agent_id: agent.map(str::to_owned),
-                action: None,
                 before: before.map(str::to_owned),
                 since: None,
                 limit,

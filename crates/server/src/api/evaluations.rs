@@ -79,9 +79,6 @@ pub struct ListParams {
     /// Only this agent.
     #[param(min_length = 1, max_length = 256)]
     pub agent_id: Option<String>,
-    /// Only this action.
-    #[param(min_length = 1, max_length = 256)]
-    pub action: Option<String>,
     /// Page size, 1-500 (default 50).
     #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
@@ -121,7 +118,6 @@ pub async fn list_evaluations(
     let input = ListInput {
         status: params.status,
         agent_id: params.agent_id,
-        action: params.action,
         limit: params.limit,
         cursor: params.cursor,
         from: params.from,

@@ -204,8 +204,6 @@ pub struct Filters {
     #[serde(default)]
     agent_id: String,
     #[serde(default)]
-    action: String,
-    #[serde(default)]
     cursor: String,
     /// `datetime-local` values, taken as UTC.
     #[serde(default)]
@@ -240,7 +238,6 @@ struct EvaluationsPage {
     rows: Vec<Row>,
     status: String,
     agent_id: String,
-    action: String,
     from: String,
     to: String,
     statuses: [&'static str; 6],
@@ -257,7 +254,6 @@ pub async fn evaluations(
     let input = ListInput {
         status: given(&f.status),
         agent_id: given(&f.agent_id),
-        action: given(&f.action),
         limit: Some(50),
         cursor: given(&f.cursor),
         from: utc(&f.from),
@@ -269,7 +265,6 @@ pub async fn evaluations(
                 let mut q = url::form_urlencoded::Serializer::new(String::new());
                 q.append_pair("status", f.status.trim())
                     .append_pair("agent_id", f.agent_id.trim())
-                    .append_pair("action", f.action.trim())
                     .append_pair("from", f.from.trim())
                     .append_pair("to", f.to.trim())
                     .append_pair("cursor", &c);
@@ -283,7 +278,6 @@ pub async fn evaluations(
                     rows: page.evaluations.iter().map(Row::of).collect(),
                     status: f.status,
                     agent_id: f.agent_id,
-                    action: f.action,
                     from: f.from,
                     to: f.to,
                     statuses: [

@@ -362,7 +362,6 @@ pub struct Evaluation {
 pub struct EvaluationFilter {
     pub status: Option<Status>,
     pub agent_id: Option<String>,
-    pub action: Option<String>,
     /// Only evaluations older than this id (the previous page's last, or an end of a period).
     pub before: Option<String>,
     /// Only evaluations this id or newer (the start of a period).
