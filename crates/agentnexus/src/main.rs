@@ -144,8 +144,10 @@ fn main() -> ExitCode {
     // Commands that need no store run without a runtime.
     match &cli.command {
         Command::Openapi => {
-            println!("{}", agentnexus_server::openapi::document());
-            return ExitCode::SUCCESS;
+            return match say(&agentnexus_server::openapi::document()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => failed(&e.into()),
+            };
         }
         Command::Policy(PolicyCommand::Lint { files }) => return policy_files::lint(files),
         Command::Policy(PolicyCommand::Test { dir }) => return policy_files::test(dir),
@@ -158,11 +160,29 @@ fn main() -> ExitCode {
     let runtime = runtime.enable_all().build().expect("a tokio runtime");
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
+        Err(e) => failed(&e),
     }
+}
+
+/// A line on stdout, or the error writing it (a reader that went away: see [`failed`]).
+fn say(line: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")?;
+    out.flush()
+}
+
+/// How a command that failed ends. Output piped to a reader that stopped reading
+/// (`agentnexus openapi | head`) is not a failure: the command ends quietly, as Unix tools do.
+fn failed(e: &AnyError) -> ExitCode {
+    let gone = e
+        .downcast_ref::<std::io::Error>()
+        .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe);
+    if gone {
+        return ExitCode::SUCCESS;
+    }
+    eprintln!("error: {e}");
+    ExitCode::FAILURE
 }
 
 /// Threads handling requests. On a SQLite file the group-commit writer and its WAL syncing are
@@ -197,7 +217,10 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
     let result = command(&app, cli.command).await;
     app.store.close().await;
     if result.is_ok() && migrating {
-        println!("migrated {}", agentnexus_store::redact(&cli.database));
+        say(&format!(
+            "migrated {}",
+            agentnexus_store::redact(&cli.database)
+        ))?;
     }
     result
 }
@@ -220,7 +243,7 @@ async fn command(app: &App, command: Command) -> Result<ExitCode, AnyError> {
                 Actor::Cli,
             )
             .await?;
-            println!("{}", serde_json::to_string(&created)?);
+            say(&serde_json::to_string(&created)?)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Keys(KeysCommand::Create {
@@ -229,7 +252,7 @@ async fn command(app: &App, command: Command) -> Result<ExitCode, AnyError> {
             scope,
         }) => {
             let admin = app.operator(&workspace).await?;
-            println!("{}", app.create_key(&admin, &name, &scope).await?.secret);
+            say(&app.create_key(&admin, &name, &scope).await?.secret)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Members(MembersCommand::Add {
@@ -245,13 +268,13 @@ async fn command(app: &App, command: Command) -> Result<ExitCode, AnyError> {
                 roles: (!roles.is_empty()).then_some(roles),
             };
             let member = app.add_member(&admin, input).await?;
-            println!("{}", serde_json::to_string(&member)?);
+            say(&serde_json::to_string(&member)?)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Members(MembersCommand::List { workspace }) => {
             let admin = app.operator(&workspace).await?;
             for m in app.members(&admin.reader()).await? {
-                println!("{}", serde_json::to_string(&m)?);
+                say(&serde_json::to_string(&m)?)?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -282,13 +305,13 @@ async fn command(app: &App, command: Command) -> Result<ExitCode, AnyError> {
                 match app.verify_audit(&admin.reader()).await? {
                     Verification::Ok {
                         events, head_hash, ..
-                    } => println!("{prefix}ok {events} {head_hash}"),
+                    } => say(&format!("{prefix}ok {events} {head_hash}"))?,
                     Verification::Broken {
                         broken_at_seq,
                         reason,
                         ..
                     } => {
-                        println!("{prefix}broken at seq {broken_at_seq}: {reason}");
+                        say(&format!("{prefix}broken at seq {broken_at_seq}: {reason}"))?;
                         code = ExitCode::FAILURE;
                     }
                 }
@@ -313,22 +336,35 @@ async fn serve(database: &str, config: Config) -> Result<ExitCode, AnyError> {
     );
     let app = Arc::new(App::new(store, config, Arc::new(chrono::Utc::now))?);
     if let Some(created) = accounts::bootstrap(&app.store, &email, password).await? {
-        println!("AgentNexus bootstrapped workspace `{}`", created.workspace);
-        println!("  owner:     {}", created.owner_email);
+        say(&format!(
+            "AgentNexus bootstrapped workspace `{}`",
+            created.workspace
+        ))?;
+        say(&format!("  owner:     {}", created.owner_email))?;
         if let Some(pw) = &created.owner_password {
-            println!("  password:  {pw}");
+            say(&format!("  password:  {pw}"))?;
         }
-        println!("  admin key: {}", created.admin_key);
-        println!("These are shown once: keep them somewhere safe.");
+        say(&format!("  admin key: {}", created.admin_key))?;
+        say("These are shown once: keep them somewhere safe.")?;
     }
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    // What a newcomer needs to know about this start, in one line.
     tracing::info!(
         listen = %listener.local_addr()?,
         database = %agentnexus_store::redact(database),
+        public_url = %app.public_url(),
+        smtp = app.config.smtp_url.is_some(),
         "AgentNexus is serving"
     );
+    if app.config.smtp_url.is_none() {
+        tracing::warn!(
+            "no SMTP server is configured (AGENTNEXUS_SMTP_URL): approval e-mails, codes and \
+             invitations are not delivered; they are retried until one is, within the retry \
+             horizon"
+        );
+    }
     agentnexus_server::serve(listener, app, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }

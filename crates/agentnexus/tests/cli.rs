@@ -711,3 +711,58 @@ both_backends!(
         db.drop_database().await;
     }
 );
+
+#[test]
+fn output_piped_into_a_reader_that_stops_is_not_an_error() {
+    // `agentnexus openapi | head -c 100`: the document is larger than a pipe holds, so the
+    // writes after the reader closes fail with EPIPE.
+    let mut child = Command::new(BIN)
+        .arg("openapi")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 100];
+    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut first).unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(first.starts_with(b"{"));
+    assert!(out.status.success(), "{:?}", out.status);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+both_backends!(serve_says_how_it_is_configured, |backend| async move {
+    let db = TestDatabase::new(backend).await;
+    let dir = scratch();
+    let port = free_port();
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .current_dir(&dir)
+        .env("AGENTNEXUS_DATABASE_URL", &db.url)
+        .env("AGENTNEXUS_LISTEN", format!("127.0.0.1:{port}"))
+        .env("AGENTNEXUS_PUBLIC_URL", "https://agents.example.com")
+        .env_remove("AGENTNEXUS_SMTP_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(err).lines().map_while(Result::ok);
+    let serving = lines
+        .by_ref()
+        .find(|l| l.contains("AgentNexus is serving"))
+        .expect("the start-up line");
+    let warning = lines.next().unwrap_or_default();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let line: Value = serde_json::from_str(&serving).unwrap();
+    assert_eq!(line["public_url"], "https://agents.example.com");
+    assert_eq!(line["smtp"], false);
+    assert_eq!(line["listen"], format!("127.0.0.1:{port}"));
+    assert!(
+        warning.contains("no SMTP server is configured"),
+        "{warning}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+});
