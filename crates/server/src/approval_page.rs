@@ -25,29 +25,30 @@ fn esc(s: &str) -> String {
         .replace('\'', "&#39;")
 }
 
-/// The headers every HTML page sends (SPEC §11): no framing, no referrer (the secure link is in
-/// the address), nothing cached, no script, forms posted only back here.
-pub async fn security_headers(mut response: Response) -> Response {
+/// The headers every HTML page sends (SPEC §11), with the page's own content security policy:
+/// no framing, no referrer (secure links are in addresses), nothing cached, no sniffing.
+pub fn html_headers(mut response: Response, csp: &'static str) -> Response {
     use axum::http::{HeaderValue, header};
     let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; \
-             frame-ancestors 'none'; base-uri 'none'",
-        ),
-    );
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
+    for (name, value) in [
+        (header::CONTENT_SECURITY_POLICY, csp),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::CACHE_CONTROL, "no-store"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    ] {
+        h.insert(name, HeaderValue::from_static(value));
+    }
     response
+}
+
+/// The approval pages' headers: no script at all, styles inline, forms posted only back here.
+pub async fn security_headers(response: Response) -> Response {
+    html_headers(
+        response,
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; \
+         frame-ancestors 'none'; base-uri 'none'",
+    )
 }
 
 fn page(status: StatusCode, title: &str, body: &str) -> Response {
