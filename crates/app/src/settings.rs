@@ -6,7 +6,7 @@
 //! Tokens and webhook URLs are credentials: stored sealed with the server key for their
 //! workspace and channel, never answered back; what is answered is which of them are set.
 
-use agentnexus_store::Tenant;
+use agentnexus_store::{Message, Tenant};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -205,5 +205,21 @@ impl App {
             .delete_channel_settings(admin.tenant(), channel.as_str(), admin.actor(), self.now())
             .await?;
         Ok(())
+    }
+}
+
+impl App {
+    /// Sends a test e-mail to the signed-in manager, to check that mail from this server
+    /// arrives; audited (`channel.test_queued`). Answers the address.
+    pub async fn send_test_email(&self, admin: &Admin, signed: &crate::Signed) -> Result<String> {
+        let message = Message::TestEmail {
+            to: signed.email().to_owned(),
+            workspace: signed.workspace().to_owned(),
+            requested_by: admin.actor().label(),
+        };
+        self.store
+            .queue_test_message(admin.tenant(), &message, admin.actor(), self.now())
+            .await?;
+        Ok(signed.email().to_owned())
     }
 }

@@ -1023,7 +1023,9 @@ both_backends!(evaluations_filter_by_a_period, |backend| async move {
 both_backends!(
     settings_show_deadlines_and_the_signing_secret,
     |backend| async move {
-        let app = TestApp::spawn(backend).await;
+        let sink = SmtpSink::start().await;
+        let smtp = sink.url.clone();
+        let app = TestApp::spawn_with(backend, move |c| c.smtp_url = Some(smtp)).await;
         assert_eq!(app.put_policy("payouts", CRITICAL).await.status, 200);
         app.evaluate(
             &app.admin_key,
@@ -1083,6 +1085,25 @@ both_backends!(
         assert_ne!(now, current);
         assert!(rotated.has(&format!(">{now}</code>")));
         assert!(!b.get("/settings").await.has(&now), "not shown again");
+
+        // A test e-mail reaches the person who asked, through the real SMTP path.
+        let before = sink.mails().len();
+        let tested = b.submit("/settings", "/settings/test-email", &[]).await;
+        assert!(tested.has("id=\"tested\""), "{}", tested.html);
+        let mails = sink.wait_for(before + 1, Duration::from_secs(15)).await;
+        let mail = mails.last().unwrap();
+        assert_eq!(mail.header("To").unwrap(), "owner@example.com");
+        let subject = mail.header("Subject").unwrap();
+        assert!(
+            subject.contains("AgentNexus test message for default"),
+            "{subject}"
+        );
+        assert!(
+            audit_kinds(&app)
+                .await
+                .iter()
+                .any(|k| k == "channel.test_queued")
+        );
         app.stop().await;
     }
 );

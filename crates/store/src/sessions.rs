@@ -516,3 +516,28 @@ impl Store {
             .collect()
     }
 }
+
+impl Store {
+    /// Queues a test message (settings' "send a test e-mail"), audited.
+    pub async fn queue_test_message(
+        &self,
+        tenant: &Tenant,
+        message: &Message,
+        actor: Actor,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let ws = tenant.workspace_id();
+        self.audited(tenant, async |tx, chain| {
+            crate::jobs::enqueue(tx, ws, None, message, now).await?;
+            chain.append(&event(
+                EventKind::ChannelTestQueued,
+                &actor,
+                json!({"channel": "email", "to": message.recipient()}),
+                now,
+            ));
+            Ok(())
+        })
+        .await
+        .inspect(|()| self.jobs_ready.notify_one())
+    }
+}

@@ -85,6 +85,22 @@ pub fn invitation(
     }
 }
 
+/// A test message: mail from this server reaches this address.
+pub fn test(workspace: &str, requested_by: &str) -> Email {
+    let who = requested_by.strip_prefix("member:").unwrap_or(requested_by);
+    Email {
+        subject: one_line(&format!("AgentNexus test message for {workspace}")),
+        text: format!(
+            "This is a test message from AgentNexus for the workspace {workspace}, sent at the \
+             request of {who} from the dashboard's settings.\n\n\
+             It arrived, so approval e-mails, one-time codes and invitations can reach this \
+             address too.\n",
+            workspace = one_line(workspace),
+            who = one_line(who),
+        ),
+    }
+}
+
 /// The subject of [`invitation`]'s e-mail.
 pub fn invitation_subject(workspace: &str) -> String {
     one_line(&format!("You are invited to {workspace} on AgentNexus"))

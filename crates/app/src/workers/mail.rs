@@ -57,6 +57,11 @@ fn write(app: &App, job: &Job, message: &Message) -> Result<(String, Email), Str
                 email::invitation(workspace, invited_by, &link, *expires_at),
             )
         }
+        Message::TestEmail {
+            to,
+            workspace,
+            requested_by,
+        } => (to.clone(), email::test(workspace, requested_by)),
         // Written by an earlier version: the secret goes where it put the placeholder, once,
         // so a `{link}` in a proposal's text stays text.
         Message::WrittenEmail {

@@ -110,6 +110,7 @@ fn summary(message: &Message) -> Value {
             json!({"to": to, "subject": crate::render::email::CODE_SUBJECT})
         }
         Message::WrittenEmail { to, subject, .. } => json!({"to": to, "subject": subject}),
+        Message::TestEmail { to, .. } => json!({"to": to, "test": true}),
         Message::InviteEmail { to, workspace, .. } => {
             json!({"to": to, "subject": crate::render::email::invitation_subject(workspace)})
         }

@@ -648,9 +648,16 @@ struct SettingsPage {
     next_deadline: Option<String>,
     /// A signing secret to show this once, and what to say about it.
     secret: Option<(String, String)>,
+    /// Where a test e-mail was just sent.
+    tested: Option<String>,
 }
 
-async fn settings_page(app: &App, signed: &Signed, secret: Option<(String, String)>) -> Response {
+async fn settings_page(
+    app: &App,
+    signed: &Signed,
+    secret: Option<(String, String)>,
+    tested: Option<String>,
+) -> Response {
     let nav = Nav::of(signed, "/settings");
     let reader = signed.reader();
     let (channels, deadlines) =
@@ -685,12 +692,24 @@ async fn settings_page(app: &App, signed: &Signed, secret: Option<(String, Strin
             overdue: deadlines.overdue,
             next_deadline: deadlines.next.map(|t| when(&t)),
             secret,
+            tested,
         },
     )
 }
 
 pub async fn settings(State(app): State<Arc<App>>, Session(signed): Session) -> Response {
-    settings_page(&app, &signed, None).await
+    settings_page(&app, &signed, None, None).await
+}
+
+/// Sends the signed-in manager a test e-mail.
+pub async fn test_email(
+    State(app): State<Arc<App>>,
+    Managed(signed, admin, Empty {}): Managed<Empty>,
+) -> Response {
+    match app.send_test_email(&admin, &signed).await {
+        Ok(to) => settings_page(&app, &signed, None, Some(to)).await,
+        Err(e) => error_page(Some(Nav::of(&signed, "/settings")), e),
+    }
 }
 
 #[derive(Deserialize)]
@@ -721,7 +740,7 @@ pub async fn webhook_secret(
             .map(|secret| (secret, "The current secret.".to_owned()))
     };
     match shown {
-        Ok(shown) => settings_page(&app, &signed, Some(shown)).await,
+        Ok(shown) => settings_page(&app, &signed, Some(shown), None).await,
         Err(e) => error_page(Some(Nav::of(&signed, "/settings")), e),
     }
 }

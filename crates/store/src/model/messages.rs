@@ -103,6 +103,13 @@ pub enum Message {
         #[serde(with = "timestamp")]
         expires_at: DateTime<Utc>,
     },
+    /// A test e-mail from the dashboard's settings: does mail from this server arrive?
+    TestEmail {
+        to: String,
+        workspace: String,
+        /// Who asked for it (an audit actor).
+        requested_by: String,
+    },
     /// An e-mail queued by an earlier version, its text written then (`{link}` or `{code}`
     /// stands for the sealed secret).
     WrittenEmail {
@@ -124,6 +131,7 @@ impl Message {
             Message::LinkEmail { .. }
             | Message::CodeEmail { .. }
             | Message::InviteEmail { .. }
+            | Message::TestEmail { .. }
             | Message::WrittenEmail { .. } => JobKind::Email,
             Message::SlackDirect { .. } | Message::SlackChannel { .. } => JobKind::Slack,
             Message::TeamsChannel { .. } => JobKind::Teams,
@@ -136,6 +144,7 @@ impl Message {
             Message::LinkEmail { to, .. }
             | Message::CodeEmail { to, .. }
             | Message::InviteEmail { to, .. }
+            | Message::TestEmail { to, .. }
             | Message::SlackDirect { to, .. }
             | Message::WrittenEmail { to, .. } => Some(to),
             Message::Webhook { .. }

@@ -424,6 +424,7 @@ pub enum EventKind {
     AccountPasswordChanged,
     MemberInvited,
     InvitationAccepted,
+    ChannelTestQueued,
 }
 
 impl EventKind {
@@ -466,6 +467,7 @@ impl EventKind {
             EventKind::AccountPasswordChanged => "account.password_changed",
             EventKind::MemberInvited => "member.invited",
             EventKind::InvitationAccepted => "invitation.accepted",
+            EventKind::ChannelTestQueued => "channel.test_queued",
         }
     }
 }
