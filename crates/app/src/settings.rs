@@ -209,17 +209,43 @@ impl App {
 }
 
 impl App {
-    /// Sends a test e-mail to the signed-in manager, to check that mail from this server
-    /// arrives; audited (`channel.test_queued`). Answers the address.
-    pub async fn send_test_email(&self, admin: &Admin, signed: &crate::Signed) -> Result<String> {
-        let message = Message::TestEmail {
-            to: signed.email().to_owned(),
-            workspace: signed.workspace().to_owned(),
-            requested_by: admin.actor().label(),
+    /// Sends a test message, to check that a channel reaches people: an e-mail to the
+    /// signed-in manager, or a post to the workspace's Slack or Teams channel (which must be
+    /// connected). Audited (`channel.test_queued`); its delivery is a job like any other.
+    pub async fn send_test_message(
+        &self,
+        admin: &Admin,
+        signed: &crate::Signed,
+        channel: Channel,
+    ) -> Result<()> {
+        let (workspace, requested_by) = (signed.workspace().to_owned(), admin.actor().label());
+        let connected = self.channels(&signed.reader()).await?;
+        let message = match channel {
+            Channel::Email => Message::TestEmail {
+                to: signed.email().to_owned(),
+                workspace,
+                requested_by,
+            },
+            Channel::Slack if connected.slack.as_ref().is_some_and(|s| s.webhook_url_set) => {
+                Message::SlackTest {
+                    workspace,
+                    requested_by,
+                }
+            }
+            Channel::Teams if connected.teams.is_some() => Message::TeamsTest {
+                workspace,
+                requested_by,
+            },
+            _ => {
+                return Err(Error::Conflict(format!(
+                    "{} is not connected for channel posts in this workspace",
+                    channel.as_str()
+                )));
+            }
         };
         self.store
             .queue_test_message(admin.tenant(), &message, admin.actor(), self.now())
             .await?;
-        Ok(signed.email().to_owned())
+        Ok(())
     }
 }

@@ -1088,7 +1088,9 @@ both_backends!(
 
         // A test e-mail reaches the person who asked, through the real SMTP path.
         let before = sink.mails().len();
-        let tested = b.submit("/settings", "/settings/test-email", &[]).await;
+        let tested = b
+            .submit("/settings", "/settings/test", &[("channel", "email")])
+            .await;
         assert!(tested.has("id=\"tested\""), "{}", tested.html);
         let mails = sink.wait_for(before + 1, Duration::from_secs(15)).await;
         let mail = mails.last().unwrap();
@@ -1107,3 +1109,57 @@ both_backends!(
         app.stop().await;
     }
 );
+
+both_backends!(test_posts_reach_slack_and_teams, |backend| async move {
+    let slack = agentnexus_testkit::chat::FakeSlack::start(&[]).await;
+    let teams = agentnexus_testkit::chat::FakeTeams::start().await;
+    let app = TestApp::spawn(backend).await;
+    let mut b = signed_in_owner(&app).await;
+    // Not connected yet: refused, nothing sent, no button offered.
+    let refused = b
+        .submit("/settings", "/settings/test", &[("channel", "slack")])
+        .await;
+    assert_eq!(refused.status, 409, "{}", refused.html);
+    assert!(!b.get("/settings").await.has("Post a test to Slack"));
+    for (path, url) in [
+        ("/api/v1/settings/channels/slack", &slack.webhook_url),
+        ("/api/v1/settings/channels/teams", &teams.webhook_url),
+    ] {
+        let r = app
+            .request(
+                reqwest::Method::PUT,
+                path,
+                Some(&app.admin_key),
+                Some(json!({"webhook_url": url}).to_string().into()),
+                Some("application/json"),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    assert!(b.get("/settings").await.has("Post a test to Slack"));
+    let posted = b
+        .submit("/settings", "/settings/test", &[("channel", "slack")])
+        .await;
+    assert!(
+        posted.has("on its way to the Slack channel"),
+        "{}",
+        posted.html
+    );
+    b.submit("/settings", "/settings/test", &[("channel", "teams")])
+        .await;
+    let posts = slack.wait_for(1, Duration::from_secs(15)).await;
+    assert!(slack.refused().is_empty(), "{:?}", slack.refused());
+    assert!(
+        posts[0].body["text"]
+            .as_str()
+            .unwrap()
+            .contains("AgentNexus test message")
+    );
+    let cards = teams.wait_for(1, Duration::from_secs(15)).await;
+    assert!(teams.refused().is_empty(), "{:?}", teams.refused());
+    assert_eq!(
+        cards[0]["attachments"][0]["content"]["body"][0]["inlines"][0]["text"],
+        "AgentNexus test message"
+    );
+    app.stop().await;
+});

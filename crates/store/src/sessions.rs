@@ -532,7 +532,7 @@ impl Store {
             chain.append(&event(
                 EventKind::ChannelTestQueued,
                 &actor,
-                json!({"channel": "email", "to": message.recipient()}),
+                json!({"channel": message.kind().as_str(), "to": message.recipient()}),
                 now,
             ));
             Ok(())

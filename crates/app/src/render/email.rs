@@ -16,7 +16,7 @@ pub struct Email {
 
 /// A value on one line of a plain-text e-mail: control characters (line breaks among them)
 /// become spaces, so no value can start a line of its own, and it is cut to 300 characters.
-fn one_line(s: &str) -> String {
+pub(crate) fn one_line(s: &str) -> String {
     let mut out: String = s
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
@@ -87,16 +87,11 @@ pub fn invitation(
 
 /// A test message: mail from this server reaches this address.
 pub fn test(workspace: &str, requested_by: &str) -> Email {
-    let who = requested_by.strip_prefix("member:").unwrap_or(requested_by);
     Email {
         subject: one_line(&format!("AgentNexus test message for {workspace}")),
         text: format!(
-            "This is a test message from AgentNexus for the workspace {workspace}, sent at the \
-             request of {who} from the dashboard's settings.\n\n\
-             It arrived, so approval e-mails, one-time codes and invitations can reach this \
-             address too.\n",
-            workspace = one_line(workspace),
-            who = one_line(who),
+            "{}\n",
+            super::test_text(workspace, requested_by, "this address")
         ),
     }
 }

@@ -7,6 +7,19 @@ pub mod slack;
 pub mod teams;
 
 /// An amount in cents as every message and page shows it: `$750.00`.
+/// What a test message says, on any medium: sent by whom, for which workspace, and what its
+/// arrival at `place` proves.
+pub(crate) fn test_text(workspace: &str, requested_by: &str, place: &str) -> String {
+    let who = requested_by.strip_prefix("member:").unwrap_or(requested_by);
+    format!(
+        "This is a test message from AgentNexus for the workspace {workspace}, sent at the \
+         request of {who} from the dashboard's settings. It arrived, so approval messages can \
+         reach {place} too.",
+        workspace = email::one_line(workspace),
+        who = email::one_line(who),
+    )
+}
+
 pub fn money(cents: i64) -> String {
     let sign = if cents < 0 { "-" } else { "" };
     let cents = cents.unsigned_abs();

@@ -15,6 +15,15 @@ fn mrkdwn(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// A test message from the dashboard's settings.
+pub fn test(workspace: &str, requested_by: &str) -> Value {
+    let text = mrkdwn(&super::test_text(workspace, requested_by, "this channel"));
+    json!({
+        "text": format!("AgentNexus test message: {text}"),
+        "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": within(&text, 3000)}}],
+    })
+}
+
 /// The message about a stage. `link` is the approver's own link in a direct message
 /// (`personal`), the sign-in page in a channel.
 pub fn message(about: &About, link: &str, personal: bool) -> Value {

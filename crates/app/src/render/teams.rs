@@ -29,6 +29,39 @@ fn rich_text(runs: &[(&str, bool)], extra: Value) -> Value {
     json!({"type": "RichTextBlock", "inlines": inlines})
 }
 
+/// One Adaptive Card as an incoming webhook takes it.
+fn card(body: Vec<Value>, actions: Value) -> Value {
+    json!({
+        "type": "message",
+        "attachments": [{
+            "contentType": "application/vnd.microsoft.card.adaptive",
+            "contentUrl": null,
+            "content": {
+                "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+                "type": "AdaptiveCard",
+                "version": "1.4",
+                "body": body,
+                "actions": actions,
+            },
+        }],
+    })
+}
+
+/// A test message from the dashboard's settings.
+pub fn test(workspace: &str, requested_by: &str) -> Value {
+    let text = super::test_text(workspace, requested_by, "this channel");
+    card(
+        vec![
+            rich_text(
+                &[("AgentNexus test message", true)],
+                json!({"size": "Medium"}),
+            ),
+            rich_text(&[(&text, false)], json!({})),
+        ],
+        json!([]),
+    )
+}
+
 /// The message about a stage, linking to the sign-in page.
 pub fn message(about: &About, link: &str) -> Value {
     let title = format!("Approval needed: {}", about.action);
@@ -55,20 +88,10 @@ pub fn message(about: &About, link: &str) -> Value {
         json!({"type": "TextBlock", "text": "Approvers sign in on the page to decide.",
                      "size": "Small", "isSubtle": true, "wrap": true}),
     );
-    json!({
-        "type": "message",
-        "attachments": [{
-            "contentType": "application/vnd.microsoft.card.adaptive",
-            "contentUrl": null,
-            "content": {
-                "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
-                "type": "AdaptiveCard",
-                "version": "1.4",
-                "body": body,
-                "actions": [{"type": "Action.OpenUrl", "title": "Review and decide", "url": link}],
-            },
-        }],
-    })
+    card(
+        body,
+        json!([{"type": "Action.OpenUrl", "title": "Review and decide", "url": link}]),
+    )
 }
 
 #[cfg(test)]

@@ -146,6 +146,12 @@ pub(super) async fn direct(
 
 /// A stage announced in the workspace's Slack channel, through its incoming webhook.
 pub(super) async fn slack_channel(app: &App, job: &Job, about: &About) -> Outcome {
+    let message = render::slack::message(about, &sign_in_url(app, about), false);
+    slack_post(app, job, &message).await
+}
+
+/// A message posted to the workspace's Slack channel, through its incoming webhook.
+pub(super) async fn slack_post(app: &App, job: &Job, message: &Value) -> Outcome {
     let started = Instant::now();
     let slack = match slack_settings(app, job, started).await {
         Ok(slack) => slack,
@@ -160,12 +166,17 @@ pub(super) async fn slack_channel(app: &App, job: &Job, about: &About) -> Outcom
                    (PUT /api/v1/settings/channels/slack with a webhook_url)";
         return Outcome::failed(job, started, why.into(), false);
     };
-    let message = render::slack::message(about, &sign_in_url(app, about), false);
-    post_webhook(app, job, started, &url, &message).await
+    post_webhook(app, job, started, &url, message).await
 }
 
 /// A stage announced in the workspace's Teams channel.
 pub(super) async fn teams_channel(app: &App, job: &Job, about: &About) -> Outcome {
+    let message = render::teams::message(about, &sign_in_url(app, about));
+    teams_post(app, job, &message).await
+}
+
+/// A message posted to the workspace's Teams channel.
+pub(super) async fn teams_post(app: &App, job: &Job, message: &Value) -> Outcome {
     let started = Instant::now();
     let teams = match app.connected(&job.tenant).await {
         Ok(c) => c.teams,
@@ -179,8 +190,7 @@ pub(super) async fn teams_channel(app: &App, job: &Job, about: &About) -> Outcom
                    (PUT /api/v1/settings/channels/teams with a webhook_url)";
         return Outcome::failed(job, started, why.into(), false);
     };
-    let message = render::teams::message(about, &sign_in_url(app, about));
-    post_webhook(app, job, started, &teams.webhook_url, &message).await
+    post_webhook(app, job, started, &teams.webhook_url, message).await
 }
 
 /// POSTs a message to an incoming webhook (Slack's or Teams'): 2xx is delivered.

@@ -111,6 +111,7 @@ fn summary(message: &Message) -> Value {
         }
         Message::WrittenEmail { to, subject, .. } => json!({"to": to, "subject": subject}),
         Message::TestEmail { to, .. } => json!({"to": to, "test": true}),
+        Message::SlackTest { .. } | Message::TeamsTest { .. } => json!({"test": true}),
         Message::InviteEmail { to, workspace, .. } => {
             json!({"to": to, "subject": crate::render::email::invitation_subject(workspace)})
         }
@@ -137,6 +138,20 @@ pub(crate) async fn perform(app: &App, job: Job) -> Finished {
             }
             Message::SlackChannel { about } => chat::slack_channel(app, &job, about).await,
             Message::TeamsChannel { about } => chat::teams_channel(app, &job, about).await,
+            Message::SlackTest {
+                workspace,
+                requested_by,
+            } => {
+                let message = crate::render::slack::test(workspace, requested_by);
+                chat::slack_post(app, &job, &message).await
+            }
+            Message::TeamsTest {
+                workspace,
+                requested_by,
+            } => {
+                let message = crate::render::teams::test(workspace, requested_by);
+                chat::teams_post(app, &job, &message).await
+            }
             email => mail::send(app, &job, email).await,
         }
     };

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use agentnexus_app::members::{MemberChange, NewMemberInput};
 use agentnexus_app::policies::{PolicyText, SimulateInput};
-use agentnexus_app::types::{KeyId, MemberId};
+use agentnexus_app::types::{Channel, KeyId, MemberId};
 use agentnexus_app::{App, Error, Signed};
 use agentnexus_engine::{Problem, ProposalFields};
 use agentnexus_store::{ApiKey, Member, PolicySummary, PolicyVersion};
@@ -648,7 +648,7 @@ struct SettingsPage {
     next_deadline: Option<String>,
     /// A signing secret to show this once, and what to say about it.
     secret: Option<(String, String)>,
-    /// Where a test e-mail was just sent.
+    /// What a test message just sent says.
     tested: Option<String>,
 }
 
@@ -701,13 +701,34 @@ pub async fn settings(State(app): State<Arc<App>>, Session(signed): Session) -> 
     settings_page(&app, &signed, None, None).await
 }
 
-/// Sends the signed-in manager a test e-mail.
-pub async fn test_email(
+#[derive(Deserialize)]
+pub struct TestForm {
+    #[serde(default)]
+    channel: String,
+}
+
+/// Sends a test message: an e-mail to the signed-in manager, or a post to the workspace's
+/// Slack or Teams channel.
+pub async fn test_message(
     State(app): State<Arc<App>>,
-    Managed(signed, admin, Empty {}): Managed<Empty>,
+    Managed(signed, admin, form): Managed<TestForm>,
 ) -> Response {
-    match app.send_test_email(&admin, &signed).await {
-        Ok(to) => settings_page(&app, &signed, None, Some(to)).await,
+    let (channel, sent) = match form.channel.as_str() {
+        "slack" => (
+            Channel::Slack,
+            "A test post is on its way to the Slack channel.".to_owned(),
+        ),
+        "teams" => (
+            Channel::Teams,
+            "A test post is on its way to the Teams channel.".to_owned(),
+        ),
+        _ => (
+            Channel::Email,
+            format!("A test e-mail is on its way to {}.", signed.email()),
+        ),
+    };
+    match app.send_test_message(&admin, &signed, channel).await {
+        Ok(()) => settings_page(&app, &signed, None, Some(sent)).await,
         Err(e) => error_page(Some(Nav::of(&signed, "/settings")), e),
     }
 }

@@ -71,7 +71,7 @@ pub fn router() -> Router<Arc<App>> {
         .route("/members/{id}/remove", post(govern::remove_member))
         .route("/settings", get(govern::settings))
         .route("/settings/webhook-secret", post(govern::webhook_secret))
-        .route("/settings/test-email", post(govern::test_email))
+        .route("/settings/test", post(govern::test_message))
         .layer(axum::middleware::map_response(security_headers))
         .route(
             "/assets/app.css",

@@ -110,6 +110,16 @@ pub enum Message {
         /// Who asked for it (an audit actor).
         requested_by: String,
     },
+    /// A test post to the workspace's Slack channel (its incoming webhook).
+    SlackTest {
+        workspace: String,
+        requested_by: String,
+    },
+    /// A test post to the workspace's Teams channel.
+    TeamsTest {
+        workspace: String,
+        requested_by: String,
+    },
     /// An e-mail queued by an earlier version, its text written then (`{link}` or `{code}`
     /// stands for the sealed secret).
     WrittenEmail {
@@ -133,8 +143,10 @@ impl Message {
             | Message::InviteEmail { .. }
             | Message::TestEmail { .. }
             | Message::WrittenEmail { .. } => JobKind::Email,
-            Message::SlackDirect { .. } | Message::SlackChannel { .. } => JobKind::Slack,
-            Message::TeamsChannel { .. } => JobKind::Teams,
+            Message::SlackDirect { .. }
+            | Message::SlackChannel { .. }
+            | Message::SlackTest { .. } => JobKind::Slack,
+            Message::TeamsChannel { .. } | Message::TeamsTest { .. } => JobKind::Teams,
         }
     }
 
@@ -149,7 +161,9 @@ impl Message {
             | Message::WrittenEmail { to, .. } => Some(to),
             Message::Webhook { .. }
             | Message::SlackChannel { .. }
-            | Message::TeamsChannel { .. } => None,
+            | Message::TeamsChannel { .. }
+            | Message::SlackTest { .. }
+            | Message::TeamsTest { .. } => None,
         }
     }
 
