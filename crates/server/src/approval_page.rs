@@ -25,26 +25,9 @@ fn esc(s: &str) -> String {
         .replace('\'', "&#39;")
 }
 
-/// The headers every HTML page sends (SPEC §11), with the page's own content security policy:
-/// no framing, no referrer (secure links are in addresses), nothing cached, no sniffing.
-pub fn html_headers(mut response: Response, csp: &'static str) -> Response {
-    use axum::http::{HeaderValue, header};
-    let h = response.headers_mut();
-    for (name, value) in [
-        (header::CONTENT_SECURITY_POLICY, csp),
-        (header::X_FRAME_OPTIONS, "DENY"),
-        (header::REFERRER_POLICY, "no-referrer"),
-        (header::CACHE_CONTROL, "no-store"),
-        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-    ] {
-        h.insert(name, HeaderValue::from_static(value));
-    }
-    response
-}
-
 /// The approval pages' headers: no script at all, styles inline, forms posted only back here.
 pub async fn security_headers(response: Response) -> Response {
-    html_headers(
+    crate::html::headers(
         response,
         "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; \
          frame-ancestors 'none'; base-uri 'none'",
@@ -315,7 +298,7 @@ pub async fn sign_in(
         );
     };
     // Someone signed in to the dashboard decides from there, as themselves.
-    let signed = match crate::dashboard::session_cookie(&headers) {
+    let signed = match crate::html::session_cookie(&headers) {
         Some(token) => app.signed(token).await.ok(),
         None => None,
     };

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod dashboard;
 pub mod error;
 pub mod extract;
+pub mod html;
 pub mod mcp;
 pub mod openapi;
 pub mod ops;

@@ -45,7 +45,7 @@ struct SignInPage {
 
 pub async fn sign_in_page(State(app): State<Arc<App>>, headers: axum::http::HeaderMap) -> Response {
     // Someone signed in already goes to the overview.
-    if let Some(token) = super::session_cookie(&headers)
+    if let Some(token) = crate::html::session_cookie(&headers)
         && app.signed(token).await.is_ok()
     {
         return see("/");

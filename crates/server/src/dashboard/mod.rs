@@ -23,9 +23,6 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-/// The session cookie's name.
-pub const COOKIE: &str = "anx_session";
-
 /// Every dashboard route, with the headers its pages send.
 pub fn router() -> Router<Arc<App>> {
     Router::new()
@@ -114,7 +111,7 @@ fn asset(
 /// The headers every dashboard page sends (SPEC §11): scripts and styles only from here, no
 /// framing, no referrer, nothing cached.
 async fn security_headers(response: Response) -> Response {
-    crate::approval_page::html_headers(
+    crate::html::headers(
         response,
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
          connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
@@ -251,17 +248,6 @@ pub fn sentence(text: &str) -> String {
     s
 }
 
-/// The session's token in a `Cookie` header. Cookies are `name=value` pairs separated by
-/// `; ` (RFC 6265 §4.2.1); ours is plain ASCII, so splitting is the whole parser.
-pub(crate) fn session_cookie(headers: &axum::http::HeaderMap) -> Option<&str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|c| c.trim().strip_prefix(COOKIE)?.strip_prefix('='))
-}
-
 /// The signed-in person of a page request; without a good session, to the sign-in page.
 pub struct Session(pub Signed);
 
@@ -269,7 +255,7 @@ impl FromRequestParts<Arc<App>> for Session {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, Response> {
-        let Some(token) = session_cookie(&parts.headers) else {
+        let Some(token) = crate::html::session_cookie(&parts.headers) else {
             return Err(Redirect::to("/sign-in").into_response());
         };
         match app.signed(token).await {
@@ -356,7 +342,8 @@ pub fn session_cookie_header(app: &App, token: &str, max_age_secs: i64) -> Heade
         ""
     };
     HeaderValue::from_str(&format!(
-        "{COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age_secs}{secure}"
+        "{cookie}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age_secs}{secure}",
+        cookie = crate::html::COOKIE
     ))
     .unwrap_or(HeaderValue::from_static("anx_session=; Path=/; Max-Age=0"))
 }
