@@ -22,6 +22,9 @@ pub enum ApiError {
     Forbidden,
     #[error("not found")]
     NotFound,
+    /// A path nothing is served at (no workspace involved).
+    #[error("no such path")]
+    NoRoute,
     #[error("conflict: {0}")]
     Conflict(String),
     #[error("request body too large")]
@@ -79,7 +82,9 @@ impl ApiError {
                 "Missing, unknown or revoked API key",
             ),
             ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden", "Insufficient scope"),
-            ApiError::NotFound => (StatusCode::NOT_FOUND, "not-found", "Not found"),
+            ApiError::NotFound | ApiError::NoRoute => {
+                (StatusCode::NOT_FOUND, "not-found", "Not found")
+            }
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
             ApiError::TooLarge { .. } => (
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -174,6 +179,10 @@ impl IntoResponse for ApiError {
             }
             ApiError::Forbidden => "This requires an admin key.".to_owned(),
             ApiError::NotFound => "No such resource in this workspace.".to_owned(),
+            ApiError::NoRoute => {
+                "Nothing is served at this path; the API's paths are in /api/openapi.json."
+                    .to_owned()
+            }
             ApiError::RateLimited { retry_after_secs } => {
                 format!("This key is over its rate limit; retry in {retry_after_secs} s.")
             }

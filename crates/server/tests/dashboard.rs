@@ -1163,3 +1163,31 @@ both_backends!(test_posts_reach_slack_and_teams, |backend| async move {
     );
     app.stop().await;
 });
+
+both_backends!(an_unknown_path_is_a_neutral_404, |backend| async move {
+    let app = TestApp::spawn(backend).await;
+    for path in ["/nothing-here", "/api/v1/nothing-here"] {
+        let r = app.get(path, &app.admin_key).await;
+        let problem = r.problem(404);
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("Nothing is served at this path"),
+            "{detail}"
+        );
+        assert!(!detail.contains("workspace"), "{detail}");
+    }
+    // A thing of the workspace that is not there still says so.
+    let missing = app
+        .get(
+            "/api/v1/evaluations/ev_00000000000000000000000000",
+            &app.admin_key,
+        )
+        .await;
+    assert!(
+        missing.problem(404)["detail"]
+            .as_str()
+            .unwrap()
+            .contains("workspace")
+    );
+    app.stop().await;
+});
