@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use agentnexus_engine::{CompiledPolicy, Format, PolicySet, compile_policy};
+use agentnexus_engine::{CompiledPolicy, PolicySet, compile_policy};
 use agentnexus_store::{KeyIdentity, Store, Tenant, key_hash};
 use chrono::{DateTime, Utc};
 
@@ -162,11 +162,7 @@ impl App {
         let versions = self.store.active_policies(tenant).await?;
         let mut compiled = Vec::with_capacity(versions.len());
         for v in versions.into_iter().filter(|v| v.enabled) {
-            let format = if v.format == "json" {
-                Format::Json
-            } else {
-                Format::Yaml
-            };
+            let format = crate::policies::stored_format(&v);
             let policy = compile_policy(&v.document, format).map_err(|e| {
                 Error::Unavailable(format!(
                     "stored policy `{}` version {} no longer compiles: {e}",

@@ -229,6 +229,23 @@ pub fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
     options.open(path)?.write_all(content.as_bytes())
 }
 
+/// A secret token for a link or a cookie: `prefix` and 43 random alphanumerics (~256 bits).
+pub(crate) fn random_token(prefix: &str) -> String {
+    use rand::Rng;
+    let random: String = rand::rng()
+        .sample_iter(&rand::distr::Alphanumeric)
+        .take(43)
+        .map(char::from)
+        .collect();
+    format!("{prefix}{random}")
+}
+
+/// Equality in time independent of where the two differ: how much of a secret matched must
+/// not show in the answer's timing.
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

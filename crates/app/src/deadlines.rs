@@ -100,17 +100,11 @@ impl App {
             .as_deref()
             .filter(|s| !s.is_empty())
             .ok_or(Error::Unauthorized)?;
-        if !constant_time_eq(secret.trim().as_bytes(), expected.as_bytes()) {
+        if !crate::crypto::constant_time_eq(secret.trim().as_bytes(), expected.as_bytes()) {
             return Err(Error::Unauthorized);
         }
         sweep_guarded(self.clone()).await
     }
-}
-
-/// Equality in time independent of where the two differ: how much of the secret matched must
-/// not show in the answer's timing.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Runs a sweep as a task of its own, so that even a panic ends only that sweep.

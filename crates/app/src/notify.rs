@@ -6,8 +6,6 @@
 use agentnexus_engine::Tier;
 use agentnexus_store::{About, Evaluation, Message, NewLink, Notice, StageRecord, Tenant};
 use chrono::{DateTime, Duration, Utc};
-use rand::Rng;
-use rand::distr::Alphanumeric;
 
 use crate::App;
 use crate::crypto::Purpose;
@@ -22,13 +20,9 @@ pub(crate) fn token_hash(token: &str) -> String {
     agentnexus_store::key_hash(token)
 }
 
+/// A secure link's token.
 pub(crate) fn new_token() -> String {
-    let random: String = rand::rng()
-        .sample_iter(&Alphanumeric)
-        .take(43)
-        .map(char::from)
-        .collect();
-    format!("apr_{random}")
+    crate::crypto::random_token("apr_")
 }
 
 /// Who a stage reaches and how.

@@ -57,14 +57,18 @@ pub struct Simulation {
     pub proposal_hash: String,
 }
 
-/// The description a stored version's document gives, if any.
-pub fn description(v: &PolicyVersion) -> Option<String> {
-    let format = if v.format == "json" {
+/// The format a stored version was written in.
+pub(crate) fn stored_format(v: &PolicyVersion) -> Format {
+    if v.format == "json" {
         Format::Json
     } else {
         Format::Yaml
-    };
-    agentnexus_engine::PolicyDocument::parse(&v.document, format)
+    }
+}
+
+/// The description a stored version's document gives, if any.
+pub fn description(v: &PolicyVersion) -> Option<String> {
+    agentnexus_engine::PolicyDocument::parse(&v.document, stored_format(v))
         .ok()
         .and_then(|d| d.description)
 }
@@ -167,6 +171,16 @@ impl App {
             .store
             .disable_policy(tenant, name, actor, source, self.now());
         self.policies_changed(admin, disabled.await?).await
+    }
+
+    /// Enables a disabled policy: its active document stored again as an enabled version.
+    pub async fn enable_policy(&self, admin: &Admin, name: &str) -> Result<PolicyVersion> {
+        let active = self.policy(&admin.reader(), name).await?;
+        let doc = PolicyText {
+            format: stored_format(&active),
+            text: active.document,
+        };
+        self.put_policy(admin, name, doc).await
     }
 
     /// Every version of a policy, newest first.

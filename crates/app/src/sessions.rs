@@ -10,8 +10,6 @@ use std::net::IpAddr;
 
 use agentnexus_store::{Member, Membership, Message, NewInvitation, Tenant};
 use chrono::{DateTime, Duration, Utc};
-use rand::Rng;
-use rand::distr::Alphanumeric;
 
 use crate::accounts::{hash_password, verify_password};
 use crate::crypto::Purpose;
@@ -43,12 +41,7 @@ fn dummy_hash() -> &'static str {
 }
 
 fn new_token(prefix: &str) -> String {
-    let random: String = rand::rng()
-        .sample_iter(&Alphanumeric)
-        .take(43)
-        .map(char::from)
-        .collect();
-    format!("{prefix}{random}")
+    crate::crypto::random_token(prefix)
 }
 
 fn csrf_for(session_token: &str) -> String {
@@ -180,14 +173,7 @@ impl App {
 
     /// Whether a state-changing request carries its session's CSRF token.
     pub fn csrf_ok(&self, signed: &Signed, given: &str) -> bool {
-        let expected = signed.csrf.as_bytes();
-        let given = given.as_bytes();
-        expected.len() == given.len()
-            && expected
-                .iter()
-                .zip(given)
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
+        crate::crypto::constant_time_eq(signed.csrf.as_bytes(), given.as_bytes())
     }
 
     pub async fn sign_out(&self, signed: &Signed) -> Result<()> {

@@ -323,21 +323,14 @@ pub struct EnabledForm {
     enabled: String,
 }
 
-/// Disabling makes a disabled version; enabling stores the active document again as an
-/// enabled one.
+/// Disables or enables a policy (each a new version).
 pub async fn set_enabled(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
     Managed(signed, admin, form): Managed<EnabledForm>,
 ) -> Response {
     let result = if form.enabled == "true" {
-        match app.policy(&signed.reader(), &name).await {
-            Ok(active) => {
-                app.put_policy(&admin, &name, PolicyText::sniff(active.document))
-                    .await
-            }
-            Err(e) => Err(e),
-        }
+        app.enable_policy(&admin, &name).await
     } else {
         app.disable_policy(&admin, &name).await
     };
