@@ -28,6 +28,11 @@ pub(crate) fn day(t: DateTime<Utc>) -> String {
     t.date_naive().to_string()
 }
 
+/// The first microsecond of a UTC day, as the chain stores times.
+fn day_start(d: chrono::NaiveDate) -> i64 {
+    micros(d.and_time(chrono::NaiveTime::MIN).and_utc())
+}
+
 /// What the list index and cost attribution need of one evaluation.
 pub(crate) struct Indexed {
     pub(crate) id: String,
@@ -458,7 +463,6 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Spend> {
         let month_start = now.date_naive().with_day(1).unwrap_or(now.date_naive());
-        let start = |d: chrono::NaiveDate| micros(d.and_time(chrono::NaiveTime::MIN).and_utc());
         let sqlite = self.backend == crate::Backend::Sqlite;
         let (agent, cost) = (
             event_field(sqlite, Field::Text, "agent_id"),
@@ -479,8 +483,8 @@ impl Store {
         .bind(agent_id)
         .bind(day(now))
         .bind(month_start.format("%Y-%m-%d").to_string())
-        .bind(start(now.date_naive()))
-        .bind(start(month_start))
+        .bind(day_start(now.date_naive()))
+        .bind(day_start(month_start))
         .bind(self.tail_from(tenant).await?)
         .fetch_one(&self.pool)
         .await?;
@@ -500,7 +504,7 @@ impl Store {
     ) -> Result<Vec<(String, i64)>> {
         let sqlite = self.backend == crate::Backend::Sqlite;
         let decision = event_field(sqlite, Field::Text, "decision");
-        let start = micros(now.date_naive().and_time(chrono::NaiveTime::MIN).and_utc());
+        let start = day_start(now.date_naive());
         let rows = sqlx::query(&format!(
             "SELECT decision, CAST(SUM(n) AS BIGINT) AS n FROM ( \
              SELECT decision, evaluations AS n FROM decision_counts \
@@ -525,7 +529,7 @@ impl Store {
     pub async fn spend_today(&self, tenant: &Tenant, now: DateTime<Utc>) -> Result<i64> {
         let sqlite = self.backend == crate::Backend::Sqlite;
         let cost = event_field(sqlite, Field::Int, "cost_cents");
-        let start = micros(now.date_naive().and_time(chrono::NaiveTime::MIN).and_utc());
+        let start = day_start(now.date_naive());
         let row = sqlx::query(&format!(
             "SELECT CAST(COALESCE(SUM(cents), 0) AS BIGINT) AS cents FROM ( \
              SELECT cents FROM agent_costs WHERE workspace_id = $1 AND day = $2 \
