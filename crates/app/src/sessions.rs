@@ -56,20 +56,32 @@ fn check_password(password: &str) -> Result<()> {
     }
 }
 
-/// Checks a password against a hash on a blocking thread: argon2id takes tens of
-/// milliseconds of CPU on purpose, which must not hold up other requests.
+/// How many argon2id computations a server runs at once. Each takes tens of milliseconds of
+/// CPU on purpose; sign-ins past this many wait their turn, so a flood of them (many accounts,
+/// many addresses: under every per-account and per-address limit) cannot take every core from
+/// evaluations.
+const HASHING_AT_ONCE: usize = 2;
+
+/// Runs an argon2id computation on a blocking thread, at most [`HASHING_AT_ONCE`] at a time.
+async fn hashing<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    static PERMITS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(HASHING_AT_ONCE);
+    let _turn = PERMITS.acquire().await.map_err(Error::internal)?;
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(Error::internal)
+}
+
+/// Checks a password against a hash, off the request threads.
 async fn verified(password: &str, hash: &str) -> bool {
     let (password, hash) = (password.to_owned(), hash.to_owned());
-    tokio::task::spawn_blocking(move || verify_password(&password, &hash))
+    hashing(move || verify_password(&password, &hash))
         .await
         .unwrap_or(false)
 }
 
 async fn hashed(password: &str) -> Result<String> {
     let password = password.to_owned();
-    tokio::task::spawn_blocking(move || hash_password(&password))
-        .await
-        .map_err(Error::internal)
+    hashing(move || hash_password(&password)).await
 }
 
 /// An invitation as its page shows it.
