@@ -162,7 +162,7 @@ impl App {
         let versions = self.store.active_policies(tenant).await?;
         let mut compiled = Vec::with_capacity(versions.len());
         for v in versions.into_iter().filter(|v| v.enabled) {
-            let format = crate::policies::stored_format(&v);
+            let format = v.document_format();
             let policy = compile_policy(&v.document, format).map_err(|e| {
                 Error::Unavailable(format!(
                     "stored policy `{}` version {} no longer compiles: {e}",

@@ -57,18 +57,9 @@ pub struct Simulation {
     pub proposal_hash: String,
 }
 
-/// The format a stored version was written in.
-pub(crate) fn stored_format(v: &PolicyVersion) -> Format {
-    if v.format == "json" {
-        Format::Json
-    } else {
-        Format::Yaml
-    }
-}
-
 /// The description a stored version's document gives, if any.
 pub fn description(v: &PolicyVersion) -> Option<String> {
-    agentnexus_engine::PolicyDocument::parse(&v.document, stored_format(v))
+    agentnexus_engine::PolicyDocument::parse(&v.document, v.document_format())
         .ok()
         .and_then(|d| d.description)
 }
@@ -177,7 +168,7 @@ impl App {
     pub async fn enable_policy(&self, admin: &Admin, name: &str) -> Result<PolicyVersion> {
         let active = self.policy(&admin.reader(), name).await?;
         let doc = PolicyText {
-            format: stored_format(&active),
+            format: active.document_format(),
             text: active.document,
         };
         self.put_policy(admin, name, doc).await

@@ -134,6 +134,17 @@ pub struct PolicyVersion {
     pub created_at: DateTime<Utc>,
 }
 
+impl PolicyVersion {
+    /// The format its document was written in (`format` as stored).
+    pub fn document_format(&self) -> agentnexus_engine::Format {
+        if self.format == "json" {
+            agentnexus_engine::Format::Json
+        } else {
+            agentnexus_engine::Format::Yaml
+        }
+    }
+}
+
 /// A policy as listed: its active version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PolicySummary {
