@@ -267,13 +267,34 @@ both_backends!(a_broken_stage_never_stops_the_sweep, |backend| async move {
             .unwrap()
             .contains("out of range")
     );
-    // Put off: the next sweep leaves it alone rather than failing on it again at once.
-    let before = app.audit_len().await;
+    // Put off: the next sweep leaves it alone rather than failing on it again at once. (The
+    // workspace's whole trail is not compared: with no SMTP server here the e-mail to the
+    // first stage's approver is retried, and each attempt is audited whenever it runs.)
+    let before = sweep_events(&app, &bad).await;
     let again = cron(&app).await;
     assert_eq!(again.body["processed"], 0, "{}", again.body);
-    assert_eq!(app.audit_len().await, before);
+    assert_eq!(sweep_events(&app, &bad).await, before);
     app.stop().await;
 });
+
+/// The evaluation's audit events other than delivery attempts, which background workers
+/// append on their own time.
+async fn sweep_events(app: &TestApp, id: &str) -> Vec<Value> {
+    let timeline = app
+        .get(
+            &format!("/api/v1/evaluations/{id}/timeline"),
+            &app.admin_key,
+        )
+        .await;
+    assert_eq!(timeline.status, 200, "{}", timeline.body);
+    timeline.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| !e["type"].as_str().unwrap().ends_with(".attempted"))
+        .cloned()
+        .collect()
+}
 
 both_backends!(
     the_server_sweep_outlives_a_broken_stage,
