@@ -1,41 +1,40 @@
 //! `agentnexus`: the server and its admin CLI, working directly on the store.
 #![forbid(unsafe_code)]
 
+mod admin;
 mod policy_files;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use agentnexus_app::members::NewMemberInput;
 use agentnexus_app::{App, Config, accounts};
-use agentnexus_store::{Actor, Store, StoreConfig, Verification};
-use clap::{Parser, Subcommand};
+use agentnexus_store::{Store, StoreConfig};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
     name = "agentnexus",
     version,
-    about = "AgentNexus: a governance runtime for AI agents"
+    about = "AgentNexus: a governance runtime for AI agents",
+    after_help = "Commands other than serve and migrate open an existing store and never create \
+                  one. Policy lint and test, and openapi, need no store."
 )]
 struct Cli {
-    /// The store: sqlite://FILE (created when missing) or postgres://…
-    #[arg(
-        long,
-        global = true,
-        env = "AGENTNEXUS_DATABASE_URL",
-        default_value = "sqlite://agentnexus.db",
-        hide_env_values = true
-    )]
-    database: String,
+    /// The store, for any command that uses one (it may also follow the command's name).
+    #[arg(long, value_name = "URL")]
+    database: Option<String>,
 
     #[command(subcommand)]
     command: Command,
 }
 
+const DEFAULT_DATABASE: &str = "sqlite://agentnexus.db";
+
 #[derive(Subcommand)]
 enum Command {
-    /// Run the server (API, background workers); bootstraps an empty store.
+    /// Run the server (API, dashboard, MCP gateway, background workers); creates and
+    /// bootstraps an empty store.
     Serve(Box<Config>),
     /// Create or upgrade the store's schema, then exit.
     Migrate,
@@ -48,25 +47,38 @@ enum Command {
     /// Members and their roles (the people approval stages reach).
     #[command(subcommand)]
     Members(MembersCommand),
-    /// Policy documents: apply, lint, test.
+    /// Policy documents: apply, list, show, versions, rollback (on a store); lint, test (on files).
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Evaluations: the proposals agents made and how they were decided.
+    #[command(subcommand)]
+    Evaluations(EvaluationsCommand),
     /// The audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
-    /// Print the OpenAPI document.
+    /// Print the OpenAPI document of the REST API.
     Openapi,
+}
+
+/// The workspace a command acts in.
+#[derive(Args)]
+struct WorkspaceArg {
+    /// The workspace's name (`default` is the one `serve` bootstraps).
+    #[arg(long, value_name = "NAME")]
+    workspace: String,
 }
 
 #[derive(Subcommand)]
 enum WorkspaceCommand {
     /// Create a workspace with an owner and an admin key; prints them as JSON.
     Create {
+        /// The new workspace's name.
         name: String,
-        #[arg(long)]
+        /// E-mail of the workspace's first owner (their sign-in to the dashboard).
+        #[arg(long, value_name = "EMAIL")]
         owner_email: String,
-        /// Generated (and printed) when absent.
-        #[arg(long)]
+        /// The owner's password; generated (and printed) when absent.
+        #[arg(long, value_name = "PASSWORD")]
         owner_password: Option<String>,
     },
 }
@@ -75,12 +87,26 @@ enum WorkspaceCommand {
 enum KeysCommand {
     /// Create a key; prints it alone (it is never shown again).
     Create {
-        #[arg(long)]
-        workspace: String,
-        #[arg(long)]
+        #[command(flatten)]
+        workspace: WorkspaceArg,
+        /// A label to recognise the key by.
+        #[arg(long, value_name = "LABEL")]
         name: String,
+        /// `agent` (evaluate, read its own evaluations) or `admin` (everything).
         #[arg(long, value_parser = ["agent", "admin"])]
         scope: String,
+    },
+    /// List the workspace's keys as JSON lines (never their secrets).
+    List {
+        #[command(flatten)]
+        workspace: WorkspaceArg,
+    },
+    /// Revoke a key at once; prints it as JSON.
+    Revoke {
+        #[command(flatten)]
+        workspace: WorkspaceArg,
+        /// The key's id (`key_…`, from `keys list`).
+        id: String,
     },
 }
 
@@ -88,21 +114,30 @@ enum KeysCommand {
 enum MembersCommand {
     /// Add a member; prints it as JSON.
     Add {
-        #[arg(long)]
-        workspace: String,
-        #[arg(long)]
+        #[command(flatten)]
+        workspace: WorkspaceArg,
+        /// The member's e-mail (where approval requests go).
+        #[arg(long, value_name = "EMAIL")]
         email: String,
-        #[arg(long)]
+        /// A display name.
+        #[arg(long, value_name = "NAME")]
         name: Option<String>,
         /// A role to hold (repeat for several): owner, admin, approver, viewer or a group
         /// such as finance. Default: approver.
-        #[arg(long = "role")]
+        #[arg(long = "role", value_name = "ROLE")]
         roles: Vec<String>,
     },
     /// List members as JSON lines.
     List {
-        #[arg(long)]
-        workspace: String,
+        #[command(flatten)]
+        workspace: WorkspaceArg,
+    },
+    /// Remove a member; prints it as JSON (the last owner cannot be removed).
+    Remove {
+        #[command(flatten)]
+        workspace: WorkspaceArg,
+        /// The member's id (`mem_…`) or e-mail.
+        member: String,
     },
 }
 
@@ -110,26 +145,95 @@ enum MembersCommand {
 enum PolicyCommand {
     /// Validate and store policy files as new versions (all or nothing).
     Apply {
-        #[arg(long)]
-        workspace: String,
-        #[arg(required = true)]
+        #[command(flatten)]
+        workspace: WorkspaceArg,
+        /// Policy documents (YAML or JSON); each one's `name` says which policy it is.
+        #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
-    /// Validate policy files without storing them.
+    /// List the workspace's policies as JSON lines.
+    List {
+        #[command(flatten)]
+        workspace: WorkspaceArg,
+    },
+    /// Print a policy's document as written (the active version, or --version N).
+    Show {
+        #[command(flatten)]
+        workspace: WorkspaceArg,
+        /// The policy's name.
+        name: String,
+        /// A stored version rather than the active one.
+        #[arg(long, value_name = "N")]
+        version: Option<i64>,
+    },
+    /// List a policy's versions as JSON lines, newest first.
+    Versions {
+        #[command(flatten)]
+        workspace: WorkspaceArg,
+        /// The policy's name.
+        name: String,
+    },
+    /// Make an older version active again (as a new version); prints it as JSON.
+    Rollback {
+        #[command(flatten)]
+        workspace: WorkspaceArg,
+        /// The policy's name.
+        name: String,
+        /// The version to bring back.
+        #[arg(long, value_name = "N")]
+        to: i64,
+    },
+    /// Validate policy files without storing them (no store needed).
     Lint {
-        #[arg(required = true)]
+        /// Policy documents (YAML or JSON).
+        #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
-    /// Run the *_test.yaml files in DIR against the policies in DIR.
-    Test { dir: PathBuf },
+    /// Run the *_test.yaml files in DIR against the policies in DIR (no store needed).
+    Test {
+        /// A directory of policies and their tests.
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum EvaluationsCommand {
+    /// List evaluations as JSON lines, newest first.
+    List {
+        #[command(flatten)]
+        workspace: WorkspaceArg,
+        /// Only this status: allowed, denied, pending, approved, rejected or expired.
+        #[arg(long)]
+        status: Option<String>,
+        /// Only this agent.
+        #[arg(long, value_name = "AGENT_ID")]
+        agent: Option<String>,
+        /// Only evaluations made at or after this time (RFC 3339).
+        #[arg(long, value_name = "TIME")]
+        from: Option<String>,
+        /// Only evaluations made before this time (RFC 3339).
+        #[arg(long, value_name = "TIME")]
+        to: Option<String>,
+        /// How many, 1-500.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Print one evaluation as JSON, with its stages and decisions.
+    Show {
+        #[command(flatten)]
+        workspace: WorkspaceArg,
+        /// The evaluation's id (`ev_…`).
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Recompute the hash chain; exit 1 when it is broken.
+    /// Recompute the hash chain; one line per workspace; exit 1 when it is broken.
     Verify {
-        /// One workspace; all when absent.
-        #[arg(long)]
+        /// One workspace (prints `ok EVENTS HEAD_HASH`); every workspace when absent.
+        #[arg(long, value_name = "NAME")]
         workspace: Option<String>,
     },
 }
@@ -140,28 +244,93 @@ enum AuditCommand {
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    // Commands that need no store run without a runtime.
-    match &cli.command {
+    let matches = with_store_args(Cli::command()).get_matches();
+    let database = database(&matches);
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let task = match cli.command {
+        // Commands that need no store run without a runtime.
         Command::Openapi => {
             return match say(&agentnexus_server::openapi::document()) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => failed(&e.into()),
             };
         }
-        Command::Policy(PolicyCommand::Lint { files }) => return policy_files::lint(files),
-        Command::Policy(PolicyCommand::Test { dir }) => return policy_files::test(dir),
-        _ => {}
-    }
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Command::Serve(config) = &cli.command {
-        runtime.worker_threads(worker_threads(&cli.database, config.worker_threads));
-    }
-    let runtime = runtime.enable_all().build().expect("a tokio runtime");
-    match runtime.block_on(run(cli)) {
+        Command::Policy(PolicyCommand::Lint { files }) => return policy_files::lint(&files),
+        Command::Policy(PolicyCommand::Test { dir }) => return policy_files::test(&dir),
+        Command::Serve(config) => {
+            let runtime = runtime(Some(worker_threads(&database, config.worker_threads)));
+            return match runtime.block_on(serve(&database, *config)) {
+                Ok(code) => code,
+                Err(e) => failed(&e),
+            };
+        }
+        Command::Migrate => admin::Task::Migrate,
+        Command::Workspace(command) => admin::Task::Workspace(command),
+        Command::Keys(command) => admin::Task::Keys(command),
+        Command::Members(command) => admin::Task::Members(command),
+        Command::Policy(command) => admin::Task::Policy(command),
+        Command::Evaluations(command) => admin::Task::Evaluations(command),
+        Command::Audit(command) => admin::Task::Audit(command),
+    };
+    match runtime(None).block_on(admin::run(&database, task)) {
         Ok(code) => code,
         Err(e) => failed(&e),
     }
+}
+
+/// Commands that need no store, which do not take `--database`.
+const STORELESS: [&str; 3] = ["lint", "test", "openapi"];
+
+/// `--database` on every command that uses a store, so that it may follow the command's name
+/// (a global argument would also show on the commands that use none); and help that shows
+/// which variable sets an option, never its value (`[env: NAME]`, not `[env: NAME=…]`).
+fn with_store_args(command: clap::Command) -> clap::Command {
+    let command = command.mut_args(|a| a.hide_env_values(true));
+    let names: Vec<String> = command
+        .get_subcommands()
+        .map(|c| c.get_name().to_owned())
+        .collect();
+    if names.is_empty() {
+        if STORELESS.contains(&command.get_name()) {
+            return command;
+        }
+        return command.arg(
+            clap::Arg::new("store")
+                .long("database")
+                .value_name("URL")
+                .env("AGENTNEXUS_DATABASE_URL")
+                .hide_env_values(true)
+                .help(
+                    "The store: sqlite://FILE or postgres://USER:PASSWORD@HOST/DB \
+                     [default: sqlite://agentnexus.db]",
+                ),
+        );
+    }
+    names.iter().fold(command, |command, name| {
+        command.mut_subcommand(name, with_store_args)
+    })
+}
+
+/// The store's URL: `--database` before the command, after it (or the environment), or the
+/// default.
+fn database(matches: &clap::ArgMatches) -> String {
+    let mut found = matches.get_one::<String>("database").cloned();
+    let mut level = matches;
+    while let Some((_, sub)) = level.subcommand() {
+        if found.is_none() {
+            found = sub.try_get_one::<String>("store").ok().flatten().cloned();
+        }
+        level = sub;
+    }
+    found.unwrap_or_else(|| DEFAULT_DATABASE.to_owned())
+}
+
+fn runtime(worker_threads: Option<usize>) -> tokio::runtime::Runtime {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = worker_threads {
+        runtime.worker_threads(n);
+    }
+    runtime.enable_all().build().expect("a tokio runtime")
 }
 
 /// A line on stdout, or the error writing it (a reader that went away: see [`failed`]).
@@ -206,122 +375,6 @@ async fn open(database: &str, max_connections: u32) -> Result<Store, AnyError> {
     Store::open(config)
         .await
         .map_err(|e| format!("cannot open {}: {e}", agentnexus_store::redact(database)).into())
-}
-
-async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
-    if let Command::Serve(config) = cli.command {
-        return serve(&cli.database, *config).await;
-    }
-    let migrating = matches!(cli.command, Command::Migrate);
-    let app = App::offline(open(&cli.database, 2).await?);
-    let result = command(&app, cli.command).await;
-    app.store.close().await;
-    if result.is_ok() && migrating {
-        say(&format!(
-            "migrated {}",
-            agentnexus_store::redact(&cli.database)
-        ))?;
-    }
-    result
-}
-
-/// One command of the CLI, on the use cases straight over the store.
-async fn command(app: &App, command: Command) -> Result<ExitCode, AnyError> {
-    match command {
-        // Opening the store migrated it.
-        Command::Migrate => Ok(ExitCode::SUCCESS),
-        Command::Workspace(WorkspaceCommand::Create {
-            name,
-            owner_email,
-            owner_password,
-        }) => {
-            let created = accounts::create_workspace(
-                &app.store,
-                &name,
-                &owner_email,
-                owner_password,
-                Actor::Cli,
-            )
-            .await?;
-            say(&serde_json::to_string(&created)?)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Keys(KeysCommand::Create {
-            workspace,
-            name,
-            scope,
-        }) => {
-            let admin = app.operator(&workspace).await?;
-            say(&app.create_key(&admin, &name, &scope).await?.secret)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Members(MembersCommand::Add {
-            workspace,
-            email,
-            name,
-            roles,
-        }) => {
-            let admin = app.operator(&workspace).await?;
-            let input = NewMemberInput {
-                email,
-                name,
-                roles: (!roles.is_empty()).then_some(roles),
-            };
-            let member = app.add_member(&admin, input).await?;
-            say(&serde_json::to_string(&member)?)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Members(MembersCommand::List { workspace }) => {
-            let admin = app.operator(&workspace).await?;
-            for m in app.members(&admin.reader()).await? {
-                say(&serde_json::to_string(&m)?)?;
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Policy(PolicyCommand::Apply { workspace, files }) => {
-            let admin = app.operator(&workspace).await?;
-            Ok(policy_files::apply(app, &admin, &files).await?)
-        }
-        Command::Audit(AuditCommand::Verify { workspace }) => {
-            let names = match workspace {
-                Some(name) => vec![name],
-                None => app
-                    .store
-                    .workspaces()
-                    .await?
-                    .into_iter()
-                    .map(|(ws, _)| ws.name)
-                    .collect(),
-            };
-            let single = names.len() == 1;
-            let mut code = ExitCode::SUCCESS;
-            for name in names {
-                let admin = app.operator(&name).await?;
-                let prefix = if single {
-                    String::new()
-                } else {
-                    format!("{name}: ")
-                };
-                match app.verify_audit(&admin.reader()).await? {
-                    Verification::Ok {
-                        events, head_hash, ..
-                    } => say(&format!("{prefix}ok {events} {head_hash}"))?,
-                    Verification::Broken {
-                        broken_at_seq,
-                        reason,
-                        ..
-                    } => {
-                        say(&format!("{prefix}broken at seq {broken_at_seq}: {reason}"))?;
-                        code = ExitCode::FAILURE;
-                    }
-                }
-            }
-            Ok(code)
-        }
-        Command::Serve(_) | Command::Openapi | Command::Policy(_) => {
-            unreachable!("handled before")
-        }
-    }
 }
 
 async fn serve(database: &str, config: Config) -> Result<ExitCode, AnyError> {
@@ -409,7 +462,44 @@ fn init_logging() {
 
 #[cfg(test)]
 mod tests {
-    use super::worker_threads;
+    use super::{Cli, STORELESS, with_store_args, worker_threads};
+    use clap::CommandFactory;
+
+    /// Every argument of every command says what it is; `--database` is on exactly the
+    /// commands that use a store; help never shows a variable's value.
+    #[test]
+    fn every_argument_is_described() {
+        fn walk(command: &clap::Command, path: &str, seen: &mut usize) {
+            let path = format!("{path} {}", command.get_name());
+            let leaf = command.get_subcommands().next().is_none();
+            for arg in command.get_arguments() {
+                assert!(
+                    arg.get_help().is_some() || arg.get_long_help().is_some(),
+                    "{path}: {} has no description",
+                    arg.get_id()
+                );
+                if arg.get_env().is_some() {
+                    assert!(arg.is_hide_env_values_set(), "{path}: {}", arg.get_id());
+                }
+            }
+            let stores = command.get_arguments().any(|a| a.get_id() == "store");
+            if leaf && path != "agentnexus" {
+                assert_eq!(
+                    stores,
+                    !STORELESS.contains(&command.get_name()),
+                    "{path}: --database"
+                );
+                *seen += 1;
+            }
+            for sub in command.get_subcommands() {
+                walk(sub, &path, seen);
+            }
+        }
+        let mut seen = 0;
+        walk(&with_store_args(Cli::command()), "", &mut seen);
+        assert!(seen >= 20, "{seen} commands");
+        with_store_args(Cli::command()).debug_assert();
+    }
 
     #[test]
     fn sqlite_leaves_the_writer_a_core() {

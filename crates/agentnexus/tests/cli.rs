@@ -44,6 +44,47 @@ const GATE: &str = "name: gate\nrules:\n  - id: big\n    when: amount_cents > 10
 both_backends!(workspace_keys_policies_and_audit, |backend| async move {
     let db = TestDatabase::new(backend).await;
     let dir = scratch();
+    // Only serve and migrate make a store; any other command names the store it looked for
+    // and how to point elsewhere, and leaves nothing behind.
+    for args in [
+        &["audit", "verify"][..],
+        &[
+            "workspace",
+            "create",
+            "acme",
+            "--owner-email",
+            "o@acme.example",
+        ],
+        &["members", "list", "--workspace", "default"],
+    ] {
+        let out = cli(&db, args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let said = stderr(&out);
+        match backend {
+            agentnexus_testkit::Backend::Sqlite => {
+                let file = db.url.trim_start_matches("sqlite://");
+                assert!(
+                    said.contains(&format!("there is no store at {file}")),
+                    "{said}"
+                );
+                assert!(!Path::new(file).exists(), "{args:?} created {file}");
+            }
+            agentnexus_testkit::Backend::Postgres => {
+                assert!(said.contains("holds no AgentNexus store"), "{said}");
+            }
+        }
+        assert!(said.contains("`agentnexus serve` (or `agentnexus migrate`) creates one"));
+        assert!(said.contains("--database URL or set AGENTNEXUS_DATABASE_URL"));
+    }
+    let out = cli(&db, &["migrate"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("migrated "), "{}", stdout(&out));
+    let out = cli(&db, &["audit", "verify"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out).trim(),
+        "nothing to verify: the store has no workspaces yet"
+    );
     let out = cli(
         &db,
         &[
@@ -109,7 +150,9 @@ both_backends!(workspace_keys_policies_and_audit, |backend| async move {
         ],
     );
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("no workspace named `nope`"));
+    let said = stderr(&out);
+    assert!(said.contains("no workspace named `nope`"), "{said}");
+    assert!(said.contains(&format!("store: {}", db.url)), "{said}");
 
     // apply is all or nothing.
     let good = write(&dir, "gate.yaml", GATE);
@@ -596,6 +639,7 @@ both_backends!(queued_webhooks_survive_sigkill, |backend| async move {
 both_backends!(members_and_stages_from_the_cli, |backend| async move {
     let db = TestDatabase::new(backend).await;
     let dir = scratch();
+    assert!(cli(&db, &["migrate"]).status.success());
     cli(
         &db,
         &[
@@ -766,3 +810,265 @@ both_backends!(serve_says_how_it_is_configured, |backend| async move {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 });
+
+/// A REST call as the admin, answering the body.
+async fn rest(
+    server: &Server,
+    key: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<&str>,
+) -> Value {
+    let mut request = reqwest::Client::new()
+        .request(method, format!("{}{path}", server.url))
+        .bearer_auth(key);
+    if let Some(body) = body {
+        request = request
+            .header("content-type", "application/yaml")
+            .body(body.to_owned());
+    }
+    let r = request.send().await.unwrap();
+    assert!(r.status().is_success(), "{path}: {}", r.status());
+    r.json().await.unwrap()
+}
+
+fn json_lines(out: &Output) -> Vec<Value> {
+    assert!(out.status.success(), "{}", stderr(out));
+    stdout(out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+// The admin tasks of the REST API from the CLI, answering the same JSON, beside a running
+// server on the same store.
+both_backends!(
+    admin_commands_answer_what_the_api_answers,
+    |backend| async move {
+        use reqwest::Method;
+        let db = TestDatabase::new(backend).await;
+        let dir = scratch();
+        let mut server = serve(&db, &dir);
+        let key = admin_key(&server);
+        let ws = ["--workspace", "default"];
+
+        // Keys: listed without secrets; a revoked key stops working.
+        let agent = cli(
+            &db,
+            &[
+                "keys",
+                "create",
+                "--workspace",
+                "default",
+                "--name",
+                "bot",
+                "--scope",
+                "agent",
+            ],
+        );
+        let agent = stdout(&agent).trim().to_owned();
+        let keys = json_lines(&cli(&db, &[&["keys", "list"][..], &ws].concat()));
+        let api = rest(&server, &key, Method::GET, "/api/v1/keys", None).await;
+        assert_eq!(json!(keys), api["keys"]);
+        assert!(!stdout(&cli(&db, &[&["keys", "list"][..], &ws].concat())).contains(&agent));
+        let bot = keys.iter().find(|k| k["name"] == "bot").unwrap();
+        let out = cli(
+            &db,
+            &[&["keys", "revoke"][..], &ws, &[bot["id"].as_str().unwrap()]].concat(),
+        );
+        let revoked: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+        assert!(revoked["revoked_at"].is_string(), "{revoked}");
+        let out = cli(&db, &[&["keys", "revoke"][..], &ws, &["key_nope"]].concat());
+        assert!(
+            stderr(&out).contains("no key `key_nope` in workspace `default`"),
+            "{}",
+            stderr(&out)
+        );
+        let start = Instant::now();
+        loop {
+            let status = reqwest::Client::new()
+                .post(format!("{}/api/v1/evaluate", server.url))
+                .bearer_auth(&agent)
+                .json(&json!({"agent_id": "a", "action": "x"}))
+                .send()
+                .await
+                .unwrap()
+                .status();
+            if status == 401 {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "the revoked key still works"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+
+        // Policies: list, show (the document as written), versions, rollback.
+        rest(
+            &server,
+            &key,
+            Method::PUT,
+            "/api/v1/policies/gate",
+            Some(GATE),
+        )
+        .await;
+        let v2 = GATE.replace("> 100", "> 500");
+        rest(
+            &server,
+            &key,
+            Method::PUT,
+            "/api/v1/policies/gate",
+            Some(&v2),
+        )
+        .await;
+        let listed = json_lines(&cli(&db, &[&["policy", "list"][..], &ws].concat()));
+        let api = rest(&server, &key, Method::GET, "/api/v1/policies", None).await;
+        assert_eq!(json!(listed), api["policies"]);
+        let out = cli(&db, &[&["policy", "show"][..], &ws, &["gate"]].concat());
+        assert_eq!(stdout(&out), v2);
+        let out = cli(
+            &db,
+            &[&["policy", "show"][..], &ws, &["gate", "--version", "1"]].concat(),
+        );
+        assert_eq!(stdout(&out), GATE);
+        let out = cli(
+            &db,
+            &[&["policy", "show"][..], &ws, &["gate", "--version", "9"]].concat(),
+        );
+        assert!(
+            stderr(&out).contains("policy `gate` has no version 9"),
+            "{}",
+            stderr(&out)
+        );
+        let out = cli(&db, &[&["policy", "show"][..], &ws, &["nope"]].concat());
+        assert!(
+            stderr(&out).contains("no policy `nope` in workspace `default`"),
+            "{}",
+            stderr(&out)
+        );
+        let versions = json_lines(&cli(
+            &db,
+            &[&["policy", "versions"][..], &ws, &["gate"]].concat(),
+        ));
+        let api = rest(
+            &server,
+            &key,
+            Method::GET,
+            "/api/v1/policies/gate/versions",
+            None,
+        )
+        .await;
+        assert_eq!(json!(versions), api["versions"]);
+        let out = cli(
+            &db,
+            &[&["policy", "rollback"][..], &ws, &["gate", "--to", "1"]].concat(),
+        );
+        let back: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+        assert_eq!(
+            (
+                back["version"].as_i64(),
+                back["document"].as_str(),
+                back["source"].as_str()
+            ),
+            (Some(3), Some(GATE), Some("cli"))
+        );
+        let api = rest(&server, &key, Method::GET, "/api/v1/policies/gate", None).await;
+        assert_eq!(api["version"], 3, "the server sees the CLI's rollback");
+
+        // Evaluations: list (filters included) and show, as the API answers them.
+        let mut ids = Vec::new();
+        for amount in [50, 700] {
+            let r = reqwest::Client::new()
+                .post(format!("{}/api/v1/evaluate", server.url))
+                .bearer_auth(&key)
+                .json(&json!({"agent_id": "pay-bot", "action": "refund", "amount_cents": amount}))
+                .send()
+                .await
+                .unwrap();
+            let body: Value = r.json().await.unwrap();
+            ids.push(body["evaluation_id"].as_str().unwrap().to_owned());
+        }
+        let listed = json_lines(&cli(&db, &[&["evaluations", "list"][..], &ws].concat()));
+        let api = rest(&server, &key, Method::GET, "/api/v1/evaluations", None).await;
+        assert_eq!(json!(listed), api["evaluations"]);
+        assert_eq!(listed.len(), 2);
+        let denied = json_lines(&cli(
+            &db,
+            &[&["evaluations", "list"][..], &ws, &["--status", "denied"]].concat(),
+        ));
+        assert_eq!(denied.len(), 1);
+        assert_eq!(denied[0]["evaluation_id"], ids[1].as_str());
+        let out = cli(
+            &db,
+            &[&["evaluations", "show"][..], &ws, &[ids[0].as_str()]].concat(),
+        );
+        let shown: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+        let api = rest(
+            &server,
+            &key,
+            Method::GET,
+            &format!("/api/v1/evaluations/{}", ids[0]),
+            None,
+        )
+        .await;
+        assert_eq!(shown, api);
+        let out = cli(
+            &db,
+            &[&["evaluations", "show"][..], &ws, &["ev_nope"]].concat(),
+        );
+        assert!(
+            stderr(&out).contains("no evaluation `ev_nope` in workspace `default`"),
+            "{}",
+            stderr(&out)
+        );
+
+        // Members: removed by e-mail; the last owner stays.
+        let out = cli(
+            &db,
+            &[
+                &["members", "add"][..],
+                &ws,
+                &["--email", "ann@example.com"],
+            ]
+            .concat(),
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        let out = cli(
+            &db,
+            &[&["members", "remove"][..], &ws, &["ANN@example.com"]].concat(),
+        );
+        let removed: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+        assert_eq!(removed["email"], "ann@example.com");
+        let api = rest(&server, &key, Method::GET, "/api/v1/members", None).await;
+        assert!(!api.to_string().contains("ann@example.com"), "{api}");
+        let out = cli(
+            &db,
+            &[&["members", "remove"][..], &ws, &["boss@example.com"]].concat(),
+        );
+        assert_eq!(out.status.code(), Some(1));
+        assert!(stderr(&out).contains("owner"), "{}", stderr(&out));
+
+        // Each of those changes is in the trail, by the CLI.
+        let audit = rest(&server, &key, Method::GET, "/api/v1/audit?limit=500", None).await;
+        let by_cli: Vec<&str> = audit["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["actor"] == "cli")
+            .map(|e| e["type"].as_str().unwrap())
+            .collect();
+        for kind in [
+            "key.created",
+            "key.revoked",
+            "policy.rolled_back",
+            "member.created",
+            "member.removed",
+        ] {
+            assert!(by_cli.contains(&kind), "{kind} in {by_cli:?}");
+        }
+        assert!(terminate(&mut server).success());
+        std::fs::remove_dir_all(&dir).unwrap();
+        db.drop_database().await;
+    }
+);

@@ -82,6 +82,9 @@ pub enum StoreError {
     /// Written, but making it durable failed: it was not acknowledged.
     #[error("syncing the database: {0}")]
     Sync(String),
+    /// Opened with [`StoreConfig::create`] off, and there is no store there yet.
+    #[error("{0}")]
+    Missing(String),
 }
 
 impl StoreError {
@@ -174,6 +177,10 @@ pub struct StoreConfig {
     pub url: String,
     pub max_connections: u32,
     pub writer: WriterConfig,
+    /// Create (a SQLite file) and migrate an empty database; when false, [`Store::open`]
+    /// answers [`StoreError::Missing`] rather than making a store nobody asked for (the
+    /// admin CLI). An existing store is upgraded either way.
+    pub create: bool,
 }
 
 impl StoreConfig {
@@ -182,6 +189,7 @@ impl StoreConfig {
             url: url.into(),
             max_connections: 16,
             writer: WriterConfig::default(),
+            create: true,
         }
     }
 }
@@ -200,12 +208,22 @@ impl Store {
             ))
         })?;
         if backend == Backend::Sqlite {
-            create_private_file(&config.url)?;
+            if config.create {
+                create_private_file(&config.url)?;
+            } else if let Some(path) = sqlite_file(&config.url)?
+                && !path.exists()
+            {
+                return Err(StoreError::Missing(format!(
+                    "there is no store at {}",
+                    std::path::absolute(&path).unwrap_or(path).display()
+                )));
+            }
         }
         let url = match backend {
             Backend::Sqlite if !config.url.contains("mode=") => {
                 let sep = if config.url.contains('?') { '&' } else { '?' };
-                format!("{}{sep}mode=rwc", config.url)
+                let mode = if config.create { "rwc" } else { "rw" };
+                format!("{}{sep}mode={mode}", config.url)
             }
             _ => config.url.clone(),
         };
@@ -237,6 +255,13 @@ impl Store {
             })
             .connect_with(options)
             .await?;
+        if !config.create && !migrations::present(&pool, backend).await? {
+            pool.close().await;
+            return Err(StoreError::Missing(format!(
+                "{} holds no AgentNexus store",
+                redact(&config.url)
+            )));
+        }
         migrations::run(&pool, backend).await?;
         let sqlite_file = match backend {
             Backend::Sqlite => {
@@ -264,6 +289,11 @@ impl Store {
             writer,
             jobs_ready,
         })
+    }
+
+    /// The SQLite file the store is in, as SQLite opened it (none on PostgreSQL or in memory).
+    pub fn file(&self) -> Option<&Path> {
+        self.sqlite_file.as_deref()
     }
 
     /// Woken when this process queues a job, so its worker need not wait for the next poll.
@@ -297,12 +327,20 @@ impl Store {
 /// only: it holds the audit trail and every workspace's data. SQLite gives the WAL and shared
 /// memory files it creates beside it the same mode. An existing file is left as it is, with a
 /// warning when others may read it.
-fn create_private_file(url: &str) -> Result<()> {
+/// The file a SQLite URL names; none for a database in memory.
+fn sqlite_file(url: &str) -> Result<Option<std::path::PathBuf>> {
     let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)?;
     let path = options.get_filename();
-    if path.as_os_str().is_empty() || path == Path::new(":memory:") || url.contains("mode=memory") {
+    let memory =
+        path.as_os_str().is_empty() || path == Path::new(":memory:") || url.contains("mode=memory");
+    Ok((!memory).then(|| path.to_path_buf()))
+}
+
+fn create_private_file(url: &str) -> Result<()> {
+    let Some(path) = sqlite_file(url)? else {
         return Ok(());
-    }
+    };
+    let path = path.as_path();
     let mut open = std::fs::OpenOptions::new();
     open.write(true).create_new(true);
     #[cfg(unix)]

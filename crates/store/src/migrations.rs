@@ -132,6 +132,22 @@ impl MigrationSource<'static> for Source {
     }
 }
 
+/// Whether the database holds a store (any migration has run), so that opening it need not
+/// create one.
+pub(crate) async fn present(pool: &AnyPool, backend: Backend) -> Result<bool> {
+    let sql = match backend {
+        Backend::Sqlite => {
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'"
+        }
+        Backend::Postgres => {
+            "SELECT COUNT(*) FROM pg_catalog.pg_tables \
+             WHERE schemaname = current_schema() AND tablename = '_sqlx_migrations'"
+        }
+    };
+    let n: i64 = sqlx::query_scalar(sql).fetch_one(pool).await?;
+    Ok(n > 0)
+}
+
 pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {
     let own = match backend {
         Backend::Sqlite => SQLITE,
