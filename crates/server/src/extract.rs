@@ -51,12 +51,83 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         ));
     }
     parsed.map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => ApiError::invalid(
-            e.to_string(),
-            serde_json::json!([{"message": e.to_string(), "line": e.line(), "column": e.column()}]),
-        ),
+        serde_json::error::Category::Data => {
+            let (field, message) = data_error::<T>(bytes);
+            let mut problem =
+                serde_json::json!({"message": message, "line": e.line(), "column": e.column()});
+            let detail = match field {
+                Some(field) => {
+                    let detail = format!("{field}: {message}");
+                    problem["field"] = field.into();
+                    detail
+                }
+                None => message,
+            };
+            ApiError::invalid(detail, serde_json::json!([problem]))
+        }
         _ => ApiError::Malformed(format!("the body is not valid JSON: {e}")),
     })
+}
+
+/// Which field a body's value is wrong in, and what JSON it should be, said in JSON's terms
+/// (serde says `expected i64`). The body is read again with the path tracked: only bodies
+/// that failed pay for it, never the evaluations that parse.
+fn data_error<T: DeserializeOwned>(bytes: &[u8]) -> (Option<String>, String) {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let Err(e) = serde_path_to_error::deserialize::<_, T>(&mut de) else {
+        return (None, "the body does not fit the operation".into());
+    };
+    let path = e.path().to_string();
+    let field = (path != ".").then_some(path);
+    let mut message = e.inner().to_string();
+    // serde_json adds where it was; the field names it better.
+    if let Some(at) = message.rfind(" at line ") {
+        message.truncate(at);
+    }
+    (field, json_terms(&message))
+}
+
+/// serde's wording in JSON's types: `invalid type: floating point `12.5`, expected i64`
+/// becomes `expected a whole number (a JSON integer), got 12.5`.
+fn json_terms(message: &str) -> String {
+    let Some(rest) = message.strip_prefix("invalid type: ") else {
+        return match message.strip_prefix("missing field ") {
+            Some(name) => format!("{name} is required"),
+            None => message.to_owned(),
+        };
+    };
+    let Some((got, expected)) = rest.split_once(", expected ") else {
+        return message.to_owned();
+    };
+    let expected = match expected {
+        "i64" | "i32" | "i16" | "i8" | "u64" | "u32" | "u16" | "u8" | "usize" | "isize" => {
+            "a whole number (a JSON integer)"
+        }
+        "f64" | "f32" => "a number",
+        "a string" | "a borrowed string" => "a string",
+        "a boolean" => "true or false",
+        "a sequence" => "an array",
+        e if e.starts_with("struct ") || e == "a map" => "an object",
+        e => e,
+    };
+    let got = if let Some(n) = got
+        .strip_prefix("floating point `")
+        .or_else(|| got.strip_prefix("integer `"))
+    {
+        n.trim_end_matches('`').to_owned()
+    } else if let Some(b) = got.strip_prefix("boolean `") {
+        b.trim_end_matches('`').to_owned()
+    } else if let Some(s) = got.strip_prefix("string ") {
+        format!("the string {s}")
+    } else {
+        match got {
+            "map" => "an object".to_owned(),
+            "sequence" => "an array".to_owned(),
+            "null" | "unit value" => "null".to_owned(),
+            other => other.to_owned(),
+        }
+    };
+    format!("expected {expected}, got {got}")
 }
 
 /// An optional field that may be left out but not sent as `null`: for fields whose schema is

@@ -484,3 +484,78 @@ both_backends!(long_polls_end_when_the_server_stops, |backend| async move {
         "shutdown did not wait for the poll"
     );
 });
+
+// A wrong value names its field and the JSON it should be, not a Rust type; a policy that
+// came on one line (what `curl -d @file.yaml` sends) says how to send it; nothing is recorded.
+both_backends!(errors_say_what_json_was_expected, |backend| async move {
+    let app = TestApp::spawn(backend).await;
+    let before = app.audit_len().await;
+    for (body, detail, field) in [
+        (
+            json!({"agent_id": "a", "action": "refund", "amount_cents": 12.5}),
+            "amount_cents: expected a whole number, got 12.5",
+            Some("amount_cents"),
+        ),
+        (
+            json!({"agent_id": 7, "action": "refund"}),
+            "agent_id: expected a string, got 7",
+            Some("agent_id"),
+        ),
+        (
+            json!({"agent_id": "a"}),
+            "action: is required",
+            Some("action"),
+        ),
+    ] {
+        let r = app.evaluate(&app.admin_key, body.clone()).await;
+        assert_eq!(r.status, 422, "{body}: {}", r.body);
+        assert_eq!(r.body["detail"], detail, "{body}: {}", r.body);
+        assert_eq!(r.body["errors"][0]["field"].as_str(), field, "{}", r.body);
+        assert!(!r.body.to_string().contains("i64"), "{}", r.body);
+    }
+
+    let r = app
+        .post(
+            "/api/v1/members",
+            &app.admin_key,
+            &json!({"email": "ann@example.com", "roles": "admin"}),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert_eq!(
+        r.body["detail"], "roles: expected an array, got the string \"admin\"",
+        "{}",
+        r.body
+    );
+
+    let flattened = "name: gate rules:   - id: r     effect: allow";
+    for path in ["/api/v1/policies/gate", "/api/v1/policies/validate"] {
+        let method = if path.ends_with("validate") {
+            reqwest::Method::POST
+        } else {
+            reqwest::Method::PUT
+        };
+        let r = app
+            .request(
+                method,
+                path,
+                Some(&app.admin_key),
+                Some(flattened.into()),
+                Some("application/x-www-form-urlencoded"),
+            )
+            .await;
+        assert!(
+            r.body
+                .to_string()
+                .contains("send it with `--data-binary @FILE`"),
+            "{path}: {}",
+            r.body
+        );
+    }
+    // A document that kept its lines is refused for what is wrong with it, without the hint.
+    let r = app.put_policy("gate", "name: gate\nrules: 5\n").await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(!r.body.to_string().contains("--data-binary"), "{}", r.body);
+    assert_eq!(app.audit_len().await, before);
+    app.stop().await;
+});

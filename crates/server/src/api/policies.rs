@@ -165,7 +165,41 @@ pub async fn put(
     req: Request,
 ) -> ApiResult<axum::Json<PolicyView>> {
     let doc = document(req).await?;
-    Ok(axum::Json(app.put_policy(&admin, &name, doc).await?.into()))
+    let one_line = on_one_line(&doc);
+    match app.put_policy(&admin, &name, doc).await {
+        Ok(v) => Ok(axum::Json(v.into())),
+        Err(agentnexus_app::Error::Invalid {
+            detail,
+            mut problems,
+        }) if one_line => {
+            problems.push(one_line_problem());
+            Err(agentnexus_app::Error::Invalid {
+                detail: format!("{detail} ({ONE_LINE})"),
+                problems,
+            }
+            .into())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Said when a YAML document that came on one line is refused.
+const ONE_LINE: &str = "the document arrived on one line: `curl -d @FILE` removes a file's \
+                        newlines; send it with `--data-binary @FILE`";
+
+fn one_line_problem() -> agentnexus_engine::Problem {
+    agentnexus_engine::Problem {
+        rule: None,
+        field: None,
+        position: None,
+        message: ONE_LINE.into(),
+    }
+}
+
+/// A YAML document on one line: what `curl -d @policy.yaml` sends.
+fn on_one_line(doc: &PolicyText) -> bool {
+    let text = doc.text.trim();
+    doc.format == Format::Yaml && !text.contains('\n') && !text.starts_with('{')
 }
 
 /// Disable a policy (a new version; history stays).
@@ -267,7 +301,10 @@ pub async fn validate(
     req: Request,
 ) -> ApiResult<axum::Json<Validation>> {
     let doc = document(req).await?;
-    let v = app.validate_policy(&admin.reader(), &doc);
+    let mut v = app.validate_policy(&admin.reader(), &doc);
+    if v.valid.is_none() && on_one_line(&doc) {
+        v.problems.push(one_line_problem());
+    }
     Ok(axum::Json(Validation {
         valid: v.valid.is_some(),
         rules: v.valid.as_ref().map(|(_, rules)| *rules),
