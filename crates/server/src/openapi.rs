@@ -44,6 +44,9 @@ use crate::{error, ops};
         webhooks::secret,
         webhooks::rotate,
         webhooks::deliveries,
+        webhooks::delivery,
+        webhooks::retry,
+        webhooks::test,
         settings::channels,
         settings::put_slack,
         settings::delete_slack,
@@ -189,6 +192,7 @@ impl Modify for Fixups {
             ("EvaluateRequest", "webhook_url"),
             ("SlackSettings", "webhook_url"),
             ("TeamsSettings", "webhook_url"),
+            ("TestWebhook", "url"),
         ] {
             if let Some(RefOr::T(Schema::Object(o))) = components.schemas.get_mut(schema)
                 && let Some(RefOr::T(Schema::Object(url))) = o.properties.get_mut(field)

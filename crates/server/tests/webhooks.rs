@@ -437,3 +437,175 @@ both_backends!(
         db.drop_database().await;
     }
 );
+
+/// The admin key of a second workspace.
+async fn rival(app: &TestApp) -> String {
+    agentnexus_app::accounts::create_workspace(
+        &app.store,
+        "rival",
+        "owner@rival.example",
+        None,
+        agentnexus_store::Actor::Cli,
+    )
+    .await
+    .unwrap()
+    .admin_key
+}
+
+/// Polls one delivery until `done` holds of it or 15 s pass.
+async fn delivery_until(app: &TestApp, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let start = Instant::now();
+    loop {
+        let r = app
+            .get(&format!("/api/v1/deliveries/{id}"), &app.admin_key)
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        if done(&r.body) || start.elapsed() > WAIT {
+            return r.body;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+// An integrator checks a receiver before wiring it to evaluations: the test event is signed
+// like any other, its delivery can be followed, and it is audited.
+both_backends!(
+    a_test_event_reaches_a_receiver_signed,
+    |backend| async move {
+        let app = TestApp::spawn(backend).await;
+        let receiver = Receiver::start().await;
+        let r = app
+            .post(
+                "/api/v1/webhooks/test",
+                &app.admin_key,
+                &json!({"url": receiver.url}),
+            )
+            .await;
+        assert_eq!(r.status, 202, "{}", r.body);
+        assert_eq!(
+            (r.body["kind"].as_str(), r.body["event"].as_str()),
+            (Some("webhook"), Some("test"))
+        );
+        let id = r.body["id"].as_str().unwrap().to_owned();
+        let got = receiver.wait_for(1, WAIT).await;
+        assert_eq!(got[0].body["event"], "test", "{}", got[0].body);
+        assert_eq!(got[0].id, id, "the delivery id is the webhook-id");
+        assert!(
+            verify(&secret(&app).await, &got[0]),
+            "signed with the workspace's secret"
+        );
+        let done = delivery_until(&app, &id, |d| d["status"] == "done").await;
+        assert_eq!(done["attempts"][0]["status_code"], 204, "{done}");
+        let audit = app.get("/api/v1/audit?limit=500", &app.admin_key).await;
+        let queued: Vec<&Value> = audit.body["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"] == "channel.test_queued")
+            .collect();
+        assert_eq!(queued.len(), 1, "{}", audit.body);
+        assert_eq!(queued[0]["data"]["url"], receiver.url.as_str());
+        assert_eq!(queued[0]["data"]["job_id"], id.as_str());
+
+        // Not a URL: refused, nothing queued. Another workspace cannot read the delivery.
+        let before = app.audit_len().await;
+        for url in [json!("ftp://example.com/x"), json!("not a url"), json!(5)] {
+            let r = app
+                .post(
+                    "/api/v1/webhooks/test",
+                    &app.admin_key,
+                    &json!({"url": url}),
+                )
+                .await;
+            assert_eq!(r.status, 422, "{url}: {}", r.body);
+        }
+        assert_eq!(app.audit_len().await, before);
+        let other = rival(&app).await;
+        let r = app.get(&format!("/api/v1/deliveries/{id}"), &other).await;
+        assert_eq!(r.status, 404, "{}", r.body);
+        app.stop().await;
+    }
+);
+
+// A delivery given up while its receiver was down is tried again by hand once it is back:
+// same webhook-id, a fresh schedule, attempts numbered on, audited; only a dead one can be.
+both_backends!(a_dead_delivery_can_be_retried, |backend| async move {
+    let app = TestApp::spawn_with(backend, |c| c.retry_horizon_secs = 1).await;
+    let receiver = Receiver::start().await;
+    receiver.answer_by_default(Reply::status(503));
+    let r = app
+        .evaluate(
+            &app.admin_key,
+            json!({"agent_id": "a", "action": "x", "webhook_url": receiver.url}),
+        )
+        .await;
+    let ev = r.body["evaluation_id"].as_str().unwrap().to_owned();
+    let body = app.deliveries_until(&ev, settled).await;
+    let dead = &body["deliveries"][0];
+    assert_eq!(dead["status"], "dead", "{body}");
+    let id = dead["id"].as_str().unwrap().to_owned();
+    let tried = dead["attempts"].as_array().unwrap().len();
+
+    let other = rival(&app).await;
+    let r = app
+        .post(
+            &format!("/api/v1/deliveries/{id}/retry"),
+            &other,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(r.status, 404, "another workspace's delivery: {}", r.body);
+
+    receiver.answer_by_default(Reply::status(200));
+    let r = app
+        .post(
+            &format!("/api/v1/deliveries/{id}/retry"),
+            &app.admin_key,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.body["status"] == "queued" || r.body["status"] == "running" || r.body["status"] == "done",
+        "{}",
+        r.body
+    );
+    let done = delivery_until(&app, &id, |d| d["status"] == "done").await;
+    let attempts = done["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), tried + 1, "{done}");
+    assert_eq!(attempts[tried]["attempt"], tried as i64 + 1);
+    assert_eq!(attempts[tried]["status_code"], 200);
+    let got = receiver.received();
+    assert!(got.iter().all(|g| g.id == id), "one webhook-id throughout");
+
+    // Done now: not retried again.
+    let r = app
+        .post(
+            &format!("/api/v1/deliveries/{id}/retry"),
+            &app.admin_key,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(
+        r.body["detail"].as_str().unwrap().contains("is done"),
+        "{}",
+        r.body
+    );
+    let r = app
+        .post(
+            "/api/v1/deliveries/msg_nope/retry",
+            &app.admin_key,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(r.status, 404, "{}", r.body);
+
+    let retried = app
+        .timeline_events(&app.admin_key, &ev, "delivery.retried")
+        .await;
+    assert_eq!(retried.len(), 1, "{retried:?}");
+    assert_eq!(retried[0]["data"]["job_id"], id.as_str());
+    assert_eq!(retried[0]["data"]["attempts_before"], tried as i64);
+    app.stop().await;
+});

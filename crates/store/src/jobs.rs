@@ -26,6 +26,11 @@ pub struct Job {
     /// Attempts so far, this one included.
     pub attempts: i64,
     pub created_at: DateTime<Utc>,
+    /// Where the retry schedule counts from: when the job was queued, or when it was last
+    /// retried by hand after it was given up.
+    pub scheduled_from: DateTime<Utc>,
+    /// Attempts made before that retry (none when it never was).
+    pub attempts_before_retry: i64,
 }
 
 /// What one attempt did.
@@ -187,7 +192,8 @@ pub(crate) fn first_webhook(ev: &NewEvaluation) -> Option<Message> {
     })
 }
 
-const JOB_COLUMNS: &str = "id, workspace_id, kind, evaluation_id, payload, attempts, created_at";
+const JOB_COLUMNS: &str = "id, workspace_id, kind, evaluation_id, payload, attempts, created_at, \
+     COALESCE(retried_at, created_at) AS scheduled_from, attempts_before_retry";
 
 fn job_kind(row: &AnyRow) -> Result<JobKind> {
     let kind: String = row.try_get("kind")?;
@@ -205,6 +211,8 @@ fn job_from_row(row: &AnyRow) -> Result<Job> {
         message: Message::from_stored(kind, &payload)?,
         attempts: row.try_get("attempts")?,
         created_at: from_micros(row.try_get("created_at")?),
+        scheduled_from: from_micros(row.try_get("scheduled_from")?),
+        attempts_before_retry: row.try_get("attempts_before_retry")?,
     })
 }
 
@@ -344,8 +352,80 @@ impl Store {
         .bind(tenant.workspace_id())
         .fetch_all(&self.pool)
         .await?;
+        self.delivery_views(&rows).await
+    }
+
+    /// One job of the workspace with its attempts.
+    pub async fn delivery(&self, tenant: &Tenant, id: &str) -> Result<Option<Delivery>> {
+        let rows = sqlx::query(
+            "SELECT id, kind, payload, status, next_attempt_at, created_at FROM jobs \
+             WHERE id = $1 AND workspace_id = $2",
+        )
+        .bind(id)
+        .bind(tenant.workspace_id())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(self.delivery_views(&rows).await?.pop())
+    }
+
+    /// Queues a delivery that was given up (dead) again, due now, with a fresh retry schedule;
+    /// answers whether there was such a delivery. Another status is a conflict: a delivery
+    /// still queued or running is already being tried, one done was delivered.
+    pub async fn retry_delivery(
+        &self,
+        tenant: &Tenant,
+        id: &str,
+        actor: Actor,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let ws = tenant.workspace_id();
+        self.audited(tenant, async |tx, chain| {
+            let row = sqlx::query(
+                "SELECT kind, evaluation_id, status, attempts FROM jobs \
+                 WHERE id = $1 AND workspace_id = $2",
+            )
+            .bind(id)
+            .bind(ws)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+            let status: String = row.try_get("status")?;
+            if status != "dead" {
+                return Err(StoreError::Conflict(format!(
+                    "the delivery is {status}: only one that was given up (dead) can be retried"
+                )));
+            }
+            let attempts: i64 = row.try_get("attempts")?;
+            sqlx::query(
+                "UPDATE jobs SET status = 'queued', next_attempt_at = $3, retried_at = $3, \
+                 attempts_before_retry = attempts, updated_at = $3 \
+                 WHERE id = $1 AND workspace_id = $2 AND status = 'dead'",
+            )
+            .bind(id)
+            .bind(ws)
+            .bind(micros(now))
+            .execute(&mut *tx)
+            .await?;
+            chain.append(&NewAuditEvent {
+                kind: EventKind::DeliveryRetried,
+                actor: actor.clone(),
+                evaluation_id: row.try_get("evaluation_id")?,
+                data: json!({
+                    "job_id": id,
+                    "kind": row.try_get::<String, _>("kind")?,
+                    "attempts_before": attempts,
+                }),
+                occurred_at: now,
+            });
+            Ok(())
+        })
+        .await
+        .inspect(|()| self.jobs_ready.notify_one())
+    }
+
+    async fn delivery_views(&self, rows: &[AnyRow]) -> Result<Vec<Delivery>> {
         let mut out = Vec::with_capacity(rows.len());
-        for row in &rows {
+        for row in rows {
             let id: String = row.try_get("id")?;
             let payload: String = row.try_get("payload")?;
             let status: String = row.try_get("status")?;

@@ -59,6 +59,11 @@ const SHARED: &[Embedded] = &[
         "dashboard",
         include_str!("../migrations/0012_dashboard.sql"),
     ),
+    (
+        14,
+        "delivery retry",
+        include_str!("../migrations/0014_delivery_retry.sql"),
+    ),
 ];
 
 const SQLITE: &[Embedded] = &[

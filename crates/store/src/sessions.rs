@@ -525,19 +525,22 @@ impl Store {
         message: &Message,
         actor: Actor,
         now: DateTime<Utc>,
-    ) -> Result<()> {
+    ) -> Result<String> {
         let ws = tenant.workspace_id();
         self.audited(tenant, async |tx, chain| {
-            crate::jobs::enqueue(tx, ws, None, message, now).await?;
-            chain.append(&event(
-                EventKind::ChannelTestQueued,
-                &actor,
-                json!({"channel": message.kind().as_str(), "to": message.recipient()}),
-                now,
-            ));
-            Ok(())
+            let id = crate::jobs::enqueue(tx, ws, None, message, now).await?;
+            let mut data = json!({
+                "job_id": id,
+                "channel": message.kind().as_str(),
+                "to": message.recipient(),
+            });
+            if let Message::Webhook { url, .. } = message {
+                data["url"] = json!(url);
+            }
+            chain.append(&event(EventKind::ChannelTestQueued, &actor, data, now));
+            Ok(id)
         })
         .await
-        .inspect(|()| self.jobs_ready.notify_one())
+        .inspect(|_| self.jobs_ready.notify_one())
     }
 }

@@ -165,10 +165,12 @@ pub(crate) async fn perform(app: &App, job: Job) -> Finished {
     } else if !outcome.retryable {
         Next::Dead
     } else {
-        app.config
-            .delivery()
-            .retry
-            .next(job.attempts, outcome.retry_after, job.created_at, now)
+        app.config.delivery().retry.next(
+            job.attempts - job.attempts_before_retry,
+            outcome.retry_after,
+            job.scheduled_from,
+            now,
+        )
     };
     metrics::histogram!("agentnexus_webhook_latency_seconds")
         .record(outcome.attempt.latency_ms as f64 / 1000.0);

@@ -28,6 +28,9 @@ pub fn router() -> Router<Arc<App>> {
             "/api/v1/evaluations/{id}/deliveries",
             get(webhooks::deliveries),
         )
+        .route("/api/v1/deliveries/{id}", get(webhooks::delivery))
+        .route("/api/v1/deliveries/{id}/retry", post(webhooks::retry))
+        .route("/api/v1/webhooks/test", post(webhooks::test))
         .route("/api/v1/webhooks/secret", get(webhooks::secret))
         .route("/api/v1/webhooks/secret/rotate", post(webhooks::rotate))
         .route("/api/v1/keys", get(keys::list).post(keys::create))

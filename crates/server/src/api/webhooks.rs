@@ -6,13 +6,13 @@ use agentnexus_app::App;
 use agentnexus_app::types::EvaluationId;
 use agentnexus_store::{Delivery, Message};
 use axum::extract::State;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::auth::{Admin, Caller};
 use crate::error::{ApiResult, Problem};
-use crate::extract::Path;
+use crate::extract::{Json, Path};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SigningSecret {
@@ -148,4 +148,67 @@ pub async fn deliveries(
     Ok(axum::Json(DeliveryList {
         deliveries: deliveries.into_iter().map(Into::into).collect(),
     }))
+}
+
+/// One delivery (an evaluation's, or a test's), with every attempt.
+#[utoipa::path(get, path = "/api/v1/deliveries/{id}", tag = "webhooks",
+    params(("id" = String, Path, description = "The delivery's id (`msg_…`, also its `webhook-id`)")),
+    responses((status = 200, body = DeliveryView),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such delivery in this workspace", body = Problem, content_type = "application/problem+json")),
+    security(("api_key" = [])))]
+pub async fn delivery(
+    State(app): State<Arc<App>>,
+    Admin(admin): Admin,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<DeliveryView>> {
+    Ok(axum::Json(app.delivery(&admin.reader(), &id).await?.into()))
+}
+
+/// Try a delivery that was given up (`dead`) again now, with a fresh retry schedule and the
+/// same `webhook-id`. Audited as `delivery.retried`.
+#[utoipa::path(post, path = "/api/v1/deliveries/{id}/retry", tag = "webhooks",
+    params(("id" = String, Path, description = "The delivery's id (`msg_…`)")),
+    responses((status = 200, description = "The delivery, queued again", body = DeliveryView),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such delivery in this workspace", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The delivery was not given up: it is queued, running or done", body = Problem, content_type = "application/problem+json")),
+    security(("api_key" = [])))]
+pub async fn retry(
+    State(app): State<Arc<App>>,
+    Admin(admin): Admin,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<DeliveryView>> {
+    Ok(axum::Json(app.retry_delivery(&admin, &id).await?.into()))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TestWebhook {
+    /// Where to send the test event: an http(s) URL with a host name or an IP address, at
+    /// most 2048 characters (the pattern is exact, as for an evaluation's `webhook_url`).
+    #[schema(max_length = 2048)]
+    pub url: String,
+}
+
+/// Send a signed `test` event (`{"event": "test", "message", "occurred_at"}`) to a URL, as a
+/// delivery like any other: follow it with `GET /api/v1/deliveries/{id}`. Audited as
+/// `channel.test_queued`.
+#[utoipa::path(post, path = "/api/v1/webhooks/test", tag = "webhooks",
+    request_body = TestWebhook,
+    responses((status = 202, description = "The test delivery, queued", body = DeliveryView),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not an http(s) URL", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The workspace's delivery queue is full", body = Problem, content_type = "application/problem+json")),
+    security(("api_key" = [])))]
+pub async fn test(
+    State(app): State<Arc<App>>,
+    Admin(admin): Admin,
+    Json(req): Json<TestWebhook>,
+) -> ApiResult<(axum::http::StatusCode, axum::Json<DeliveryView>)> {
+    let delivery = app.test_webhook(&admin, req.url).await?;
+    Ok((
+        axum::http::StatusCode::ACCEPTED,
+        axum::Json(delivery.into()),
+    ))
 }

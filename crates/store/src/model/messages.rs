@@ -246,6 +246,13 @@ pub enum WebhookEvent {
         #[serde(with = "timestamp")]
         occurred_at: DateTime<Utc>,
     },
+    /// Sent on request (`POST /api/v1/webhooks/test`) to check a receiver and its signature
+    /// check; about no evaluation.
+    Test {
+        message: String,
+        #[serde(with = "timestamp")]
+        occurred_at: DateTime<Utc>,
+    },
 }
 
 impl WebhookEvent {
@@ -253,6 +260,7 @@ impl WebhookEvent {
         match self {
             WebhookEvent::ApprovalRequired { .. } => "approval_required",
             WebhookEvent::TerminalOutcome { .. } => "terminal_outcome",
+            WebhookEvent::Test { .. } => "test",
         }
     }
 

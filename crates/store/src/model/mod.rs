@@ -436,6 +436,7 @@ pub enum EventKind {
     MemberInvited,
     InvitationAccepted,
     ChannelTestQueued,
+    DeliveryRetried,
 }
 
 impl EventKind {
@@ -479,6 +480,7 @@ impl EventKind {
             EventKind::MemberInvited => "member.invited",
             EventKind::InvitationAccepted => "invitation.accepted",
             EventKind::ChannelTestQueued => "channel.test_queued",
+            EventKind::DeliveryRetried => "delivery.retried",
         }
     }
 }
