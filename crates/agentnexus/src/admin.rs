@@ -30,19 +30,22 @@ pub(crate) enum Task {
     Audit(AuditCommand),
 }
 
-/// Opens the store at `database` (creating it only to migrate), runs the task, and names the
-/// store in any error, since the default is a file in the current directory.
+/// Opens the store at `database`, runs the task, and names the store in any error, since the
+/// default is a file in the current directory. Only `migrate` and `workspace create` (which
+/// says what it makes, as `serve` does) create a store that is not there; every other command
+/// refuses rather than leave an empty store behind.
 pub(crate) async fn run(database: &str, task: Task) -> Result<ExitCode, AnyError> {
     let migrating = matches!(task, Task::Migrate);
     let mut config = StoreConfig::new(database);
     config.max_connections = 2;
-    config.create = migrating;
+    config.create = matches!(task, Task::Migrate | Task::Workspace(_));
     let store = match Store::open(config).await {
         Ok(store) => store,
         Err(StoreError::Missing(what)) => {
             return Err(format!(
-                "{what}\n  `agentnexus serve` (or `agentnexus migrate`) creates one; to use \
-                 another store, pass --database URL or set AGENTNEXUS_DATABASE_URL"
+                "{what}\n  `agentnexus serve` (or `agentnexus migrate`, or `agentnexus workspace \
+                 create`) creates one; to use another store, pass --database URL or set \
+                 AGENTNEXUS_DATABASE_URL"
             )
             .into());
         }

@@ -17,8 +17,8 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
     name = "agentnexus",
     version,
     about = "AgentNexus: a governance runtime for AI agents",
-    after_help = "Commands other than serve and migrate open an existing store and never create \
-                  one. Policy lint and test, and openapi, need no store."
+    after_help = "Commands other than serve, migrate and workspace create open an existing store \
+                  and never create one. Policy lint and test, and openapi, need no store."
 )]
 struct Cli {
     /// The store, for any command that uses one (it may also follow the command's name).
@@ -378,7 +378,7 @@ async fn open(database: &str, max_connections: u32) -> Result<Store, AnyError> {
 }
 
 async fn serve(database: &str, config: Config) -> Result<ExitCode, AnyError> {
-    init_logging();
+    let _log = init_logging();
     let store = open(database, config.database_max_connections).await?;
     // A bad server key refuses to start before the store is bootstrapped and credentials
     // are printed.
@@ -445,19 +445,28 @@ async fn shutdown_signal() {
 }
 
 /// JSON logs by default (one object per line on stderr); `AGENTNEXUS_LOG_FORMAT=text` for
-/// people. `AGENTNEXUS_LOG` filters (default `info`).
-fn init_logging() {
+/// people. `AGENTNEXUS_LOG` filters (default `info`, which includes the access log).
+///
+/// Lines are written by a thread of their own, which writes what has piled up at once: under
+/// load the access log costs a request a formatted line in memory, not a system call. None is
+/// dropped (a full buffer makes loggers wait); the guard flushes what is left at exit.
+fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
     use tracing_subscriber::EnvFilter;
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("agentnexus-log")
+        .finish(std::io::stderr());
     let filter =
         EnvFilter::try_from_env("AGENTNEXUS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     if std::env::var("AGENTNEXUS_LOG_FORMAT").as_deref() == Ok("text") {
         builder.init();
     } else {
         builder.json().flatten_event(true).init();
     }
+    guard
 }
 
 #[cfg(test)]

@@ -44,17 +44,11 @@ const GATE: &str = "name: gate\nrules:\n  - id: big\n    when: amount_cents > 10
 both_backends!(workspace_keys_policies_and_audit, |backend| async move {
     let db = TestDatabase::new(backend).await;
     let dir = scratch();
-    // Only serve and migrate make a store; any other command names the store it looked for
-    // and how to point elsewhere, and leaves nothing behind.
+    // Only serve, migrate and workspace create make a store; any other command names the
+    // store it looked for and how to point elsewhere, and leaves nothing behind.
     for args in [
         &["audit", "verify"][..],
-        &[
-            "workspace",
-            "create",
-            "acme",
-            "--owner-email",
-            "o@acme.example",
-        ],
+        &["keys", "list", "--workspace", "default"],
         &["members", "list", "--workspace", "default"],
     ] {
         let out = cli(&db, args);
@@ -73,7 +67,7 @@ both_backends!(workspace_keys_policies_and_audit, |backend| async move {
                 assert!(said.contains("holds no AgentNexus store"), "{said}");
             }
         }
-        assert!(said.contains("`agentnexus serve` (or `agentnexus migrate`) creates one"));
+        assert!(said.contains("`agentnexus serve` (or `agentnexus migrate`, or `agentnexus"));
         assert!(said.contains("--database URL or set AGENTNEXUS_DATABASE_URL"));
     }
     let out = cli(&db, &["migrate"]);
@@ -639,7 +633,6 @@ both_backends!(queued_webhooks_survive_sigkill, |backend| async move {
 both_backends!(members_and_stages_from_the_cli, |backend| async move {
     let db = TestDatabase::new(backend).await;
     let dir = scratch();
-    assert!(cli(&db, &["migrate"]).status.success());
     cli(
         &db,
         &[
@@ -798,8 +791,41 @@ both_backends!(serve_says_how_it_is_configured, |backend| async move {
         .find(|l| l.contains("AgentNexus is serving"))
         .expect("the start-up line");
     let warning = lines.next().unwrap_or_default();
+    // The access log: method, route (the pattern, never a token), status, latency.
+    let url = format!("http://127.0.0.1:{port}");
+    let health = reqwest::get(format!("{url}/healthz")).await.unwrap();
+    assert_eq!(health.status(), 200);
+    let page = reqwest::get(format!("{url}/approvals/apr_secrettokenvalue"))
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 404);
+    tokio::time::sleep(Duration::from_millis(500)).await;
     child.kill().unwrap();
     child.wait().unwrap();
+    let rest: Vec<String> = lines.collect();
+    let access: Vec<Value> = rest
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["target"] == "agentnexus::access")
+        .collect();
+    let healthz = access
+        .iter()
+        .find(|l| l["route"] == "/healthz")
+        .unwrap_or_else(|| panic!("no access line for /healthz in {rest:?}"));
+    assert_eq!(
+        (healthz["method"].as_str(), healthz["status"].as_u64()),
+        (Some("GET"), Some(200))
+    );
+    assert!(healthz["latency_us"].is_u64(), "{healthz}");
+    let approval = access
+        .iter()
+        .find(|l| l["route"] == "/approvals/{token}")
+        .unwrap_or_else(|| panic!("no access line for the approval page in {rest:?}"));
+    assert_eq!(approval["status"], 404);
+    assert!(
+        !rest.iter().any(|l| l.contains("secrettokenvalue")),
+        "a token was logged"
+    );
     let line: Value = serde_json::from_str(&serving).unwrap();
     assert_eq!(line["public_url"], "https://agents.example.com");
     assert_eq!(line["smtp"], false);

@@ -52,6 +52,8 @@ pub struct LinkView {
     pub evaluation: Evaluation,
     /// Whether deciding takes a one-time code.
     pub needs_code: bool,
+    /// The currency the workspace's amounts are in.
+    pub currency: crate::types::Currency,
 }
 
 fn code_hash(link_hash: &str, code: &str) -> String {
@@ -125,6 +127,7 @@ impl App {
             )
             .await?;
         Ok(LinkView {
+            currency: self.currency(&link.tenant).await?,
             needs_code: needs_code(&ev),
             approver: link.approver,
             stage: link.stage,

@@ -40,6 +40,8 @@ pub struct Overview {
     pub chain: Option<ChainCheck>,
     /// The chain's length and head now.
     pub head: (i64, String),
+    /// The currency `spend_today_cents` is in.
+    pub currency: crate::types::Currency,
 }
 
 /// Whether a stage's approvers (e-mail addresses and `role:` groups) include the person.
@@ -143,6 +145,7 @@ impl App {
             spend_today_cents: self.store.spend_today(&signed.tenant, now).await?,
             chain,
             head,
+            currency: self.currency(&signed.tenant).await?,
         })
     }
 }

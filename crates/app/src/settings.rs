@@ -13,7 +13,7 @@ use serde_json::json;
 
 use crate::crypto::Purpose;
 use crate::error::{Error, Result};
-use crate::types::{Channel, WebhookUrl};
+use crate::types::{Channel, Currency, WebhookUrl};
 use crate::{Admin, App, Reader};
 
 /// Slack as a workspace connected it. Either or both: a bot token sends direct messages, a
@@ -248,4 +248,33 @@ impl App {
             .await?;
         Ok(())
     }
+
+    /// The currency the workspace's amounts are in (default USD).
+    pub async fn currency(&self, tenant: &Tenant) -> Result<Currency> {
+        Ok(Currency::stored(self.store.currency(tenant).await?))
+    }
+
+    /// The workspace's own settings.
+    pub async fn workspace_settings(&self, reader: &Reader) -> Result<WorkspaceSettings> {
+        Ok(WorkspaceSettings {
+            currency: self.currency(reader.tenant()).await?,
+        })
+    }
+
+    /// Changes the workspace's currency (`currency`: an ISO 4217 code); audited
+    /// (`settings.workspace_updated`) when it changes. Amounts already recorded are not
+    /// converted: they are shown in the new currency.
+    pub async fn set_currency(&self, admin: &Admin, code: &str) -> Result<WorkspaceSettings> {
+        let currency = Currency::parse("currency", code)?;
+        self.store
+            .set_currency(admin.tenant(), currency.as_str(), admin.actor(), self.now())
+            .await?;
+        Ok(WorkspaceSettings { currency })
+    }
+}
+
+/// A workspace's own settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkspaceSettings {
+    pub currency: Currency,
 }

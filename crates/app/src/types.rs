@@ -225,9 +225,94 @@ impl WebhookUrl {
     }
 }
 
+/// The currency a workspace's amounts are in: an ISO 4217 code (`USD`, `EUR`, `JPY`, …).
+/// Amounts are kept in the currency's minor unit (`amount_cents`): cents for most, yen for
+/// JPY, fils for KWD.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Currency(String);
+
+impl Default for Currency {
+    fn default() -> Self {
+        Currency("USD".into())
+    }
+}
+
+/// ISO 4217 currencies whose minor unit is not a hundredth.
+const NO_MINOR_UNIT: &[&str] = &[
+    "BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "UYI", "VND",
+    "VUV", "XAF", "XOF", "XPF",
+];
+const THOUSANDTHS: &[&str] = &["BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"];
+
+impl Currency {
+    /// Three letters (any case); answered upper-case.
+    pub fn parse(field: &str, code: &str) -> Result<Currency> {
+        let code = code.trim();
+        if code.len() == 3 && code.chars().all(|c| c.is_ascii_alphabetic()) {
+            Ok(Currency(code.to_ascii_uppercase()))
+        } else {
+            Err(Error::field(
+                field,
+                "must be an ISO 4217 currency code of three letters, e.g. USD or EUR",
+            ))
+        }
+    }
+
+    /// A code as the store keeps it (checked when it was set).
+    pub fn stored(code: String) -> Currency {
+        Currency(code)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// An amount in minor units as every message and page shows it: `$750.00` in US dollars,
+    /// `€750.00`, `£750.00`, `¥75000`, else the code after the number: `750.00 CHF`.
+    pub fn format(&self, minor: i64) -> String {
+        let sign = if minor < 0 { "-" } else { "" };
+        let n = minor.unsigned_abs();
+        let digits = if NO_MINOR_UNIT.contains(&self.as_str()) {
+            0
+        } else if THOUSANDTHS.contains(&self.as_str()) {
+            3
+        } else {
+            2
+        };
+        let number = match digits {
+            0 => n.to_string(),
+            3 => format!("{}.{:03}", n / 1000, n % 1000),
+            _ => format!("{}.{:02}", n / 100, n % 100),
+        };
+        match self.as_str() {
+            "USD" => format!("{sign}${number}"),
+            "EUR" => format!("{sign}€{number}"),
+            "GBP" => format!("{sign}£{number}"),
+            "JPY" => format!("{sign}¥{number}"),
+            code => format!("{sign}{number} {code}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn amounts_show_in_the_workspace_currency() {
+        let c = |code: &str| Currency::parse("currency", code).unwrap();
+        assert_eq!(Currency::default().format(75_000), "$750.00");
+        assert_eq!(c("usd").format(5), "$0.05");
+        assert_eq!(c("USD").format(-1_50), "-$1.50");
+        assert_eq!(c("eur").format(75_000), "€750.00");
+        assert_eq!(c("GBP").format(1), "£0.01");
+        assert_eq!(c("JPY").format(75_000), "¥75000");
+        assert_eq!(c("KWD").format(1_500), "1.500 KWD");
+        assert_eq!(c("CHF").format(75_000), "750.00 CHF");
+        for bad in ["", "US", "USDX", "U$D", "€"] {
+            assert!(Currency::parse("currency", bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn emails_are_trimmed_lowercased_and_shaped() {

@@ -182,7 +182,10 @@ pub async fn show(State(app): State<Arc<App>>, Path(token): Path<String>) -> Res
             .unwrap_or_default(),
         reason = esc(&ev.reason),
         resource = esc(ev.resource.as_deref().unwrap_or("—")),
-        amount = esc(&agentnexus_app::render::money(ev.amount_cents)),
+        amount = esc(&agentnexus_app::render::money(
+            ev.amount_cents,
+            &view.currency
+        )),
         params = json_block(&ev.params),
         context = json_block(&ev.context),
         rules = json_block(&ev.matched_rules),

@@ -48,6 +48,8 @@ use crate::{error, ops};
         webhooks::retry,
         webhooks::test,
         settings::channels,
+        settings::workspace,
+        settings::put_workspace,
         settings::put_slack,
         settings::delete_slack,
         settings::put_teams,

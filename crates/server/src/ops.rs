@@ -41,14 +41,25 @@ pub fn prometheus() -> &'static PrometheusHandle {
     })
 }
 
-/// Counts every request and times it, labelled by route (not raw path) and status.
+/// Counts every request and times it, labelled by route (not raw path) and status, and writes
+/// the access log: one `agentnexus::access` event a request with its method, route, status
+/// and latency. The route is the pattern (`/approvals/{token}`), never the path, so no token
+/// or id reaches the log. Off with `AGENTNEXUS_LOG=info,agentnexus::access=off`.
 pub async fn track(request: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = request.method().clone();
     let route = request.extensions().get::<MatchedPath>().cloned();
     let response = next.run(request).await;
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
-    RequestMetrics::record(&method, route, response.status(), start.elapsed());
+    let took = start.elapsed();
+    RequestMetrics::record(&method, route, response.status(), took);
+    tracing::info!(
+        target: "agentnexus::access",
+        method = method.as_str(),
+        route,
+        status = response.status().as_u16(),
+        latency_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+    );
     response
 }
 

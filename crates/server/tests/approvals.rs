@@ -905,3 +905,104 @@ both_backends!(
         app.stop().await;
     }
 );
+
+/// The newest mail to `to` with a link, once there are `n`.
+async fn wait_mail(sink: &SmtpSink, to: &str, n: usize) -> agentnexus_testkit::Mail {
+    wait_link(sink, to, n).await;
+    sink.mails()
+        .into_iter()
+        .filter(|m| m.to.iter().any(|t| t == to) && m.link_token().is_some())
+        .nth(n - 1)
+        .unwrap()
+}
+
+// The approval e-mail as a person meets it: a text part whose link is whole on a line of its
+// own even in the raw message, an HTML part with a button to the same link, and the amount in
+// the workspace's currency (a setting, USD until changed; audited; bad codes refused).
+both_backends!(
+    approval_mail_has_a_whole_link_a_button_and_a_currency,
+    |backend| async move {
+        let sink = SmtpSink::start().await;
+        let app = setup(backend, &sink).await;
+        let r = app
+        .evaluate(
+            &app.admin_key,
+            json!({"agent_id": "billing-bot", "action": "stripe.refund", "amount_cents": 75_000}),
+        )
+        .await;
+        assert_eq!(r.body["status"], "pending", "{}", r.body);
+        let mail = wait_mail(&sink, "bob@example.com", 1).await;
+        let token = mail.link_token().unwrap();
+        let link = format!("{}/approvals/{token}", app.url);
+        assert!(
+            mail.data.split("\r\n").any(|line| line == link),
+            "the raw message has the link whole on its own line:\n{}",
+            mail.data
+        );
+        assert!(mail.text().lines().any(|l| l == link), "{}", mail.text());
+        assert!(mail.text().contains("Amount:   $750.00"), "{}", mail.text());
+        let html = mail.html().expect("an HTML part");
+        assert!(html.contains(&format!("<a href=\"{link}\"")), "{html}");
+        assert!(html.contains("Review and decide"), "{html}");
+        assert!(html.contains("$750.00"), "{html}");
+
+        let r = app.get("/api/v1/settings/workspace", &app.admin_key).await;
+        assert_eq!(r.body, json!({"currency": "USD"}));
+        let before = app.audit_len().await;
+        for bad in [json!("EURO"), json!("€"), json!(""), json!(978)] {
+            let r = app
+                .request(
+                    reqwest::Method::PUT,
+                    "/api/v1/settings/workspace",
+                    Some(&app.admin_key),
+                    Some(json!({"currency": bad}).to_string().into()),
+                    Some("application/json"),
+                )
+                .await;
+            assert_eq!(r.status, 422, "{bad}: {}", r.body);
+        }
+        assert_eq!(app.audit_len().await, before);
+        let r = app
+            .request(
+                reqwest::Method::PUT,
+                "/api/v1/settings/workspace",
+                Some(&app.admin_key),
+                Some(json!({"currency": "eur"}).to_string().into()),
+                Some("application/json"),
+            )
+            .await;
+        assert_eq!(r.body, json!({"currency": "EUR"}), "{}", r.body);
+        let audit = app.get("/api/v1/audit?limit=500", &app.admin_key).await;
+        let changed: Vec<&Value> = audit.body["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"] == "settings.workspace_updated")
+            .collect();
+        assert_eq!(changed.len(), 1, "{}", audit.body);
+        assert_eq!(
+            changed[0]["data"]["currency"],
+            json!({"from": "USD", "to": "EUR"})
+        );
+
+        let r = app
+        .evaluate(
+            &app.admin_key,
+            json!({"agent_id": "billing-bot", "action": "stripe.refund", "amount_cents": 75_000}),
+        )
+        .await;
+        assert_eq!(r.body["status"], "pending", "{}", r.body);
+        let mail = wait_mail(&sink, "bob@example.com", 2).await;
+        assert!(mail.text().contains("Amount:   €750.00"), "{}", mail.text());
+        // Not ASCII now: the text part is base64, and still reads whole.
+        let token = mail.link_token().unwrap();
+        let page = reqwest::get(format!("{}/approvals/{token}", app.url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(page.contains("€750.00"), "{page}");
+        app.stop().await;
+    }
+);

@@ -64,6 +64,11 @@ const SHARED: &[Embedded] = &[
         "delivery retry",
         include_str!("../migrations/0014_delivery_retry.sql"),
     ),
+    (
+        15,
+        "workspace currency",
+        include_str!("../migrations/0015_workspace_currency.sql"),
+    ),
 ];
 
 const SQLITE: &[Embedded] = &[

@@ -169,6 +169,51 @@ impl Store {
     }
 
     /// Every workspace, for maintenance tasks that visit them all.
+    /// The currency (ISO 4217 code) the workspace's amounts are in.
+    pub async fn currency(&self, tenant: &Tenant) -> Result<String> {
+        let code: Option<String> =
+            sqlx::query_scalar("SELECT currency FROM workspaces WHERE id = $1")
+                .bind(tenant.workspace_id())
+                .fetch_optional(&self.pool)
+                .await?;
+        code.ok_or(StoreError::NotFound)
+    }
+
+    /// Sets the workspace's currency; audited (`settings.workspace_updated`) when it changes.
+    pub async fn set_currency(
+        &self,
+        tenant: &Tenant,
+        code: &str,
+        actor: Actor,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let ws = tenant.workspace_id();
+        self.audited(tenant, async |tx, chain| {
+            let before: String =
+                sqlx::query_scalar("SELECT currency FROM workspaces WHERE id = $1")
+                    .bind(ws)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            if before == code {
+                return Ok(());
+            }
+            sqlx::query("UPDATE workspaces SET currency = $2 WHERE id = $1")
+                .bind(ws)
+                .bind(code)
+                .execute(&mut *tx)
+                .await?;
+            chain.append(&NewAuditEvent {
+                kind: EventKind::SettingsWorkspaceUpdated,
+                actor: actor.clone(),
+                evaluation_id: None,
+                data: serde_json::json!({"currency": {"from": before, "to": code}}),
+                occurred_at: now,
+            });
+            Ok(())
+        })
+        .await
+    }
+
     pub async fn workspaces(&self) -> Result<Vec<(Workspace, Tenant)>> {
         let rows = sqlx::query("SELECT id, name, created_at FROM workspaces ORDER BY name")
             .fetch_all(&self.pool)

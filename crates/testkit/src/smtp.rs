@@ -4,9 +4,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
-
 /// An SMTP server for tests: accepts every message and keeps it, so a test can read the
 /// link or code out of the delivered mail as a person would.
 pub struct SmtpSink {
@@ -35,38 +32,27 @@ impl Mail {
         })
     }
 
-    /// The body as text, its transfer encoding undone.
+    /// The plain-text body (the `text/plain` part of a multipart message), its transfer
+    /// encoding undone, as a mail client shows it.
     pub fn text(&self) -> String {
-        let body = self.data.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-        match self
-            .header("content-transfer-encoding")
-            .map(|e| e.to_ascii_lowercase())
-            .as_deref()
-        {
-            Some("quoted-printable") => {
-                let joined = body.replace("=\r\n", "");
-                let mut out = Vec::with_capacity(joined.len());
-                let mut rest = joined.as_bytes();
-                while let Some((&b, tail)) = rest.split_first() {
-                    let hex = tail.get(..2).and_then(|h| std::str::from_utf8(h).ok());
-                    if b == b'='
-                        && let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok())
-                    {
-                        out.push(v);
-                        rest = &tail[2..];
-                        continue;
-                    }
-                    out.push(b);
-                    rest = tail;
-                }
-                String::from_utf8_lossy(&out).into_owned()
-            }
-            Some("base64") => B64
-                .decode(body.replace("\r\n", ""))
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
-                .unwrap_or_default(),
-            _ => body.to_owned(),
-        }
+        self.parsed()
+            .and_then(|m| m.body_text(0).map(|t| t.into_owned()))
+            .unwrap_or_default()
+    }
+
+    /// The HTML body (the `text/html` part), if the message has one.
+    pub fn html(&self) -> Option<String> {
+        let parsed = self.parsed()?;
+        let part = parsed.html_part(0)?;
+        // An HTML part of its own, not one mail-parser made up from the text.
+        use mail_parser::MimeHeaders;
+        part.is_content_type("text", "html")
+            .then(|| parsed.body_html(0).map(|h| h.into_owned()))
+            .flatten()
+    }
+
+    fn parsed(&self) -> Option<mail_parser::Message<'_>> {
+        mail_parser::MessageParser::default().parse(self.data.as_bytes())
     }
 
     /// The secure link's token in the body (`…/approvals/<token>`).

@@ -6,7 +6,8 @@ pub mod email;
 pub mod slack;
 pub mod teams;
 
-/// An amount in cents as every message and page shows it: `$750.00`.
+use crate::types::Currency;
+
 /// What a test message says, on any medium: sent by whom, for which workspace, and what its
 /// arrival at `place` proves.
 pub(crate) fn test_text(workspace: &str, requested_by: &str, place: &str) -> String {
@@ -20,10 +21,8 @@ pub(crate) fn test_text(workspace: &str, requested_by: &str, place: &str) -> Str
     )
 }
 
-pub fn money(cents: i64) -> String {
-    let sign = if cents < 0 { "-" } else { "" };
-    let cents = cents.unsigned_abs();
-    format!("{sign}${}.{:02}", cents / 100, cents % 100)
+pub fn money(cents: i64, currency: &Currency) -> String {
+    currency.format(cents)
 }
 
 /// Keeps a text within `max` characters, marking a cut with `…`.
@@ -41,6 +40,7 @@ pub(crate) fn within(s: &str, max: usize) -> String {
 /// each value shown through `agent` or `code` (how the medium marks it up).
 pub(crate) fn proposal_line(
     about: &agentnexus_store::About,
+    currency: &Currency,
     agent: fn(&str) -> String,
     code: fn(&str) -> String,
 ) -> String {
@@ -53,7 +53,7 @@ pub(crate) fn proposal_line(
         line.push_str(&format!(" on {}", code(r)));
     }
     if about.amount_cents > 0 {
-        line.push_str(&format!(" for {}", money(about.amount_cents)));
+        line.push_str(&format!(" for {}", money(about.amount_cents, currency)));
     }
     line
 }
@@ -89,11 +89,10 @@ pub(crate) fn minute(t: chrono::DateTime<chrono::Utc>) -> String {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn money_is_dollars_and_cents() {
-        assert_eq!(super::money(75_000), "$750.00");
-        assert_eq!(super::money(5), "$0.05");
-        assert_eq!(super::money(0), "$0.00");
-        assert_eq!(super::money(-1_50), "-$1.50");
+    fn money_is_dollars_and_cents_by_default() {
+        let usd = crate::types::Currency::default();
+        assert_eq!(super::money(75_000, &usd), "$750.00");
+        assert_eq!(super::money(0, &usd), "$0.00");
     }
 
     #[test]

@@ -6,6 +6,7 @@ use agentnexus_store::About;
 use serde_json::{Value, json};
 
 use super::{facts, proposal_line, within};
+use crate::types::Currency;
 
 /// Slack's `mrkdwn` treats `&`, `<` and `>` as markup (`<https://…|text>` is a link); with them
 /// escaped, everything else is shown as sent.
@@ -26,12 +27,13 @@ pub fn test(workspace: &str, requested_by: &str) -> Value {
 
 /// The message about a stage. `link` is the approver's own link in a direct message
 /// (`personal`), the sign-in page in a channel.
-pub fn message(about: &About, link: &str, personal: bool) -> Value {
+pub fn message(about: &About, currency: &Currency, link: &str, personal: bool) -> Value {
     let title = format!("Approval needed: {}", about.action);
     // A backtick in the proposal's text would end the code span early; an asterisk would
     // end the bold one.
     let mut summary = proposal_line(
         about,
+        currency,
         |s| format!("*{}*", mrkdwn(&s.replace('*', "\u{2217}"))),
         |s| format!("`{}`", mrkdwn(&s.replace('`', "\u{02CB}"))),
     );
@@ -90,11 +92,21 @@ pub(crate) mod tests {
     fn messages_keep_to_the_published_format_whatever_their_length() {
         for long in [1, 2000] {
             for personal in [true, false] {
-                let m = message(&about(long), "https://an.example/approvals/apr_x", personal);
+                let m = message(
+                    &about(long),
+                    &Currency::default(),
+                    "https://an.example/approvals/apr_x",
+                    personal,
+                );
                 check_slack_message(&m).unwrap();
             }
         }
-        let m = message(&about(1), "https://an.example/a", true);
+        let m = message(
+            &about(1),
+            &Currency::default(),
+            "https://an.example/a",
+            true,
+        );
         let summary = m["blocks"][1]["text"]["text"].as_str().unwrap();
         assert!(summary.contains("`customer/&lt;cus_1&gt;`"), "{summary}");
         assert!(
@@ -108,7 +120,7 @@ pub(crate) mod tests {
         let mut about = about(1);
         about.action = "[Approve here](https://evil.example/approve)".into();
         about.resource = Some("<https://evil.example|Approve> `code` *bold*".into());
-        let m = message(&about, "https://an.example/a", false);
+        let m = message(&about, &Currency::default(), "https://an.example/a", false);
         check_slack_message(&m).unwrap();
         let summary = m["blocks"][1]["text"]["text"].as_str().unwrap();
         assert!(!summary.contains("<https"), "{summary}");
@@ -121,7 +133,12 @@ pub(crate) mod tests {
 
     #[test]
     fn the_stand_in_refuses_what_slack_refuses() {
-        let good = message(&about(1), "https://an.example/a", true);
+        let good = message(
+            &about(1),
+            &Currency::default(),
+            "https://an.example/a",
+            true,
+        );
         let mut broken = good.clone();
         broken["blocks"][0]["text"]["text"] = json!("h".repeat(151));
         assert!(check_slack_message(&broken).is_err());

@@ -8,6 +8,7 @@ use agentnexus_store::About;
 use serde_json::{Value, json};
 
 use super::{facts, proposal_line};
+use crate::types::Currency;
 
 /// A `RichTextBlock` of runs: `(text, bold)`, each with `extra` properties.
 fn rich_text(runs: &[(&str, bool)], extra: Value) -> Value {
@@ -63,12 +64,15 @@ pub fn test(workspace: &str, requested_by: &str) -> Value {
 }
 
 /// The message about a stage, linking to the sign-in page.
-pub fn message(about: &About, link: &str) -> Value {
+pub fn message(about: &About, currency: &Currency, link: &str) -> Value {
     let title = format!("Approval needed: {}", about.action);
     let mut body = vec![
         rich_text(&[(&title, true)], json!({"size": "Medium"})),
         rich_text(
-            &[(&proposal_line(about, str::to_owned, str::to_owned), false)],
+            &[(
+                &proposal_line(about, currency, str::to_owned, str::to_owned),
+                false,
+            )],
             json!({}),
         ),
     ];
@@ -103,7 +107,12 @@ mod tests {
     #[test]
     fn cards_keep_to_the_published_format_whatever_their_length() {
         for long in [1, 2000] {
-            check_teams_message(&message(&about(long), "https://an.example/x")).unwrap();
+            check_teams_message(&message(
+                &about(long),
+                &Currency::default(),
+                "https://an.example/x",
+            ))
+            .unwrap();
         }
     }
 
@@ -112,7 +121,7 @@ mod tests {
         let forged = "[Approve here](https://evil.example/approve)";
         let mut about = about(1);
         about.action = forged.into();
-        let card = message(&about, "https://an.example/x");
+        let card = message(&about, &Currency::default(), "https://an.example/x");
         check_teams_message(&card).unwrap();
         // Every text of the card outside the fixed note is a TextRun, shown verbatim.
         let body = card["attachments"][0]["content"]["body"]
@@ -126,7 +135,7 @@ mod tests {
 
     #[test]
     fn the_stand_in_refuses_what_teams_refuses() {
-        let good = message(&about(1), "https://an.example/x");
+        let good = message(&about(1), &Currency::default(), "https://an.example/x");
         let mut broken = good.clone();
         broken["attachments"][0]["contentType"] = json!("application/json");
         assert!(check_teams_message(&broken).is_err());

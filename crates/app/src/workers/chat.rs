@@ -138,7 +138,11 @@ pub(super) async fn direct(
         Ok((_, body)) => body["user"]["id"].as_str().unwrap_or_default().to_owned(),
         Err(_) => return outcome(user),
     };
-    let mut message = render::slack::message(about, &link, true);
+    let currency = match currency(app, job, started).await {
+        Ok(c) => c,
+        Err(failed) => return failed,
+    };
+    let mut message = render::slack::message(about, &currency, &link, true);
     message["channel"] = json!(user_id);
     message["unfurl_links"] = json!(false);
     outcome(slack_call(app, bot, "chat.postMessage", |r| r.json(&message)).await)
@@ -146,7 +150,11 @@ pub(super) async fn direct(
 
 /// A stage announced in the workspace's Slack channel, through its incoming webhook.
 pub(super) async fn slack_channel(app: &App, job: &Job, about: &About) -> Outcome {
-    let message = render::slack::message(about, &sign_in_url(app, about), false);
+    let currency = match currency(app, job, Instant::now()).await {
+        Ok(c) => c,
+        Err(failed) => return failed,
+    };
+    let message = render::slack::message(about, &currency, &sign_in_url(app, about), false);
     slack_post(app, job, &message).await
 }
 
@@ -171,7 +179,11 @@ pub(super) async fn slack_post(app: &App, job: &Job, message: &Value) -> Outcome
 
 /// A stage announced in the workspace's Teams channel.
 pub(super) async fn teams_channel(app: &App, job: &Job, about: &About) -> Outcome {
-    let message = render::teams::message(about, &sign_in_url(app, about));
+    let currency = match currency(app, job, Instant::now()).await {
+        Ok(c) => c,
+        Err(failed) => return failed,
+    };
+    let message = render::teams::message(about, &currency, &sign_in_url(app, about));
     teams_post(app, job, &message).await
 }
 
@@ -222,4 +234,16 @@ async fn post_webhook(
         }
         Err((why, retryable)) => Outcome::failed(job, started, why, retryable),
     }
+}
+
+/// The currency the job's workspace shows amounts in, read when the message is written; a
+/// store that cannot say fails the attempt, to be retried.
+pub(super) async fn currency(
+    app: &App,
+    job: &Job,
+    started: Instant,
+) -> Result<crate::types::Currency, Outcome> {
+    app.currency(&job.tenant)
+        .await
+        .map_err(|e| Outcome::failed(job, started, format!("the workspace's currency: {e}"), true))
 }

@@ -4,16 +4,23 @@
 use std::time::{Duration, Instant};
 
 use agentnexus_store::{Job, Message};
-use lettre::message::header::ContentType;
+use lettre::message::header::{ContentTransferEncoding, ContentType};
+use lettre::message::{Body, MultiPart, SinglePart};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
 use super::Outcome;
 use crate::App;
 use crate::crypto::Purpose;
 use crate::render::email::{self, Email};
+use crate::types::Currency;
 
 /// The message's recipient and its e-mail, secrets opened; or why it cannot be written.
-fn write(app: &App, job: &Job, message: &Message) -> Result<(String, Email), String> {
+fn write(
+    app: &App,
+    job: &Job,
+    message: &Message,
+    currency: &Currency,
+) -> Result<(String, Email), String> {
     let workspace_id = job.tenant.workspace_id();
     let cipher = app.cipher().map_err(|e| e.to_string())?;
     let open = |sealed: &str, purpose: Purpose<'_>| {
@@ -33,7 +40,7 @@ fn write(app: &App, job: &Job, message: &Message) -> Result<(String, Email), Str
             about,
         } => (
             to.clone(),
-            email::link(about, &link(token)?, *link_expires_at),
+            email::link(about, currency, &link(token)?, *link_expires_at),
         ),
         Message::CodeEmail {
             to,
@@ -86,6 +93,7 @@ fn write(app: &App, job: &Job, message: &Message) -> Result<(String, Email), Str
                 to.clone(),
                 Email {
                     subject: subject.clone(),
+                    html: email::preformatted(&text),
                     text,
                 },
             )
@@ -99,6 +107,32 @@ fn write(app: &App, job: &Job, message: &Message) -> Result<(String, Email), Str
     })
 }
 
+/// The text part, sent so that its lines reach the reader as written: as they are (7bit) when
+/// the text is ASCII in lines SMTP carries whole (RFC 5322: at most 998 characters), else
+/// base64. lettre would choose quoted-printable for any line over 76 characters, and a soft
+/// break splits the link in a raw view (a reader copying the first half gets a 404), so the
+/// 7bit body is passed to it as already encoded, after the checks lettre's own would make.
+fn text_part(text: String) -> SinglePart {
+    let sendable = text.is_ascii()
+        && !text.contains('\0')
+        && !text.contains('\r')
+        && text.lines().all(|l| l.len() <= 998);
+    let body = if sendable {
+        Body::dangerous_pre_encoded(
+            text.replace('\n', "\r\n").into_bytes(),
+            ContentTransferEncoding::SevenBit,
+        )
+    } else {
+        match Body::new_with_encoding(text, ContentTransferEncoding::Base64) {
+            Ok(body) => body,
+            Err(text) => Body::new(text),
+        }
+    };
+    SinglePart::builder()
+        .header(ContentType::TEXT_PLAIN)
+        .body(body)
+}
+
 pub(super) async fn send(app: &App, job: &Job, message: &Message) -> Outcome {
     let started = Instant::now();
     let outcome = |code: Option<u16>, error: Option<String>, retryable: bool| {
@@ -108,7 +142,11 @@ pub(super) async fn send(app: &App, job: &Job, message: &Message) -> Outcome {
         let why = "no SMTP server configured (AGENTNEXUS_SMTP_URL)";
         return outcome(None, Some(why.into()), true);
     };
-    let (to, mail) = match write(app, job, message) {
+    let currency = match super::chat::currency(app, job, started).await {
+        Ok(c) => c,
+        Err(failed) => return failed,
+    };
+    let (to, mail) = match write(app, job, message, &currency) {
         Ok(written) => written,
         Err(why) => return outcome(None, Some(why), true),
     };
@@ -122,8 +160,15 @@ pub(super) async fn send(app: &App, job: &Job, message: &Message) -> Outcome {
             )
             .to(to.parse().map_err(|e| format!("recipient {to}: {e}"))?)
             .subject(mail.subject)
-            .header(ContentType::TEXT_PLAIN)
-            .body(mail.text)
+            .multipart(
+                MultiPart::alternative()
+                    .singlepart(text_part(mail.text))
+                    .singlepart(
+                        SinglePart::builder()
+                            .header(ContentType::TEXT_HTML)
+                            .body(mail.html),
+                    ),
+            )
             .map_err(|e| e.to_string())
     })();
     let message = match message {

@@ -59,6 +59,10 @@ pub fn router() -> Router<Arc<App>> {
         .route("/api/v1/policies/{name}/rollback", post(policies::rollback))
         .route("/api/v1/audit", get(audit::page))
         .route("/api/v1/audit/verify", get(audit::verify))
+        .route(
+            "/api/v1/settings/workspace",
+            get(settings::workspace).put(settings::put_workspace),
+        )
         .route("/api/v1/settings/channels", get(settings::channels))
         .route(
             "/api/v1/settings/channels/slack",

@@ -143,3 +143,58 @@ pub async fn delete_teams(
     app.disconnect(&admin, Channel::Teams).await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WorkspaceSettingsView {
+    /// The ISO 4217 code the workspace's amounts (`amount_cents`, `cost_cents`, spend) are in,
+    /// counted in its minor unit; messages and pages show amounts with it. Default `USD`.
+    pub currency: String,
+}
+
+impl From<agentnexus_app::settings::WorkspaceSettings> for WorkspaceSettingsView {
+    fn from(s: agentnexus_app::settings::WorkspaceSettings) -> Self {
+        WorkspaceSettingsView {
+            currency: s.currency.as_str().to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceSettingsInput {
+    /// An ISO 4217 code, three letters (any case): `USD`, `EUR`, `JPY`, …
+    #[schema(pattern = "^[A-Za-z]{3}$")]
+    pub currency: String,
+}
+
+/// The workspace's own settings.
+#[utoipa::path(get, path = "/api/v1/settings/workspace", tag = "settings",
+    responses((status = 200, body = WorkspaceSettingsView),
+        (status = 403, body = Problem, content_type = "application/problem+json")),
+    security(("api_key" = [])))]
+pub async fn workspace(
+    State(app): State<Arc<App>>,
+    Admin(admin): Admin,
+) -> ApiResult<axum::Json<WorkspaceSettingsView>> {
+    Ok(axum::Json(
+        app.workspace_settings(&admin.reader()).await?.into(),
+    ))
+}
+
+/// Change the workspace's settings: its currency. Amounts already recorded are not converted;
+/// they are shown in the new currency. Audited as `settings.workspace_updated` when it changes.
+#[utoipa::path(put, path = "/api/v1/settings/workspace", tag = "settings",
+    request_body = WorkspaceSettingsInput,
+    responses((status = 200, body = WorkspaceSettingsView),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not a currency code", body = Problem, content_type = "application/problem+json")),
+    security(("api_key" = [])))]
+pub async fn put_workspace(
+    State(app): State<Arc<App>>,
+    Admin(admin): Admin,
+    Json(input): Json<WorkspaceSettingsInput>,
+) -> ApiResult<axum::Json<WorkspaceSettingsView>> {
+    Ok(axum::Json(
+        app.set_currency(&admin, &input.currency).await?.into(),
+    ))
+}

@@ -7,7 +7,7 @@ use agentnexus_app::App;
 use agentnexus_app::evaluations::ListInput;
 use agentnexus_app::inbox::InboxItem;
 use agentnexus_app::render::money;
-use agentnexus_app::types::EvaluationId;
+use agentnexus_app::types::{Currency, EvaluationId};
 use agentnexus_store::{AuditEvent, Evaluation, Verification};
 use askama::Template;
 use axum::extract::{Query, State};
@@ -30,7 +30,7 @@ pub struct Row {
 }
 
 impl Row {
-    fn of(e: &Evaluation) -> Row {
+    fn of(e: &Evaluation, currency: &Currency) -> Row {
         Row {
             id: e.id.clone(),
             created: when(&e.created_at),
@@ -40,7 +40,7 @@ impl Row {
             amount: if e.amount_cents == 0 {
                 String::new()
             } else {
-                money(e.amount_cents)
+                money(e.amount_cents, currency)
             },
             status: e.status.as_str(),
         }
@@ -65,10 +65,10 @@ fn pretty(v: &serde_json::Value) -> String {
 }
 
 impl Waiting {
-    fn of(item: InboxItem) -> Waiting {
+    fn of(item: InboxItem, currency: &Currency) -> Waiting {
         let e = &item.evaluation;
         Waiting {
-            row: Row::of(e),
+            row: Row::of(e, currency),
             stage: item.stage_name.clone(),
             deadline: item
                 .expires_at
@@ -151,7 +151,7 @@ pub async fn overview(State(app): State<Arc<App>>, Session(signed): Session) -> 
                     _ => ("pending", "sent for approval", n),
                 })
                 .collect(),
-            spend: money(o.spend_today_cents),
+            spend: money(o.spend_today_cents, &o.currency),
             head_seq: o.head.0,
             chain,
         },
@@ -170,13 +170,16 @@ struct InboxPage {
 
 pub async fn inbox(State(app): State<Arc<App>>, Session(signed): Session) -> Response {
     let nav = Nav::of(&signed, "/inbox");
-    match app.inbox(&signed).await {
-        Ok((items, total)) => render(
+    match tokio::try_join!(app.inbox(&signed), app.currency(signed.tenant())) {
+        Ok(((items, total), currency)) => render(
             StatusCode::OK,
             &InboxPage {
                 title: "Approvals inbox",
                 nav: Some(nav),
-                items: items.into_iter().map(Waiting::of).collect(),
+                items: items
+                    .into_iter()
+                    .map(|i| Waiting::of(i, &currency))
+                    .collect(),
                 total,
             },
         ),
@@ -259,8 +262,12 @@ pub async fn evaluations(
         from: utc(&f.from),
         to: utc(&f.to),
     };
-    match app.evaluations(&signed.reader(), input).await {
-        Ok(page) => {
+    let reader = signed.reader();
+    match tokio::try_join!(
+        app.evaluations(&reader, input),
+        app.currency(signed.tenant())
+    ) {
+        Ok((page, currency)) => {
             let next = page.next_cursor.map(|c| {
                 let mut q = url::form_urlencoded::Serializer::new(String::new());
                 q.append_pair("status", f.status.trim())
@@ -275,7 +282,11 @@ pub async fn evaluations(
                 &EvaluationsPage {
                     title: "Evaluations",
                     nav: Some(nav),
-                    rows: page.evaluations.iter().map(Row::of).collect(),
+                    rows: page
+                        .evaluations
+                        .iter()
+                        .map(|e| Row::of(e, &currency))
+                        .collect(),
                     status: f.status,
                     agent_id: f.agent_id,
                     from: f.from,
@@ -331,9 +342,10 @@ pub async fn evaluation(
     let nav = Nav::of(&signed, "/evaluations");
     let id = EvaluationId::from(id);
     let reader = signed.reader();
-    let (ev, timeline) = match tokio::try_join!(
+    let (ev, timeline, currency) = match tokio::try_join!(
         app.read_evaluation(&reader, &id),
-        app.timeline(&reader, &id)
+        app.timeline(&reader, &id),
+        app.currency(signed.tenant())
     ) {
         Ok(both) => both,
         Err(e) => return error_page(Some(nav), e),
@@ -356,7 +368,7 @@ pub async fn evaluation(
         &EvaluationPage {
             title: "Evaluation",
             nav: Some(nav),
-            e: Waiting::of(item),
+            e: Waiting::of(item, &currency),
             decision,
             proposal_hash,
             policy_versions,

@@ -437,6 +437,7 @@ pub enum EventKind {
     InvitationAccepted,
     ChannelTestQueued,
     DeliveryRetried,
+    SettingsWorkspaceUpdated,
 }
 
 impl EventKind {
@@ -481,6 +482,7 @@ impl EventKind {
             EventKind::InvitationAccepted => "invitation.accepted",
             EventKind::ChannelTestQueued => "channel.test_queued",
             EventKind::DeliveryRetried => "delivery.retried",
+            EventKind::SettingsWorkspaceUpdated => "settings.workspace_updated",
         }
     }
 }
