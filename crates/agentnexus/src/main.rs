@@ -419,6 +419,7 @@ async fn serve(database: &str, config: Config) -> Result<ExitCode, AnyError> {
         );
     }
     agentnexus_server::serve(listener, app, shutdown_signal()).await?;
+    agentnexus_server::ops::flush_access_log();
     Ok(ExitCode::SUCCESS)
 }
 
@@ -455,9 +456,19 @@ fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         .thread_name("agentnexus-log")
-        .finish(std::io::stderr());
+        // The thread writes every line waiting, then flushes: one system call for many.
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stderr(),
+        ));
     let filter =
         EnvFilter::try_from_env("AGENTNEXUS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // The access log's lines go through the same writer, so lines never interleave.
+    let access = writer.clone();
+    agentnexus_server::ops::set_access_log(move |line| {
+        use std::io::Write;
+        let _ = access.clone().write_all(line);
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);

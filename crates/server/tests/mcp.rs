@@ -634,3 +634,58 @@ both_backends!(raw_protocol_errors, |backend| async move {
     );
     app.stop().await;
 });
+
+/// A fenced block of a doc page: the first ```LANG block after `heading`.
+fn doc_block(page: &str, heading: &str, lang: &str) -> String {
+    let path = format!("{}/../../docs/{page}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let at = text
+        .find(heading)
+        .unwrap_or_else(|| panic!("{heading} in {page}"));
+    let open = format!("```{lang}\n");
+    let start = text[at..].find(&open).unwrap() + at + open.len();
+    let end = text[start..].find("```").unwrap() + start;
+    text[start..end].to_owned()
+}
+
+// The Python client docs/mcp.md shows, run as written against a server: it decides, and a
+// wrong key ends it with the gateway's refusal (which the SDK raises inside exception groups).
+both_backends!(the_documented_python_client_runs, |backend| async move {
+    let app = TestApp::spawn(backend).await;
+    let agent = app.key("agent").await;
+    let nanos = std::time::SystemTime::UNIX_EPOCH
+        .elapsed()
+        .unwrap()
+        .as_nanos();
+    let script = std::env::temp_dir().join(format!("anx-mcp-doc-{nanos}.py"));
+    std::fs::write(&script, doc_block("mcp.md", "### Python MCP SDK", "python")).unwrap();
+    for (key, ok, said) in [
+        (agent.as_str(), true, "do not act: denied no matching rule"),
+        ("anx_wrong", false, "refused: Invalid or missing API key"),
+    ] {
+        let out = tokio::task::spawn_blocking({
+            let (url, key, script) = (app.url.clone(), key.to_owned(), script.clone());
+            move || {
+                Command::new(python())
+                    .arg(&script)
+                    .env("AGENTNEXUS_MCP_URL", format!("{url}/api/mcp"))
+                    .env("AGENTNEXUS_KEY", key)
+                    .output()
+                    .expect("python runs")
+            }
+        })
+        .await
+        .unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert_eq!(out.status.success(), ok, "{stdout}\n{stderr}");
+        assert!(
+            stdout.contains(said) || stderr.contains(said),
+            "{said} in:\n{stdout}\n{stderr}"
+        );
+    }
+    std::fs::remove_file(&script).unwrap();
+    app.stop().await;
+});
