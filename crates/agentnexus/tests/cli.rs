@@ -1098,3 +1098,109 @@ both_backends!(
         db.drop_database().await;
     }
 );
+
+/// The repository's `examples/` folder.
+fn examples() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+}
+
+// Every example runs as its README says: the policy's tests pass, the curl and Python clients
+// get their decisions from a running server, and the receiver verifies a signed test event.
+both_backends!(the_examples_run, |backend| async move {
+    let db = TestDatabase::new(backend).await;
+    let dir = scratch();
+    let ex = examples();
+    let out = Command::new(BIN)
+        .args(["policy", "test"])
+        .arg(ex.join("policies"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("4 passed"), "{}", stdout(&out));
+
+    let mut server = serve_with(&db, &dir, &[("AGENTNEXUS_WEBHOOK_ALLOW_PRIVATE", "1")]);
+    let key = admin_key(&server);
+    let policy = ex.join("policies/refunds.yaml").display().to_string();
+    let out = cli(&db, &["policy", "apply", "--workspace", "default", &policy]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The server picks up the CLI's change within its refresh interval.
+    let start = Instant::now();
+    let curl = loop {
+        let out = Command::new("bash")
+            .arg(ex.join("curl/evaluate.sh"))
+            .arg("1200")
+            .env("AGENTNEXUS_URL", &server.url)
+            .env("AGENTNEXUS_KEY", &key)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+        let answer: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+        if answer["decision"] == "allow" || start.elapsed() > Duration::from_secs(15) {
+            break answer;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(curl["decision"], "allow", "{curl}");
+    let out = Command::new("python3")
+        .arg(ex.join("python/evaluate.py"))
+        .env("AGENTNEXUS_URL", &server.url)
+        .env("AGENTNEXUS_KEY", &key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let said = stdout(&out);
+    assert!(
+        said.contains("stripe.refund: go ahead (Small refunds are fine)"),
+        "{said}"
+    );
+    assert!(
+        said.contains("db.delete: do not act, denied (Production data is never deleted by agents)"),
+        "{said}"
+    );
+    assert!(
+        said.contains("stripe.refund: waiting for a human, evaluation ev_"),
+        "{said}"
+    );
+
+    // The receiver: a signed test event is verified and printed.
+    let secret = rest(
+        &server,
+        &key,
+        reqwest::Method::GET,
+        "/api/v1/webhooks/secret",
+        None,
+    )
+    .await;
+    let port = free_port();
+    let mut receiver = Command::new("python3")
+        .arg(ex.join("webhook-receiver/receiver.py"))
+        .env(
+            "AGENTNEXUS_WEBHOOK_SECRET",
+            secret["signing_secret"].as_str().unwrap(),
+        )
+        .env("PORT", port.to_string())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(receiver.stdout.take().unwrap()).lines();
+    assert!(lines.next().unwrap().unwrap().starts_with("listening"));
+    let sent = reqwest::Client::new()
+        .post(format!("{}/api/v1/webhooks/test", server.url))
+        .bearer_auth(&key)
+        .json(&json!({"url": format!("http://127.0.0.1:{port}/hook")}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 202);
+    let printed = tokio::task::spawn_blocking(move || lines.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(printed, "test - -");
+    receiver.kill().unwrap();
+    receiver.wait().unwrap();
+    assert!(terminate(&mut server).success());
+    std::fs::remove_dir_all(&dir).unwrap();
+    db.drop_database().await;
+});
