@@ -1204,3 +1204,138 @@ both_backends!(the_examples_run, |backend| async move {
     std::fs::remove_dir_all(&dir).unwrap();
     db.drop_database().await;
 });
+
+/// The fenced blocks of a markdown section, in order: (language, text).
+fn blocks(markdown: &str, section: &str) -> Vec<(String, String)> {
+    let start = markdown
+        .find(section)
+        .unwrap_or_else(|| panic!("{section}"));
+    let rest = &markdown[start + section.len()..];
+    let body = &rest[..rest.find("\n## ").unwrap_or(rest.len())];
+    let mut out = Vec::new();
+    let mut parts = body.split("```");
+    parts.next();
+    while let (Some(block), Some(_)) = (parts.next(), parts.next()) {
+        let (lang, text) = block.split_once('\n').unwrap_or((block, ""));
+        out.push((lang.trim().to_owned(), text.to_owned()));
+    }
+    out
+}
+
+/// The `"key": value` pairs of a documented answer a real answer must hold: scalar values
+/// written out in full, leaving out what differs on every run (ids, times, hashes of the chain).
+fn documented_pairs(expected: &str) -> Vec<String> {
+    const VOLATILE: [&str; 15] = [
+        "evaluation_id",
+        "created_at",
+        "updated_at",
+        "occurred_at",
+        "started_at",
+        "expires_at",
+        "decided_at",
+        "hash",
+        "prev_hash",
+        "head_hash",
+        "author",
+        "actor",
+        "workspace_id",
+        "events",
+        "seq",
+    ];
+    let mut pairs = Vec::new();
+    let mut rest = expected;
+    while let Some(at) = rest.find('"') {
+        rest = &rest[at + 1..];
+        let Some(end) = rest.find('"') else { break };
+        let key = &rest[..end];
+        let after = rest[end + 1..].trim_start();
+        if let Some(value) = after.strip_prefix(':').map(str::trim_start) {
+            let scalar = if let Some(s) = value.strip_prefix('"') {
+                s.find('"').map(|e| format!("\"{}\"", &s[..e]))
+            } else {
+                let v: String = value
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '.')
+                    .collect();
+                (!v.is_empty()).then_some(v)
+            };
+            if let Some(v) = scalar
+                && !v.contains('…')
+                && !VOLATILE.contains(&key)
+                && key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+            {
+                pairs.push(format!("\"{key}\":{v}"));
+            }
+        }
+        rest = &rest[end + 1..];
+    }
+    pairs
+}
+
+// The README's walkthrough, run as written against a fresh server (its URL and the binary put
+// in for `127.0.0.1:8080` and `cargo run`): every command succeeds, and every answer holds the
+// documented fields (decisions, statuses, reasons, proposal hashes, stages), so the README
+// cannot drift from the product.
+both_backends!(the_readme_walkthrough_runs, |backend| async move {
+    let db = TestDatabase::new(backend).await;
+    let dir = scratch();
+    let mut server = serve(&db, &dir);
+    let key = admin_key(&server);
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
+            .unwrap();
+    let blocks = blocks(&readme, "## A two-minute walkthrough");
+    let mut ran = 0;
+    for (i, (lang, text)) in blocks.iter().enumerate() {
+        if lang != "sh" || text.contains("anx_…") {
+            continue;
+        }
+        let script = text
+            .replace("http://127.0.0.1:8080", &server.url)
+            .replace("cargo run --release -q -p agentnexus --", BIN);
+        // One shell for the section, as a reader keeps one terminal: earlier blocks' variables
+        // (ID) are kept in a file the next block reads.
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "set -euo pipefail\n[ -f .walk ] && . ./.walk\n{script}\ndeclare -p ID 2>/dev/null > .walk || true"
+            ))
+            .current_dir(&dir)
+            .env("KEY", &key)
+            .env("AGENTNEXUS_DATABASE_URL", &db.url)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "block {i}:\n{text}\n{}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        ran += 1;
+        let answer: String = stdout(&out).split_whitespace().collect();
+        if let Some((lang, expected)) = blocks.get(i + 1)
+            && (lang == "json" || lang == "text")
+        {
+            for pair in documented_pairs(expected) {
+                let pair: String = pair.split_whitespace().collect();
+                assert!(
+                    answer.contains(&pair),
+                    "block {i} answered without {pair}:\n{}",
+                    stdout(&out)
+                );
+            }
+            if lang == "text" {
+                let first = expected
+                    .split_whitespace()
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                assert!(stdout(&out).contains(&first), "{first} in {}", stdout(&out));
+            }
+        }
+    }
+    assert!(ran >= 7, "{ran} blocks ran");
+    assert!(terminate(&mut server).success());
+    std::fs::remove_dir_all(&dir).unwrap();
+    db.drop_database().await;
+});
