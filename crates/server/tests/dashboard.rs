@@ -375,6 +375,7 @@ both_backends!(
                     ("document", "name: p\nrules:\n  - id: r\n    effect: deny\n"),
                 ],
             ),
+            ("/settings/workspace", vec![("currency", "EUR")]),
         ] {
             let mut fields = vec![("csrf", csrf.as_str())];
             fields.extend(form);
@@ -386,6 +387,12 @@ both_backends!(
         assert_eq!(
             app.get("/api/v1/policies", &app.admin_key).await.body["policies"],
             json!([])
+        );
+        assert_eq!(
+            app.get("/api/v1/settings/workspace", &app.admin_key)
+                .await
+                .body["currency"],
+            "USD"
         );
 
         // Vera signs in with her password; changing it needs the current one and ends her other
@@ -1127,6 +1134,33 @@ both_backends!(
                 .await
                 .iter()
                 .any(|k| k == "channel.test_queued")
+        );
+
+        // The workspace's currency, set from the page: shown, used by the API, audited; a
+        // bad code changes nothing.
+        assert!(b.get("/settings").await.has("id=\"currency\">USD"));
+        let saved = b
+            .submit("/settings", "/settings/workspace", &[("currency", "chf")])
+            .await;
+        assert!(saved.has("Amounts are now shown in CHF."), "{}", saved.html);
+        assert!(saved.has("id=\"currency\">CHF"), "{}", saved.html);
+        let api = app.get("/api/v1/settings/workspace", &app.admin_key).await;
+        assert_eq!(api.body["currency"], "CHF");
+        let refused = b
+            .submit(
+                "/settings",
+                "/settings/workspace",
+                &[("currency", "Swiss francs")],
+            )
+            .await;
+        assert!(refused.has("ISO 4217"), "{}", refused.html);
+        let api = app.get("/api/v1/settings/workspace", &app.admin_key).await;
+        assert_eq!(api.body["currency"], "CHF");
+        assert!(
+            audit_kinds(&app)
+                .await
+                .iter()
+                .any(|k| k == "settings.workspace_updated")
         );
         app.stop().await;
     }

@@ -641,8 +641,10 @@ struct SettingsPage {
     next_deadline: Option<String>,
     /// A signing secret to show this once, and what to say about it.
     secret: Option<(String, String)>,
-    /// What a test message just sent says.
+    /// What was just done: a test message sent, a setting saved.
     tested: Option<String>,
+    /// The ISO 4217 code amounts are shown in.
+    currency: String,
 }
 
 async fn settings_page(
@@ -653,11 +655,14 @@ async fn settings_page(
 ) -> Response {
     let nav = Nav::of(signed, "/settings");
     let reader = signed.reader();
-    let (channels, deadlines) =
-        match tokio::try_join!(app.channels(&reader), app.deadline_status(&reader)) {
-            Ok(both) => both,
-            Err(e) => return error_page(Some(nav), e),
-        };
+    let (channels, deadlines, workspace) = match tokio::try_join!(
+        app.channels(&reader),
+        app.deadline_status(&reader),
+        app.workspace_settings(&reader)
+    ) {
+        Ok(all) => all,
+        Err(e) => return error_page(Some(nav), e),
+    };
     render(
         StatusCode::OK,
         &SettingsPage {
@@ -686,8 +691,29 @@ async fn settings_page(
             next_deadline: deadlines.next.map(|t| when(&t)),
             secret,
             tested,
+            currency: workspace.currency.as_str().to_owned(),
         },
     )
+}
+
+#[derive(Deserialize)]
+pub struct WorkspaceForm {
+    #[serde(default)]
+    currency: String,
+}
+
+/// Changes the workspace's currency (an ISO 4217 code); a bad code is a page saying why.
+pub async fn workspace(
+    State(app): State<Arc<App>>,
+    Managed(signed, admin, form): Managed<WorkspaceForm>,
+) -> Response {
+    match app.set_currency(&admin, &form.currency).await {
+        Ok(s) => {
+            let said = format!("Amounts are now shown in {}.", s.currency.as_str());
+            settings_page(&app, &signed, None, Some(said)).await
+        }
+        Err(e) => error_page(Some(Nav::of(&signed, "/settings")), e),
+    }
 }
 
 pub async fn settings(State(app): State<Arc<App>>, Session(signed): Session) -> Response {
@@ -720,6 +746,10 @@ pub async fn test_message(
             format!("A test e-mail is on its way to {}.", signed.email()),
         ),
     };
+    let sent = format!(
+        "{sent} Its delivery is retried like any approval message; the server's log says why \
+         one fails."
+    );
     match app.send_test_message(&admin, &signed, channel).await {
         Ok(()) => settings_page(&app, &signed, None, Some(sent)).await,
         Err(e) => error_page(Some(Nav::of(&signed, "/settings")), e),

@@ -69,6 +69,7 @@ pub fn router() -> Router<Arc<App>> {
         .route("/settings", get(govern::settings))
         .route("/settings/webhook-secret", post(govern::webhook_secret))
         .route("/settings/test", post(govern::test_message))
+        .route("/settings/workspace", post(govern::workspace))
         .layer(axum::middleware::map_response(security_headers))
         .route(
             "/assets/app.css",
