@@ -1339,3 +1339,71 @@ both_backends!(the_readme_walkthrough_runs, |backend| async move {
     std::fs::remove_dir_all(&dir).unwrap();
     db.drop_database().await;
 });
+
+// docs/webhooks.md's verifiers (Python standard library, Node.js), as written: each accepts
+// the Standard Webhooks test vector (the page's next block, run as written) and refuses it
+// altered; and the example receiver uses exactly the Python one.
+#[test]
+fn the_documented_webhook_verifier_runs() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let page = std::fs::read_to_string(root.join("docs/webhooks.md")).unwrap();
+    let python: Vec<String> = blocks(&page, "### Python (standard library only)")
+        .into_iter()
+        .filter(|(lang, _)| lang == "python")
+        .map(|(_, text)| text)
+        .collect();
+    let (verifier, vector) = (&python[0], &python[1]);
+    let example =
+        std::fs::read_to_string(root.join("examples/webhook-receiver/verify_webhook.py")).unwrap();
+    assert!(
+        example.ends_with(verifier.as_str()),
+        "examples/webhook-receiver/verify_webhook.py differs from docs/webhooks.md"
+    );
+    let dir = scratch();
+    std::fs::write(dir.join("verify_webhook.py"), verifier).unwrap();
+    let run = |code: &str| {
+        Command::new("python3")
+            .arg("-c")
+            .arg(code)
+            .current_dir(&dir)
+            .output()
+            .unwrap()
+    };
+    let out = run(vector);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "ok");
+    let altered = run(&vector.replace("2432232314", "2432232315"));
+    assert!(!altered.status.success());
+    assert!(
+        stderr(&altered).contains("no matching signature"),
+        "{}",
+        stderr(&altered)
+    );
+
+    // The Node.js one, the same way.
+    let js: Vec<String> = blocks(&page, "### Node.js (`node:crypto`)")
+        .into_iter()
+        .filter(|(lang, _)| lang == "js")
+        .map(|(_, text)| text)
+        .collect();
+    std::fs::write(dir.join("verifyWebhook.js"), &js[0]).unwrap();
+    let node = |code: &str| {
+        Command::new("node")
+            .arg("-e")
+            .arg(code)
+            .current_dir(&dir)
+            .output()
+            .unwrap()
+    };
+    let out = node(&js[1]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "ok");
+    let altered = node(&js[1].replace("2432232314", "2432232315"));
+    assert!(!altered.status.success());
+    assert!(
+        stderr(&altered).contains("no matching signature"),
+        "{}",
+        stderr(&altered)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
