@@ -103,7 +103,10 @@ fn expressions_at_the_limits_run_on_a_small_stack() {
     for _ in 0..58 {
         nested = json!({ "a": nested });
     }
-    let params = json!({"n": 1, "l": [1, 2], "a": nested["a"]});
+    // One item in `l`: the eleven nested loops are at the depth limit, but run eleven
+    // iterations, not 2,048, so how long they take (a debug build on a loaded machine) cannot
+    // bring in the wall-clock deadline this test is not about.
+    let params = json!({"n": 1, "l": [1], "a": nested["a"]});
     for when in shapes {
         let set = compile(&when, "allow").unwrap_or_else(|e| panic!("{e}: {when}"));
         let d = decide(set, params.clone());
@@ -175,15 +178,25 @@ fn the_budget_is_deterministic_and_ordinary_loops_stay_well_inside_it() {
         d.errors
     );
 
-    // Where the budget ends does not depend on timing: the same proposal fails the same way.
+    // Where the budget ends does not depend on timing: the same proposal fails the same way,
+    // on units. (Each iteration pays for 60 KB of text, so the units run out within a few
+    // dozen iterations, microseconds, far from the wall-clock deadline even on a loaded
+    // machine; a loop of cheap iterations spends its units in about the deadline's time in a
+    // debug build, which made this flaky.)
     let big: Vec<i64> = (0..20_000).collect();
+    let s = "x".repeat(30_000);
     let runs: Vec<_> = (0..3)
         .map(|_| {
-            let set = compile("params.items.all(i, i >= 0)", "allow").unwrap();
-            decide(set, json!({ "items": big })).errors
+            let set = compile("params.items.all(i, params.s + params.s != '')", "allow").unwrap();
+            decide(set, json!({ "items": big, "s": s })).errors
         })
         .collect();
     assert!(runs[0][0].message.contains(BUDGET_SPENT), "{:?}", runs[0]);
+    assert!(
+        runs[0][0].message.contains("too much work"),
+        "{:?}",
+        runs[0]
+    );
     assert!(runs.iter().all(|r| *r == runs[0]));
 }
 
