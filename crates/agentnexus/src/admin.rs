@@ -336,9 +336,9 @@ async fn evaluations(app: &App, command: EvaluationsCommand) -> Result<(), AnyEr
     Ok(())
 }
 
-/// `ok EVENTS HEAD_HASH` for one workspace; `NAME: …` a line for each when none is named.
+/// `ok EVENTS HEAD_HASH` (SPEC §1) when there is one workspace to verify; `NAME: …` a line for
+/// each when there are several.
 async fn verify(app: &App, workspace: Option<String>) -> Result<ExitCode, AnyError> {
-    let named = workspace.is_some();
     let names = match workspace {
         Some(name) => vec![name],
         None => app
@@ -349,13 +349,14 @@ async fn verify(app: &App, workspace: Option<String>) -> Result<ExitCode, AnyErr
             .map(|(ws, _)| ws.name)
             .collect(),
     };
+    let single = names.len() == 1;
     if names.is_empty() {
         say("nothing to verify: the store has no workspaces yet")?;
     }
     let mut code = ExitCode::SUCCESS;
     for name in names {
         let admin = app.operator(&name).await?;
-        let prefix = if named {
+        let prefix = if single {
             String::new()
         } else {
             format!("{name}: ")

@@ -1332,12 +1332,14 @@ both_backends!(the_readme_walkthrough_runs, |backend| async move {
                 );
             }
             if lang == "text" {
-                let first = expected
-                    .split_whitespace()
-                    .take(2)
-                    .collect::<Vec<_>>()
-                    .join(" ");
-                assert!(stdout(&out).contains(&first), "{first} in {}", stdout(&out));
+                // The verdict word (`ok`); the count after it grows with the e-mail's retries.
+                let first = expected.split_whitespace().next().unwrap_or_default();
+                assert_eq!(
+                    stdout(&out).split_whitespace().next(),
+                    Some(first),
+                    "{}",
+                    stdout(&out)
+                );
             }
         }
     }
