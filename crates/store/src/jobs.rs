@@ -369,8 +369,9 @@ impl Store {
     }
 
     /// Queues a delivery that was given up (dead) again, due now, with a fresh retry schedule;
-    /// answers whether there was such a delivery. Another status is a conflict: a delivery
-    /// still queued or running is already being tried, one done was delivered.
+    /// audited. No such delivery in the workspace is [`StoreError::NotFound`]; another status is
+    /// a conflict: a delivery still queued or running is already being tried, one done was
+    /// delivered.
     pub async fn retry_delivery(
         &self,
         tenant: &Tenant,

@@ -138,7 +138,7 @@ pub(super) async fn direct(
         Ok((_, body)) => body["user"]["id"].as_str().unwrap_or_default().to_owned(),
         Err(_) => return outcome(user),
     };
-    let currency = match currency(app, job, started).await {
+    let currency = match super::currency(app, job, started).await {
         Ok(c) => c,
         Err(failed) => return failed,
     };
@@ -150,7 +150,7 @@ pub(super) async fn direct(
 
 /// A stage announced in the workspace's Slack channel, through its incoming webhook.
 pub(super) async fn slack_channel(app: &App, job: &Job, about: &About) -> Outcome {
-    let currency = match currency(app, job, Instant::now()).await {
+    let currency = match super::currency(app, job, Instant::now()).await {
         Ok(c) => c,
         Err(failed) => return failed,
     };
@@ -179,7 +179,7 @@ pub(super) async fn slack_post(app: &App, job: &Job, message: &Value) -> Outcome
 
 /// A stage announced in the workspace's Teams channel.
 pub(super) async fn teams_channel(app: &App, job: &Job, about: &About) -> Outcome {
-    let currency = match currency(app, job, Instant::now()).await {
+    let currency = match super::currency(app, job, Instant::now()).await {
         Ok(c) => c,
         Err(failed) => return failed,
     };
@@ -234,16 +234,4 @@ async fn post_webhook(
         }
         Err((why, retryable)) => Outcome::failed(job, started, why, retryable),
     }
-}
-
-/// The currency the job's workspace shows amounts in, read when the message is written; a
-/// store that cannot say fails the attempt, to be retried.
-pub(super) async fn currency(
-    app: &App,
-    job: &Job,
-    started: Instant,
-) -> Result<crate::types::Currency, Outcome> {
-    app.currency(&job.tenant)
-        .await
-        .map_err(|e| Outcome::failed(job, started, format!("the workspace's currency: {e}"), true))
 }

@@ -142,7 +142,7 @@ pub(super) async fn send(app: &App, job: &Job, message: &Message) -> Outcome {
         let why = "no SMTP server configured (AGENTNEXUS_SMTP_URL)";
         return outcome(None, Some(why.into()), true);
     };
-    let currency = match super::chat::currency(app, job, started).await {
+    let currency = match super::currency(app, job, started).await {
         Ok(c) => c,
         Err(failed) => return failed,
     };

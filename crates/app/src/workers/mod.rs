@@ -189,3 +189,15 @@ pub(crate) async fn perform(app: &App, job: Job) -> Finished {
         at: now,
     }
 }
+
+/// The currency the job's workspace shows amounts in, read when the message is written; a
+/// store that cannot say fails the attempt, to be retried.
+async fn currency(
+    app: &App,
+    job: &Job,
+    started: Instant,
+) -> Result<crate::types::Currency, Outcome> {
+    app.currency(&job.tenant)
+        .await
+        .map_err(|e| Outcome::failed(job, started, format!("the workspace's currency: {e}"), true))
+}
