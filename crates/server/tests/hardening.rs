@@ -6,7 +6,6 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use agentnexus_store::Actor;
 use agentnexus_testkit::both_backends;
 use agentnexus_testkit::{Receiver, Reply, SmtpSink};
 use common::TestApp;
@@ -28,19 +27,6 @@ rules:
     when: params.l.all(a, params.l.all(b, params.l.all(c, params.l.all(d, a + b + c + d >= 0))))
     effect: allow
 "#;
-
-async fn other_workspace(app: &TestApp, name: &str) -> String {
-    agentnexus_app::accounts::create_workspace(
-        &app.store,
-        name,
-        &format!("owner@{name}.example"),
-        None,
-        Actor::Cli,
-    )
-    .await
-    .unwrap()
-    .admin_key
-}
 
 both_backends!(
     no_policy_crashes_or_stalls_the_server,
@@ -91,7 +77,7 @@ both_backends!(
 
         // An expression past its budget fails closed, quickly, while another workspace's
         // evaluations go on undisturbed.
-        let rival = other_workspace(&app, "rival").await;
+        let rival = app.other_workspace("rival").await;
         assert_eq!(app.put_policy("nested", NESTED).await.status, 200);
         let items: Vec<i64> = (0..80).collect();
         let hostile = {
@@ -220,7 +206,7 @@ both_backends!(a_broken_stage_never_stops_the_sweep, |backend| async move {
     let app = TestApp::spawn(backend).await;
     let bad = broken_escalation(&app).await;
     // Another workspace's 2 s stage.
-    let rival = other_workspace(&app, "rival").await;
+    let rival = app.other_workspace("rival").await;
     let r = app
         .request(
             reqwest::Method::PUT,
@@ -270,31 +256,15 @@ both_backends!(a_broken_stage_never_stops_the_sweep, |backend| async move {
     // Put off: the next sweep leaves it alone rather than failing on it again at once. (The
     // workspace's whole trail is not compared: with no SMTP server here the e-mail to the
     // first stage's approver is retried, and each attempt is audited whenever it runs.)
-    let before = sweep_events(&app, &bad).await;
+    let before = app.timeline(&app.admin_key, &bad, not_a_delivery).await;
     let again = cron(&app).await;
     assert_eq!(again.body["processed"], 0, "{}", again.body);
-    assert_eq!(sweep_events(&app, &bad).await, before);
+    assert_eq!(
+        app.timeline(&app.admin_key, &bad, not_a_delivery).await,
+        before
+    );
     app.stop().await;
 });
-
-/// The evaluation's audit events other than delivery attempts, which background workers
-/// append on their own time.
-async fn sweep_events(app: &TestApp, id: &str) -> Vec<Value> {
-    let timeline = app
-        .get(
-            &format!("/api/v1/evaluations/{id}/timeline"),
-            &app.admin_key,
-        )
-        .await;
-    assert_eq!(timeline.status, 200, "{}", timeline.body);
-    timeline.body["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| !e["type"].as_str().unwrap().ends_with(".attempted"))
-        .cloned()
-        .collect()
-}
 
 both_backends!(
     the_server_sweep_outlives_a_broken_stage,
@@ -679,7 +649,7 @@ both_backends!(
             delay: Duration::from_secs(4),
             ..Reply::status(204)
         });
-        let flood = other_workspace(&app, "flood").await;
+        let flood = app.other_workspace("flood").await;
         for i in 0..40 {
             let r = app
                 .evaluate(
@@ -760,7 +730,7 @@ both_backends!(
             .evaluate(&key, json!({"agent_id": "a", "action": "y"}))
             .await;
         assert_eq!(r.status, 200);
-        let rival = other_workspace(&app, "rival").await;
+        let rival = app.other_workspace("rival").await;
         let r = app
             .evaluate(
                 &rival,
@@ -844,7 +814,7 @@ both_backends!(secrets_open_only_in_their_own_place, |backend| async move {
     use base64::Engine;
     use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng};
     let app = TestApp::spawn(backend).await;
-    let rival = other_workspace(&app, "rival").await;
+    let rival = app.other_workspace("rival").await;
     let mine = app.get("/api/v1/webhooks/secret", &app.admin_key).await;
     let theirs = app.get("/api/v1/webhooks/secret", &rival).await;
     assert_eq!(theirs.status, 200);
@@ -903,3 +873,8 @@ both_backends!(secrets_open_only_in_their_own_place, |backend| async move {
     replica.stop().await;
     app.stop().await;
 });
+
+/// Audit events other than delivery attempts, which background workers append on their own time.
+fn not_a_delivery(e: &Value) -> bool {
+    !e["type"].as_str().unwrap().ends_with(".attempted")
+}

@@ -438,35 +438,6 @@ both_backends!(
     }
 );
 
-/// The admin key of a second workspace.
-async fn rival(app: &TestApp) -> String {
-    agentnexus_app::accounts::create_workspace(
-        &app.store,
-        "rival",
-        "owner@rival.example",
-        None,
-        agentnexus_store::Actor::Cli,
-    )
-    .await
-    .unwrap()
-    .admin_key
-}
-
-/// Polls one delivery until `done` holds of it or 15 s pass.
-async fn delivery_until(app: &TestApp, id: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let start = Instant::now();
-    loop {
-        let r = app
-            .get(&format!("/api/v1/deliveries/{id}"), &app.admin_key)
-            .await;
-        assert_eq!(r.status, 200, "{}", r.body);
-        if done(&r.body) || start.elapsed() > WAIT {
-            return r.body;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
 // An integrator checks a receiver before wiring it to evaluations: the test event is signed
 // like any other, its delivery can be followed, and it is audited.
 both_backends!(
@@ -494,7 +465,11 @@ both_backends!(
             verify(&secret(&app).await, &got[0]),
             "signed with the workspace's secret"
         );
-        let done = delivery_until(&app, &id, |d| d["status"] == "done").await;
+        let done = app
+            .get_until(&format!("/api/v1/deliveries/{id}"), |d| {
+                d["status"] == "done"
+            })
+            .await;
         assert_eq!(done["attempts"][0]["status_code"], 204, "{done}");
         let audit = app.get("/api/v1/audit?limit=500", &app.admin_key).await;
         let queued: Vec<&Value> = audit.body["events"]
@@ -520,7 +495,7 @@ both_backends!(
             assert_eq!(r.status, 422, "{url}: {}", r.body);
         }
         assert_eq!(app.audit_len().await, before);
-        let other = rival(&app).await;
+        let other = app.other_workspace("rival").await;
         let r = app.get(&format!("/api/v1/deliveries/{id}"), &other).await;
         assert_eq!(r.status, 404, "{}", r.body);
         app.stop().await;
@@ -546,7 +521,7 @@ both_backends!(a_dead_delivery_can_be_retried, |backend| async move {
     let id = dead["id"].as_str().unwrap().to_owned();
     let tried = dead["attempts"].as_array().unwrap().len();
 
-    let other = rival(&app).await;
+    let other = app.other_workspace("rival").await;
     let r = app
         .post(
             &format!("/api/v1/deliveries/{id}/retry"),
@@ -570,7 +545,11 @@ both_backends!(a_dead_delivery_can_be_retried, |backend| async move {
         "{}",
         r.body
     );
-    let done = delivery_until(&app, &id, |d| d["status"] == "done").await;
+    let done = app
+        .get_until(&format!("/api/v1/deliveries/{id}"), |d| {
+            d["status"] == "done"
+        })
+        .await;
     let attempts = done["attempts"].as_array().unwrap();
     assert_eq!(attempts.len(), tried + 1, "{done}");
     assert_eq!(attempts[tried]["attempt"], tried as i64 + 1);

@@ -129,20 +129,36 @@ impl TestApp {
     /// Polls the evaluation's delivery jobs (`GET …/deliveries`, as the admin) until `done`
     /// holds of the answer's body or 15 s pass; returns the last body.
     pub async fn deliveries_until(&self, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+        self.get_until(&format!("/api/v1/evaluations/{id}/deliveries"), done)
+            .await
+    }
+
+    /// Polls `GET path` as the admin until `done` holds of the answer's body or 15 s pass;
+    /// returns the last body.
+    pub async fn get_until(&self, path: &str, done: impl Fn(&Value) -> bool) -> Value {
         let start = std::time::Instant::now();
         loop {
-            let r = self
-                .get(
-                    &format!("/api/v1/evaluations/{id}/deliveries"),
-                    &self.admin_key,
-                )
-                .await;
+            let r = self.get(path, &self.admin_key).await;
             assert_eq!(r.status, 200, "{}", r.body);
             if done(&r.body) || start.elapsed() > std::time::Duration::from_secs(15) {
                 return r.body;
             }
             tokio::time::sleep(std::time::Duration::from_millis(25)).await;
         }
+    }
+
+    /// Another workspace on the same store; answers its admin key.
+    pub async fn other_workspace(&self, name: &str) -> String {
+        agentnexus_app::accounts::create_workspace(
+            &self.store,
+            name,
+            &format!("owner@{name}.example"),
+            None,
+            agentnexus_store::Actor::Cli,
+        )
+        .await
+        .unwrap()
+        .admin_key
     }
 
     pub async fn spawn(backend: Backend) -> TestApp {
@@ -310,6 +326,11 @@ impl TestApp {
 
     /// An evaluation's audit events of one type, read with `key`.
     pub async fn timeline_events(&self, key: &str, id: &str, kind: &str) -> Vec<Value> {
+        self.timeline(key, id, |e| e["type"] == kind).await
+    }
+
+    /// An evaluation's audit events that `keep` holds of, read with `key`.
+    pub async fn timeline(&self, key: &str, id: &str, keep: impl Fn(&Value) -> bool) -> Vec<Value> {
         let timeline = self
             .get(&format!("/api/v1/evaluations/{id}/timeline"), key)
             .await;
@@ -318,7 +339,7 @@ impl TestApp {
             .as_array()
             .unwrap()
             .iter()
-            .filter(|e| e["type"] == kind)
+            .filter(|e| keep(e))
             .cloned()
             .collect()
     }
