@@ -403,12 +403,14 @@ async fn serve(database: &str, config: Config) -> Result<ExitCode, AnyError> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let channels = app.channels_summary().await?;
     // What a newcomer needs to know about this start, in one line.
     tracing::info!(
         listen = %listener.local_addr()?,
         database = %agentnexus_store::redact(database),
         public_url = %app.public_url(),
         smtp = app.config.smtp_url.is_some(),
+        channels = %channels,
         "AgentNexus is serving"
     );
     if app.config.smtp_url.is_none() {

@@ -1,45 +1,17 @@
 //! The `agentnexus` binary as an operator uses it, on both stores.
 
+#[allow(dead_code)]
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use agentnexus_testkit::TestDatabase;
 use agentnexus_testkit::both_backends;
 use serde_json::{Value, json};
-
-const BIN: &str = env!("CARGO_BIN_EXE_agentnexus");
-
-fn cli(db: &TestDatabase, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env("AGENTNEXUS_DATABASE_URL", &db.url)
-        .output()
-        .expect("the binary runs")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> String {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path.display().to_string()
-}
-
-fn scratch() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("anx-cli-{}", ulid::Ulid::new()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-const GATE: &str = "name: gate\nrules:\n  - id: big\n    when: amount_cents > 100\n    effect: deny\n    reason: too big\n  - id: rest\n    effect: allow\n";
+use support::*;
 
 both_backends!(workspace_keys_policies_and_audit, |backend| async move {
     let db = TestDatabase::new(backend).await;
@@ -323,78 +295,6 @@ fn lint_and_test_policy_directories() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-struct Server {
-    child: Child,
-    url: String,
-    stdout: Vec<String>,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Starts `agentnexus serve` and waits for /healthz.
-fn serve(db: &TestDatabase, dir: &Path) -> Server {
-    serve_with(db, dir, &[])
-}
-
-fn serve_with(db: &TestDatabase, dir: &Path, env: &[(&str, &str)]) -> Server {
-    let port = free_port();
-    let mut child = Command::new(BIN)
-        .arg("serve")
-        .current_dir(dir)
-        .envs(env.iter().copied())
-        .env("AGENTNEXUS_DATABASE_URL", &db.url)
-        .env("AGENTNEXUS_LISTEN", format!("127.0.0.1:{port}"))
-        .env("AGENTNEXUS_BOOTSTRAP_EMAIL", "boss@example.com")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{port}");
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "serve did not start"
-        );
-        assert!(child.try_wait().unwrap().is_none(), "serve exited");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    // Bootstrap output is printed before the listener is bound, so it is all in the pipe by
-    // now; a store that was not empty prints nothing.
-    let out = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let lines: Vec<String> =
-        std::iter::from_fn(|| rx.recv_timeout(Duration::from_millis(200)).ok()).collect();
-    Server {
-        child,
-        url,
-        stdout: lines,
-    }
-}
-
-/// The admin key a first start prints.
-fn admin_key(server: &Server) -> String {
-    server
-        .stdout
-        .iter()
-        .find_map(|l| l.trim().strip_prefix("admin key: "))
-        .expect("the admin key is printed")
-        .to_owned()
-}
-
 /// Asserts that every acknowledged evaluation is stored and the chain verifies; returns the
 /// chain's length.
 async fn assert_recorded(
@@ -423,25 +323,6 @@ async fn assert_recorded(
         .unwrap();
     assert_eq!(v["ok"], true, "{v}");
     v["events"].as_i64().unwrap()
-}
-
-fn terminate(server: &mut Server) -> std::process::ExitStatus {
-    let status = Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let start = Instant::now();
-    loop {
-        if let Some(status) = server.child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "serve did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 both_backends!(
@@ -834,29 +715,56 @@ both_backends!(serve_says_how_it_is_configured, |backend| async move {
         warning.contains("no SMTP server is configured"),
         "{warning}"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
-});
+    assert_eq!(line["channels"], "none");
 
-/// A REST call as the admin, answering the body.
-async fn rest(
-    server: &Server,
-    key: &str,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<&str>,
-) -> Value {
-    let mut request = reqwest::Client::new()
-        .request(method, format!("{}{path}", server.url))
-        .bearer_auth(key);
-    if let Some(body) = body {
-        request = request
-            .header("content-type", "application/yaml")
-            .body(body.to_owned());
-    }
-    let r = request.send().await.unwrap();
-    assert!(r.status().is_success(), "{path}: {}", r.status());
-    r.json().await.unwrap()
-}
+    // With SMTP and a workspace that connected Teams, the line names both channels.
+    let key = cli(
+        &db,
+        &[
+            "keys",
+            "create",
+            "--workspace",
+            "default",
+            "--name",
+            "t",
+            "--scope",
+            "admin",
+        ],
+    );
+    let key = stdout(&key).trim().to_owned();
+    let smtp = [("AGENTNEXUS_SMTP_URL", "smtp://127.0.0.1:9")];
+    let mut server = serve_with(&db, &dir, &smtp);
+    let r = reqwest::Client::new()
+        .put(format!("{}/api/v1/settings/channels/teams", server.url))
+        .bearer_auth(&key)
+        .json(&json!({"webhook_url": "https://example.webhook.office.com/webhookb2/x"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    assert!(terminate(&mut server).success());
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .current_dir(&dir)
+        .env("AGENTNEXUS_DATABASE_URL", &db.url)
+        .env("AGENTNEXUS_LISTEN", format!("127.0.0.1:{}", free_port()))
+        .envs(smtp)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let serving = BufReader::new(child.stderr.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.contains("AgentNexus is serving"))
+        .expect("the start-up line");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let line: Value = serde_json::from_str(&serving).unwrap();
+    assert_eq!(line["channels"], "email, teams (1 workspace)");
+    std::fs::remove_dir_all(&dir).unwrap();
+    db.drop_database().await;
+});
 
 fn json_lines(out: &Output) -> Vec<Value> {
     assert!(out.status.success(), "{}", stderr(out));
@@ -1098,522 +1006,3 @@ both_backends!(
         db.drop_database().await;
     }
 );
-
-/// The repository's `examples/` folder.
-fn examples() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
-}
-
-// Every example runs as its README says: the policy's tests pass, the curl and Python clients
-// get their decisions from a running server, and the receiver verifies a signed test event.
-both_backends!(the_examples_run, |backend| async move {
-    let db = TestDatabase::new(backend).await;
-    let dir = scratch();
-    let ex = examples();
-    let out = Command::new(BIN)
-        .args(["policy", "test"])
-        .arg(ex.join("policies"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
-    assert!(stdout(&out).contains("4 passed"), "{}", stdout(&out));
-
-    let mut server = serve_with(&db, &dir, &[("AGENTNEXUS_WEBHOOK_ALLOW_PRIVATE", "1")]);
-    let key = admin_key(&server);
-    let policy = ex.join("policies/refunds.yaml").display().to_string();
-    let out = cli(&db, &["policy", "apply", "--workspace", "default", &policy]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    // The server picks up the CLI's change within its refresh interval.
-    let start = Instant::now();
-    let curl = loop {
-        let out = Command::new("bash")
-            .arg(ex.join("curl/evaluate.sh"))
-            .arg("1200")
-            .env("AGENTNEXUS_URL", &server.url)
-            .env("AGENTNEXUS_KEY", &key)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
-        let answer: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
-        if answer["decision"] == "allow" || start.elapsed() > Duration::from_secs(15) {
-            break answer;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    assert_eq!(curl["decision"], "allow", "{curl}");
-    let out = Command::new("python3")
-        .arg(ex.join("python/evaluate.py"))
-        .env("AGENTNEXUS_URL", &server.url)
-        .env("AGENTNEXUS_KEY", &key)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
-    let said = stdout(&out);
-    assert!(
-        said.contains("stripe.refund: go ahead (Small refunds are fine)"),
-        "{said}"
-    );
-    assert!(
-        said.contains("db.delete: do not act, denied (Production data is never deleted by agents)"),
-        "{said}"
-    );
-    assert!(
-        said.contains("stripe.refund: waiting for a human, evaluation ev_"),
-        "{said}"
-    );
-
-    // The receiver: a signed test event is verified and printed.
-    let secret = rest(
-        &server,
-        &key,
-        reqwest::Method::GET,
-        "/api/v1/webhooks/secret",
-        None,
-    )
-    .await;
-    let port = free_port();
-    let mut receiver = Command::new("python3")
-        .arg(ex.join("webhook-receiver/receiver.py"))
-        .env(
-            "AGENTNEXUS_WEBHOOK_SECRET",
-            secret["signing_secret"].as_str().unwrap(),
-        )
-        .env("PORT", port.to_string())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(receiver.stdout.take().unwrap()).lines();
-    assert!(lines.next().unwrap().unwrap().starts_with("listening"));
-    let sent = reqwest::Client::new()
-        .post(format!("{}/api/v1/webhooks/test", server.url))
-        .bearer_auth(&key)
-        .json(&json!({"url": format!("http://127.0.0.1:{port}/hook")}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(sent.status(), 202);
-    let printed = tokio::task::spawn_blocking(move || lines.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert_eq!(printed, "test - -");
-    receiver.kill().unwrap();
-    receiver.wait().unwrap();
-    assert!(terminate(&mut server).success());
-    std::fs::remove_dir_all(&dir).unwrap();
-    db.drop_database().await;
-});
-
-/// The fenced blocks of a markdown section, in order: (language, text).
-fn blocks(markdown: &str, section: &str) -> Vec<(String, String)> {
-    let start = markdown
-        .find(section)
-        .unwrap_or_else(|| panic!("{section}"));
-    let rest = &markdown[start + section.len()..];
-    let body = &rest[..rest.find("\n## ").unwrap_or(rest.len())];
-    let mut out = Vec::new();
-    let mut parts = body.split("```");
-    parts.next();
-    while let (Some(block), Some(_)) = (parts.next(), parts.next()) {
-        let (lang, text) = block.split_once('\n').unwrap_or((block, ""));
-        out.push((lang.trim().to_owned(), text.to_owned()));
-    }
-    out
-}
-
-/// The `"key": value` pairs of a documented answer a real answer must hold: scalar values
-/// written out in full, leaving out what differs on every run (ids, times, hashes of the chain).
-fn documented_pairs(expected: &str) -> Vec<String> {
-    const VOLATILE: [&str; 15] = [
-        "evaluation_id",
-        "created_at",
-        "updated_at",
-        "occurred_at",
-        "started_at",
-        "expires_at",
-        "decided_at",
-        "hash",
-        "prev_hash",
-        "head_hash",
-        "author",
-        "actor",
-        "workspace_id",
-        "events",
-        "seq",
-    ];
-    let mut pairs = Vec::new();
-    let mut rest = expected;
-    while let Some(at) = rest.find('"') {
-        rest = &rest[at + 1..];
-        let Some(end) = rest.find('"') else { break };
-        let key = &rest[..end];
-        let after = rest[end + 1..].trim_start();
-        if let Some(value) = after.strip_prefix(':').map(str::trim_start) {
-            let scalar = if let Some(s) = value.strip_prefix('"') {
-                s.find('"').map(|e| format!("\"{}\"", &s[..e]))
-            } else {
-                let v: String = value
-                    .chars()
-                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '.')
-                    .collect();
-                (!v.is_empty()).then_some(v)
-            };
-            // A value naming an id (an evaluation's in a message text) differs on every run.
-            let names_an_id = |v: &str| {
-                ["ev_", "key_", "msg_", "apr_", "ws_", "mem_"]
-                    .iter()
-                    .any(|p| v.contains(p))
-            };
-            if let Some(v) = scalar
-                && !v.contains('…')
-                && !names_an_id(&v)
-                && !VOLATILE.contains(&key)
-                && key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
-            {
-                pairs.push(format!("\"{key}\":{v}"));
-            }
-        }
-        rest = &rest[end + 1..];
-    }
-    pairs
-}
-
-// The README's walkthrough, run as written against a fresh server (its URL and the binary put
-// in for `127.0.0.1:8080` and `cargo run`): every command succeeds, and every answer holds the
-// documented fields (decisions, statuses, reasons, proposal hashes, stages), so the README
-// cannot drift from the product.
-both_backends!(the_readme_walkthrough_runs, |backend| async move {
-    let db = TestDatabase::new(backend).await;
-    let dir = scratch();
-    let mut server = serve(&db, &dir);
-    let key = admin_key(&server);
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
-            .unwrap();
-    let blocks = blocks(&readme, "## A two-minute walkthrough");
-    let mut ran = 0;
-    for (i, (lang, text)) in blocks.iter().enumerate() {
-        if lang != "sh" || text.contains("anx_…") {
-            continue;
-        }
-        let script = text
-            .replace("http://127.0.0.1:8080", &server.url)
-            .replace("cargo run --release -q -p agentnexus --", BIN);
-        // One shell for the section, as a reader keeps one terminal: earlier blocks' variables
-        // (ID) are kept in a file the next block reads.
-        let out = Command::new("bash")
-            .arg("-c")
-            .arg(format!(
-                "set -euo pipefail\n[ -f .walk ] && . ./.walk\n{script}\ndeclare -p ID 2>/dev/null > .walk || true"
-            ))
-            .current_dir(&dir)
-            .env("KEY", &key)
-            .env("AGENTNEXUS_DATABASE_URL", &db.url)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "block {i}:\n{text}\n{}{}",
-            stdout(&out),
-            stderr(&out)
-        );
-        ran += 1;
-        let answer: String = stdout(&out).split_whitespace().collect();
-        if let Some((lang, expected)) = blocks.get(i + 1)
-            && (lang == "json" || lang == "text")
-        {
-            for pair in documented_pairs(expected) {
-                let pair: String = pair.split_whitespace().collect();
-                assert!(
-                    answer.contains(&pair),
-                    "block {i} answered without {pair}:\n{}",
-                    stdout(&out)
-                );
-            }
-            if lang == "text" {
-                // The verdict word (`ok`); the count after it grows with the e-mail's retries.
-                let first = expected.split_whitespace().next().unwrap_or_default();
-                assert_eq!(
-                    stdout(&out).split_whitespace().next(),
-                    Some(first),
-                    "{}",
-                    stdout(&out)
-                );
-            }
-        }
-    }
-    assert!(ran >= 7, "{ran} blocks ran");
-    assert!(terminate(&mut server).success());
-    std::fs::remove_dir_all(&dir).unwrap();
-    db.drop_database().await;
-});
-
-// docs/webhooks.md's verifiers (Python standard library, Node.js), as written: each accepts
-// the Standard Webhooks test vector (the page's next block, run as written) and refuses it
-// altered; and the example receiver uses exactly the Python one.
-#[test]
-fn the_documented_webhook_verifier_runs() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let page = std::fs::read_to_string(root.join("docs/webhooks.md")).unwrap();
-    let python: Vec<String> = blocks(&page, "### Python (standard library only)")
-        .into_iter()
-        .filter(|(lang, _)| lang == "python")
-        .map(|(_, text)| text)
-        .collect();
-    let (verifier, vector) = (&python[0], &python[1]);
-    let example =
-        std::fs::read_to_string(root.join("examples/webhook-receiver/verify_webhook.py")).unwrap();
-    assert!(
-        example.ends_with(verifier.as_str()),
-        "examples/webhook-receiver/verify_webhook.py differs from docs/webhooks.md"
-    );
-    let dir = scratch();
-    std::fs::write(dir.join("verify_webhook.py"), verifier).unwrap();
-    let run = |code: &str| {
-        Command::new("python3")
-            .arg("-c")
-            .arg(code)
-            .current_dir(&dir)
-            .output()
-            .unwrap()
-    };
-    let out = run(vector);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(stdout(&out).trim(), "ok");
-    let altered = run(&vector.replace("2432232314", "2432232315"));
-    assert!(!altered.status.success());
-    assert!(
-        stderr(&altered).contains("no matching signature"),
-        "{}",
-        stderr(&altered)
-    );
-
-    // The Node.js one, the same way.
-    let js: Vec<String> = blocks(&page, "### Node.js (`node:crypto`)")
-        .into_iter()
-        .filter(|(lang, _)| lang == "js")
-        .map(|(_, text)| text)
-        .collect();
-    std::fs::write(dir.join("verifyWebhook.js"), &js[0]).unwrap();
-    let node = |code: &str| {
-        Command::new("node")
-            .arg("-e")
-            .arg(code)
-            .current_dir(&dir)
-            .output()
-            .unwrap()
-    };
-    let out = node(&js[1]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(stdout(&out).trim(), "ok");
-    let altered = node(&js[1].replace("2432232314", "2432232315"));
-    assert!(!altered.status.success());
-    assert!(
-        stderr(&altered).contains("no matching signature"),
-        "{}",
-        stderr(&altered)
-    );
-    std::fs::remove_dir_all(&dir).unwrap();
-}
-
-// docs/operations.md's outside checks, run as written: the chain verifier (the page's curl
-// piped into it) agrees with the server's own verification and names an altered event; the
-// proposal-hash sketch prints the hash the page (and the README's evaluation) shows.
-both_backends!(the_documented_outside_checks_run, |backend| async move {
-    let db = TestDatabase::new(backend).await;
-    let dir = scratch();
-    let mut server = serve(&db, &dir);
-    let key = admin_key(&server);
-    rest(
-        &server,
-        &key,
-        reqwest::Method::PUT,
-        "/api/v1/policies/gate",
-        Some(GATE),
-    )
-    .await;
-    for amount in [50, 500] {
-        reqwest::Client::new()
-            .post(format!("{}/api/v1/evaluate", server.url))
-            .bearer_auth(&key)
-            .json(&json!({"agent_id": "a", "action": "pay", "amount_cents": amount}))
-            .send()
-            .await
-            .unwrap();
-    }
-    let page = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/operations.md"),
-    )
-    .unwrap();
-    let audit = blocks(&page, "## Audit trail");
-    let verifier = &audit
-        .iter()
-        .find(|(l, t)| l == "python" && t.contains("HASHED"))
-        .unwrap()
-        .1;
-    let command = &audit
-        .iter()
-        .find(|(l, t)| l == "sh" && t.contains("verify.py"))
-        .unwrap()
-        .1;
-    std::fs::write(dir.join("verify.py"), verifier).unwrap();
-    let sh = |script: &str| {
-        Command::new("bash")
-            .arg("-c")
-            .arg(script)
-            .current_dir(&dir)
-            .env("KEY", &key)
-            .output()
-            .unwrap()
-    };
-    let out = sh(&command.replace("http://127.0.0.1:8080", &server.url));
-    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
-    let own = rest(
-        &server,
-        &key,
-        reqwest::Method::GET,
-        "/api/v1/audit/verify",
-        None,
-    )
-    .await;
-    assert_eq!(
-        stdout(&out).trim(),
-        format!(
-            "ok {} {}",
-            own["events"],
-            own["head_hash"].as_str().unwrap()
-        )
-    );
-    // One event's data altered on the way: the sketch names it.
-    let altered = sh(&format!(
-        "curl -s '{}/api/v1/audit?limit=1000' -H \"Authorization: Bearer $KEY\" \
-         | sed 's/\"amount_cents\":500/\"amount_cents\":5/' | python3 verify.py",
-        server.url
-    ));
-    assert!(!altered.status.success());
-    assert!(
-        stderr(&altered).contains("broken at seq"),
-        "{}",
-        stderr(&altered)
-    );
-
-    let hashing = blocks(&page, "## Proposal hash");
-    let sketch = &hashing.iter().find(|(l, _)| l == "python").unwrap().1;
-    let documented = sketch
-        .lines()
-        .last()
-        .unwrap()
-        .trim_start_matches("# ")
-        .to_owned();
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(sketch)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(stdout(&out).trim(), documented);
-    assert!(terminate(&mut server).success());
-    std::fs::remove_dir_all(&dir).unwrap();
-    db.drop_database().await;
-});
-
-/// Runs one documented `sh` block in `dir` against `server` as written (its URL put in for
-/// `127.0.0.1:8080`), with `env`; asserts it succeeds and that its answer holds every scalar
-/// field of the documented answer `expected` (see [`documented_pairs`]); answers its stdout.
-fn run_documented(
-    server: &Server,
-    dir: &Path,
-    env: &[(&str, &str)],
-    block: &str,
-    expected: Option<&str>,
-) -> String {
-    let out = Command::new("bash")
-        .arg("-c")
-        .arg(format!(
-            "set -euo pipefail\n{}",
-            block.replace("http://127.0.0.1:8080", &server.url)
-        ))
-        .current_dir(dir)
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{block}\n{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    let answer: String = stdout(&out).split_whitespace().collect();
-    for pair in expected.map(documented_pairs).unwrap_or_default() {
-        let pair: String = pair.split_whitespace().collect();
-        assert!(
-            answer.contains(&pair),
-            "{block}\nanswered without {pair}:\n{}",
-            stdout(&out)
-        );
-    }
-    stdout(&out)
-}
-
-// docs/mcp.md's curl calls, as written, after the README's policy: the tool list, an evaluate
-// call with trace metadata (its documented answer's fields, the proposal hash included), and
-// the trace read back from the evaluation it made.
-both_backends!(the_documented_mcp_curl_calls_run, |backend| async move {
-    let db = TestDatabase::new(backend).await;
-    let dir = scratch();
-    let mut server = serve(&db, &dir);
-    let key = admin_key(&server);
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
-    let policy = blocks(&readme, "## A two-minute walkthrough")
-        .into_iter()
-        .find(|(lang, text)| lang == "sh" && text.contains("payments.yaml"))
-        .unwrap()
-        .1;
-    let env = [("KEY", key.as_str())];
-    run_documented(&server, &dir, &env, &policy, None);
-
-    let page = std::fs::read_to_string(root.join("docs/mcp.md")).unwrap();
-    let list = blocks(&page, "## Connecting");
-    let listed = run_documented(&server, &dir, &env, &list[0].1, None);
-    assert!(
-        listed.contains("\"name\":\"evaluate\"") && listed.contains("\"name\":\"get_evaluation\""),
-        "{listed}"
-    );
-
-    let tools = blocks(&page, "## The tools");
-    let call = tools
-        .iter()
-        .position(|(lang, text)| lang == "sh" && text.contains("_meta"))
-        .unwrap();
-    let answer = run_documented(
-        &server,
-        &dir,
-        &env,
-        &tools[call].1,
-        Some(&tools[call + 1].1),
-    );
-    let answer: Value = serde_json::from_str(answer.trim()).unwrap();
-    // The call's evaluation is the `$ID` the trace section reads back.
-    let id = answer["result"]["structuredContent"]["evaluation_id"]
-        .as_str()
-        .unwrap();
-
-    let trace = blocks(&page, "## Trace metadata");
-    let read = trace.iter().position(|(lang, _)| lang == "sh").unwrap();
-    let env = [("KEY", key.as_str()), ("ID", id)];
-    let got = run_documented(
-        &server,
-        &dir,
-        &env,
-        &trace[read].1,
-        Some(&trace[read + 1].1),
-    );
-    let got: Value = serde_json::from_str(&got).unwrap();
-    let documented: Value = serde_json::from_str(&trace[read + 1].1).unwrap();
-    assert_eq!(got, documented);
-    assert!(terminate(&mut server).success());
-    std::fs::remove_dir_all(&dir).unwrap();
-    db.drop_database().await;
-});

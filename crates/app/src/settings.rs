@@ -108,6 +108,25 @@ impl App {
         Ok(out)
     }
 
+    /// The channels approvals can reach people on, across workspaces, for the start-up line:
+    /// `email` when SMTP is configured, then each chat channel with how many workspaces
+    /// connected it (`slack (2 workspaces)`); `none` when there is none.
+    pub async fn channels_summary(&self) -> Result<String> {
+        let mut parts: Vec<String> = Vec::new();
+        if self.config.smtp_url.is_some() {
+            parts.push("email".into());
+        }
+        for (channel, n) in self.store.channels_in_use().await? {
+            let plural = if n == 1 { "" } else { "s" };
+            parts.push(format!("{channel} ({n} workspace{plural})"));
+        }
+        Ok(if parts.is_empty() {
+            "none".into()
+        } else {
+            parts.join(", ")
+        })
+    }
+
     /// The chat channels approvals can use in the workspace.
     pub async fn channels(&self, reader: &Reader) -> Result<Channels> {
         let tenant = reader.tenant();

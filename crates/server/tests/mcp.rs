@@ -11,42 +11,14 @@ use common::{PAYMENTS, TestApp};
 use serde_json::{Value, json};
 
 /// A Python with the official `mcp` SDK: `AGENTNEXUS_MCP_PYTHON` (what `.ci/run` sets up), or
-/// a virtual environment made here once.
+/// a virtual environment made once.
 fn python() -> String {
-    static MADE: Mutex<Option<String>> = Mutex::new(None);
-    if let Ok(p) = std::env::var("AGENTNEXUS_MCP_PYTHON") {
-        return p;
-    }
-    let mut made = MADE.lock().unwrap();
-    if let Some(p) = made.as_ref() {
-        return p.clone();
-    }
-    let venv = std::env::temp_dir().join("agentnexus-mcp-venv-2.3.0");
-    let py = venv.join("bin/python").display().to_string();
-    let ready = Command::new(&py)
-        .args(["-c", "import mcp"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ready {
-        let ok = Command::new("python3")
-            .arg("-m")
-            .arg("venv")
-            .arg(&venv)
-            .status()
-            .unwrap()
-            .success()
-            && Command::new(&py)
-                .args(["-m", "pip", "install", "-q", "mcp==2.3.0"])
-                .status()
-                .unwrap()
-                .success();
-        assert!(
-            ok,
-            "could not install the MCP Python SDK (pip install mcp==2.3.0)"
-        );
-    }
-    *made = Some(py.clone());
-    py
+    agentnexus_testkit::tools::python(
+        "AGENTNEXUS_MCP_PYTHON",
+        "agentnexus-mcp-venv-2.3.0",
+        "import mcp",
+        &["mcp==2.3.0"],
+    )
 }
 
 both_backends!(official_client_in_both_generations, |backend| async move {
@@ -632,60 +604,5 @@ both_backends!(raw_protocol_errors, |backend| async move {
         (status, body["error"]["data"]["reason"].as_str()),
         (400, Some("invalid_request_state"))
     );
-    app.stop().await;
-});
-
-/// A fenced block of a doc page: the first ```LANG block after `heading`.
-fn doc_block(page: &str, heading: &str, lang: &str) -> String {
-    let path = format!("{}/../../docs/{page}", env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(&path).unwrap();
-    let at = text
-        .find(heading)
-        .unwrap_or_else(|| panic!("{heading} in {page}"));
-    let open = format!("```{lang}\n");
-    let start = text[at..].find(&open).unwrap() + at + open.len();
-    let end = text[start..].find("```").unwrap() + start;
-    text[start..end].to_owned()
-}
-
-// The Python client docs/mcp.md shows, run as written against a server: it decides, and a
-// wrong key ends it with the gateway's refusal (which the SDK raises inside exception groups).
-both_backends!(the_documented_python_client_runs, |backend| async move {
-    let app = TestApp::spawn(backend).await;
-    let agent = app.key("agent").await;
-    let nanos = std::time::SystemTime::UNIX_EPOCH
-        .elapsed()
-        .unwrap()
-        .as_nanos();
-    let script = std::env::temp_dir().join(format!("anx-mcp-doc-{nanos}.py"));
-    std::fs::write(&script, doc_block("mcp.md", "### Python MCP SDK", "python")).unwrap();
-    for (key, ok, said) in [
-        (agent.as_str(), true, "do not act: denied no matching rule"),
-        ("anx_wrong", false, "refused: Invalid or missing API key"),
-    ] {
-        let out = tokio::task::spawn_blocking({
-            let (url, key, script) = (app.url.clone(), key.to_owned(), script.clone());
-            move || {
-                Command::new(python())
-                    .arg(&script)
-                    .env("AGENTNEXUS_MCP_URL", format!("{url}/api/mcp"))
-                    .env("AGENTNEXUS_KEY", key)
-                    .output()
-                    .expect("python runs")
-            }
-        })
-        .await
-        .unwrap();
-        let (stdout, stderr) = (
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-        );
-        assert_eq!(out.status.success(), ok, "{stdout}\n{stderr}");
-        assert!(
-            stdout.contains(said) || stderr.contains(said),
-            "{said} in:\n{stdout}\n{stderr}"
-        );
-    }
-    std::fs::remove_file(&script).unwrap();
     app.stop().await;
 });

@@ -40,6 +40,19 @@ impl Store {
             .collect()
     }
 
+    /// Each connected channel with how many workspaces connected it, by name.
+    pub async fn channels_in_use(&self) -> Result<Vec<(String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT channel, COUNT(*) AS workspaces FROM channel_settings GROUP BY channel \
+             ORDER BY channel",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("channel")?, r.try_get("workspaces")?)))
+            .collect()
+    }
+
     /// Connects a channel or replaces its settings. `described` is what the audit trail keeps
     /// of them: which fields are set, never their values.
     pub async fn put_channel_settings(

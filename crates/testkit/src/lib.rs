@@ -1,12 +1,16 @@
 //! Test doubles and harness for AgentNexus's tests, never part of what ships: a fresh database
 //! per test on either backend (`db`), a webhook receiver (`webhooks`), an SMTP server
-//! (`smtp`), and stand-ins for Slack and Microsoft Teams that check what they receive against
-//! the services' published formats (`chat`). Each is a real server on loopback, driven over
-//! the network as the real service would be. This crate depends on none of AgentNexus's own.
+//! (`smtp`), the outside programs tests run (`tools`), stand-ins for Slack and Microsoft Teams
+//! that check what they receive against the services' published formats (`chat`), and one for
+//! the model an agent framework calls (`openai`). Each is a real server on loopback, driven
+//! over the network as the real service would be. This crate depends on none of AgentNexus's
+//! own.
 
 pub mod chat;
 pub mod db;
+pub mod openai;
 pub mod smtp;
+pub mod tools;
 pub mod webhooks;
 
 pub use db::{Backend, TestDatabase, tamper};
