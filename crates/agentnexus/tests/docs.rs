@@ -122,21 +122,13 @@ both_backends!(the_examples_run, |backend| async move {
     db.drop_database().await;
 });
 
-/// The fenced blocks of a markdown section, in order: (language, text).
-fn blocks(markdown: &str, section: &str) -> Vec<(String, String)> {
+/// The text of a markdown section: from its heading to the next `## ` heading.
+fn section<'a>(markdown: &'a str, heading: &str) -> &'a str {
     let start = markdown
-        .find(section)
-        .unwrap_or_else(|| panic!("{section}"));
-    let rest = &markdown[start + section.len()..];
-    let body = &rest[..rest.find("\n## ").unwrap_or(rest.len())];
-    let mut out = Vec::new();
-    let mut parts = body.split("```");
-    parts.next();
-    while let (Some(block), Some(_)) = (parts.next(), parts.next()) {
-        let (lang, text) = block.split_once('\n').unwrap_or((block, ""));
-        out.push((lang.trim().to_owned(), text.to_owned()));
-    }
-    out
+        .find(heading)
+        .unwrap_or_else(|| panic!("{heading}"));
+    let rest = &markdown[start + heading.len()..];
+    &rest[..rest.find("\n## ").unwrap_or(rest.len())]
 }
 
 /// The `"key": value` pairs of a documented answer a real answer must hold: scalar values
@@ -200,72 +192,24 @@ fn documented_pairs(expected: &str) -> Vec<String> {
 }
 
 // The README's walkthrough, run as written against a fresh server (its URL and the binary put
-// in for `127.0.0.1:8080` and `cargo run`): every command succeeds, and every answer holds the
-// documented fields (decisions, statuses, reasons, proposal hashes, stages), so the README
-// cannot drift from the product.
+// in for `127.0.0.1:8080` and `cargo run`, the printed admin key for `anx_…`): every command
+// succeeds, and every answer holds the documented fields (decisions, statuses, reasons,
+// proposal hashes, stages), so the README cannot drift from the product.
 both_backends!(the_readme_walkthrough_runs, |backend| async move {
     let db = TestDatabase::new(backend).await;
-    let dir = scratch();
-    let mut server = serve(&db, &dir);
+    let server_dir = scratch();
+    let mut server = serve(&db, &server_dir);
     let key = admin_key(&server);
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
-            .unwrap();
-    let blocks = blocks(&readme, "## A two-minute walkthrough");
-    let mut ran = 0;
-    for (i, (lang, text)) in blocks.iter().enumerate() {
-        if lang != "sh" || text.contains("anx_…") {
-            continue;
-        }
-        let script = text
-            .replace("http://127.0.0.1:8080", &server.url)
-            .replace("cargo run --release -q -p agentnexus --", BIN);
-        // One shell for the section, as a reader keeps one terminal: earlier blocks' variables
-        // (ID) are kept in a file the next block reads.
-        let out = Command::new("bash")
-            .arg("-c")
-            .arg(format!(
-                "set -euo pipefail\n[ -f .walk ] && . ./.walk\n{script}\ndeclare -p ID 2>/dev/null > .walk || true"
-            ))
-            .current_dir(&dir)
-            .env("KEY", &key)
-            .env("AGENTNEXUS_DATABASE_URL", &db.url)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "block {i}:\n{text}\n{}{}",
-            stdout(&out),
-            stderr(&out)
-        );
-        ran += 1;
-        let answer: String = stdout(&out).split_whitespace().collect();
-        if let Some((lang, expected)) = blocks.get(i + 1)
-            && (lang == "json" || lang == "text")
-        {
-            for pair in documented_pairs(expected) {
-                let pair: String = pair.split_whitespace().collect();
-                assert!(
-                    answer.contains(&pair),
-                    "block {i} answered without {pair}:\n{}",
-                    stdout(&out)
-                );
-            }
-            if lang == "text" {
-                // The verdict word (`ok`); the count after it grows with the e-mail's retries.
-                let first = expected.split_whitespace().next().unwrap_or_default();
-                assert_eq!(
-                    stdout(&out).split_whitespace().next(),
-                    Some(first),
-                    "{}",
-                    stdout(&out)
-                );
-            }
-        }
-    }
-    assert!(ran >= 7, "{ran} blocks ran");
+    let mut reader = Reader::new(&server, &db, &key);
+    reader.placeholder("anx_…", &key);
+    let readme = page("README.md");
+    let walkthrough = section(&readme, "## A two-minute walkthrough");
+    let ran = reader.run("README.md", walkthrough, |_, _| false);
+    assert_eq!(ran, 9);
     assert!(terminate(&mut server).success());
-    std::fs::remove_dir_all(&dir).unwrap();
+    for dir in [&server_dir, &reader.dir] {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
     db.drop_database().await;
 });
 
@@ -445,6 +389,67 @@ impl Reader {
             .envs(env.iter().copied())
             .output()
             .unwrap()
+    }
+
+    /// Makes `node_modules` in the directory the given one, for the Node.js samples.
+    fn link_node_modules(&self, node_modules: &Path) {
+        let link = self.dir.join("node_modules");
+        if !link.exists() {
+            std::os::unix::fs::symlink(node_modules, &link).unwrap();
+        }
+    }
+
+    /// Starts `program` as a stdio JSON-RPC server, sends it `messages` one per line, and
+    /// answers the first `answers` replies (messages with an `id`), within 60 seconds.
+    fn stdio(
+        &self,
+        program: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        messages: &[Value],
+        answers: usize,
+    ) -> Vec<Value> {
+        use std::io::Write;
+        let mut child = Command::new(program)
+            .args(args)
+            .current_dir(&self.dir)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .envs(env.iter().copied())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        for m in messages {
+            writeln!(stdin, "{m}").unwrap();
+        }
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let start = Instant::now();
+        let mut got = Vec::new();
+        while got.len() < answers {
+            let left = Duration::from_secs(60).saturating_sub(start.elapsed());
+            let line = rx.recv_timeout(left).unwrap_or_else(|_| {
+                panic!("{program} answered {} of {answers}: {got:?}", got.len())
+            });
+            if let Ok(v) = serde_json::from_str::<Value>(&line)
+                && v.get("id").is_some()
+            {
+                got.push(v);
+            }
+        }
+        drop(stdin);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        got
     }
 
     /// Starts `program` with `args` in the directory, its stdout piped.
@@ -1092,6 +1097,7 @@ both_backends!(the_mcp_page_runs, |backend| async move {
     let key = admin_key(&server);
     let mut reader = Reader::new(&server, &db, &key);
     reader.set("AGENTNEXUS_KEY", &key);
+    reader.placeholder("anx_…", &key);
     reader.set("AGENTNEXUS_MCP_URL", &format!("{}/api/mcp", server.url));
     let readme = page("README.md");
     let policy = page_blocks(&readme)
@@ -1203,12 +1209,54 @@ both_backends!(the_mcp_page_runs, |backend| async move {
                 );
                 true
             }
+            "json" if b.text.contains("mcpServers") => {
+                // Claude Desktop's configuration, started as Claude Desktop starts it and
+                // driven over stdio as it does: the handshake, the tool list, a call.
+                reader.link_node_modules(&node_modules);
+                let config: Value = serde_json::from_str(&reader.fill(&b.text)).unwrap();
+                let server = &config["mcpServers"]["agentnexus"];
+                let args: Vec<&str> = server["args"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|a| a.as_str().unwrap())
+                    .collect();
+                let auth_dir = reader.dir.join("mcp-auth").display().to_string();
+                let mut env: Vec<(&str, &str)> = server["env"]
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str().unwrap()))
+                    .collect();
+                // mcp-remote keeps its state here rather than in ~/.mcp-auth.
+                env.push(("MCP_REMOTE_CONFIG_DIR", &auth_dir));
+                let answers =
+                    tokio::task::block_in_place(|| {
+                        reader.stdio(server["command"].as_str().unwrap(), &args, &env, &[
+                        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                            "protocolVersion": "2025-06-18", "capabilities": {},
+                            "clientInfo": {"name": "claude-ai", "version": "0.1.0"}}}),
+                        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+                        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}),
+                        json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {
+                            "name": "evaluate",
+                            "arguments": {"agent_id": "desktop", "action": "db.delete",
+                                          "context": {"environment": "production"}}}}),
+                    ], 3)
+                    });
+                assert_eq!(answers[0]["result"]["serverInfo"]["name"], "agentnexus");
+                assert_eq!(answers[1]["result"]["tools"][0]["name"], "evaluate");
+                let decided = &answers[2]["result"]["structuredContent"];
+                assert_eq!(decided["status"], "denied", "{decided}");
+                assert_eq!(
+                    decided["reason"],
+                    "Production data is never deleted by agents"
+                );
+                true
+            }
             "ts" => {
                 std::fs::write(reader.dir.join("client.mts"), reader.fill(&b.text)).unwrap();
-                let link = reader.dir.join("node_modules");
-                if !link.exists() {
-                    std::os::unix::fs::symlink(&node_modules, &link).unwrap();
-                }
+                reader.link_node_modules(&node_modules);
                 // Type-checked as strictly as the page says, then run as compiled.
                 let tsc = node_modules
                     .join("typescript/bin/tsc")
@@ -1237,7 +1285,7 @@ both_backends!(the_mcp_page_runs, |backend| async move {
             _ => false,
         }
     });
-    assert_eq!(ran, 7);
+    assert_eq!(ran, 8);
     approver.abort();
     assert!(terminate(&mut server).success());
     for dir in [&server_dir, &reader.dir] {
