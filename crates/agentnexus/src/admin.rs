@@ -3,8 +3,10 @@
 
 use std::process::ExitCode;
 
+use agentnexus_app::checkpoints::CheckpointCheck;
 use agentnexus_app::evaluations::ListInput;
 use agentnexus_app::members::NewMemberInput;
+use agentnexus_app::notary::{Checkpoint, PublicKey};
 use agentnexus_app::types::{EvaluationId, KeyId, MemberId};
 use agentnexus_app::{App, Error, accounts};
 use agentnexus_server::api::keys::KeyView;
@@ -135,7 +137,18 @@ impl Task {
             Task::Members(command) => members(app, command).await?,
             Task::Policy(command) => return policy(app, command).await,
             Task::Evaluations(command) => evaluations(app, command).await?,
-            Task::Audit(AuditCommand::Verify { workspace }) => return verify(app, workspace).await,
+            Task::Audit(AuditCommand::Verify {
+                workspace,
+                checkpoint,
+                public_key,
+            }) => {
+                return match checkpoint {
+                    Some(file) => {
+                        verify_checkpoint(app, workspace, &file, public_key.as_deref()).await
+                    }
+                    None => verify(app, workspace).await,
+                };
+            }
         }
         Ok(ExitCode::SUCCESS)
     }
@@ -373,6 +386,63 @@ async fn verify(app: &App, workspace: Option<String>) -> Result<ExitCode, AnyErr
                 say(&format!("{prefix}broken at seq {broken_at_seq}: {reason}"))?;
                 code = ExitCode::FAILURE;
             }
+        }
+    }
+    Ok(code)
+}
+
+/// `audit verify --checkpoint FILE`: the chain of the checkpoint's workspace verifies, and it
+/// still holds what the checkpoint signed. Prints the verification, then `checkpoint ok: …`
+/// or `checkpoint broken: PROBLEM`; exit 1 when either fails.
+async fn verify_checkpoint(
+    app: &App,
+    workspace: Option<String>,
+    file: &std::path::Path,
+    public_key: Option<&std::path::Path>,
+) -> Result<ExitCode, AnyError> {
+    let read = |path: &std::path::Path| {
+        std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
+    };
+    let checkpoint: Checkpoint = serde_json::from_str(&read(file)?)
+        .map_err(|e| format!("{}: not a checkpoint: {e}", file.display()))?;
+    let key = match public_key {
+        Some(path) => {
+            PublicKey::from_pem(&read(path)?).map_err(|e| format!("{}: {e}", path.display()))?
+        }
+        None => app
+            .notary()
+            .map_err(|_| {
+                "no public key to check the signature with: pass --public-key FILE (the PEM \
+                 GET /api/v1/audit/signing-key answers), or run where the server's signing \
+                 key is (AGENTNEXUS_SIGNING_KEY or AGENTNEXUS_SIGNING_KEY_FILE)"
+            })?
+            .public()
+            .clone(),
+    };
+    let name = workspace.unwrap_or_else(|| checkpoint.workspace.clone());
+    let reader = app.operator(&name).await?.reader();
+    let mut code = ExitCode::SUCCESS;
+    match app.verify_audit(&reader).await? {
+        Verification::Ok {
+            events, head_hash, ..
+        } => say(&format!("ok {events} {head_hash}"))?,
+        Verification::Broken {
+            broken_at_seq,
+            reason,
+            ..
+        } => {
+            say(&format!("broken at seq {broken_at_seq}: {reason}"))?;
+            code = ExitCode::FAILURE;
+        }
+    }
+    match app.check_checkpoint(&reader, &checkpoint, &key).await? {
+        CheckpointCheck::Holds => say(&format!(
+            "checkpoint ok: seq {} {} signed by {} at {}",
+            checkpoint.seq, checkpoint.head_hash, checkpoint.key_id, checkpoint.issued_at
+        ))?,
+        CheckpointCheck::Fails(problem) => {
+            say(&format!("checkpoint broken: {problem}"))?;
+            code = ExitCode::FAILURE;
         }
     }
     Ok(code)

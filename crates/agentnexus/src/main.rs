@@ -235,6 +235,14 @@ enum AuditCommand {
         /// One workspace (prints `ok EVENTS HEAD_HASH`); every workspace when absent.
         #[arg(long, value_name = "NAME")]
         workspace: Option<String>,
+        /// A signed checkpoint (a file of AGENTNEXUS_CHECKPOINT_DIR, or what
+        /// GET /api/v1/audit/checkpoint answered): its workspace's chain must still hold it.
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Option<std::path::PathBuf>,
+        /// The signing key's public half, PEM (GET /api/v1/audit/signing-key); default: the
+        /// server's own key (AGENTNEXUS_SIGNING_KEY or its file), when at hand.
+        #[arg(long, value_name = "FILE", requires = "checkpoint")]
+        public_key: Option<std::path::PathBuf>,
     },
 }
 

@@ -1006,3 +1006,229 @@ both_backends!(
         db.drop_database().await;
     }
 );
+
+/// Waits until `dir` holds a checkpoint of `seq`; answers its path.
+fn checkpoint_file(dir: &Path, seq: i64) -> std::path::PathBuf {
+    let path = dir.join(format!("default-{seq:012}.json"));
+    let start = Instant::now();
+    while !path.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no checkpoint of seq {seq} in {}",
+            dir.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    path
+}
+
+// SPEC §7's signed checkpoints: the server signs each growing chain into
+// AGENTNEXUS_CHECKPOINT_DIR and on demand, with a signature the Ed25519 library accepts under
+// the published key; `audit verify --checkpoint` then catches what the chain alone cannot:
+// the tail deleted and the head rolled back (which plain verification calls `ok`), and the
+// chain rewritten to the same length; and it refuses an altered checkpoint.
+both_backends!(
+    signed_checkpoints_catch_a_rolled_back_chain,
+    |backend| async move {
+        use base64::Engine;
+        use ed25519_dalek::Verifier;
+        use ed25519_dalek::pkcs8::DecodePublicKey;
+        let db = TestDatabase::new(backend).await;
+        let dir = scratch();
+        let cps = dir.join("checkpoints");
+        let env = [
+            ("AGENTNEXUS_CHECKPOINT_DIR", cps.to_str().unwrap()),
+            ("AGENTNEXUS_CHECKPOINT_SECS", "1"),
+        ];
+        let mut server = serve_with(&db, &dir, &env);
+        let key = admin_key(&server);
+        rest(
+            &server,
+            &key,
+            reqwest::Method::PUT,
+            "/api/v1/policies/gate",
+            Some(GATE),
+        )
+        .await;
+        let evaluate = |server_url: String, key: String| async move {
+            for amount in [50, 500, 70] {
+                let r = reqwest::Client::new()
+                    .post(format!("{server_url}/api/v1/evaluate"))
+                    .bearer_auth(&key)
+                    .json(&json!({"agent_id": "a", "action": "pay", "amount_cents": amount}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+            }
+        };
+        evaluate(server.url.clone(), key.clone()).await;
+        let head = rest(
+            &server,
+            &key,
+            reqwest::Method::GET,
+            "/api/v1/audit/verify",
+            None,
+        )
+        .await;
+        let events = head["events"].as_i64().unwrap();
+        let file = checkpoint_file(&cps, events);
+
+        // On demand, and checked with the library under the published key.
+        let on_demand = rest(
+            &server,
+            &key,
+            reqwest::Method::GET,
+            "/api/v1/audit/checkpoint",
+            None,
+        )
+        .await;
+        assert_eq!(on_demand["workspace"], "default");
+        assert_eq!(on_demand["seq"], events);
+        assert_eq!(on_demand["head_hash"], head["head_hash"]);
+        let published = rest(
+            &server,
+            &key,
+            reqwest::Method::GET,
+            "/api/v1/audit/signing-key",
+            None,
+        )
+        .await;
+        assert_eq!(published["key_id"], on_demand["key_id"]);
+        let public = ed25519_dalek::VerifyingKey::from_public_key_pem(
+            published["public_key_pem"].as_str().unwrap(),
+        )
+        .unwrap();
+        let mut signed = on_demand.clone();
+        let signature = signed.as_object_mut().unwrap().remove("signature").unwrap();
+        let signature = base64::engine::general_purpose::STANDARD
+            .decode(signature.as_str().unwrap())
+            .unwrap();
+        let signature = ed25519_dalek::Signature::from_slice(&signature).unwrap();
+        let message = agentnexus_engine::canonical::to_vec(&signed);
+        public
+            .verify(&message, &signature)
+            .expect("a valid signature");
+        signed["seq"] = json!(events - 1);
+        assert!(
+            public
+                .verify(&agentnexus_engine::canonical::to_vec(&signed), &signature)
+                .is_err()
+        );
+        let pem = dir.join("signing-key.pem");
+        std::fs::write(&pem, published["public_key_pem"].as_str().unwrap()).unwrap();
+        assert!(terminate(&mut server).success());
+
+        // The written checkpoint holds.
+        let verify = |checkpoint: &Path| {
+            Command::new(BIN)
+                .args(["audit", "verify", "--checkpoint"])
+                .arg(checkpoint)
+                .current_dir(&dir)
+                .env("AGENTNEXUS_DATABASE_URL", &db.url)
+                .output()
+                .unwrap()
+        };
+        let out = verify(&file);
+        assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+        assert!(
+            stdout(&out).contains(&format!("checkpoint ok: seq {events} ")),
+            "{}",
+            stdout(&out)
+        );
+
+        // Someone with the database's keys deletes the last two events and rolls the head back:
+        // the chain alone still verifies; against the checkpoint it does not.
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(&db.url).await.unwrap();
+        let kept = events - 2;
+        agentnexus_testkit::tamper(
+            &pool,
+            db.backend,
+            &format!("DELETE FROM audit_events WHERE seq > {kept}"),
+        )
+        .await;
+        sqlx::query(&format!(
+            "UPDATE audit_heads SET seq = {kept}, indexed_seq = {kept}, \
+         hash = (SELECT hash FROM audit_events WHERE seq = {kept})"
+        ))
+        .execute(&pool)
+        .await
+        .unwrap();
+        let plain = cli(&db, &["audit", "verify"]);
+        assert!(plain.status.success(), "{}", stdout(&plain));
+        assert!(
+            stdout(&plain).starts_with(&format!("ok {kept} ")),
+            "{}",
+            stdout(&plain)
+        );
+        let out = verify(&file);
+        assert!(!out.status.success());
+        assert!(
+            stdout(&out).contains(&format!(
+                "checkpoint broken: the chain has {kept} events, fewer than the {events} the \
+             checkpoint signed"
+            )),
+            "{}",
+            stdout(&out)
+        );
+
+        // The chain grown back to the same length with other events.
+        let mut server = serve_with(&db, &dir, &[("AGENTNEXUS_CHECKPOINT_SECS", "0")]);
+        evaluate(server.url.clone(), key.clone()).await;
+        assert!(terminate(&mut server).success());
+        let out = verify(&file);
+        assert!(!out.status.success());
+        assert!(
+            stdout(&out).contains(&format!(
+                "checkpoint broken: the event at seq {events} is not the one the checkpoint signed"
+            )),
+            "{}",
+            stdout(&out)
+        );
+
+        // An altered checkpoint is refused on its signature, with the published key too (from a
+        // directory without the server's key file).
+        let mut altered: Value =
+            serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        altered["seq"] = json!(kept);
+        let altered_file = dir.join("altered.json");
+        std::fs::write(&altered_file, altered.to_string()).unwrap();
+        let elsewhere = scratch();
+        let out = Command::new(BIN)
+            .args(["audit", "verify", "--checkpoint"])
+            .arg(&altered_file)
+            .arg("--public-key")
+            .arg(&pem)
+            .current_dir(&elsewhere)
+            .env("AGENTNEXUS_DATABASE_URL", &db.url)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        assert!(
+            stdout(&out).contains("checkpoint broken: the signature does not match the checkpoint"),
+            "{}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        // Without a key at hand, it says where to get one.
+        let out = Command::new(BIN)
+            .args(["audit", "verify", "--checkpoint"])
+            .arg(&file)
+            .current_dir(&elsewhere)
+            .env("AGENTNEXUS_DATABASE_URL", &db.url)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        assert!(
+            stderr(&out).contains("pass --public-key FILE"),
+            "{}",
+            stderr(&out)
+        );
+        pool.close().await;
+        for d in [&dir, &elsewhere] {
+            std::fs::remove_dir_all(d).unwrap();
+        }
+        db.drop_database().await;
+    }
+);

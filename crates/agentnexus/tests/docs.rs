@@ -974,7 +974,7 @@ both_backends!(the_operations_page_runs, |backend| async move {
             _ => false,
         }
     });
-    assert_eq!(ran, 7);
+    assert_eq!(ran, 8);
 
     // The outside verifier agrees with the server's own verification …
     let audit = page_blocks(&markdown);

@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::crypto::{Cipher, CipherError, Purpose};
 use crate::error::{Error, Result};
 use crate::limits::Limits;
+use crate::notary::Notary;
 
 /// Where "now" comes from; tests move it.
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
@@ -26,6 +27,8 @@ pub struct App {
     clock: Clock,
     /// The server key; none for the command line, which seals and opens nothing.
     cipher: Option<Cipher>,
+    /// The signing key; on the command line, only when it is configured or its file exists.
+    pub(crate) notary: Option<Notary>,
     /// For outbound deliveries; see [`crate::outbound::http_client`].
     pub(crate) http: reqwest::Client,
     pub(crate) keys: KeyCache,
@@ -40,7 +43,8 @@ impl App {
             Some(key) => Cipher::from_base64(key)?,
             None => Cipher::from_key_file(&config.secret_key_file)?,
         };
-        Ok(App::with(store, config, clock, Some(cipher)))
+        let notary = Some(notary(&config, true)?.expect("created when missing"));
+        Ok(App::with(store, config, clock, Some(cipher), notary))
     }
 
     /// The use cases as the command line runs them: straight on the store, without the
@@ -49,10 +53,18 @@ impl App {
         let mut config = Config::from_env();
         config.rate_limit_per_second = 0;
         config.admin_rate_limit_per_second = 0;
-        App::with(store, config, Arc::new(Utc::now), None)
+        // A command checking checkpoints uses the key when it is at hand, and makes none.
+        let notary = notary(&config, false).ok().flatten();
+        App::with(store, config, Arc::new(Utc::now), None, notary)
     }
 
-    fn with(store: Store, config: Config, clock: Clock, cipher: Option<Cipher>) -> App {
+    fn with(
+        store: Store,
+        config: Config,
+        clock: Clock,
+        cipher: Option<Cipher>,
+        notary: Option<Notary>,
+    ) -> App {
         App {
             stopping: tokio::sync::watch::Sender::new(false),
             http: crate::outbound::http_client(config.webhook_allow_private),
@@ -61,6 +73,7 @@ impl App {
             config,
             clock,
             cipher,
+            notary,
             keys: KeyCache::default(),
             policies: PolicyCache::default(),
         }
@@ -300,5 +313,14 @@ impl PolicyCache {
             .iter()
             .map(|(ws, l)| (ws.clone(), l.generation))
             .collect()
+    }
+}
+
+/// The signing key the configuration names: `AGENTNEXUS_SIGNING_KEY`, else its file (made when
+/// missing if `create`).
+fn notary(config: &Config, create: bool) -> Result<Option<Notary>, CipherError> {
+    match &config.signing_key {
+        Some(key) => Notary::from_base64(key).map(Some),
+        None => Notary::from_key_file(&config.signing_key_file, create),
     }
 }

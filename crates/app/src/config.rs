@@ -102,6 +102,28 @@ pub struct Config {
     )]
     pub secret_key_file: PathBuf,
 
+    /// Base64 of a 32-byte Ed25519 seed: signs the audit chains' checkpoints (and the
+    /// evidence bundle). Every server sharing a database should use the same key.
+    #[arg(long, env = "AGENTNEXUS_SIGNING_KEY", hide_env_values = true)]
+    pub signing_key: Option<String>,
+
+    /// Where the signing key is read from (and created, on first start) when
+    /// AGENTNEXUS_SIGNING_KEY is unset.
+    #[arg(
+        long,
+        env = "AGENTNEXUS_SIGNING_KEY_FILE",
+        default_value = "agentnexus-signing.key"
+    )]
+    pub signing_key_file: PathBuf,
+
+    /// Seconds between signed checkpoints of each growing chain (0 turns them off).
+    #[arg(long, env = "AGENTNEXUS_CHECKPOINT_SECS", default_value_t = 60)]
+    pub checkpoint_secs: u64,
+
+    /// A directory to write each checkpoint to, one JSON file each, outside the database.
+    #[arg(long, env = "AGENTNEXUS_CHECKPOINT_DIR")]
+    pub checkpoint_dir: Option<PathBuf>,
+
     /// Let webhooks reach private, loopback and link-local addresses (1/true to allow).
     #[arg(long, env = "AGENTNEXUS_WEBHOOK_ALLOW_PRIVATE", default_value_t = false,
         action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
@@ -228,6 +250,10 @@ impl Config {
             shutdown_grace_secs: 5,
             secret_key: Some(crate::crypto::Cipher::generate_key()),
             secret_key_file: PathBuf::from("agentnexus.key"),
+            signing_key: Some(crate::notary::Notary::generate_key()),
+            signing_key_file: PathBuf::from("agentnexus-signing.key"),
+            checkpoint_secs: 60,
+            checkpoint_dir: None,
             webhook_allow_private: true,
             delivery_concurrency: 16,
             delivery_per_workspace: 8,

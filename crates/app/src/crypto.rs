@@ -77,6 +77,8 @@ impl std::fmt::Debug for Cipher {
 pub enum CipherError {
     #[error("the secret key must be 32 bytes, base64-encoded")]
     BadKey,
+    #[error("the signing key must be a 32-byte Ed25519 seed, base64-encoded")]
+    BadSigningKey,
     #[error("cannot read or create the key file {0}: {1}")]
     KeyFile(String, std::io::Error),
     #[error("a stored secret cannot be decrypted with this server's key for this use")]

@@ -13,7 +13,8 @@ use tokio::task::JoinHandle;
 
 use crate::App;
 
-/// The background tasks of one server: deliveries, deadlines and the refresh loop.
+/// The background tasks of one server: deliveries, deadlines, checkpoints and the refresh
+/// loop.
 pub struct Background {
     tasks: Vec<JoinHandle<()>>,
 }
@@ -25,7 +26,8 @@ impl Background {
             tasks: vec![
                 tokio::spawn(refresh(app.clone(), stop.clone())),
                 tokio::spawn(crate::workers::run(app.clone(), stop.clone())),
-                tokio::spawn(crate::deadlines::run(app.clone(), stop)),
+                tokio::spawn(crate::deadlines::run(app.clone(), stop.clone())),
+                tokio::spawn(crate::checkpoints::run(app.clone(), stop)),
             ],
         }
     }

@@ -23,6 +23,8 @@ use crate::{error, ops};
         audit::timeline,
         audit::page,
         audit::verify,
+        audit::checkpoint,
+        audit::signing_key,
         keys::list,
         keys::create,
         keys::revoke,

@@ -269,6 +269,19 @@ impl Store {
     }
 
     /// Events after `after_seq`, oldest first.
+    /// The hash of the workspace's event `seq`, if there is one.
+    pub async fn audit_hash_at(&self, tenant: &Tenant, seq: i64) -> Result<Option<String>> {
+        Ok(
+            sqlx::query_scalar(
+                "SELECT hash FROM audit_events WHERE workspace_id = $1 AND seq = $2",
+            )
+            .bind(tenant.workspace_id())
+            .bind(seq)
+            .fetch_optional(&self.pool)
+            .await?,
+        )
+    }
+
     pub async fn audit_page(
         &self,
         tenant: &Tenant,

@@ -214,6 +214,16 @@ impl Store {
         .await
     }
 
+    /// The workspace's name.
+    pub async fn workspace_name(&self, tenant: &Tenant) -> Result<String> {
+        Ok(
+            sqlx::query_scalar("SELECT name FROM workspaces WHERE id = $1")
+                .bind(tenant.workspace_id())
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
     pub async fn workspaces(&self) -> Result<Vec<(Workspace, Tenant)>> {
         let rows = sqlx::query("SELECT id, name, created_at FROM workspaces ORDER BY name")
             .fetch_all(&self.pool)

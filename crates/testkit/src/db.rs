@@ -100,15 +100,23 @@ impl TestDatabase {
 /// Runs `sql` around the append-only triggers, as someone holding the database's keys could:
 /// how tests tamper with the audit trail to show that verification notices.
 pub async fn tamper(pool: &sqlx::AnyPool, backend: Backend, sql: &str) {
-    let (off, on) = match backend {
+    let (off, on): (&[&str], &str) = match backend {
         Backend::Postgres => (
-            "ALTER TABLE audit_events DISABLE TRIGGER audit_events_no_update_or_delete",
+            &["ALTER TABLE audit_events DISABLE TRIGGER audit_events_no_update_or_delete"],
             "ALTER TABLE audit_events ENABLE TRIGGER audit_events_no_update_or_delete",
         ),
-        // SQLite cannot disable a trigger: drop it (the test database is thrown away).
-        Backend::Sqlite => ("DROP TRIGGER IF EXISTS audit_events_no_update", "SELECT 1"),
+        // SQLite cannot disable a trigger: drop them (the test database is thrown away).
+        Backend::Sqlite => (
+            &[
+                "DROP TRIGGER IF EXISTS audit_events_no_update",
+                "DROP TRIGGER IF EXISTS audit_events_no_delete",
+            ],
+            "SELECT 1",
+        ),
     };
-    sqlx::query(off).execute(pool).await.expect("triggers off");
+    for off in off {
+        sqlx::query(off).execute(pool).await.expect("triggers off");
+    }
     sqlx::query(sql).execute(pool).await.expect("tampering");
     sqlx::query(on).execute(pool).await.expect("triggers on");
 }

@@ -116,3 +116,67 @@ pub async fn timeline(
         events: events.into_iter().map(Into::into).collect(),
     }))
 }
+
+/// A workspace's chain head signed with the server's Ed25519 key (SPEC §7).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CheckpointView {
+    /// The workspace's name.
+    pub workspace: String,
+    /// The chain's length: the `seq` of its last event.
+    pub seq: i64,
+    pub head_hash: String,
+    #[schema(example = "2026-12-05T10:15:00.123456Z")]
+    pub issued_at: String,
+    /// The signing key's id (`GET /api/v1/audit/signing-key`).
+    pub key_id: String,
+    /// Ed25519 over the RFC 8785 canonical JSON of the other fields, base64.
+    pub signature: String,
+}
+
+impl From<agentnexus_app::notary::Checkpoint> for CheckpointView {
+    fn from(c: agentnexus_app::notary::Checkpoint) -> Self {
+        CheckpointView {
+            workspace: c.workspace,
+            seq: c.seq,
+            head_hash: c.head_hash,
+            issued_at: c.issued_at,
+            key_id: c.key_id,
+            signature: c.signature,
+        }
+    }
+}
+
+/// The public half of the server's signing key.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SigningKeyView {
+    /// The first 16 hex characters of the SHA-256 of the raw 32-byte public key.
+    pub key_id: String,
+    /// SubjectPublicKeyInfo, PEM.
+    pub public_key_pem: String,
+}
+
+/// Sign the workspace's chain head now.
+#[utoipa::path(get, path = "/api/v1/audit/checkpoint", tag = "audit",
+    responses((status = 200, body = CheckpointView)),
+    security(("api_key" = [])))]
+pub async fn checkpoint(
+    State(app): State<Arc<App>>,
+    Admin(admin): Admin,
+) -> ApiResult<axum::Json<CheckpointView>> {
+    Ok(axum::Json(app.checkpoint(&admin.reader()).await?.into()))
+}
+
+/// The key checkpoints and evidence bundles are signed with.
+#[utoipa::path(get, path = "/api/v1/audit/signing-key", tag = "audit",
+    responses((status = 200, body = SigningKeyView)),
+    security(("api_key" = [])))]
+pub async fn signing_key(
+    State(app): State<Arc<App>>,
+    _admin: Admin,
+) -> ApiResult<axum::Json<SigningKeyView>> {
+    let public = app.notary()?.public();
+    Ok(axum::Json(SigningKeyView {
+        key_id: public.key_id().to_owned(),
+        public_key_pem: public.to_pem(),
+    }))
+}

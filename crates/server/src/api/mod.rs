@@ -59,6 +59,8 @@ pub fn router() -> Router<Arc<App>> {
         .route("/api/v1/policies/{name}/rollback", post(policies::rollback))
         .route("/api/v1/audit", get(audit::page))
         .route("/api/v1/audit/verify", get(audit::verify))
+        .route("/api/v1/audit/checkpoint", get(audit::checkpoint))
+        .route("/api/v1/audit/signing-key", get(audit::signing_key))
         .route(
             "/api/v1/settings/workspace",
             get(settings::workspace).put(settings::put_workspace),
