@@ -134,7 +134,8 @@ fn section<'a>(markdown: &'a str, heading: &str) -> &'a str {
 /// The `"key": value` pairs of a documented answer a real answer must hold: scalar values
 /// written out in full, leaving out what differs on every run (ids, times, hashes of the chain).
 fn documented_pairs(expected: &str) -> Vec<String> {
-    const VOLATILE: [&str; 15] = [
+    const VOLATILE: [&str; 16] = [
+        "at",
         "evaluation_id",
         "created_at",
         "updated_at",
@@ -679,16 +680,37 @@ both_backends!(the_approvals_page_runs, |backend| async move {
     db.drop_database().await;
 });
 
+/// The `node_modules` of `ci/docs-npm`: the one `AGENTNEXUS_DOCS_NODE_MODULES` names (what
+/// `.ci/run` sets up), or one installed once from its lock file.
+fn docs_node_modules() -> std::path::PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../ci/docs-npm");
+    let dir = format!(
+        "agentnexus-docs-npm-{:x}",
+        content_hash(&manifest.join("package-lock.json"))
+    );
+    agentnexus_testkit::tools::node_modules(
+        "AGENTNEXUS_DOCS_NODE_MODULES",
+        &dir,
+        &manifest,
+        "typescript",
+    )
+}
+
+/// A hash of a file's bytes, to name what is installed from it.
+fn content_hash(path: &Path) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    std::fs::read(path).unwrap().hash(&mut hasher);
+    hasher.finish()
+}
+
 /// A Python with the pinned packages of `ci/REQUIREMENTS` (which must include `check`): the one
 /// `env_var` names (what `.ci/run` sets up), or a virtual environment made once.
 fn docs_python(env_var: &str, requirements: &str, check: &str) -> String {
-    use std::hash::{Hash, Hasher};
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../ci")
         .join(requirements);
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    std::fs::read(&path).unwrap().hash(&mut hasher);
-    let venv = format!("agentnexus-{requirements}-{:x}", hasher.finish());
+    let venv = format!("agentnexus-{requirements}-{:x}", content_hash(&path));
     let path = path.display().to_string();
     agentnexus_testkit::tools::python(env_var, &venv, check, &["--no-deps", "-r", &path])
 }
@@ -1113,12 +1135,7 @@ both_backends!(the_mcp_page_runs, |backend| async move {
         "import mcp",
         &["mcp==2.3.0"],
     );
-    let node_modules = agentnexus_testkit::tools::node_modules(
-        "AGENTNEXUS_DOCS_NODE_MODULES",
-        "agentnexus-docs-npm",
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../ci/docs-npm"),
-        "typescript",
-    );
+    let node_modules = docs_node_modules();
     let agents_python = docs_python(
         "AGENTNEXUS_DOCS_PYTHON",
         "requirements-docs.txt",
@@ -1294,8 +1311,27 @@ both_backends!(the_mcp_page_runs, |backend| async move {
     db.drop_database().await;
 });
 
+// docs/governance.md as written: a conforming receipt for an allowed refund, then a second
+// report refused.
+both_backends!(the_governance_page_runs, |backend| async move {
+    let db = TestDatabase::new(backend).await;
+    let server_dir = scratch();
+    let mut server = serve(&db, &server_dir);
+    let mut reader = Reader::new(&server, &db, &admin_key(&server));
+    let ran = reader.run("docs/governance.md", &page("docs/governance.md"), |_, _| {
+        false
+    });
+    assert_eq!(ran, 3);
+    assert!(terminate(&mut server).success());
+    for dir in [&server_dir, &reader.dir] {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+    db.drop_database().await;
+});
+
 /// The pages whose commands and snippets a test above runs, each from top to bottom.
-const PAGES_RUN: [&str; 5] = [
+const PAGES_RUN: [&str; 6] = [
+    "docs/governance.md",
     "docs/policies.md",
     "docs/approvals.md",
     "docs/webhooks.md",

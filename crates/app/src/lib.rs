@@ -28,6 +28,7 @@ pub mod notary;
 mod notify;
 pub mod outbound;
 pub mod policies;
+pub mod receipts;
 pub mod render;
 pub mod retry;
 pub mod sessions;

@@ -19,6 +19,7 @@ use crate::{error, ops};
     paths(
         evaluations::evaluate,
         evaluations::get_evaluation,
+        evaluations::report_receipt,
         evaluations::list_evaluations,
         audit::timeline,
         audit::page,

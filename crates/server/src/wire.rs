@@ -150,6 +150,42 @@ pub struct EvaluationDetail {
     #[schema(value_type = Vec<Object>)]
     pub decisions: Vec<Value>,
     pub updated_at: DateTime<Utc>,
+    /// What the executing system reported after acting on it; null until it has
+    /// (`POST /api/v1/evaluations/{id}/receipt`).
+    pub receipt: Option<ReceiptView>,
+}
+
+/// An execution receipt.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReceiptView {
+    /// `executed`, `failed` or `skipped`.
+    pub outcome: String,
+    pub at: DateTime<Utc>,
+    /// False when `executed` was reported for an evaluation that was not `allowed` or
+    /// `approved`, or with a proposal hash other than the evaluation's.
+    pub conforms: bool,
+    /// Why it does not conform; empty when it does.
+    pub problems: Vec<String>,
+    /// The proposal hash reported.
+    pub proposal_hash: Option<String>,
+    #[schema(value_type = Object)]
+    pub detail: Value,
+    /// Who reported it (`key:ID`).
+    pub reported_by: String,
+}
+
+impl From<agentnexus_store::Receipt> for ReceiptView {
+    fn from(r: agentnexus_store::Receipt) -> Self {
+        ReceiptView {
+            outcome: r.outcome,
+            at: r.at,
+            conforms: r.conforms,
+            problems: r.problems,
+            proposal_hash: r.proposal_hash,
+            detail: r.detail,
+            reported_by: r.actor,
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -237,6 +273,7 @@ impl From<Evaluation> for EvaluationDetail {
                 .map(|d| serde_json::to_value(d).unwrap_or_default())
                 .collect(),
             updated_at: ev.updated_at,
+            receipt: ev.receipt.map(Into::into),
         }
     }
 }

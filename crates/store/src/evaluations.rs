@@ -376,6 +376,7 @@ impl NewEvaluation {
             updated_at: self.created_at,
             stages: self.stage_records(),
             decisions: Vec::new(),
+            receipt: None,
         }
     }
 }
@@ -435,6 +436,7 @@ impl Store {
             ev.stages = rows.iter().map(stage_from_row).collect::<Result<_>>()?;
             ev.decisions = crate::approvals::decisions(&self.pool, id).await?;
         }
+        ev.receipt = self.receipt(tenant, id).await?;
         Ok(Some(ev))
     }
 

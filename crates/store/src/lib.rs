@@ -19,6 +19,7 @@ mod members;
 mod migrations;
 mod model;
 mod policies;
+mod receipts;
 mod rows;
 mod sealed;
 mod sessions;

@@ -69,6 +69,11 @@ const SHARED: &[Embedded] = &[
         "workspace currency",
         include_str!("../migrations/0015_workspace_currency.sql"),
     ),
+    (
+        16,
+        "receipts",
+        include_str!("../migrations/0016_receipts.sql"),
+    ),
 ];
 
 const SQLITE: &[Embedded] = &[

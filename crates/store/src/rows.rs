@@ -112,6 +112,7 @@ pub(crate) fn evaluation_from_row(row: &AnyRow) -> Result<Evaluation> {
         updated_at: from_micros(row.try_get("updated_at")?),
         stages: Vec::new(),
         decisions: Vec::new(),
+        receipt: None,
     })
 }
 

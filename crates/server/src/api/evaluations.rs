@@ -70,6 +70,55 @@ pub async fn get_evaluation(
     Ok(axum::Json(ev.into()))
 }
 
+/// What the executing system reports after acting on an evaluation.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiptRequest {
+    /// What happened.
+    #[schema(pattern = "^(executed|failed|skipped)$")]
+    pub outcome: String,
+    /// The proposal hash of what was run (the evaluation's `proposal_hash` when it is what
+    /// was decided); expected with `executed`.
+    #[schema(pattern = "^[0-9a-fA-F]{64}$")]
+    pub proposal_hash: Option<String>,
+    /// Anything the executing system wants kept with it (at most 16 KiB of JSON).
+    #[schema(value_type = Option<Object>)]
+    pub detail: Option<serde_json::Value>,
+}
+
+/// Report what was done with a decided evaluation: the execution receipt. One per evaluation.
+/// The answer is the evaluation carrying it; `receipt.conforms` is false when `executed` was
+/// reported for an evaluation that is not `allowed` or `approved`, or with another proposal
+/// hash. Audited as `receipt.recorded`.
+#[utoipa::path(
+    post, path = "/api/v1/evaluations/{id}/receipt", tag = "evaluate",
+    params(("id" = String, Path, description = "Evaluation id")),
+    request_body = ReceiptRequest,
+    responses(
+        (status = 201, body = EvaluationDetail),
+        (status = 404, description = "No such evaluation in this workspace", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The evaluation has a receipt already", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn report_receipt(
+    State(app): State<Arc<App>>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    Json(req): Json<ReceiptRequest>,
+) -> ApiResult<(axum::http::StatusCode, axum::Json<EvaluationDetail>)> {
+    let input = agentnexus_app::receipts::ReceiptInput {
+        outcome: req.outcome,
+        proposal_hash: req.proposal_hash,
+        detail: req.detail,
+    };
+    let ev = app
+        .report_receipt(&caller, &EvaluationId::from(id), input)
+        .await?;
+    Ok((axum::http::StatusCode::CREATED, axum::Json(ev.into())))
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListParams {

@@ -25,6 +25,10 @@ pub fn router() -> Router<Arc<App>> {
         .route("/api/v1/evaluations/{id}", get(evaluations::get_evaluation))
         .route("/api/v1/evaluations/{id}/timeline", get(audit::timeline))
         .route(
+            "/api/v1/evaluations/{id}/receipt",
+            post(evaluations::report_receipt),
+        )
+        .route(
             "/api/v1/evaluations/{id}/deliveries",
             get(webhooks::deliveries),
         )

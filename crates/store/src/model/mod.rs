@@ -367,6 +367,25 @@ pub struct Evaluation {
     pub updated_at: DateTime<Utc>,
     pub stages: Vec<StageRecord>,
     pub decisions: Vec<HumanDecision>,
+    /// What the executing system reported, once it has.
+    pub receipt: Option<Receipt>,
+}
+
+/// An execution receipt (SPEC §8): what the executing system reported after acting on an
+/// evaluation, and whether that conforms to what was decided.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Receipt {
+    /// `executed`, `failed` or `skipped`.
+    pub outcome: String,
+    /// The proposal hash the executing system reported, if it did.
+    pub proposal_hash: Option<String>,
+    pub detail: Value,
+    pub conforms: bool,
+    /// Why it does not conform; empty when it does.
+    pub problems: Vec<String>,
+    /// Who reported it (`key:ID`).
+    pub actor: String,
+    pub at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -438,6 +457,7 @@ pub enum EventKind {
     ChannelTestQueued,
     DeliveryRetried,
     SettingsWorkspaceUpdated,
+    ReceiptRecorded,
 }
 
 impl EventKind {
@@ -483,6 +503,7 @@ impl EventKind {
             EventKind::ChannelTestQueued => "channel.test_queued",
             EventKind::DeliveryRetried => "delivery.retried",
             EventKind::SettingsWorkspaceUpdated => "settings.workspace_updated",
+            EventKind::ReceiptRecorded => "receipt.recorded",
         }
     }
 }
