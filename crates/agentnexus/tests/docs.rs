@@ -585,7 +585,7 @@ both_backends!(the_policies_page_runs, |backend| async move {
     let mut server = serve(&db, &server_dir);
     let mut reader = Reader::new(&server, &db, &admin_key(&server));
     let ran = reader.run("docs/policies.md", &page("docs/policies.md"), |_, _| false);
-    assert_eq!(ran, 10);
+    assert_eq!(ran, 11);
     assert!(terminate(&mut server).success());
     for dir in [&server_dir, &reader.dir] {
         std::fs::remove_dir_all(dir).unwrap();

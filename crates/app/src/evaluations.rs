@@ -208,7 +208,7 @@ pub struct ListInput {
 }
 
 /// The smallest evaluation id of a time: ids are `ev_` and a ULID, which sorts by time.
-fn id_at(field: &str, time: &str) -> Result<String> {
+pub(crate) fn id_at(field: &str, time: &str) -> Result<String> {
     let t = chrono::DateTime::parse_from_rfc3339(time.trim())
         .map_err(|_| Error::field(field, "must be an RFC 3339 time, e.g. 2026-12-04T00:00:00Z"))?;
     // Before the first possible id: every id is after it.

@@ -30,6 +30,7 @@ pub mod outbound;
 pub mod policies;
 pub mod receipts;
 pub mod render;
+pub mod replay;
 pub mod retry;
 pub mod sessions;
 pub mod settings;

@@ -44,6 +44,8 @@ use crate::{error, ops};
         policies::rollback,
         policies::validate,
         policies::simulate,
+        policies::replay,
+        policies::diff,
         webhooks::secret,
         webhooks::rotate,
         webhooks::deliveries,

@@ -49,6 +49,11 @@ pub fn router() -> Router<Arc<App>> {
         .route("/api/v1/policies", get(policies::list))
         .route("/api/v1/policies/validate", post(policies::validate))
         .route("/api/v1/policies/simulate", post(policies::simulate))
+        .route("/api/v1/policies/replay", post(policies::replay))
+        .route(
+            "/api/v1/policies/{name}/versions/{a}/diff/{b}",
+            get(policies::diff),
+        )
         .route(
             "/api/v1/policies/{name}",
             get(policies::get)

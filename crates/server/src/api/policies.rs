@@ -402,3 +402,109 @@ pub async fn simulate(
         proposal_hash: s.proposal_hash,
     }))
 }
+
+/// A replay: a draft policy decided against a period's recorded evaluations.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayRequest {
+    /// The draft (YAML or JSON text, or a JSON object): it replaces the stored policy of its
+    /// name, or joins the stored ones.
+    #[schema(value_type = Object)]
+    pub policy: Value,
+    /// RFC 3339; default 30 days before `to`.
+    pub from: Option<String>,
+    /// RFC 3339; default now.
+    pub to: Option<String>,
+    /// At most this many evaluations, newest first (1-100,000, default 10,000).
+    #[schema(minimum = 1, maximum = 100000)]
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReplayView {
+    /// Evaluations decided again.
+    pub evaluated: u64,
+    /// Of those, how many the draft decides otherwise than was recorded.
+    pub changed: u64,
+    /// `{"allow->deny": N, …}`.
+    #[schema(value_type = Object)]
+    pub transitions: std::collections::BTreeMap<String, u64>,
+    /// The newest changed evaluations (at most 20).
+    #[schema(value_type = Vec<Object>)]
+    pub examples: Vec<Value>,
+}
+
+/// Decide a period's recorded evaluations again with a draft policy and count what would
+/// change. Records nothing.
+#[utoipa::path(post, path = "/api/v1/policies/replay", tag = "policies",
+    request_body = ReplayRequest,
+    responses((status = 200, body = ReplayView),
+        (status = 422, description = "Invalid draft, period or limit", body = Problem, content_type = "application/problem+json")),
+    security(("api_key" = [])))]
+pub async fn replay(
+    State(app): State<Arc<App>>,
+    Admin(admin): Admin,
+    Json(req): Json<ReplayRequest>,
+) -> ApiResult<axum::Json<ReplayView>> {
+    let policy = match req.policy {
+        Value::String(text) => PolicyText::sniff(text),
+        other => PolicyText {
+            text: other.to_string(),
+            format: Format::Json,
+        },
+    };
+    let input = agentnexus_app::replay::ReplayInput {
+        policy,
+        from: req.from,
+        to: req.to,
+        limit: req.limit,
+    };
+    let r = app.replay(&admin.reader(), input).await?;
+    Ok(axum::Json(ReplayView {
+        evaluated: r.evaluated,
+        changed: r.changed,
+        transitions: r.transitions,
+        examples: r
+            .examples
+            .into_iter()
+            .map(|e| {
+                json!({
+                    "evaluation_id": e.evaluation_id,
+                    "before": {"decision": e.before.as_str()},
+                    "after": {"decision": e.after.as_str(), "matched_rules": e.matched_rules},
+                })
+            })
+            .collect(),
+    }))
+}
+
+/// The unified diff between two versions' documents.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DiffView {
+    pub name: String,
+    pub from: i64,
+    pub to: i64,
+    /// A unified diff (`--- NAME vA`, `+++ NAME vB`, three lines of context); empty when the
+    /// documents are the same.
+    pub diff: String,
+}
+
+/// What changed in the document from version `a` to version `b`.
+#[utoipa::path(get, path = "/api/v1/policies/{name}/versions/{a}/diff/{b}", tag = "policies",
+    params(("name" = String, Path), ("a" = i64, Path), ("b" = i64, Path)),
+    responses((status = 200, body = DiffView),
+        (status = 404, description = "No such policy or version", body = Problem, content_type = "application/problem+json")),
+    security(("api_key" = [])))]
+pub async fn diff(
+    State(app): State<Arc<App>>,
+    Admin(admin): Admin,
+    Path((name, a, b)): Path<(String, i64, i64)>,
+) -> ApiResult<axum::Json<DiffView>> {
+    let diff = app.policy_diff(&admin.reader(), &name, a, b).await?;
+    Ok(axum::Json(DiffView {
+        name,
+        from: a,
+        to: b,
+        diff,
+    }))
+}
