@@ -536,9 +536,20 @@ impl Reader {
                     }
                 }
                 "text" if b.is_transcript() => {
-                    for chunk in b.text.split("$ ").skip(1) {
-                        let (command, documented) = chunk.split_once('\n').unwrap_or((chunk, ""));
-                        let documented = self.fill(documented);
+                    // Each `$ ` line and the lines up to the next one.
+                    let mut chunks: Vec<(&str, String)> = Vec::new();
+                    for line in b.text.lines() {
+                        match (line.strip_prefix("$ "), chunks.last_mut()) {
+                            (Some(command), _) => chunks.push((command, String::new())),
+                            (None, Some((_, printed))) => {
+                                printed.push_str(line);
+                                printed.push('\n');
+                            }
+                            (None, None) => {}
+                        }
+                    }
+                    for (command, documented) in chunks {
+                        let documented = self.fill(&documented);
                         let out = self.bash(&format!("{{ {command}; }} 2>&1 || true"), &vars);
                         let printed = stdout(&out);
                         let (documented, printed): (Vec<&str>, Vec<&str>) =
