@@ -191,6 +191,12 @@ pub struct Config {
     #[arg(long, env = "AGENTNEXUS_TIMEOUT_SWEEP_SECS", default_value_t = 15)]
     pub timeout_sweep_secs: u64,
 
+    /// Reverse proxies whose `X-Forwarded-For` is believed, for the sign-in limit per
+    /// address: IP addresses or CIDR ranges, comma-separated. Without it, the connection's
+    /// address counts.
+    #[arg(long, env = "AGENTNEXUS_TRUSTED_PROXIES", value_delimiter = ',', value_parser = ip_net)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
     /// Browser origins allowed to call the MCP gateway besides the public URL's own
     /// (comma-separated, e.g. https://app.example.com).
     #[arg(long, env = "AGENTNEXUS_MCP_ALLOWED_ORIGINS", value_delimiter = ',')]
@@ -263,6 +269,7 @@ impl Config {
             retry_max_secs: 1,
             retry_horizon_secs: 86_400,
             mcp_allowed_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
             smtp_url: None,
             cron_secret: Some("cron-secret-for-tests".into()),
             timeout_sweep_secs: 0,
@@ -270,4 +277,12 @@ impl Config {
             slack_api_url: "http://127.0.0.1:9/api".into(),
         }
     }
+}
+
+/// An IP range (`10.0.0.0/8`) or one address (`10.0.0.7`).
+fn ip_net(text: &str) -> Result<ipnet::IpNet, String> {
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("`{text}` is not an IP address or a CIDR range"))
 }

@@ -102,6 +102,23 @@ impl Browser {
         self.post(path, &fields).await
     }
 
+    /// Signs in as a form posted with these extra headers would.
+    async fn sign_in_with(
+        &mut self,
+        headers: &[(&str, &str)],
+        email: &str,
+        password: &str,
+    ) -> Page {
+        let mut req = self
+            .client
+            .post(format!("{}/sign-in", self.base))
+            .form(&[("email", email), ("password", password)]);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        self.send(req).await
+    }
+
     async fn sign_in(&mut self, email: &str, password: &str) -> Page {
         self.post("/sign-in", &[("email", email), ("password", password)])
             .await
@@ -1247,3 +1264,80 @@ both_backends!(an_unknown_path_is_a_neutral_404, |backend| async move {
     );
     app.stop().await;
 });
+
+// Login CSRF: a sign-in form posted from another site is refused (403) and signs nobody in,
+// whether the browser says so with Sec-Fetch-Site or only with Origin; from the dashboard's own
+// origin, and from clients that send neither header, it works.
+both_backends!(sign_in_from_another_site_is_refused, |backend| async move {
+    let app = TestApp::spawn(backend).await;
+    let host = app.url.trim_start_matches("http://").to_owned();
+    let own = app.url.clone();
+    for headers in [
+        &[
+            ("sec-fetch-site", "cross-site"),
+            ("origin", "https://evil.example"),
+        ][..],
+        &[("sec-fetch-site", "same-site")],
+        &[("origin", "https://evil.example")],
+        &[("origin", "null")],
+    ] {
+        let mut b = Browser::new(&app);
+        let page = b.sign_in_with(headers, "owner@example.com", "pw").await;
+        assert_eq!(page.status, 403, "{headers:?}: {}", page.html);
+        assert!(page.has("sent from another site"), "{}", page.html);
+        assert!(b.cookie.is_none(), "{headers:?} signed in");
+        assert_eq!(b.get("/").await.location(), "/sign-in");
+    }
+    for headers in [
+        &[("sec-fetch-site", "same-origin"), ("origin", own.as_str())][..],
+        &[("origin", own.as_str())],
+        &[("sec-fetch-site", "none")],
+        &[],
+    ] {
+        let mut b = Browser::new(&app);
+        let page = b.sign_in_with(headers, "owner@example.com", "pw").await;
+        assert_eq!(page.status, 303, "{headers:?}: {}", page.html);
+        assert_eq!(b.get("/").await.status, 200, "{headers:?} ({host})");
+    }
+    app.stop().await;
+});
+
+// Behind a trusted proxy the sign-in limit per address counts the client's address from
+// X-Forwarded-For (the nearest one that is not a proxy, so an address a client prepends
+// changes nothing); from anyone else the header is ignored.
+both_backends!(
+    sign_in_limit_believes_only_trusted_proxies,
+    |backend| async move {
+        let trusting = TestApp::spawn_with(backend, |c| {
+            c.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+        })
+        .await;
+        let mut b = Browser::new(&trusting);
+        let attempt = async |b: &mut Browser, forwarded: &str, i: usize| {
+            b.sign_in_with(
+                &[("x-forwarded-for", forwarded)],
+                &format!("someone{i}@example.com"),
+                "guess",
+            )
+            .await
+            .status
+        };
+        for i in 0..30 {
+            assert_eq!(attempt(&mut b, "203.0.113.7", i).await, 401);
+        }
+        assert_eq!(attempt(&mut b, "203.0.113.7", 30).await, 429);
+        // A made-up address to its left is not believed; another client is not limited.
+        assert_eq!(attempt(&mut b, "198.51.100.1, 203.0.113.7", 31).await, 429);
+        assert_eq!(attempt(&mut b, "203.0.113.8", 32).await, 401);
+        trusting.stop().await;
+
+        // Not a trusted proxy: the header counts for nothing.
+        let app = TestApp::spawn(backend).await;
+        let mut b = Browser::new(&app);
+        for i in 0..30 {
+            assert_eq!(attempt(&mut b, &format!("198.51.100.{i}"), i).await, 401);
+        }
+        assert_eq!(attempt(&mut b, "198.51.100.200", 30).await, 429);
+        app.stop().await;
+    }
+);

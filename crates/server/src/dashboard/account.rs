@@ -16,22 +16,56 @@ use serde::Deserialize;
 use super::{Empty, Nav, Posted, Session, error_page, render, see, session_cookie_header, when};
 use crate::extract::Path;
 
-/// The address a request came from, for the sign-in limit per address. Behind a proxy every
-/// request comes from the proxy (docs/dashboard.md says so).
+/// The address a request came from, for the sign-in limit per address: the connection's, or,
+/// when that is a trusted proxy (`AGENTNEXUS_TRUSTED_PROXIES`), the nearest address in
+/// `X-Forwarded-For` that is not one (the ones further left could be made up by the client).
 pub struct ClientAddr(pub IpAddr);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+impl FromRequestParts<Arc<App>> for ClientAddr {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(ClientAddr(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip())
-                .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
-        ))
+    async fn from_request_parts(
+        parts: &mut Parts,
+        app: &Arc<App>,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip())
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        Ok(ClientAddr(client_address(
+            peer,
+            &parts.headers,
+            &app.config.trusted_proxies,
+        )))
     }
+}
+
+fn client_address(
+    peer: IpAddr,
+    headers: &axum::http::HeaderMap,
+    trusted: &[ipnet::IpNet],
+) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let mut nearest = peer;
+    let hops = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .collect::<Vec<_>>();
+    for hop in hops.iter().rev() {
+        match hop.trim().parse::<IpAddr>() {
+            Ok(ip) if is_trusted(&ip) => nearest = ip,
+            Ok(ip) => return ip,
+            // Not an address: nothing further left can be believed.
+            Err(_) => return nearest,
+        }
+    }
+    nearest
 }
 
 #[derive(Template)]
@@ -78,11 +112,41 @@ fn signed_in(app: &App, token: &str, to: &str) -> Response {
     response
 }
 
+/// Whether a browser says this request was sent from another site: `Sec-Fetch-Site` other
+/// than `same-origin` or `none`, or (without it) an `Origin` that is neither the request's
+/// `Host` nor the public URL's. Requests with neither header are no browser's cross-site
+/// submission and pass. The sign-in form has no session to bind a CSRF token to, so this is
+/// what keeps another site from signing a visitor in as someone else (login CSRF), as Go's
+/// `http.CrossOriginProtection` does.
+fn cross_site(headers: &axum::http::HeaderMap, public_url: &str) -> bool {
+    let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(site) = text("sec-fetch-site") {
+        return !matches!(site, "same-origin" | "none");
+    }
+    let Some(origin) = text("origin") else {
+        return false;
+    };
+    let host = origin.split_once("://").map_or(origin, |(_, h)| h);
+    let public = public_url.split_once("://").map_or(public_url, |(_, h)| h);
+    text("host") != Some(host) && public != host
+}
+
 pub async fn sign_in(
     State(app): State<Arc<App>>,
     ClientAddr(address): ClientAddr,
+    headers: axum::http::HeaderMap,
     form: Result<axum::Form<SignInForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
+    if cross_site(&headers, &app.public_url()) {
+        return error_page(
+            None,
+            Error::Refused(
+                "this sign-in was sent from another site: open the sign-in page here and sign \
+                 in from it"
+                    .into(),
+            ),
+        );
+    }
     let Ok(axum::Form(form)) = form else {
         return error_page(None, Error::field("email", "the form could not be read"));
     };
