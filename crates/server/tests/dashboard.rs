@@ -1341,3 +1341,39 @@ both_backends!(
         app.stop().await;
     }
 );
+
+// An evaluation's page shows its execution receipt: none until one is reported, then what was
+// reported and, for one that does not conform, why.
+both_backends!(
+    the_evaluation_page_shows_the_receipt,
+    |backend| async move {
+        let app = TestApp::spawn(backend).await;
+        let denied = app
+            .evaluate(
+                &app.admin_key,
+                json!({"agent_id": "bot", "action": "db.drop"}),
+            )
+            .await
+            .body;
+        let id = denied["evaluation_id"].as_str().unwrap().to_owned();
+        let mut b = signed_in_owner(&app).await;
+        let page = b.get(&format!("/evaluations/{id}")).await;
+        assert!(page.has("none reported"), "{}", page.html);
+        let r = app
+            .post(
+                &format!("/api/v1/evaluations/{id}/receipt"),
+                &app.admin_key,
+                &json!({"outcome": "executed", "proposal_hash": denied["proposal_hash"]}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        let page = b.get(&format!("/evaluations/{id}")).await;
+        assert!(
+            page.has("does not conform: executed while the evaluation is denied"),
+            "{}",
+            page.html
+        );
+        assert!(page.has("receipt.recorded"), "{}", page.html);
+        app.stop().await;
+    }
+);

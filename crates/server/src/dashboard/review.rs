@@ -331,6 +331,8 @@ struct EvaluationPage {
     proposal_hash: String,
     policy_versions: String,
     waiting: bool,
+    /// What the executing system reported, in words; none until it has.
+    receipt: Option<(String, bool)>,
     timeline: Vec<Line>,
 }
 
@@ -363,6 +365,17 @@ pub async fn evaluation(
     let decision = item.evaluation.decision.as_str();
     let proposal_hash = item.evaluation.proposal_hash.clone();
     let policy_versions = item.evaluation.policy_versions.to_string();
+    let receipt = item.evaluation.receipt.as_ref().map(|r| {
+        let verdict = if r.conforms {
+            "conforms to what was decided".to_owned()
+        } else {
+            format!("does not conform: {}", r.problems.join("; "))
+        };
+        (
+            format!("{} {} by {}, {verdict}", r.outcome, when(&r.at), r.actor),
+            r.conforms,
+        )
+    });
     render(
         StatusCode::OK,
         &EvaluationPage {
@@ -373,6 +386,7 @@ pub async fn evaluation(
             proposal_hash,
             policy_versions,
             waiting,
+            receipt,
             timeline: timeline.iter().map(Line::of).collect(),
         },
     )
