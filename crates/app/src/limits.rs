@@ -31,7 +31,7 @@ pub struct Limits {
     sign_ins_by_address: DefaultKeyedRateLimiter<std::net::IpAddr>,
     waits_per_key: usize,
     waits: Mutex<HashMap<String, usize>>,
-    verifying: Mutex<HashSet<String>>,
+    alone: Mutex<HashSet<String>>,
     full_queues: RwLock<HashSet<String>>,
 }
 
@@ -77,7 +77,7 @@ impl Limits {
             )),
             waits_per_key: config.waits_per_key.max(1),
             waits: Mutex::default(),
-            verifying: Mutex::default(),
+            alone: Mutex::default(),
             full_queues: RwLock::default(),
         }
     }
@@ -139,17 +139,31 @@ impl Limits {
     /// Starts a chain verification for a workspace, or refuses a second one while the
     /// first runs (it reads the whole chain).
     pub fn begin_verification(&self, workspace_id: &str) -> Result<Verifying<'_>> {
-        let mut running = self.verifying.lock().unwrap_or_else(|e| e.into_inner());
-        if !running.insert(workspace_id.to_owned()) {
+        self.begin_alone(
+            format!("verify:{workspace_id}"),
+            "a verification of this workspace's chain is already running",
+        )
+    }
+
+    /// Starts a replay for a workspace, or refuses a second one while the first runs (each
+    /// decides up to 100,000 evaluations again).
+    pub fn begin_replay(&self, workspace_id: &str) -> Result<Verifying<'_>> {
+        self.begin_alone(
+            format!("replay:{workspace_id}"),
+            "a replay in this workspace is already running",
+        )
+    }
+
+    /// One task of a kind per workspace at a time: `key` names both.
+    fn begin_alone(&self, key: String, busy: &str) -> Result<Verifying<'_>> {
+        let mut running = self.alone.lock().unwrap_or_else(|e| e.into_inner());
+        if !running.insert(key.clone()) {
             return Err(Error::TooMany {
-                detail: "a verification of this workspace's chain is already running".into(),
+                detail: busy.into(),
                 retry_after_secs: 1,
             });
         }
-        Ok(Verifying {
-            limits: self,
-            workspace_id: workspace_id.to_owned(),
-        })
+        Ok(Verifying { limits: self, key })
     }
 
     /// Whether a workspace's job queue is full (as of the last refresh).
@@ -196,24 +210,40 @@ impl Drop for Counted<'_> {
 }
 
 /// A chain verification under way, until dropped.
+/// A task running alone in its workspace; the next may start once this is dropped.
 pub struct Verifying<'a> {
     limits: &'a Limits,
-    workspace_id: String,
+    key: String,
 }
 
 impl Drop for Verifying<'_> {
     fn drop(&mut self) {
         self.limits
-            .verifying
+            .alone
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.workspace_id);
+            .remove(&self.key);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replays_run_one_at_a_time_in_a_workspace() {
+        let limits = Limits::new(&Config::for_tests());
+        let first = limits.begin_replay("ws_a").unwrap();
+        assert!(matches!(
+            limits.begin_replay("ws_a"),
+            Err(Error::TooMany { .. })
+        ));
+        // Another workspace, and a verification of the same one, are not held up.
+        let _other = limits.begin_replay("ws_b").unwrap();
+        let _verify = limits.begin_verification("ws_a").unwrap();
+        drop(first);
+        assert!(limits.begin_replay("ws_a").is_ok());
+    }
 
     #[test]
     fn waits_and_verifications_are_counted_until_dropped() {

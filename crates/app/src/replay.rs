@@ -2,7 +2,7 @@
 //! what a change would do before it is in force. Read-only; the evaluations are read a page at
 //! a time (newest first) and decided off the request threads, so memory stays bounded and a
 //! long replay stalls nobody; decisions use the engine evaluate runs, with each decision's own
-//! cost budget.
+//! cost budget. One replay runs at a time in a workspace (a second answers 429).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -77,6 +77,7 @@ impl App {
         let until = id_at("to", &to)?;
 
         let tenant = reader.tenant();
+        let _alone = self.limits.begin_replay(tenant.workspace_id())?;
         let mut policies = Vec::new();
         for v in self.store.active_policies(tenant).await? {
             if !v.enabled || v.name == draft.name() {

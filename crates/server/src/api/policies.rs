@@ -439,7 +439,8 @@ pub struct ReplayView {
 #[utoipa::path(post, path = "/api/v1/policies/replay", tag = "policies",
     request_body = ReplayRequest,
     responses((status = 200, body = ReplayView),
-        (status = 422, description = "Invalid draft, period or limit", body = Problem, content_type = "application/problem+json")),
+        (status = 422, description = "Invalid draft, period or limit", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "A replay in this workspace is already running", body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn replay(
     State(app): State<Arc<App>>,
