@@ -1120,15 +1120,18 @@ both_backends!(
         assert!(terminate(&mut server).success());
 
         // The written checkpoint holds.
-        let verify = |checkpoint: &Path| {
+        // `audit verify --checkpoint FILE ARGS…`, run in `cwd` (where the key file is, or not).
+        let verify_in = |cwd: &Path, checkpoint: &Path, args: &[&Path]| {
             Command::new(BIN)
                 .args(["audit", "verify", "--checkpoint"])
                 .arg(checkpoint)
-                .current_dir(&dir)
+                .args(args)
+                .current_dir(cwd)
                 .env("AGENTNEXUS_DATABASE_URL", &db.url)
                 .output()
                 .unwrap()
         };
+        let verify = |checkpoint: &Path| verify_in(&dir, checkpoint, &[]);
         let out = verify(&file);
         assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
         assert!(
@@ -1195,15 +1198,11 @@ both_backends!(
         let altered_file = dir.join("altered.json");
         std::fs::write(&altered_file, altered.to_string()).unwrap();
         let elsewhere = scratch();
-        let out = Command::new(BIN)
-            .args(["audit", "verify", "--checkpoint"])
-            .arg(&altered_file)
-            .arg("--public-key")
-            .arg(&pem)
-            .current_dir(&elsewhere)
-            .env("AGENTNEXUS_DATABASE_URL", &db.url)
-            .output()
-            .unwrap();
+        let out = verify_in(
+            &elsewhere,
+            &altered_file,
+            &[Path::new("--public-key"), pem.as_path()],
+        );
         assert!(!out.status.success());
         assert!(
             stdout(&out).contains("checkpoint broken: the signature does not match the checkpoint"),
@@ -1212,13 +1211,7 @@ both_backends!(
             stderr(&out)
         );
         // Without a key at hand, it says where to get one.
-        let out = Command::new(BIN)
-            .args(["audit", "verify", "--checkpoint"])
-            .arg(&file)
-            .current_dir(&elsewhere)
-            .env("AGENTNEXUS_DATABASE_URL", &db.url)
-            .output()
-            .unwrap();
+        let out = verify_in(&elsewhere, &file, &[]);
         assert!(!out.status.success());
         assert!(
             stderr(&out).contains("pass --public-key FILE"),

@@ -54,7 +54,10 @@ impl App {
         config.rate_limit_per_second = 0;
         config.admin_rate_limit_per_second = 0;
         // A command checking checkpoints uses the key when it is at hand, and makes none.
-        let notary = notary(&config, false).ok().flatten();
+        let notary = notary(&config, false).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "the signing key cannot be used");
+            None
+        });
         App::with(store, config, Arc::new(Utc::now), None, notary)
     }
 
@@ -173,20 +176,11 @@ impl App {
         // reload again rather than keep a stale set.
         let generation = self.store.policy_generation(tenant).await?;
         let versions = self.store.active_policies(tenant).await?;
-        let mut compiled = Vec::with_capacity(versions.len());
-        for v in versions.into_iter().filter(|v| v.enabled) {
-            let format = v.document_format();
-            let policy = compile_policy(&v.document, format).map_err(|e| {
-                Error::Unavailable(format!(
-                    "stored policy `{}` version {} no longer compiles: {e}",
-                    v.name, v.version
-                ))
-            })?;
-            let mut policy: CompiledPolicy = policy.with_version(v.version);
-            // The version's flag is authoritative: disabling keeps the document as written.
-            policy.document.enabled = true;
-            compiled.push(Arc::new(policy));
-        }
+        let compiled = versions
+            .iter()
+            .filter(|v| v.enabled)
+            .map(|v| compile_stored(v).map(Arc::new))
+            .collect::<Result<Vec<_>>>()?;
         let loaded = Arc::new(LoadedPolicies {
             generation,
             set: PolicySet::new(compiled),
@@ -323,4 +317,19 @@ fn notary(config: &Config, create: bool) -> Result<Option<Notary>, CipherError> 
         Some(key) => Notary::from_base64(key).map(Some),
         None => Notary::from_key_file(&config.signing_key_file, create),
     }
+}
+
+/// A stored, enabled version compiled as evaluate decides with it: marked with its version
+/// number, and enabled (the version's flag is authoritative: disabling keeps the document as
+/// written).
+pub(crate) fn compile_stored(v: &agentnexus_store::PolicyVersion) -> Result<CompiledPolicy> {
+    let policy = compile_policy(&v.document, v.document_format()).map_err(|e| {
+        Error::Unavailable(format!(
+            "stored policy `{}` version {} no longer compiles: {e}",
+            v.name, v.version
+        ))
+    })?;
+    let mut policy = policy.with_version(v.version);
+    policy.document.enabled = true;
+    Ok(policy)
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use agentnexus_engine::{Effect, MatchedRule, PolicySet, Proposal, Spend, compile_policy};
 use agentnexus_store::{Evaluation, EvaluationFilter};
 
+use crate::app::compile_stored;
 use crate::error::{Error, Result};
 use crate::evaluations::id_at;
 use crate::policies::PolicyText;
@@ -78,21 +79,14 @@ impl App {
 
         let tenant = reader.tenant();
         let _alone = self.limits.begin_replay(tenant.workspace_id())?;
-        let mut policies = Vec::new();
-        for v in self.store.active_policies(tenant).await? {
-            if !v.enabled || v.name == draft.name() {
-                continue;
-            }
-            let compiled = compile_policy(&v.document, v.document_format()).map_err(|e| {
-                Error::Unavailable(format!(
-                    "stored policy `{}` version {} no longer compiles: {e}",
-                    v.name, v.version
-                ))
-            })?;
-            let mut compiled = compiled.with_version(v.version);
-            compiled.document.enabled = true;
-            policies.push(Arc::new(compiled));
-        }
+        let mut policies = self
+            .store
+            .active_policies(tenant)
+            .await?
+            .iter()
+            .filter(|v| v.enabled && v.name != draft.name())
+            .map(|v| compile_stored(v).map(Arc::new))
+            .collect::<Result<Vec<_>>>()?;
         if draft.document.enabled {
             policies.push(Arc::new(draft));
         }
