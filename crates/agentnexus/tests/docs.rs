@@ -134,8 +134,10 @@ fn section<'a>(markdown: &'a str, heading: &str) -> &'a str {
 /// The `"key": value` pairs of a documented answer a real answer must hold: scalar values
 /// written out in full, leaving out what differs on every run (ids, times, hashes of the chain).
 fn documented_pairs(expected: &str) -> Vec<String> {
-    const VOLATILE: [&str; 16] = [
+    const VOLATILE: [&str; 18] = [
         "at",
+        "first_seen",
+        "last_seen",
         "evaluation_id",
         "created_at",
         "updated_at",
@@ -401,7 +403,7 @@ impl Reader {
     }
 
     /// Starts `program` as a stdio JSON-RPC server, sends it `messages` one per line, and
-    /// answers the first `answers` replies (messages with an `id`), within 60 seconds.
+    /// answers the first `answers` replies (messages with an `id`), within 60 seconds, by id.
     fn stdio(
         &self,
         program: &str,
@@ -450,6 +452,8 @@ impl Reader {
         drop(stdin);
         child.kill().unwrap();
         child.wait().unwrap();
+        // Requests sent together are answered as they finish, not in the order sent.
+        got.sort_by_key(|v| v["id"].as_i64());
         got
     }
 
@@ -1273,7 +1277,10 @@ both_backends!(the_mcp_page_runs, |backend| async move {
                     ], 3)
                     });
                 assert_eq!(answers[0]["result"]["serverInfo"]["name"], "agentnexus");
-                assert_eq!(answers[1]["result"]["tools"][0]["name"], "evaluate");
+                assert_eq!(
+                    answers[1]["result"]["tools"][0]["name"], "evaluate",
+                    "{answers:?}"
+                );
                 let decided = &answers[2]["result"]["structuredContent"];
                 assert_eq!(decided["status"], "denied", "{decided}");
                 assert_eq!(
@@ -1340,8 +1347,25 @@ both_backends!(the_governance_page_runs, |backend| async move {
     db.drop_database().await;
 });
 
+// docs/agents.md as written: the inventory, a description, suspending an agent (its waiting
+// evaluation ended, its next proposal denied), resuming it, and the kill switch.
+both_backends!(the_agents_page_runs, |backend| async move {
+    let db = TestDatabase::new(backend).await;
+    let server_dir = scratch();
+    let mut server = serve(&db, &server_dir);
+    let mut reader = Reader::new(&server, &db, &admin_key(&server));
+    let ran = reader.run("docs/agents.md", &page("docs/agents.md"), |_, _| false);
+    assert_eq!(ran, 7);
+    assert!(terminate(&mut server).success());
+    for dir in [&server_dir, &reader.dir] {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+    db.drop_database().await;
+});
+
 /// The pages whose commands and snippets a test above runs, each from top to bottom.
-const PAGES_RUN: [&str; 6] = [
+const PAGES_RUN: [&str; 7] = [
+    "docs/agents.md",
     "docs/governance.md",
     "docs/policies.md",
     "docs/approvals.md",

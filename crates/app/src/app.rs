@@ -162,7 +162,8 @@ impl App {
             .collect()
     }
 
-    /// The workspace's enabled policies, compiled; loaded on first use and after changes.
+    /// The workspace's enabled policies, compiled, and its halts; loaded on first use and after
+    /// changes.
     pub(crate) async fn policy_set(&self, tenant: &Tenant) -> Result<Arc<LoadedPolicies>> {
         if let Some(set) = self.policies.get(tenant.workspace_id()) {
             return Ok(set);
@@ -170,12 +171,13 @@ impl App {
         self.reload_policies(tenant).await
     }
 
-    /// Reads and compiles a workspace's policies and swaps them in.
+    /// Reads and compiles a workspace's policies, reads its halts, and swaps them in.
     pub(crate) async fn reload_policies(&self, tenant: &Tenant) -> Result<Arc<LoadedPolicies>> {
         // Generation first: a change landing between the two reads makes the next refresh
         // reload again rather than keep a stale set.
         let generation = self.store.policy_generation(tenant).await?;
         let versions = self.store.active_policies(tenant).await?;
+        let halts = self.store.halts(tenant).await?;
         let compiled = versions
             .iter()
             .filter(|v| v.enabled)
@@ -184,6 +186,7 @@ impl App {
         let loaded = Arc::new(LoadedPolicies {
             generation,
             set: PolicySet::new(compiled),
+            halts,
         });
         self.policies.insert(tenant.workspace_id(), loaded.clone());
         Ok(loaded)
@@ -273,9 +276,12 @@ impl KeyCache {
     }
 }
 
+/// What evaluate decides a workspace's proposals with: its enabled policies and what is halted
+/// (SPEC §8's kill switch), changed together under one generation.
 pub struct LoadedPolicies {
     pub generation: i64,
     pub set: PolicySet,
+    pub halts: agentnexus_store::Halts,
 }
 
 #[derive(Default)]

@@ -6,7 +6,7 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use agentnexus_engine::{Effect, Proposal, ProposalFields, Spend, Tier};
+use agentnexus_engine::{Decision, Effect, Proposal, ProposalFields, Spend, Tier};
 use agentnexus_store::{
     ApprovalRule, Evaluation, EvaluationFilter, NewEvaluation, Recorded, StageRecord, Status,
 };
@@ -256,12 +256,25 @@ impl App {
             return self.existing(caller, &id, &proposal_hash).await;
         }
         let policies = self.policy_set(tenant).await?;
-        let spend = if policies.set.uses_spend() {
-            self.store.spend(tenant, &proposal.agent_id, now).await?
-        } else {
-            Spend::default()
+        let decision = match policies.halts.reason(&proposal.agent_id) {
+            // Suspended, or the kill switch engaged: denied whatever the policies say.
+            Some(reason) => Decision {
+                effect: Effect::Deny,
+                reason,
+                matched_rules: Vec::new(),
+                errors: Vec::new(),
+                approval: None,
+                policy_versions: Default::default(),
+            },
+            None => {
+                let spend = if policies.set.uses_spend() {
+                    self.store.spend(tenant, &proposal.agent_id, now).await?
+                } else {
+                    Spend::default()
+                };
+                policies.set.decide(&proposal, spend)
+            }
         };
-        let decision = policies.set.decide(&proposal, spend);
         let (approval, stages) = match decision.approval {
             Some(a) => (
                 Some(ApprovalRule {

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod accounts;
+pub mod agents;
 mod app;
 pub mod approvals;
 pub mod audit;

@@ -1,7 +1,8 @@
 //! What a server does besides answering: at start, seal again what earlier versions sealed;
 //! while it runs, every `AGENTNEXUS_REFRESH_SECS`, pick up what changed elsewhere (policies,
-//! revocations, full job queues), catch up the evaluation lists and record key use; and at
-//! the end, record the last key uses and close the store.
+//! revocations, halts, full job queues), end what halted agents left pending, catch up the
+//! evaluation lists and record key use; and at the end, record the last key uses and close the
+//! store.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -103,6 +104,7 @@ impl App {
             }
             Err(e) => tracing::warn!(error = %e, "checking policy changes failed"),
         }
+        self.end_halted_everywhere().await;
         match self.store.revoked_among(&self.keys.key_ids()).await {
             Ok(revoked) => {
                 let uses = self.keys.forget(&revoked);

@@ -117,6 +117,9 @@ impl AgentId {
         if sent.is_empty() || sent.chars().count() > 256 {
             return Err(Error::field(field, "must be 1 to 256 characters"));
         }
+        if sent.chars().any(char::is_control) {
+            return Err(Error::field(field, "must not contain control characters"));
+        }
         Ok(AgentId(sent))
     }
 

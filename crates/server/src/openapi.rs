@@ -5,7 +5,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::api::{
-    approvals, audit, cron, evaluations, keys, members, policies, settings, webhooks,
+    agents, approvals, audit, cron, evaluations, keys, members, policies, settings, webhooks,
 };
 use crate::{error, ops};
 
@@ -26,6 +26,13 @@ use crate::{error, ops};
         audit::verify,
         audit::checkpoint,
         audit::signing_key,
+        agents::list,
+        agents::get,
+        agents::put,
+        agents::suspend,
+        agents::resume,
+        agents::kill_switch,
+        agents::put_kill_switch,
         keys::list,
         keys::create,
         keys::revoke,
@@ -69,6 +76,7 @@ use crate::{error, ops};
         (name = "evaluate", description = "Proposals and their decisions"),
         (name = "policies", description = "Policy documents and versions"),
         (name = "keys", description = "API keys"),
+        (name = "agents", description = "The agent inventory and the kill switch"),
         (name = "approvals", description = "Human decisions through secure links"),
         (name = "members", description = "Members and roles: the people approval stages reach"),
         (name = "audit", description = "The hash-chained audit trail"),

@@ -1377,3 +1377,137 @@ both_backends!(
         app.stop().await;
     }
 );
+
+// The agents page: the inventory as evaluate saw it; suspending from it stops the agent and
+// ends what it had pending; a form without the session's CSRF token changes nothing; the
+// kill switch engages and releases from it; each change is audited as the person.
+both_backends!(
+    agents_are_stopped_from_the_dashboard,
+    |backend| async move {
+        let app = TestApp::spawn(backend).await;
+        assert_eq!(
+            app.put_policy("payments", common::PAYMENTS).await.status,
+            200
+        );
+        let agent = app.key("agent").await;
+        let waiting = app
+        .evaluate(
+            &agent,
+            json!({"agent_id": "billing-bot", "action": "stripe.refund", "amount_cents": 90000}),
+        )
+        .await
+        .body;
+        assert_eq!(waiting["status"], "pending");
+        let mut b = signed_in_owner(&app).await;
+        let page = b.get("/agents").await;
+        assert_eq!(page.status, 200);
+        assert!(page.has("<code>billing-bot</code>") && page.has("Engage the kill switch"));
+        assert!(page.has("href=\"/evaluations?agent_id=billing-bot\""));
+
+        // Without the CSRF token: 403, nothing changed.
+        let forged = b
+            .post(
+                "/agents/suspend",
+                &[("agent_id", "billing-bot"), ("reason", "forged")],
+            )
+            .await;
+        assert_eq!(forged.status, 403);
+        assert_eq!(
+            app.evaluate(
+                &agent,
+                json!({"agent_id": "billing-bot", "action": "stripe.refund", "amount_cents": 1})
+            )
+            .await
+            .body["status"],
+            "allowed"
+        );
+
+        let done = b
+            .submit(
+                "/agents",
+                "/agents/suspend",
+                &[("agent_id", "billing-bot"), ("reason", "refund loop")],
+            )
+            .await;
+        assert_eq!((done.status.as_u16(), done.location()), (303, "/agents"));
+        let page = b.get("/agents").await;
+        assert!(
+            page.has("suspended") && page.has("refund loop"),
+            "{}",
+            page.html
+        );
+        let id = waiting["evaluation_id"].as_str().unwrap();
+        let ended = app
+            .get(&format!("/api/v1/evaluations/{id}"), &agent)
+            .await
+            .body;
+        assert_eq!(ended["status"], "rejected");
+        assert_eq!(ended["reason"], "agent suspended: refund loop");
+        // A suspension without a reason is refused with the reason why.
+        let refused = b
+            .submit("/agents", "/agents/suspend", &[("agent_id", "other-bot")])
+            .await;
+        assert_eq!(refused.status, 422);
+        assert!(refused.has("Reason: is required"), "{}", refused.html);
+
+        let done = b
+            .submit("/agents", "/agents/resume", &[("agent_id", "billing-bot")])
+            .await;
+        assert_eq!(done.status, 303);
+        let done = b
+            .submit(
+                "/agents",
+                "/kill-switch",
+                &[("engaged", "true"), ("reason", "incident 7")],
+            )
+            .await;
+        assert_eq!(done.status, 303);
+        let page = b.get("/agents").await;
+        assert!(
+            page.has("Engaged") && page.has("incident 7"),
+            "{}",
+            page.html
+        );
+        assert_eq!(
+            app.evaluate(
+                &agent,
+                json!({"agent_id": "billing-bot", "action": "stripe.refund", "amount_cents": 1})
+            )
+            .await
+            .body["reason"],
+            "agent suspended: kill switch engaged: incident 7"
+        );
+        let done = b
+            .submit("/agents", "/kill-switch", &[("engaged", "false")])
+            .await;
+        assert_eq!(done.status, 303);
+        assert_eq!(
+            app.evaluate(
+                &agent,
+                json!({"agent_id": "billing-bot", "action": "stripe.refund", "amount_cents": 1})
+            )
+            .await
+            .body["status"],
+            "allowed"
+        );
+        let r = app.get("/api/v1/audit?limit=1000", &app.admin_key).await;
+        let by_owner: Vec<&str> = r.body["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["actor"] == "member:owner@example.com")
+            .map(|e| e["type"].as_str().unwrap())
+            .filter(|t| t.starts_with("agent.") || t.starts_with("kill_switch."))
+            .collect();
+        assert_eq!(
+            by_owner,
+            [
+                "agent.suspended",
+                "agent.resumed",
+                "kill_switch.engaged",
+                "kill_switch.released"
+            ]
+        );
+        app.stop().await;
+    }
+);

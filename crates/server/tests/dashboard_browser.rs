@@ -376,6 +376,31 @@ both_backends!(a_person_governs_from_the_browser, |backend| async move {
     c.goto(&format!("{base}/settings")).await.unwrap();
     shots.take(&c, "settings").await;
 
+    // The agent that proposed the payout is in the inventory; suspended from its row, it is
+    // denied at once; resumed, it is not.
+    c.goto(&format!("{base}/agents")).await.unwrap();
+    assert!(text_of(&c, "table").await.contains("payer"));
+    fill(
+        &c,
+        "form[action='/agents/suspend'] input[name=reason]",
+        "payout loop",
+    )
+    .await;
+    click_confirmed(&c, "form[action='/agents/suspend'] button.danger").await;
+    wait_for_text(&c, "payout loop").await;
+    assert!(text_of(&c, "table").await.contains("suspended"));
+    shots.take(&c, "agents").await;
+    let stopped = app
+        .evaluate(
+            &app.admin_key,
+            json!({"agent_id": "payer", "action": "payout", "amount_cents": 1}),
+        )
+        .await;
+    assert_eq!(stopped.body["reason"], "agent suspended: payout loop");
+    click(&c, "form[action='/agents/resume'] button").await;
+    wait_for_text(&c, "Engage the kill switch").await;
+    assert!(!text_of(&c, "table").await.contains("suspended"));
+
     // A viewer, invited by e-mail, sets a password, signs in, and can change nothing.
     c.goto(&format!("{base}/members")).await.unwrap();
     fill(&c, "#email", "vera@example.com").await;
@@ -404,6 +429,16 @@ both_backends!(a_person_governs_from_the_browser, |backend| async move {
         text_of(&c, "header .who")
             .await
             .contains("vera@example.com")
+    );
+    c.goto(&format!("{base}/agents")).await.unwrap();
+    assert!(text_of(&c, "table").await.contains("payer"));
+    assert!(
+        c.find_all(Locator::Css(
+            "form[action^='/agents/'], form[action='/kill-switch']"
+        ))
+        .await
+        .unwrap()
+        .is_empty()
     );
     c.goto(&format!("{base}/keys")).await.unwrap();
     assert!(!page_has(&c, "Create a key").await);
@@ -448,6 +483,7 @@ both_backends!(a_person_governs_from_the_browser, |backend| async move {
         ("/audit", "audit-dark"),
         ("/keys", "keys-dark"),
         ("/members", "members-dark"),
+        ("/agents", "agents-dark"),
         ("/settings", "settings-dark"),
     ] {
         dark.goto(&format!("{base}{path}")).await.unwrap();

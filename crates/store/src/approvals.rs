@@ -12,6 +12,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde_json::{Value, json};
 use sqlx::{AnyConnection, Row};
 
+use crate::agents::{halt_from_row, halt_reason};
 use crate::audit::Chain;
 use crate::jobs::enqueue;
 use crate::{
@@ -989,5 +990,77 @@ impl Store {
                 self.jobs_ready.notify_one();
             }
         })
+    }
+}
+
+/// Pending evaluations ended per transaction when an agent or a workspace is halted.
+const HALT_BATCH: usize = 200;
+
+impl Store {
+    /// Ends the workspace's pending evaluations that may no longer go ahead — every one while
+    /// its kill switch is engaged, else its suspended agents' — `rejected` with the halt's
+    /// reason: each audited (`evaluation.rejected` by `actor`) with `terminal_outcome` to its
+    /// webhook. Answers how many it ended; none when nothing is halted.
+    pub async fn end_halted(
+        &self,
+        tenant: &Tenant,
+        actor: Actor,
+        now: DateTime<Utc>,
+    ) -> Result<usize> {
+        let ws = tenant.workspace_id();
+        let mut ended = 0;
+        loop {
+            let n = self
+                .audited(tenant, async |tx, chain| {
+                    let rows = sqlx::query(&format!(
+                        "SELECT e.id, e.webhook_url, e.current_stage, w.kill_switch_at, \
+                         w.kill_switch_by, w.kill_switch_reason, g.suspended_at, g.suspended_by, \
+                         g.suspended_reason FROM evaluations e \
+                         JOIN workspaces w ON w.id = e.workspace_id \
+                         LEFT JOIN agents g ON g.workspace_id = e.workspace_id \
+                         AND g.agent_id = e.agent_id \
+                         WHERE e.workspace_id = $1 AND e.status = 'pending' \
+                         AND (w.kill_switch_at IS NOT NULL OR g.suspended_at IS NOT NULL) \
+                         ORDER BY e.id LIMIT {HALT_BATCH}"
+                    ))
+                    .bind(ws)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    for r in &rows {
+                        let id: String = r.try_get("id")?;
+                        let webhook_url: Option<String> = r.try_get("webhook_url")?;
+                        let (all, one) = (
+                            halt_from_row(r, "kill_switch")?,
+                            halt_from_row(r, "suspended")?,
+                        );
+                        let reason = halt_reason(
+                            all.as_ref().map(|h| h.reason.as_str()),
+                            one.as_ref().map(|h| h.reason.as_str()),
+                        )
+                        .unwrap_or_else(|| "agent suspended".into());
+                        if let Some(stage) = r.try_get::<Option<i64>, _>("current_stage")? {
+                            end_stage(tx, &id, stage, StageStatus::Rejected, now).await?;
+                        }
+                        let flow = Flow {
+                            workspace_id: ws,
+                            evaluation_id: &id,
+                            webhook_url: webhook_url.as_deref(),
+                            actor: actor.clone(),
+                            now,
+                        };
+                        conclude(tx, chain, &flow, Outcome::Rejected, &reason).await?;
+                    }
+                    Ok(rows.len())
+                })
+                .await?;
+            ended += n;
+            if n < HALT_BATCH {
+                break;
+            }
+        }
+        if ended > 0 {
+            self.jobs_ready.notify_one();
+        }
+        Ok(ended)
     }
 }

@@ -8,6 +8,7 @@
 //! a workspace's data without having resolved it from a key or a name first.
 #![forbid(unsafe_code)]
 
+mod agents;
 mod approvals;
 mod audit;
 mod channels;
@@ -38,6 +39,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 use tokio::sync::Notify;
 
+pub use agents::{AgentProfile, AgentRecord, Halt, HaltScope, Halts};
 pub use approvals::{
     CODES_PER_LINK, CodeSent, Decide, DecideOutcome, Decided, DueStage, LINKS_PER_APPROVER, Link,
     WRONG_CODES_PER_LINK, WaitingStage, normalize_email,

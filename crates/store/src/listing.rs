@@ -1,7 +1,8 @@
 //! The list of a workspace's evaluations, kept beside its audit chain: `evaluation_index`
 //! (each evaluation's id, agent, status and creation seq), `evaluation_facets` (id ranges per
-//! agent and per status, which filtered lists walk) and `agent_costs` (cost per agent and UTC
-//! day, which `spend` adds up). It is caught up in bulk, [`INDEX_EVERY`] events at a time, and
+//! agent and per status, which filtered lists walk), `agent_costs` (cost per agent and UTC
+//! day, which `spend` adds up) and `agents` (the inventory: when each agent was first and last
+//! seen, and how often). It is caught up in bulk, [`INDEX_EVERY`] events at a time, and
 //! only by the group-commit writer in its own transaction (from memory when it can) or by
 //! [`Store::catch_up_lists`], the maintenance step servers run: no other transaction (an
 //! approval, a delivery) ever pays for it. What the list has not caught up with is read from
@@ -148,7 +149,16 @@ async fn catch_up(conn: &mut impl Exec, chain: &Chain, tracker: &mut Tracker) ->
     let mut costs = std::collections::BTreeMap::<(&str, String), (i64, i64)>::new();
     let mut facets = std::collections::BTreeMap::<String, (&str, &str)>::new();
     let mut decisions = std::collections::BTreeMap::<(String, &str), i64>::new();
+    let mut agents = std::collections::BTreeMap::<&str, (i64, i64, i64)>::new();
     for e in &rows {
+        let seen = agents
+            .entry(&e.agent)
+            .or_insert((e.occurred_at, e.occurred_at, 0));
+        (seen.0, seen.1, seen.2) = (
+            seen.0.min(e.occurred_at),
+            seen.1.max(e.occurred_at),
+            seen.2 + 1,
+        );
         let day = day(crate::from_micros(e.occurred_at));
         *decisions.entry((day.clone(), &e.decision)).or_default() += 1;
         let cost = costs.entry((&e.agent, day)).or_default();
@@ -207,6 +217,27 @@ async fn catch_up(conn: &mut impl Exec, chain: &Chain, tracker: &mut Tracker) ->
     let tail = " ON CONFLICT (workspace_id, day, decision) DO UPDATE SET \
                     evaluations = decision_counts.evaluations + excluded.evaluations";
     insert_rows(conn, head, tail, 4, &args).await?;
+    // The inventory: every agent seen, when first and last, and how often.
+    args.clear();
+    for (agent, (first, last, n)) in &agents {
+        args.extend([
+            Arg::from(ws),
+            (*agent).into(),
+            (*first).into(),
+            (*last).into(),
+            (*n).into(),
+        ]);
+    }
+    let head = "INSERT INTO agents (workspace_id, agent_id, first_seen, last_seen, evaluations)";
+    let tail = " ON CONFLICT (workspace_id, agent_id) DO UPDATE SET \
+                    first_seen = CASE WHEN agents.first_seen IS NULL \
+                    OR excluded.first_seen < agents.first_seen \
+                    THEN excluded.first_seen ELSE agents.first_seen END, \
+                    last_seen = CASE WHEN agents.last_seen IS NULL \
+                    OR excluded.last_seen > agents.last_seen \
+                    THEN excluded.last_seen ELSE agents.last_seen END, \
+                    evaluations = agents.evaluations + excluded.evaluations";
+    insert_rows(conn, head, tail, 5, &args).await?;
     conn.execute(
         "UPDATE audit_heads SET indexed_seq = $2 WHERE workspace_id = $1",
         &[ws.into(), chain.seq().into()],

@@ -74,6 +74,7 @@ const SHARED: &[Embedded] = &[
         "receipts",
         include_str!("../migrations/0016_receipts.sql"),
     ),
+    (17, "agents", include_str!("../migrations/0017_agents.sql")),
 ];
 
 const SQLITE: &[Embedded] = &[

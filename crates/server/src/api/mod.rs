@@ -1,5 +1,6 @@
 //! The REST API (`/api/v1`).
 
+pub mod agents;
 pub mod approvals;
 pub mod audit;
 pub mod cron;
@@ -66,6 +67,17 @@ pub fn router() -> Router<Arc<App>> {
             get(policies::version),
         )
         .route("/api/v1/policies/{name}/rollback", post(policies::rollback))
+        .route("/api/v1/agents", get(agents::list))
+        .route(
+            "/api/v1/agents/{agent_id}",
+            get(agents::get).put(agents::put),
+        )
+        .route("/api/v1/agents/{agent_id}/suspend", post(agents::suspend))
+        .route("/api/v1/agents/{agent_id}/resume", post(agents::resume))
+        .route(
+            "/api/v1/kill-switch",
+            get(agents::kill_switch).put(agents::put_kill_switch),
+        )
         .route("/api/v1/audit", get(audit::page))
         .route("/api/v1/audit/verify", get(audit::verify))
         .route("/api/v1/audit/checkpoint", get(audit::checkpoint))

@@ -1,12 +1,14 @@
 //! What operators change: policies (edit with validation, versions, diffs, rollback,
-//! enable/disable, simulate), API keys, members and roles, and the settings they read.
+//! enable/disable, simulate), API keys, members and roles, the agents and their kill switch,
+//! and the settings they read.
 //! Changing takes an owner or admin (`App::manager`); everyone signed in reads.
 
 use std::sync::Arc;
 
 use agentnexus_app::members::{MemberChange, NewMemberInput};
 use agentnexus_app::policies::{PolicyText, SimulateInput};
-use agentnexus_app::types::{Channel, KeyId, MemberId};
+use agentnexus_app::render::money;
+use agentnexus_app::types::{AgentId, Channel, KeyId, MemberId};
 use agentnexus_app::{App, Error, Signed};
 use agentnexus_engine::{Problem, ProposalFields};
 use agentnexus_store::{ApiKey, Member, PolicySummary, PolicyVersion};
@@ -786,5 +788,135 @@ pub async fn webhook_secret(
     match shown {
         Ok(shown) => settings_page(&app, &signed, Some(shown), None).await,
         Err(e) => error_page(Some(Nav::of(&signed, "/settings")), e),
+    }
+}
+
+/// One row of the agents page, formatted.
+struct AgentRow {
+    id: String,
+    /// `agent_id=…`, URL-encoded (so safe in an attribute as it is) for the evaluations link.
+    query: String,
+    purpose: Option<String>,
+    /// Why it may not act: its own suspension's or the kill switch's reason.
+    suspended: Option<String>,
+    own_suspension: bool,
+    last_seen: String,
+    evaluations: i64,
+    today: String,
+    month: String,
+    owner: String,
+    risk: String,
+}
+
+#[derive(Template)]
+#[template(path = "agents.html")]
+struct AgentsPage {
+    title: &'static str,
+    nav: Option<Nav>,
+    /// Reason, when, by whom.
+    kill_switch: Option<(String, String, String)>,
+    agents: Vec<AgentRow>,
+}
+
+/// The agent inventory and the kill switch.
+pub async fn agents(State(app): State<Arc<App>>, Session(signed): Session) -> Response {
+    let nav = Nav::of(&signed, "/agents");
+    let reader = signed.reader();
+    let loaded = tokio::try_join!(
+        app.agents(&reader),
+        app.kill_switch(&reader),
+        app.currency(signed.tenant())
+    );
+    let (agents, kill_switch, currency) = match loaded {
+        Ok(l) => l,
+        Err(e) => return error_page(Some(nav), e),
+    };
+    let rows = agents
+        .into_iter()
+        .map(|a| {
+            let r = a.record;
+            let mut q = url::form_urlencoded::Serializer::new(String::new());
+            AgentRow {
+                query: q.append_pair("agent_id", &r.agent_id).finish(),
+                id: r.agent_id,
+                purpose: r.profile.purpose,
+                suspended: a.halted.as_ref().map(|s| match s.kill_switch {
+                    true => format!("kill switch: {}", s.halt.reason),
+                    false => s.halt.reason.clone(),
+                }),
+                own_suspension: r.suspended.is_some(),
+                last_seen: r.last_seen.map(|t| when(&t)).unwrap_or_default(),
+                evaluations: r.evaluations,
+                today: money(r.spend.today_cents, &currency),
+                month: money(r.spend.month_cents, &currency),
+                owner: r.profile.owner.unwrap_or_default(),
+                risk: r.profile.risk_tier.unwrap_or_default(),
+            }
+        })
+        .collect();
+    render(
+        StatusCode::OK,
+        &AgentsPage {
+            title: "Agents",
+            nav: Some(nav),
+            kill_switch: kill_switch.engaged.map(|h| (h.reason, when(&h.at), h.by)),
+            agents: rows,
+        },
+    )
+}
+
+#[derive(Deserialize)]
+pub struct AgentForm {
+    #[serde(default)]
+    agent_id: String,
+    reason: Option<String>,
+}
+
+pub async fn suspend_agent(
+    State(app): State<Arc<App>>,
+    Managed(signed, admin, form): Managed<AgentForm>,
+) -> Response {
+    let done = match AgentId::parse("agent_id", form.agent_id) {
+        Ok(id) => app
+            .suspend_agent(&admin, &id, form.reason)
+            .await
+            .map(|_| ()),
+        Err(e) => Err(e),
+    };
+    match done {
+        Ok(()) => see("/agents"),
+        Err(e) => error_page(Some(Nav::of(&signed, "/agents")), e),
+    }
+}
+
+pub async fn resume_agent(
+    State(app): State<Arc<App>>,
+    Managed(signed, admin, form): Managed<AgentForm>,
+) -> Response {
+    let done = match AgentId::parse("agent_id", form.agent_id) {
+        Ok(id) => app.resume_agent(&admin, &id, form.reason).await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    match done {
+        Ok(()) => see("/agents"),
+        Err(e) => error_page(Some(Nav::of(&signed, "/agents")), e),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct KillSwitchForm {
+    #[serde(default)]
+    engaged: String,
+    reason: Option<String>,
+}
+
+pub async fn kill_switch(
+    State(app): State<Arc<App>>,
+    Managed(signed, admin, form): Managed<KillSwitchForm>,
+) -> Response {
+    let engaged = form.engaged == "true";
+    match app.set_kill_switch(&admin, engaged, form.reason).await {
+        Ok(_) => see("/agents"),
+        Err(e) => error_page(Some(Nav::of(&signed, "/agents")), e),
     }
 }

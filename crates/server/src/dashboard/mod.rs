@@ -61,6 +61,10 @@ pub fn router() -> Router<Arc<App>> {
         .route("/policies/{name}/diff", get(govern::diff))
         .route("/policies/{name}/rollback", post(govern::rollback))
         .route("/policies/{name}/enabled", post(govern::set_enabled))
+        .route("/agents", get(govern::agents))
+        .route("/agents/suspend", post(govern::suspend_agent))
+        .route("/agents/resume", post(govern::resume_agent))
+        .route("/kill-switch", post(govern::kill_switch))
         .route("/keys", get(govern::keys).post(govern::create_key))
         .route("/keys/{id}/revoke", post(govern::revoke_key))
         .route("/members", get(govern::members).post(govern::invite))
@@ -143,12 +147,13 @@ impl Nav {
         self.current == href
     }
 
-    pub fn links(&self) -> [(&'static str, &'static str); 8] {
+    pub fn links(&self) -> [(&'static str, &'static str); 9] {
         [
             ("/", "Overview"),
             ("/inbox", "Inbox"),
             ("/policies", "Policies"),
             ("/evaluations", "Evaluations"),
+            ("/agents", "Agents"),
             ("/audit", "Audit"),
             ("/keys", "API keys"),
             ("/members", "Members"),

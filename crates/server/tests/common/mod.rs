@@ -279,6 +279,17 @@ impl TestApp {
         .await
     }
 
+    pub async fn put(&self, path: &str, key: &str, body: &Value) -> Response {
+        self.request(
+            reqwest::Method::PUT,
+            path,
+            Some(key),
+            Some(body.to_string().into()),
+            Some("application/json"),
+        )
+        .await
+    }
+
     pub async fn delete(&self, path: &str, key: &str) -> Response {
         self.request(reqwest::Method::DELETE, path, Some(key), None, None)
             .await

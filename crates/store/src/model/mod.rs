@@ -458,6 +458,11 @@ pub enum EventKind {
     DeliveryRetried,
     SettingsWorkspaceUpdated,
     ReceiptRecorded,
+    AgentUpdated,
+    AgentSuspended,
+    AgentResumed,
+    KillSwitchEngaged,
+    KillSwitchReleased,
 }
 
 impl EventKind {
@@ -504,6 +509,11 @@ impl EventKind {
             EventKind::DeliveryRetried => "delivery.retried",
             EventKind::SettingsWorkspaceUpdated => "settings.workspace_updated",
             EventKind::ReceiptRecorded => "receipt.recorded",
+            EventKind::AgentUpdated => "agent.updated",
+            EventKind::AgentSuspended => "agent.suspended",
+            EventKind::AgentResumed => "agent.resumed",
+            EventKind::KillSwitchEngaged => "kill_switch.engaged",
+            EventKind::KillSwitchReleased => "kill_switch.released",
         }
     }
 }
