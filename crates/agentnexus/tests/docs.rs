@@ -1363,9 +1363,27 @@ both_backends!(the_agents_page_runs, |backend| async move {
     db.drop_database().await;
 });
 
+// docs/analytics.md as written: a cost report by agent and by action.
+both_backends!(the_analytics_page_runs, |backend| async move {
+    let db = TestDatabase::new(backend).await;
+    let server_dir = scratch();
+    let mut server = serve(&db, &server_dir);
+    let mut reader = Reader::new(&server, &db, &admin_key(&server));
+    let ran = reader.run("docs/analytics.md", &page("docs/analytics.md"), |_, _| {
+        false
+    });
+    assert_eq!(ran, 2);
+    assert!(terminate(&mut server).success());
+    for dir in [&server_dir, &reader.dir] {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+    db.drop_database().await;
+});
+
 /// The pages whose commands and snippets a test above runs, each from top to bottom.
-const PAGES_RUN: [&str; 7] = [
+const PAGES_RUN: [&str; 8] = [
     "docs/agents.md",
+    "docs/analytics.md",
     "docs/governance.md",
     "docs/policies.md",
     "docs/approvals.md",

@@ -286,7 +286,7 @@ impl App {
             ),
             None => (None, Vec::new()),
         };
-        let id = agentnexus_store::new_evaluation_id();
+        let id = agentnexus_store::new_evaluation_id(now);
         // The first stage's approvers get their secure links with the evaluation itself.
         let notices = match stages.first() {
             Some(stage) => {

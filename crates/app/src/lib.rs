@@ -10,6 +10,7 @@
 
 pub mod accounts;
 pub mod agents;
+pub mod analytics;
 mod app;
 pub mod approvals;
 pub mod audit;

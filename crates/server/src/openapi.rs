@@ -5,7 +5,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::api::{
-    agents, approvals, audit, cron, evaluations, keys, members, policies, settings, webhooks,
+    agents, analytics, approvals, audit, cron, evaluations, keys, members, policies, settings,
+    webhooks,
 };
 use crate::{error, ops};
 
@@ -27,6 +28,7 @@ use crate::{error, ops};
         audit::checkpoint,
         audit::signing_key,
         agents::list,
+        analytics::costs,
         agents::get,
         agents::put,
         agents::suspend,
@@ -77,6 +79,7 @@ use crate::{error, ops};
         (name = "policies", description = "Policy documents and versions"),
         (name = "keys", description = "API keys"),
         (name = "agents", description = "The agent inventory and the kill switch"),
+        (name = "analytics", description = "Reports over a period: cost"),
         (name = "approvals", description = "Human decisions through secure links"),
         (name = "members", description = "Members and roles: the people approval stages reach"),
         (name = "audit", description = "The hash-chained audit trail"),

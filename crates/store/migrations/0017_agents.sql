@@ -28,6 +28,10 @@ INSERT INTO agents (workspace_id, agent_id, first_seen, last_seen, evaluations)
     FROM evaluation_index i JOIN audit_events a ON a.workspace_id = i.workspace_id AND a.seq = i.seq
     GROUP BY i.workspace_id, i.agent_id;
 
+-- What a halt ends: the pending evaluations of a workspace (of an agent), without reading the
+-- decided ones.
+CREATE INDEX evaluations_pending ON evaluations (workspace_id, agent_id) WHERE status = 'pending';
+
 -- The whole workspace's kill switch: engaged while `kill_switch_at` is set.
 ALTER TABLE workspaces ADD COLUMN kill_switch_at BIGINT;
 ALTER TABLE workspaces ADD COLUMN kill_switch_by TEXT;

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 mod agents;
+mod analytics;
 mod approvals;
 mod audit;
 mod channels;
@@ -40,6 +41,7 @@ use sqlx::{AnyPool, Executor};
 use tokio::sync::Notify;
 
 pub use agents::{AgentProfile, AgentRecord, Halt, HaltScope, Halts};
+pub use analytics::{CostGroup, CostLine};
 pub use approvals::{
     CODES_PER_LINK, CodeSent, Decide, DecideOutcome, Decided, DueStage, LINKS_PER_APPROVER, Link,
     WRONG_CODES_PER_LINK, WaitingStage, normalize_email,
@@ -148,8 +150,18 @@ pub(crate) fn from_micros(us: i64) -> DateTime<Utc> {
 }
 
 /// A new evaluation id: `ev_` and a ULID, so ids sort by creation time.
-pub fn new_evaluation_id() -> String {
-    new_id("ev")
+/// An evaluation's id: `ev_` and a ULID whose time is the evaluation's creation (to the
+/// millisecond), so that periods cut by id (lists, analytics' edges) and by creation time
+/// (daily and hourly sums) agree on every evaluation.
+pub fn new_evaluation_id(created_at: DateTime<Utc>) -> String {
+    let ms = u64::try_from(created_at.timestamp_millis()).unwrap_or(0);
+    let ulid = ulid::Ulid::from_parts(ms, rand_bits());
+    format!("ev_{}", ulid.to_string().to_lowercase())
+}
+
+/// The random part of a ULID.
+fn rand_bits() -> u128 {
+    ulid::Ulid::new().random()
 }
 
 pub(crate) fn new_id(prefix: &str) -> String {

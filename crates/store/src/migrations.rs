@@ -98,6 +98,11 @@ const SQLITE: &[Embedded] = &[
         "decision counts",
         include_str!("../migrations/sqlite/0013_decision_counts.sql"),
     ),
+    (
+        18,
+        "evaluation hours",
+        include_str!("../migrations/sqlite/0018_evaluation_hours.sql"),
+    ),
 ];
 
 const POSTGRES: &[Embedded] = &[
@@ -120,6 +125,11 @@ const POSTGRES: &[Embedded] = &[
         13,
         "decision counts",
         include_str!("../migrations/postgres/0013_decision_counts.sql"),
+    ),
+    (
+        18,
+        "evaluation hours",
+        include_str!("../migrations/postgres/0018_evaluation_hours.sql"),
     ),
 ];
 

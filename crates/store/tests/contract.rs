@@ -39,8 +39,9 @@ fn evaluation(tenant: &Tenant, agent: &str, idempotency_key: Option<&str>) -> Ne
         ..Default::default()
     })
     .unwrap();
+    let created_at = Utc::now();
     NewEvaluation {
-        id: agentnexus_store::new_evaluation_id(),
+        id: agentnexus_store::new_evaluation_id(created_at),
         tenant: tenant.clone(),
         key_id: None,
         proposal_hash: proposal.hash(),
@@ -56,7 +57,7 @@ fn evaluation(tenant: &Tenant, agent: &str, idempotency_key: Option<&str>) -> Ne
         stages: vec![],
         notices: vec![],
         policy_versions: BTreeMap::new(),
-        created_at: Utc::now(),
+        created_at,
     }
 }
 

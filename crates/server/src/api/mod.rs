@@ -1,6 +1,7 @@
 //! The REST API (`/api/v1`).
 
 pub mod agents;
+pub mod analytics;
 pub mod approvals;
 pub mod audit;
 pub mod cron;
@@ -67,6 +68,7 @@ pub fn router() -> Router<Arc<App>> {
             get(policies::version),
         )
         .route("/api/v1/policies/{name}/rollback", post(policies::rollback))
+        .route("/api/v1/analytics/costs", get(analytics::costs))
         .route("/api/v1/agents", get(agents::list))
         .route(
             "/api/v1/agents/{agent_id}",
