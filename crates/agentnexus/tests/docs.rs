@@ -1363,7 +1363,7 @@ both_backends!(the_agents_page_runs, |backend| async move {
     db.drop_database().await;
 });
 
-// docs/analytics.md as written: a cost report by agent and by action.
+// docs/analytics.md as written: a governance report, then cost reports by agent and by action.
 both_backends!(the_analytics_page_runs, |backend| async move {
     let db = TestDatabase::new(backend).await;
     let server_dir = scratch();
@@ -1372,7 +1372,7 @@ both_backends!(the_analytics_page_runs, |backend| async move {
     let ran = reader.run("docs/analytics.md", &page("docs/analytics.md"), |_, _| {
         false
     });
-    assert_eq!(ran, 2);
+    assert_eq!(ran, 3);
     assert!(terminate(&mut server).success());
     for dir in [&server_dir, &reader.dir] {
         std::fs::remove_dir_all(dir).unwrap();

@@ -1,8 +1,8 @@
 //! What a server does besides answering: at start, seal again what earlier versions sealed;
 //! while it runs, every `AGENTNEXUS_REFRESH_SECS`, pick up what changed elsewhere (policies,
 //! revocations, halts, full job queues), end what halted agents left pending, catch up the
-//! evaluation lists and record key use; and at the end, record the last key uses and close the
-//! store.
+//! evaluation lists and the analytics' hourly sums, and record key use; and at the end, record
+//! the last key uses and close the store.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -88,6 +88,9 @@ impl App {
         }
         if let Err(e) = self.store.catch_up_lists().await {
             tracing::warn!(error = %e, "catching up evaluation lists failed");
+        }
+        if let Err(e) = self.store.sum_hours().await {
+            tracing::warn!(error = %e, "summing evaluations for analytics failed");
         }
         match self.store.policy_generations().await {
             Ok(generations) => {

@@ -197,7 +197,6 @@ pub(crate) async fn insert<'a>(
         id: ev.id.clone(),
         seq,
         agent: p.agent_id.clone(),
-        action: p.action.clone(),
         status: status.as_str().to_owned(),
         decision: ev.decision.as_str().to_owned(),
         cost: p.cost_cents,

@@ -41,7 +41,7 @@ use sqlx::{AnyPool, Executor};
 use tokio::sync::Notify;
 
 pub use agents::{AgentProfile, AgentRecord, Halt, HaltScope, Halts};
-pub use analytics::{CostGroup, CostLine};
+pub use analytics::{CostGroup, CostLine, Governance, Lot, Lots};
 pub use approvals::{
     CODES_PER_LINK, CodeSent, Decide, DecideOutcome, Decided, DueStage, LINKS_PER_APPROVER, Link,
     WRONG_CODES_PER_LINK, WaitingStage, normalize_email,

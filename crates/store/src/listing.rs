@@ -48,7 +48,6 @@ pub(crate) struct Indexed {
     /// Its `evaluation.created` event's.
     pub(crate) seq: i64,
     pub(crate) agent: String,
-    pub(crate) action: String,
     pub(crate) status: String,
     /// `allow`, `deny` or `require_approval`: how it was decided when proposed.
     pub(crate) decision: String,
@@ -159,13 +158,7 @@ async fn catch_up(conn: &mut impl Exec, chain: &Chain, tracker: &mut Tracker) ->
     let mut facets = std::collections::BTreeMap::<String, (&str, &str)>::new();
     let mut decisions = std::collections::BTreeMap::<(String, &str), i64>::new();
     let mut agents = std::collections::BTreeMap::<&str, (i64, i64, i64)>::new();
-    let mut hours = std::collections::BTreeMap::<(i64, &str, &str, &str), (i64, i64)>::new();
     for e in &rows {
-        let hour = hour_of(e.occurred_at);
-        let sums = hours
-            .entry((hour, &e.agent, &e.action, &e.decision))
-            .or_default();
-        (sums.0, sums.1) = (sums.0 + 1, sums.1 + e.cost);
         let seen = agents
             .entry(&e.agent)
             .or_insert((e.occurred_at, e.occurred_at, 0));
@@ -253,25 +246,6 @@ async fn catch_up(conn: &mut impl Exec, chain: &Chain, tracker: &mut Tracker) ->
                     THEN excluded.last_seen ELSE agents.last_seen END, \
                     evaluations = agents.evaluations + excluded.evaluations";
     insert_rows(conn, head, tail, 5, &args).await?;
-    // Analytics: how many, decided how, at what cost, per hour, agent and action.
-    args.clear();
-    for ((hour, agent, action, decision), (n, cents)) in &hours {
-        args.extend([
-            Arg::from(ws),
-            (*hour).into(),
-            (*agent).into(),
-            (*action).into(),
-            (*decision).into(),
-            (*n).into(),
-            (*cents).into(),
-        ]);
-    }
-    let head = "INSERT INTO evaluation_hours (workspace_id, hour, agent_id, action, decision, \
-                evaluations, cost_cents)";
-    let tail = " ON CONFLICT (workspace_id, hour, agent_id, action, decision) DO UPDATE SET \
-                    evaluations = evaluation_hours.evaluations + excluded.evaluations, \
-                    cost_cents = evaluation_hours.cost_cents + excluded.cost_cents";
-    insert_rows(conn, head, tail, 7, &args).await?;
     conn.execute(
         "UPDATE audit_heads SET indexed_seq = $2 WHERE workspace_id = $1",
         &[ws.into(), chain.seq().into()],
@@ -287,13 +261,12 @@ async fn read_back(conn: &mut impl Exec, workspace_id: &str, indexed: i64) -> Re
     let status = event_field(sqlite, Field::Text, "status");
     let cost = event_field(sqlite, Field::Int, "cost_cents");
     let decision = event_field(sqlite, Field::Text, "decision");
-    let action = event_field(sqlite, Field::Text, "action");
     let rows = conn
         .fetch_all(
             &format!(
                 "SELECT a.evaluation_id, COALESCE(e.agent_id, {agent}) AS agent_id, \
                  COALESCE(e.status, {status}) AS status, {cost} AS cost_cents, a.occurred_at, \
-                 a.seq, {decision} AS decision, {action} AS action \
+                 a.seq, {decision} AS decision \
                      FROM audit_events a LEFT JOIN evaluations e ON e.id = a.evaluation_id \
                      WHERE a.workspace_id = $1 AND a.seq > $2 AND a.type = 'evaluation.created'"
             ),
@@ -306,7 +279,6 @@ async fn read_back(conn: &mut impl Exec, workspace_id: &str, indexed: i64) -> Re
                 id: r.text("evaluation_id")?,
                 seq: r.int("seq")?,
                 agent: r.text("agent_id")?,
-                action: r.text("action")?,
                 status: r.text("status")?,
                 decision: r.text("decision")?,
                 cost: r.int("cost_cents")?,

@@ -69,6 +69,7 @@ pub fn router() -> Router<Arc<App>> {
         )
         .route("/api/v1/policies/{name}/rollback", post(policies::rollback))
         .route("/api/v1/analytics/costs", get(analytics::costs))
+        .route("/api/v1/analytics/governance", get(analytics::governance))
         .route("/api/v1/agents", get(agents::list))
         .route(
             "/api/v1/agents/{agent_id}",
