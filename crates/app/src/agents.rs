@@ -70,6 +70,13 @@ fn text(field: &str, value: Option<String>, max: usize) -> Result<Option<String>
 
 /// A halt's reason: 1-500 characters on one line.
 fn reason(value: Option<String>, required: bool) -> Result<Option<String>> {
+    // Given, it says something: "" is not a reason (leave it out instead).
+    if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
+        return Err(Error::field(
+            "reason",
+            "must be 1 to 500 characters (or left out)",
+        ));
+    }
     let r = text("reason", value, 500)?;
     if r.as_deref().is_some_and(|r| r.contains('\n')) {
         return Err(Error::field("reason", "must be one line"));
@@ -97,15 +104,16 @@ impl AgentInput {
                     .ok_or_else(|| Error::field("tools", "each must be 1 to 200 characters"))
             })
             .collect::<Result<Vec<_>>>()?;
-        let risk_tier = text("risk_tier", self.risk_tier, 16)?;
-        if let Some(t) = &risk_tier
+        // Exactly one of the four, or null: not "" and not " high ".
+        if let Some(t) = &self.risk_tier
             && !RISK_TIERS.contains(&t.as_str())
         {
             return Err(Error::field(
                 "risk_tier",
-                "must be low, medium, high or critical",
+                "must be low, medium, high or critical (null for none)",
             ));
         }
+        let risk_tier = self.risk_tier;
         Ok(AgentProfile {
             owner: text("owner", self.owner, 200)?,
             purpose: text("purpose", self.purpose, 2000)?,

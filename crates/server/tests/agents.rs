@@ -96,6 +96,8 @@ both_backends!(the_inventory_lists_every_agent_seen, |backend| async move {
     assert_eq!(replaced.body["tools"], json!([]));
     for (body, field) in [
         (json!({"risk_tier": "extreme"}), "risk_tier"),
+        (json!({"risk_tier": ""}), "risk_tier"),
+        (json!({"risk_tier": " high"}), "risk_tier"),
         (json!({"owner": "a\u{7}b"}), "owner"),
         (json!({"tools": ["x\ny"]}), "tools"),
         (json!({"purpose": "p".repeat(2001)}), "purpose"),
@@ -444,6 +446,19 @@ both_backends!(suspending_stops_an_agent_at_once, |backend| async move {
             .starts_with("agent suspended"),
         "{elsewhere}"
     );
+    assert_eq!(
+        app.get("/api/v1/kill-switch", &admin).await.body["engaged"],
+        true
+    );
+    // A reason given says something, releasing too; a refused release changes nothing.
+    let r = app
+        .put(
+            "/api/v1/kill-switch",
+            &admin,
+            &json!({"engaged": false, "reason": " "}),
+        )
+        .await;
+    assert_eq!(r.problem(422)["errors"][0]["field"], "reason");
     assert_eq!(
         app.get("/api/v1/kill-switch", &admin).await.body["engaged"],
         true

@@ -450,8 +450,8 @@ impl Store {
     /// summed in the index too), and answers how many events it read. Several servers may run it at once: each batch
     /// moves its workspace's `analytics_heads.seq` from where it read it, or is undone.
     pub async fn sum_hours(&self) -> Result<i64> {
-        let behind: Vec<(String, i64, i64)> = sqlx::query_as(
-            "SELECT h.workspace_id, COALESCE(s.seq, 0), h.indexed_seq FROM audit_heads h \
+        let behind: Vec<(String, Option<i64>, i64)> = sqlx::query_as(
+            "SELECT h.workspace_id, s.seq, h.indexed_seq FROM audit_heads h \
              LEFT JOIN analytics_heads s ON s.workspace_id = h.workspace_id \
              WHERE s.seq IS NULL OR s.seq < h.indexed_seq",
         )
@@ -466,17 +466,21 @@ impl Store {
         );
         let matched = event_field(sqlite, Field::Json, "matched_rules");
         let mut read = 0;
-        for (ws, mut from, head) in behind {
-            sqlx::query(
-                "INSERT INTO analytics_heads (workspace_id, seq) VALUES ($1, 0) \
-                 ON CONFLICT (workspace_id) DO NOTHING",
-            )
-            .bind(&ws)
-            .execute(&self.pool)
-            .await?;
+        for (ws, summed, head) in behind {
+            if summed.is_none() {
+                sqlx::query(
+                    "INSERT INTO analytics_heads (workspace_id, seq) VALUES ($1, 0) \
+                     ON CONFLICT (workspace_id) DO NOTHING",
+                )
+                .bind(&ws)
+                .execute(&self.pool)
+                .await?;
+            }
+            let mut from = summed.unwrap_or(0);
             while from < head {
                 let to = head.min(from + SUM_BATCH);
-                let mut tx = self.pool.begin().await?;
+                // Read outside the write transaction, so that the store's write lock (all of
+                // SQLite) is held only for the sums' few rows.
                 let rows = sqlx::query(&format!(
                     "SELECT {agent} AS agent_id, {action} AS action, {decision} AS decision, \
                      {cost} AS cost_cents, {matched} AS matched_rules, a.occurred_at \
@@ -487,7 +491,7 @@ impl Store {
                 .bind(&ws)
                 .bind(from)
                 .bind(to)
-                .fetch_all(&mut *tx)
+                .fetch_all(&self.pool)
                 .await?;
                 let mut hours = BTreeMap::<(i64, String, String, String), (i64, i64)>::new();
                 let mut policies = BTreeMap::<(i64, String, String), i64>::new();
@@ -516,6 +520,22 @@ impl Store {
                         (*cents).into(),
                     ]);
                 }
+                // A write first: it takes the lock (SQLite: waiting its turn, never on a stale
+                // snapshot), and moves the head only from where it was read.
+                let mut tx = self.pool.begin().await?;
+                let moved = sqlx::query(
+                    "UPDATE analytics_heads SET seq = $3 WHERE workspace_id = $1 AND seq = $2",
+                )
+                .bind(&ws)
+                .bind(from)
+                .bind(to)
+                .execute(&mut *tx)
+                .await?;
+                if moved.rows_affected() == 0 {
+                    // Another server summed these first.
+                    tx.rollback().await?;
+                    break;
+                }
                 let head_sql = "INSERT INTO evaluation_hours (workspace_id, hour, agent_id, \
                                 action, decision, evaluations, cost_cents)";
                 let tail_sql = " ON CONFLICT (workspace_id, hour, agent_id, action, decision) \
@@ -538,19 +558,6 @@ impl Store {
                 let tail_sql = " ON CONFLICT (workspace_id, hour, policy, decision) DO UPDATE \
                                 SET evaluations = policy_hours.evaluations + excluded.evaluations";
                 insert_rows(&mut *tx, head_sql, tail_sql, 5, &args).await?;
-                let moved = sqlx::query(
-                    "UPDATE analytics_heads SET seq = $3 WHERE workspace_id = $1 AND seq = $2",
-                )
-                .bind(&ws)
-                .bind(from)
-                .bind(to)
-                .execute(&mut *tx)
-                .await?;
-                if moved.rows_affected() == 0 {
-                    // Another server summed these first.
-                    tx.rollback().await?;
-                    break;
-                }
                 tx.commit().await?;
                 read += to - from;
                 from = to;

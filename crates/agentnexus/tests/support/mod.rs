@@ -62,47 +62,70 @@ pub fn serve(db: &TestDatabase, dir: &Path) -> Server {
     serve_with(db, dir, &[])
 }
 
+/// Starts `agentnexus serve` with `env` and waits until it serves. Its log is `serve.log` in
+/// `dir` (read it when a test fails). A port picked free can be taken by another test's server
+/// before this one binds it, and a connection would then reach the wrong server: the server
+/// is ours once its log says it is serving, and a start that lost its port is tried again.
 pub fn serve_with(db: &TestDatabase, dir: &Path, env: &[(&str, &str)]) -> Server {
-    let port = free_port();
-    let mut child = Command::new(BIN)
-        .arg("serve")
-        .current_dir(dir)
-        .envs(env.iter().copied())
-        .env("AGENTNEXUS_DATABASE_URL", &db.url)
-        .env("AGENTNEXUS_LISTEN", format!("127.0.0.1:{port}"))
-        .env("AGENTNEXUS_BOOTSTRAP_EMAIL", "boss@example.com")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{port}");
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "serve did not start"
-        );
-        assert!(child.try_wait().unwrap().is_none(), "serve exited");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    // Bootstrap output is printed before the listener is bound, so it is all in the pipe by
-    // now; a store that was not empty prints nothing.
-    let out = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
+    let log_path = dir.join("serve.log");
+    let mut printed = Vec::new();
+    for _ in 0..5 {
+        let port = free_port();
+        let log = std::fs::File::create(&log_path).unwrap();
+        let mut child = Command::new(BIN)
+            .arg("serve")
+            .current_dir(dir)
+            .envs(env.iter().copied())
+            .env("AGENTNEXUS_DATABASE_URL", &db.url)
+            .env("AGENTNEXUS_LISTEN", format!("127.0.0.1:{port}"))
+            .env("AGENTNEXUS_BOOTSTRAP_EMAIL", "boss@example.com")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        // Bootstrap output is printed before the listener is bound; a store that was not
+        // empty (a second try) prints nothing.
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
             }
+        });
+        let start = Instant::now();
+        let serving = loop {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            if log.contains("AgentNexus is serving") {
+                break true;
+            }
+            if child.try_wait().unwrap().is_some() {
+                assert!(log.contains("cannot listen"), "serve exited:\n{log}");
+                break false;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "serve did not start:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        printed.extend(std::iter::from_fn(|| {
+            rx.recv_timeout(Duration::from_millis(200)).ok()
+        }));
+        if serving {
+            let url = format!("http://127.0.0.1:{port}");
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            return Server {
+                child,
+                url,
+                stdout: printed,
+            };
         }
-    });
-    let lines: Vec<String> =
-        std::iter::from_fn(|| rx.recv_timeout(Duration::from_millis(200)).ok()).collect();
-    Server {
-        child,
-        url,
-        stdout: lines,
     }
+    panic!("serve found no free port in 5 tries");
 }
 
 /// The admin key a first start prints.

@@ -116,7 +116,7 @@ pub struct AgentRequest {
 pub struct HaltRequest {
     /// One line, 1-500 characters; required to suspend, optional to resume. Denials answer
     /// `agent suspended: REASON`.
-    #[schema(max_length = 500)]
+    #[schema(min_length = 1, max_length = 500)]
     pub reason: Option<String>,
 }
 
@@ -150,9 +150,11 @@ pub async fn list(
 
 /// One agent of the inventory.
 #[utoipa::path(get, path = "/api/v1/agents/{agent_id}", tag = "agents",
-    params(("agent_id" = String, Path)),
+    params(("agent_id" = String, Path, min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$",
+        description = "1 to 256 characters, no control characters")),
     responses((status = 200, body = AgentView),
-        (status = 404, description = "Never seen nor described in this workspace", body = Problem, content_type = "application/problem+json")),
+        (status = 404, description = "Never seen nor described in this workspace", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not an agent id", body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn get(
     State(app): State<Arc<App>>,
@@ -166,7 +168,8 @@ pub async fn get(
 /// Describe an agent: owner, purpose, model, tools, risk tier. An agent not seen yet joins
 /// the inventory. Audited as `agent.updated`.
 #[utoipa::path(put, path = "/api/v1/agents/{agent_id}", tag = "agents",
-    params(("agent_id" = String, Path)), request_body = AgentRequest,
+    params(("agent_id" = String, Path, min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$",
+        description = "1 to 256 characters, no control characters")), request_body = AgentRequest,
     responses((status = 200, body = AgentView),
         (status = 422, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
@@ -193,7 +196,8 @@ pub async fn put(
 /// `terminal_outcome` to its webhook). An agent not seen yet may be suspended. Audited as
 /// `agent.suspended`.
 #[utoipa::path(post, path = "/api/v1/agents/{agent_id}/suspend", tag = "agents",
-    params(("agent_id" = String, Path)), request_body = HaltRequest,
+    params(("agent_id" = String, Path, min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$",
+        description = "1 to 256 characters, no control characters")), request_body = HaltRequest,
     responses((status = 200, body = SuspendedAgent),
         (status = 422, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
@@ -215,9 +219,11 @@ pub async fn suspend(
 /// Let a suspended agent act again (while the workspace's kill switch is engaged it stays
 /// stopped). Audited as `agent.resumed`; resuming an active agent changes nothing.
 #[utoipa::path(post, path = "/api/v1/agents/{agent_id}/resume", tag = "agents",
-    params(("agent_id" = String, Path)), request_body = HaltRequest,
+    params(("agent_id" = String, Path, min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$",
+        description = "1 to 256 characters, no control characters")), request_body = HaltRequest,
     responses((status = 200, body = AgentView),
-        (status = 404, body = Problem, content_type = "application/problem+json")),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not an agent id", body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn resume(
     State(app): State<Arc<App>>,
@@ -236,7 +242,7 @@ pub struct KillSwitchRequest {
     /// their own stay suspended).
     pub engaged: bool,
     /// One line, 1-500 characters; required to engage.
-    #[schema(max_length = 500)]
+    #[schema(min_length = 1, max_length = 500)]
     pub reason: Option<String>,
 }
 

@@ -872,13 +872,18 @@ pub struct AgentForm {
     reason: Option<String>,
 }
 
+/// A form's text field as the use cases take it: left empty, it was not given.
+fn given(field: Option<String>) -> Option<String> {
+    field.filter(|f| !f.trim().is_empty())
+}
+
 pub async fn suspend_agent(
     State(app): State<Arc<App>>,
     Managed(signed, admin, form): Managed<AgentForm>,
 ) -> Response {
     let done = match AgentId::parse("agent_id", form.agent_id) {
         Ok(id) => app
-            .suspend_agent(&admin, &id, form.reason)
+            .suspend_agent(&admin, &id, given(form.reason))
             .await
             .map(|_| ()),
         Err(e) => Err(e),
@@ -894,7 +899,10 @@ pub async fn resume_agent(
     Managed(signed, admin, form): Managed<AgentForm>,
 ) -> Response {
     let done = match AgentId::parse("agent_id", form.agent_id) {
-        Ok(id) => app.resume_agent(&admin, &id, form.reason).await.map(|_| ()),
+        Ok(id) => app
+            .resume_agent(&admin, &id, given(form.reason))
+            .await
+            .map(|_| ()),
         Err(e) => Err(e),
     };
     match done {
@@ -915,7 +923,10 @@ pub async fn kill_switch(
     Managed(signed, admin, form): Managed<KillSwitchForm>,
 ) -> Response {
     let engaged = form.engaged == "true";
-    match app.set_kill_switch(&admin, engaged, form.reason).await {
+    match app
+        .set_kill_switch(&admin, engaged, given(form.reason))
+        .await
+    {
         Ok(_) => see("/agents"),
         Err(e) => error_page(Some(Nav::of(&signed, "/agents")), e),
     }
