@@ -52,10 +52,7 @@ pub struct KillSwitch {
 
 fn text(field: &str, value: Option<String>, max: usize) -> Result<Option<String>> {
     let Some(v) = value else { return Ok(None) };
-    let v = v.trim().to_owned();
-    if v.is_empty() {
-        return Ok(None);
-    }
+    // Counted as sent, as the OpenAPI document's maxLength counts.
     if v.chars().count() > max {
         return Err(Error::field(
             field,
@@ -65,7 +62,8 @@ fn text(field: &str, value: Option<String>, max: usize) -> Result<Option<String>
     if v.chars().any(|c| c.is_control() && c != '\n') {
         return Err(Error::field(field, "must not contain control characters"));
     }
-    Ok(Some(v))
+    let v = v.trim();
+    Ok((!v.is_empty()).then(|| v.to_owned()))
 }
 
 /// A halt's reason: 1-500 characters on one line.

@@ -94,14 +94,18 @@ pub struct AgentList {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AgentRequest {
-    /// Who answers for it (at most 200 characters).
-    #[schema(max_length = 200)]
+    /// Who answers for it (at most 200 characters, no control characters).
+    #[schema(max_length = 200, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub owner: Option<String>,
-    /// What it is for (at most 2,000 characters).
-    #[schema(max_length = 2000)]
+    /// What it is for (at most 2,000 characters; line breaks allowed, other control
+    /// characters not).
+    #[schema(
+        max_length = 2000,
+        pattern = r"^[^\u0000-\u0009\u000B-\u001F\u007F-\u009F]*$"
+    )]
     pub purpose: Option<String>,
-    /// The model it runs on (at most 200 characters).
-    #[schema(max_length = 200)]
+    /// The model it runs on (at most 200 characters, no control characters).
+    #[schema(max_length = 200, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub model: Option<String>,
     /// The tools it may call (at most 100 names of at most 200 characters).
     #[schema(max_items = 100)]
@@ -116,7 +120,11 @@ pub struct AgentRequest {
 pub struct HaltRequest {
     /// One line, 1-500 characters; required to suspend, optional to resume. Denials answer
     /// `agent suspended: REASON`.
-    #[schema(min_length = 1, max_length = 500)]
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub reason: Option<String>,
 }
 
@@ -242,7 +250,11 @@ pub struct KillSwitchRequest {
     /// their own stay suspended).
     pub engaged: bool,
     /// One line, 1-500 characters; required to engage.
-    #[schema(min_length = 1, max_length = 500)]
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub reason: Option<String>,
 }
 
