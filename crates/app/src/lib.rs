@@ -21,6 +21,7 @@ pub mod crypto;
 pub mod deadlines;
 mod error;
 pub mod evaluations;
+pub mod evidence;
 pub mod inbox;
 pub mod keys;
 pub mod limits;

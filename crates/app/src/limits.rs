@@ -156,14 +156,28 @@ impl Limits {
 
     /// One task of a kind per workspace at a time: `key` names both.
     fn begin_alone(&self, key: String, busy: &str) -> Result<Verifying<'_>> {
+        self.claim(key.clone(), busy)?;
+        Ok(Verifying { limits: self, key })
+    }
+
+    /// Claims `key` for one task of its kind, or refuses while another holds it: for a task
+    /// that outlives the request (a bundle streamed out), which must [`Limits::release`] it.
+    pub(crate) fn claim(&self, key: String, busy: &str) -> Result<()> {
         let mut running = self.alone.lock().unwrap_or_else(|e| e.into_inner());
-        if !running.insert(key.clone()) {
+        if !running.insert(key) {
             return Err(Error::TooMany {
                 detail: busy.into(),
                 retry_after_secs: 1,
             });
         }
-        Ok(Verifying { limits: self, key })
+        Ok(())
+    }
+
+    pub(crate) fn release(&self, key: &str) {
+        self.alone
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
     }
 
     /// Whether a workspace's job queue is full (as of the last refresh).
@@ -218,11 +232,7 @@ pub struct Verifying<'a> {
 
 impl Drop for Verifying<'_> {
     fn drop(&mut self) {
-        self.limits
-            .alone
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.key);
+        self.limits.release(&self.key);
     }
 }
 

@@ -143,6 +143,26 @@ impl Notary {
         &self.public
     }
 
+    /// A DSSE envelope (https://github.com/secure-systems-lab/dsse, v1.0) of `payload`: the
+    /// signature covers its pre-authentication encoding, `DSSEv1 LEN(type) type LEN(body) body`.
+    pub(crate) fn envelope(&self, payload_type: &str, payload: &[u8]) -> serde_json::Value {
+        let mut pae = format!(
+            "DSSEv1 {} {payload_type} {} ",
+            payload_type.len(),
+            payload.len()
+        )
+        .into_bytes();
+        pae.extend_from_slice(payload);
+        json!({
+            "payloadType": payload_type,
+            "payload": B64.encode(payload),
+            "signatures": [{
+                "keyid": self.public.key_id,
+                "sig": B64.encode(self.key.sign(&pae).to_bytes()),
+            }],
+        })
+    }
+
     pub(crate) fn sign(
         &self,
         workspace: &str,

@@ -5,8 +5,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::api::{
-    agents, analytics, approvals, audit, cron, evaluations, keys, members, policies, settings,
-    webhooks,
+    agents, analytics, approvals, audit, compliance, cron, evaluations, keys, members, policies,
+    settings, webhooks,
 };
 use crate::{error, ops};
 
@@ -30,6 +30,7 @@ use crate::{error, ops};
         agents::list,
         analytics::costs,
         analytics::governance,
+        compliance::evidence,
         agents::get,
         agents::put,
         agents::suspend,

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 
 use crate::exec::{Arg, Exec};
-use crate::{AuditEvent, NewAuditEvent, Result, Store, StoreError, Tenant, timestamp_text};
+use crate::{AuditEvent, NewAuditEvent, Result, Store, StoreError, Tenant, micros, timestamp_text};
 
 mod verify;
 
@@ -280,6 +280,31 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?,
         )
+    }
+
+    /// The first seq of the workspace's chain at or after `t` (one past the head when none is):
+    /// a binary search over the chain's times, which grow with seq, by its primary key.
+    pub async fn audit_seq_at(&self, tenant: &Tenant, t: DateTime<Utc>) -> Result<i64> {
+        let (head, _) = self.chain_head(tenant).await?;
+        let t = micros(t);
+        let (mut lo, mut hi) = (1, head + 1);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let at: Option<i64> = sqlx::query_scalar(
+                "SELECT occurred_at FROM audit_events WHERE workspace_id = $1 AND seq = $2",
+            )
+            .bind(tenant.workspace_id())
+            .bind(mid)
+            .fetch_optional(&self.pool)
+            .await?;
+            // A missing event (a damaged chain) counts as later: the search still ends.
+            if at.is_some_and(|at| at < t) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(lo)
     }
 
     pub async fn audit_page(

@@ -4,6 +4,7 @@ pub mod agents;
 pub mod analytics;
 pub mod approvals;
 pub mod audit;
+pub mod compliance;
 pub mod cron;
 pub mod evaluations;
 pub mod keys;
@@ -70,6 +71,7 @@ pub fn router() -> Router<Arc<App>> {
         .route("/api/v1/policies/{name}/rollback", post(policies::rollback))
         .route("/api/v1/analytics/costs", get(analytics::costs))
         .route("/api/v1/analytics/governance", get(analytics::governance))
+        .route("/api/v1/compliance/evidence.zip", get(compliance::evidence))
         .route("/api/v1/agents", get(agents::list))
         .route(
             "/api/v1/agents/{agent_id}",
