@@ -256,6 +256,19 @@ mod tests {
     }
 
     #[test]
+    fn a_claim_outliving_its_request_holds_until_released() {
+        let limits = Limits::new(&Config::for_tests());
+        limits.claim("evidence:ws_a".into(), "busy").unwrap();
+        assert!(matches!(
+            limits.claim("evidence:ws_a".into(), "busy"),
+            Err(Error::TooMany { .. })
+        ));
+        limits.claim("evidence:ws_b".into(), "busy").unwrap();
+        limits.release("evidence:ws_a");
+        assert!(limits.claim("evidence:ws_a".into(), "busy").is_ok());
+    }
+
+    #[test]
     fn waits_and_verifications_are_counted_until_dropped() {
         let config = Config {
             waits_per_key: 2,

@@ -772,6 +772,31 @@ both_backends!(
         let audit = b.get("/audit").await;
         assert!(audit.has("Chain intact"), "{}", audit.html);
         assert!(audit.has("approval.decided"));
+
+        // And offers the evidence bundle of the days chosen.
+        assert!(
+            audit.has("action=\"/audit/evidence.zip\""),
+            "{}",
+            audit.html
+        );
+        let today = app.clock.now().date_naive();
+        let zip = b
+            .get(&format!("/audit/evidence.zip?from={today}&to={today}"))
+            .await;
+        assert_eq!(zip.status, 200);
+        assert_eq!(zip.headers["content-type"], "application/zip");
+        assert!(zip.html.starts_with("PK"));
+        for file in [
+            "SHA256SUMS",
+            "attestation.json",
+            "evaluations.csv",
+            "verify.py",
+        ] {
+            assert!(zip.has(file), "{file}");
+        }
+        let bad = b.get("/audit/evidence.zip?from=yesterday").await;
+        assert_eq!(bad.status, 422);
+        assert!(bad.has("must be a day"), "{}", bad.html);
         app.stop().await;
     }
 );

@@ -47,8 +47,13 @@ pub async fn evidence(
             params.to.as_deref(),
         )
         .await?;
+    Ok(zip(chunks))
+}
+
+/// The bundle as a download, streamed as it is made.
+pub(crate) fn zip(chunks: agentnexus_app::evidence::Chunks) -> Response {
     let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(chunks));
-    Ok((
+    (
         [
             (header::CONTENT_TYPE, "application/zip"),
             (
@@ -59,5 +64,5 @@ pub async fn evidence(
         ],
         body,
     )
-        .into_response())
+        .into_response()
 }

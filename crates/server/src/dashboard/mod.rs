@@ -45,6 +45,7 @@ pub fn router() -> Router<Arc<App>> {
         .route("/evaluations/{id}", get(review::evaluation))
         .route("/audit", get(review::audit))
         .route("/audit/verify", post(review::verify))
+        .route("/audit/evidence.zip", get(review::evidence))
         .route(
             "/policies",
             get(govern::policies).post(govern::create_policy),
