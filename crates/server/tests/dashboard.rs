@@ -986,6 +986,64 @@ both_backends!(
     }
 );
 
+both_backends!(reports_show_a_period_of_days, |backend| async move {
+    let app = TestApp::spawn(backend).await;
+    assert_eq!(app.put_policy("mixed", MIXED).await.status, 200);
+    let agent = app.key("agent").await;
+    let propose = async |agent_id: &str, action: &str, cents: i64| {
+        let body = json!({"agent_id": agent_id, "action": action, "cost_cents": cents});
+        let r = app.evaluate(&agent, body).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    };
+    // Yesterday: two reads and a delete; today: a read and a payment.
+    propose("bot-a", "read", 5).await;
+    propose("bot-a", "read", 5).await;
+    propose("bot-b", "delete", 0).await;
+    app.clock.advance(chrono::Duration::days(1));
+    propose("bot-a", "read", 5).await;
+    propose("bot-b", "pay", 40).await;
+    let today = app.clock.now().date_naive();
+    let yesterday = today - chrono::Duration::days(1);
+
+    let mut b = signed_in_owner(&app).await;
+    let page = b.get("/reports").await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.has("aria-current=\"page\">Reports<"),
+        "in the navigation"
+    );
+    assert!(page.has("id=\"evaluations\">5<"), "{}", page.html);
+    assert!(page.has("id=\"spend\">$0.55<"), "{}", page.html);
+    // One bar per day of the default 30, stacked by decision, each titled for screen readers.
+    assert!(page.has("role=\"img\""));
+    assert!(
+        page.has(&format!("{yesterday}: 2 allowed, 1 denied, 0 for approval")),
+        "{}",
+        page.html
+    );
+    assert!(page.has(&format!("{today}: 1 allowed, 0 denied, 1 for approval")));
+    assert!(
+        page.has("<td><code>bot-a</code></td><td>3</td>"),
+        "{}",
+        page.html
+    );
+
+    // Only today.
+    let page = b.get(&format!("/reports?from={today}&to={today}")).await;
+    assert!(page.has("id=\"evaluations\">2<"), "{}", page.html);
+    assert!(page.has("id=\"spend\">$0.45<"), "{}", page.html);
+    assert!(!page.has(&format!("{yesterday}:")));
+    assert!(
+        page.has(&format!("value=\"{today}\"")),
+        "the form keeps the days"
+    );
+
+    let bad = b.get("/reports?from=last-week").await;
+    assert_eq!(bad.status, 422);
+    assert!(bad.has("must be a day"), "{}", bad.html);
+    app.stop().await;
+});
+
 both_backends!(evaluations_filter_by_a_period, |backend| async move {
     let app = TestApp::spawn(backend).await;
     assert_eq!(app.put_policy("mixed", MIXED).await.status, 200);

@@ -193,6 +193,17 @@ async fn wait_for_text(c: &Client, text: &str) {
     panic!("`{text}` never appeared on {}", path_of(c).await);
 }
 
+/// Waits until the page's source no longer holds `text`.
+async fn wait_for_no_text(c: &Client, text: &str) {
+    for _ in 0..100 {
+        if !page_has(c, text).await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("`{text}` never went from {}", path_of(c).await);
+}
+
 async fn sign_in(c: &Client, base: &str, email: &str, password: &str) {
     c.goto(&format!("{base}/sign-in")).await.unwrap();
     fill(c, "#email", email).await;
@@ -375,6 +386,17 @@ both_backends!(a_person_governs_from_the_browser, |backend| async move {
     shots.take(&c, "audit").await;
     c.goto(&format!("{base}/settings")).await.unwrap();
     shots.take(&c, "settings").await;
+    // The reports draw the period's days as bars, without script of their own.
+    c.goto(&format!("{base}/reports")).await.unwrap();
+    let bars = c
+        .execute(
+            "return document.querySelectorAll('figure.chart rect').length",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(bars.as_u64().unwrap_or(0) >= 1, "{bars}");
+    shots.take(&c, "reports").await;
 
     // The agent that proposed the payout is in the inventory; suspended from its row, it is
     // denied at once; resumed, it is not.
@@ -398,7 +420,9 @@ both_backends!(a_person_governs_from_the_browser, |backend| async move {
         .await;
     assert_eq!(stopped.body["reason"], "agent suspended: payout loop");
     click(&c, "form[action='/agents/resume'] button").await;
-    wait_for_text(&c, "Engage the kill switch").await;
+    // The page it comes back to no longer shows the suspension (text the page had before the
+    // click would be found on the old page, which the navigation then takes away).
+    wait_for_no_text(&c, "payout loop").await;
     assert!(!text_of(&c, "table").await.contains("suspended"));
 
     // A viewer, invited by e-mail, sets a password, signs in, and can change nothing.
@@ -484,6 +508,7 @@ both_backends!(a_person_governs_from_the_browser, |backend| async move {
         ("/keys", "keys-dark"),
         ("/members", "members-dark"),
         ("/agents", "agents-dark"),
+        ("/reports", "reports-dark"),
         ("/settings", "settings-dark"),
     ] {
         dark.goto(&format!("{base}{path}")).await.unwrap();

@@ -8,6 +8,7 @@
 
 mod account;
 mod govern;
+mod reports;
 mod review;
 
 use std::sync::Arc;
@@ -62,6 +63,7 @@ pub fn router() -> Router<Arc<App>> {
         .route("/policies/{name}/diff", get(govern::diff))
         .route("/policies/{name}/rollback", post(govern::rollback))
         .route("/policies/{name}/enabled", post(govern::set_enabled))
+        .route("/reports", get(reports::reports))
         .route("/agents", get(govern::agents))
         .route("/agents/suspend", post(govern::suspend_agent))
         .route("/agents/resume", post(govern::resume_agent))
@@ -148,12 +150,13 @@ impl Nav {
         self.current == href
     }
 
-    pub fn links(&self) -> [(&'static str, &'static str); 9] {
+    pub fn links(&self) -> [(&'static str, &'static str); 10] {
         [
             ("/", "Overview"),
             ("/inbox", "Inbox"),
             ("/policies", "Policies"),
             ("/evaluations", "Evaluations"),
+            ("/reports", "Reports"),
             ("/agents", "Agents"),
             ("/audit", "Audit"),
             ("/keys", "API keys"),

@@ -15,6 +15,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 
+use super::reports::DaysQuery;
 use super::{Empty, Nav, Posted, Session, error_page, render, see, when};
 use crate::extract::Path;
 
@@ -469,47 +470,24 @@ pub async fn audit(
     audit_page(&app, &signed, q.after_seq).await
 }
 
-#[derive(Deserialize, Default)]
-pub struct EvidenceQuery {
-    #[serde(default)]
-    from: String,
-    #[serde(default)]
-    to: String,
-}
-
 /// The compliance evidence bundle of the days the form names (`to` included), or the last
 /// 30 days.
 pub async fn evidence(
     State(app): State<Arc<App>>,
     Session(signed): Session,
-    q: Result<Query<EvidenceQuery>, axum::extract::rejection::QueryRejection>,
+    q: Result<Query<DaysQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let Query(q) = q.unwrap_or_default();
-    let nav = || Some(Nav::of(&signed, "/audit"));
-    // A day's start in UTC; `to` is the day after the last one the form names.
-    let day =
-        |field: &str, text: &str, after: i64| -> Result<Option<String>, agentnexus_app::Error> {
-            let text = text.trim();
-            if text.is_empty() {
-                return Ok(None);
-            }
-            let d = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| {
-                agentnexus_app::Error::field(field, "must be a day, e.g. 2026-12-01")
-            })?;
-            let d = d + chrono::Duration::days(after);
-            Ok(Some(format!("{d}T00:00:00Z")))
-        };
-    let period = day("from", &q.from, 0).and_then(|f| Ok((f, day("to", &q.to, 1)?)));
-    let (from, to) = match period {
+    let (from, to) = match q.period() {
         Ok(p) => p,
-        Err(e) => return error_page(nav(), e),
+        Err(e) => return error_page(Some(Nav::of(&signed, "/audit")), e),
     };
     match app
         .evidence(&signed.reader(), from.as_deref(), to.as_deref())
         .await
     {
         Ok(chunks) => crate::api::compliance::zip(chunks),
-        Err(e) => error_page(nav(), e),
+        Err(e) => error_page(Some(Nav::of(&signed, "/audit")), e),
     }
 }
 
