@@ -1380,14 +1380,16 @@ both_backends!(the_analytics_page_runs, |backend| async move {
     db.drop_database().await;
 });
 
-// docs/evidence.md as written: a bundle fetched, unpacked, verified against the published key,
+// docs/compliance.md as written: a bundle fetched, unpacked, verified against the published key,
 // then a file changed and the change found.
-both_backends!(the_evidence_page_runs, |backend| async move {
+both_backends!(the_compliance_page_runs, |backend| async move {
     let db = TestDatabase::new(backend).await;
     let server_dir = scratch();
     let mut server = serve(&db, &server_dir);
     let mut reader = Reader::new(&server, &db, &admin_key(&server));
-    let ran = reader.run("docs/evidence.md", &page("docs/evidence.md"), |_, _| false);
+    let ran = reader.run("docs/compliance.md", &page("docs/compliance.md"), |_, _| {
+        false
+    });
     assert_eq!(ran, 3);
     assert!(terminate(&mut server).success());
     for dir in [&server_dir, &reader.dir] {
@@ -1399,7 +1401,7 @@ both_backends!(the_evidence_page_runs, |backend| async move {
 /// The pages whose commands and snippets a test above runs, each from top to bottom.
 const PAGES_RUN: [&str; 9] = [
     "docs/agents.md",
-    "docs/evidence.md",
+    "docs/compliance.md",
     "docs/analytics.md",
     "docs/governance.md",
     "docs/policies.md",

@@ -48,6 +48,9 @@ impl App {
         to: Option<&str>,
     ) -> Result<Chunks> {
         let (from, to) = period(from, to, self.now())?;
+        // Whole milliseconds, the precision of evaluation ids: the evaluations listed and the
+        // audit events exported then cover exactly the same creations.
+        let (from, to) = (whole_ms(from), whole_ms(to));
         self.notary()?;
         let key = format!("evidence:{}", reader.tenant().workspace_id());
         self.limits.claim(
@@ -155,6 +158,10 @@ struct Tally {
     policy_changes: i64,
 }
 
+fn whole_ms(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t)
+}
+
 fn time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
@@ -163,7 +170,9 @@ fn opt_time(t: Option<DateTime<Utc>>) -> String {
     t.map(time).unwrap_or_default()
 }
 
-/// One CSV record, RFC 4180: fields quoted when they must be, CRLF at the end.
+/// One CSV record, RFC 4180: fields quoted when they must be, CRLF at the end. A field a
+/// spreadsheet would run as a formula (starting `=`, `+`, `-`, `@`, a tab or a carriage
+/// return: an agent's reason or a member's name can be anything) is prefixed with `'`.
 fn record<I, S>(fields: I) -> Vec<u8>
 where
     I: IntoIterator<Item = S>,
@@ -172,6 +181,13 @@ where
     let mut w = csv::WriterBuilder::new()
         .terminator(csv::Terminator::CRLF)
         .from_writer(Vec::new());
+    let fields = fields.into_iter().map(|f| {
+        let f = f.as_ref();
+        match f.first() {
+            Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r') => [b"'", f].concat(),
+            _ => f.to_vec(),
+        }
+    });
     w.write_record(fields).expect("writing to memory");
     w.into_inner().expect("writing to memory")
 }
@@ -829,4 +845,16 @@ fn narrative(n: &Narrative) -> String {
         }
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn csv_fields_are_quoted_and_formulas_neutralised() {
+        let line = super::record(["=1+1", "plain", "a,b", "say \"hi\"", "-2", "@x", "x=1"]);
+        assert_eq!(
+            String::from_utf8(line).unwrap(),
+            "'=1+1,plain,\"a,b\",\"say \"\"hi\"\"\",'-2,'@x,x=1\r\n"
+        );
+    }
 }

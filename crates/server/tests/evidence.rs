@@ -9,8 +9,11 @@ use std::process::Command;
 
 use agentnexus_testkit::SmtpSink;
 use agentnexus_testkit::both_backends;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
 use chrono::Duration;
 use common::TestApp;
+use ed25519_dalek::Signer;
 use serde_json::{Value, json};
 
 const OPS: &str = r#"name: ops
@@ -123,6 +126,12 @@ both_backends!(
             assert_eq!(r.status, 200, "{}", r.body);
             r.body
         };
+        // Another workspace's agent, at the same time: never in this bundle.
+        let acme = app.other_workspace("acme").await;
+        let r = app
+            .evaluate(&acme, json!({"agent_id": "acme-bot", "action": "read"}))
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
         // Before the period: not in it.
         let old = ev("bot-a", "read").await;
         app.clock.advance(Duration::days(2));
@@ -195,6 +204,24 @@ both_backends!(
         let (code, out) = verify(&dir, &key);
         assert_eq!(code, 0, "{out}");
         assert!(out.contains("verified"), "{out}");
+        assert!(
+            out.contains("ok   populations match the audit events: 3 evaluations, 1 human decisions, 2 receipts"),
+            "{out}"
+        );
+        let sums = Command::new("sha256sum")
+            .args(["-c", "--strict", "SHA256SUMS"])
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(sums.status.success(), "{sums:?}");
+        for file in walk(&dir) {
+            let text = std::fs::read(&file).unwrap();
+            assert!(
+                !String::from_utf8_lossy(&text).contains("acme"),
+                "another workspace in {}",
+                file.display()
+            );
+        }
 
         // Full populations of the period, nothing before it.
         let mut ids = column(&dir, "evaluations.csv", "id");
@@ -300,6 +327,35 @@ both_backends!(
         let (code, out) = verify(&dir, &other);
         assert_eq!(code, 1, "another key: {out}");
 
+        // The attestation re-signed by someone else (its key id kept, its sum made to match):
+        // the signature is not the server's.
+        let attestation = dir.join("attestation.json");
+        let signed = std::fs::read(&attestation).unwrap();
+        let mut envelope: Value = serde_json::from_slice(&signed).unwrap();
+        let payload = B64.decode(envelope["payload"].as_str().unwrap()).unwrap();
+        let kind = envelope["payloadType"].as_str().unwrap().to_owned();
+        let mut pae = format!("DSSEv1 {} {kind} {} ", kind.len(), payload.len()).into_bytes();
+        pae.extend_from_slice(&payload);
+        let forger = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        envelope["signatures"][0]["sig"] = json!(B64.encode(forger.sign(&pae).to_bytes()));
+        std::fs::write(&attestation, serde_json::to_vec(&envelope).unwrap()).unwrap();
+        let sums_path = dir.join("SHA256SUMS");
+        let sums = std::fs::read_to_string(&sums_path).unwrap();
+        let digest = |bytes: &[u8]| agentnexus_engine::canonical::sha256_hex(bytes);
+        let resummed = sums.replace(
+            &digest(&signed),
+            &digest(&std::fs::read(&attestation).unwrap()),
+        );
+        assert_ne!(resummed, sums);
+        std::fs::write(&sums_path, resummed).unwrap();
+        let (code, out) = verify(&dir, &key);
+        assert_eq!(code, 1, "{out}");
+        assert!(out.contains("FAIL attestation signature"), "{out}");
+        assert!(out.contains("ok   SHA256SUMS digests match"), "{out}");
+        std::fs::write(&attestation, &signed).unwrap();
+        std::fs::write(&sums_path, &sums).unwrap();
+        assert_eq!(verify(&dir, &key).0, 0);
+
         std::fs::remove_file(dir.join("approvals.csv")).unwrap();
         let (code, out) = verify(&dir, &key);
         assert_eq!(code, 1, "{out}");
@@ -313,9 +369,22 @@ both_backends!(
     }
 );
 
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
 /// Another Ed25519 public key, as PEM.
 fn ed25519_pem() -> PathBuf {
-    use base64::Engine;
     // SubjectPublicKeyInfo for Ed25519: a fixed prefix and the 32-byte key (any 32 bytes
     // that are not this server's key will do: verification must fail).
     let mut der = vec![
@@ -328,7 +397,7 @@ fn ed25519_pem() -> PathBuf {
     der.extend_from_slice(&point);
     let pem = format!(
         "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
-        base64::engine::general_purpose::STANDARD.encode(der)
+        B64.encode(der)
     );
     let path = std::env::temp_dir().join(format!("anx-other-{}.pem", rand::random::<u64>()));
     std::fs::write(&path, pem).unwrap();

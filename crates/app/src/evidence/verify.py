@@ -21,6 +21,9 @@ The bundle is the directory this file is in. It checks:
    prev_hash, canonical JSON of the event without its hashes); the events are consecutive,
    each linked to the one before, and none goes past the signed checkpoint (the one at its
    seq, if present, has the signed hash).
+6. The populations are the chain's: evaluations.csv holds exactly the evaluations whose
+   evaluation.created events are in audit_events.jsonl, and approvals.csv and receipts.csv
+   exactly its approval.decided and receipt.recorded events.
 
 It prints one line per check, "ok" or "FAIL" with the reason, and exits 0 only when every
 check passed, 1 when one failed, 2 on a usage error (such as an unreadable --public-key).
@@ -29,7 +32,9 @@ check passed, 1 when one failed, 2 on a usage error (such as an unreadable --pub
 import argparse
 import base64
 import binascii
+import csv
 import hashlib
+import io
 import json
 import os
 import re
@@ -539,6 +544,51 @@ class Verifier:
             return "the event at seq %d has the signed head hash" % seq
         return "no event past the checkpoint's seq %d" % seq
 
+    def check_populations(self):
+        """The CSV populations are the chain's: one evaluations.csv row per evaluation.created
+        event and no other, one approvals.csv / receipts.csv row per approval.decided /
+        receipt.recorded event (matched by audit_seq and evaluation_id)."""
+        events = self.events()
+
+        def rows(name, *columns):
+            text = read_text(name)
+            reader = csv.reader(io.StringIO(text, newline=""))
+            header = next(reader, None)
+            expect(header is not None, "%s has no header row" % name)
+            missing = [c for c in columns if c not in header]
+            expect(not missing, "%s has no column %s" % (name, ", ".join(missing)))
+            at = [header.index(c) for c in columns]
+            out = []
+            for n, row in enumerate(reader, 2):
+                expect(len(row) == len(header), "%s line %d has %d fields, the header %d"
+                       % (name, n, len(row), len(header)))
+                out.append(tuple(row[i] for i in at))
+            return out
+
+        def compare(name, listed, recorded, what):
+            listed_set, recorded_set = set(listed), set(recorded)
+            expect(len(listed_set) == len(listed), "%s lists a %s twice" % (name, what))
+            extra = sorted(listed_set - recorded_set)
+            absent = sorted(recorded_set - listed_set)
+            problems = ["%s lists %s, which no audit event records" % (name, x) for x in extra]
+            problems += ["%s leaves out %s, which the audit events record" % (name, x)
+                         for x in absent]
+            expect(not problems, summarize(problems))
+
+        created = [e["evaluation_id"] for e in events if e["type"] == "evaluation.created"]
+        evaluations = [r[0] for r in rows("evaluations.csv", "id")]
+        compare("evaluations.csv", evaluations, created, "evaluation")
+        counts = [len(evaluations)]
+        for name, kind in (("approvals.csv", "approval.decided"),
+                           ("receipts.csv", "receipt.recorded")):
+            recorded = [(str(e["seq"]), e["evaluation_id"] or "") for e in events
+                        if e["type"] == kind]
+            listed = [(seq, ev) for ev, seq in rows(name, "evaluation_id", "audit_seq")]
+            compare(name, listed, recorded, "decision")
+            counts.append(len(listed))
+        return ("%d evaluations, %d human decisions, %d receipts, each the audit events'"
+                % tuple(counts))
+
     def run(self):
         self.check("SHA256SUMS digests match", self.check_sums_digests)
         self.check("SHA256SUMS lists every file", self.check_sums_cover)
@@ -558,6 +608,7 @@ class Verifier:
         self.check("checkpoint matches the attestation", self.check_checkpoint_matches_attestation)
         self.check("audit event chain", self.check_chain)
         self.check("audit events within the checkpoint", self.check_events_within_checkpoint)
+        self.check("populations match the audit events", self.check_populations)
         if self.failures:
             print("NOT VERIFIED: %d check%s failed" % (self.failures,
                                                       "" if self.failures == 1 else "s"))
