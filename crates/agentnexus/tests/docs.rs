@@ -427,15 +427,7 @@ impl Reader {
         for m in messages {
             writeln!(stdin, "{m}").unwrap();
         }
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let rx = lines_of(child.stdout.take().unwrap());
         let start = Instant::now();
         let mut got = Vec::new();
         while got.len() < answers {

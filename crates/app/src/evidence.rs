@@ -12,7 +12,7 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use agentnexus_store::{AuditEvent, EvaluationFilter, Verification};
+use agentnexus_store::{AuditEvent, EvaluationFilter, EventKind, Verification};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -276,7 +276,7 @@ impl Bundle {
         let hi = (app.store.audit_seq_at(tenant, period.to).await? - 1).min(checkpoint.seq);
         let mut tally = Tally::default();
         self.start("audit_events.jsonl")?;
-        self.each_event(app, reader, lo, hi, |bundle, e| {
+        self.each_event(app, reader, (lo, hi), None, |bundle, e| {
             tally.count(e);
             let line = json!({
                 "actor": e.actor, "data": e.data, "evaluation_id": e.evaluation_id,
@@ -299,10 +299,8 @@ impl Bundle {
             "comment",
             "audit_seq",
         ]))?;
-        self.each_event(app, reader, lo, hi, |bundle, e| {
-            if e.kind != "approval.decided" {
-                return Ok(());
-            }
+        let decided = Some(EventKind::ApprovalDecided);
+        self.each_event(app, reader, (lo, hi), decided, |bundle, e| {
             let text = |k: &str| match &e.data[k] {
                 serde_json::Value::String(s) => s.clone(),
                 serde_json::Value::Null => String::new(),
@@ -331,10 +329,8 @@ impl Bundle {
             "reported_by",
             "audit_seq",
         ]))?;
-        self.each_event(app, reader, lo, hi, |bundle, e| {
-            if e.kind != "receipt.recorded" {
-                return Ok(());
-            }
+        let recorded = Some(EventKind::ReceiptRecorded);
+        self.each_event(app, reader, (lo, hi), recorded, |bundle, e| {
             let problems: Vec<&str> = e.data["problems"]
                 .as_array()
                 .map(|p| p.iter().filter_map(|v| v.as_str()).collect())
@@ -423,18 +419,26 @@ impl Bundle {
         self.flush().await
     }
 
-    /// `f` on every audit event with a seq from `lo` to `hi`, a page at a time.
+    /// `f` on every audit event with a seq from `lo` to `hi` (only those of `kind`, if
+    /// given: the others are not read), a page at a time.
     async fn each_event(
         &mut self,
         app: &App,
         reader: &Reader,
-        lo: i64,
-        hi: i64,
+        (lo, hi): (i64, i64),
+        kind: Option<EventKind>,
         mut f: impl FnMut(&mut Bundle, &AuditEvent) -> Result<()>,
     ) -> Result<()> {
         let mut after = lo - 1;
         while after < hi {
-            let page = app.store.audit_page(reader.tenant(), after, PAGE).await?;
+            let tenant = reader.tenant();
+            let page = match kind {
+                Some(kind) => {
+                    let store = &app.store;
+                    store.audit_page_of(tenant, kind, after, hi, PAGE).await?
+                }
+                None => app.store.audit_page(tenant, after, PAGE).await?,
+            };
             let Some(last) = page.last().map(|e| e.seq) else {
                 break;
             };

@@ -29,21 +29,12 @@ rules:
     reason: too large
 ";
 
-/// The process's peak resident memory in KiB (`VmHWM`).
-fn peak_kib() -> u64 {
+/// A size in KiB from `/proc/self/status`: `VmHWM` (the peak resident memory) or `VmRSS`.
+fn status_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-fn resident_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
 }
@@ -174,7 +165,7 @@ async fn main() {
         );
     }
 
-    let before = resident_kib();
+    let before = status_kib("VmRSS");
     // Resets VmHWM to the current resident size (Linux 4.0 and later).
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     let started = Instant::now();
@@ -188,7 +179,7 @@ async fn main() {
         "evidence bundle: {:.1} MB in {secs:.1} s; resident {} MiB before, peak {} MiB while made",
         bytes as f64 / 1e6,
         before / 1024,
-        peak_kib() / 1024
+        status_kib("VmHWM") / 1024
     );
     app.close().await;
     let _ = std::fs::remove_dir_all(&dir);

@@ -9,7 +9,9 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 
 use crate::exec::{Arg, Exec};
-use crate::{AuditEvent, NewAuditEvent, Result, Store, StoreError, Tenant, micros, timestamp_text};
+use crate::{
+    AuditEvent, EventKind, NewAuditEvent, Result, Store, StoreError, Tenant, micros, timestamp_text,
+};
 
 mod verify;
 
@@ -305,6 +307,30 @@ impl Store {
             }
         }
         Ok(lo)
+    }
+
+    /// The workspace's events of one type with a seq after `after_seq` and at most `until`,
+    /// oldest first, at most `limit`: the rest stay in the database.
+    pub async fn audit_page_of(
+        &self,
+        tenant: &Tenant,
+        kind: EventKind,
+        after_seq: i64,
+        until: i64,
+        limit: u32,
+    ) -> Result<Vec<AuditEvent>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM audit_events WHERE workspace_id = $1 AND seq > $2 \
+             AND seq <= $3 AND type = $4 ORDER BY seq LIMIT $5"
+        ))
+        .bind(tenant.workspace_id())
+        .bind(after_seq)
+        .bind(until)
+        .bind(kind.as_str())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(event_from_row).collect()
     }
 
     pub async fn audit_page(

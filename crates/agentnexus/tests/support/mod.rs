@@ -62,6 +62,19 @@ pub fn serve(db: &TestDatabase, dir: &Path) -> Server {
     serve_with(db, dir, &[])
 }
 
+/// The lines a child writes to `out`, as they come, read on a thread of their own.
+pub fn lines_of(out: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
 /// Starts `agentnexus serve` with `env` and waits until it serves. Its log is `serve.log` in
 /// `dir` (read it when a test fails). A port picked free can be taken by another test's server
 /// before this one binds it, and a connection would then reach the wrong server: the server
@@ -85,15 +98,7 @@ pub fn serve_with(db: &TestDatabase, dir: &Path, env: &[(&str, &str)]) -> Server
             .unwrap();
         // Bootstrap output is printed before the listener is bound; a store that was not
         // empty (a second try) prints nothing.
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let rx = lines_of(child.stdout.take().unwrap());
         let start = Instant::now();
         let serving = loop {
             let log = std::fs::read_to_string(&log_path).unwrap_or_default();
