@@ -137,8 +137,11 @@ both_backends!(
         app.clock.advance(Duration::days(2));
         let from = app.clock.now() - Duration::hours(1);
 
+        // A second apart: ids order by creation to the millisecond (within one, by chance).
         let read = ev("bot-a", "read").await;
+        app.clock.advance(Duration::seconds(1));
         let deploy = ev("bot-a", "deploy").await;
+        app.clock.advance(Duration::seconds(1));
         let drop = ev("bot-b", "db.drop").await;
         let link = loop {
             if let Some(t) = sink.mails().iter().find_map(|m| m.link_token()) {
