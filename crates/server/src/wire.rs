@@ -1,5 +1,6 @@
-//! The JSON shapes of evaluations that more than one door speaks (REST and MCP): the evaluate
-//! request, and the answers about an evaluation, rendered from the use cases' types.
+//! What more than one door speaks: the JSON shapes of evaluations (REST and MCP), the evaluate
+//! request and the answers about an evaluation, rendered from the use cases' types; and the
+//! evidence bundle as a download (REST and the dashboard).
 
 use agentnexus_app::evaluations::{ApprovalSummary, EvaluateInput, Summary};
 use agentnexus_engine::ProposalFields;
@@ -276,4 +277,23 @@ impl From<Evaluation> for EvaluationDetail {
             receipt: ev.receipt.map(Into::into),
         }
     }
+}
+
+/// The evidence bundle as a download, streamed as it is made.
+pub fn evidence_zip(chunks: agentnexus_app::evidence::Chunks) -> axum::response::Response {
+    use axum::http::header;
+    use axum::response::IntoResponse;
+    let body = axum::body::Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(chunks));
+    (
+        [
+            (header::CONTENT_TYPE, "application/zip"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"agentnexus-evidence.zip\"",
+            ),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response()
 }

@@ -3,10 +3,8 @@
 use std::sync::Arc;
 
 use agentnexus_app::App;
-use axum::body::Body;
 use axum::extract::State;
-use axum::http::header;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -47,22 +45,5 @@ pub async fn evidence(
             params.to.as_deref(),
         )
         .await?;
-    Ok(zip(chunks))
-}
-
-/// The bundle as a download, streamed as it is made.
-pub(crate) fn zip(chunks: agentnexus_app::evidence::Chunks) -> Response {
-    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(chunks));
-    (
-        [
-            (header::CONTENT_TYPE, "application/zip"),
-            (
-                header::CONTENT_DISPOSITION,
-                "attachment; filename=\"agentnexus-evidence.zip\"",
-            ),
-            (header::CACHE_CONTROL, "no-store"),
-        ],
-        body,
-    )
-        .into_response()
+    Ok(crate::wire::evidence_zip(chunks))
 }

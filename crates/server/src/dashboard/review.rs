@@ -486,7 +486,7 @@ pub async fn evidence(
         .evidence(&signed.reader(), from.as_deref(), to.as_deref())
         .await
     {
-        Ok(chunks) => crate::api::compliance::zip(chunks),
+        Ok(chunks) => crate::wire::evidence_zip(chunks),
         Err(e) => error_page(Some(Nav::of(&signed, "/audit")), e),
     }
 }
