@@ -15,10 +15,12 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); p
 # The management rate limit is lifted for the run (the tester sends thousands of requests in
 # seconds), and private webhook addresses are allowed: the documented pattern for outbound URLs
 # includes IP literals, which a production server refuses at delivery when they are private.
+# GitHub is a closed port here: a binding the tester makes syncs to a clear failure at once.
 AGENTNEXUS_DATABASE_URL="sqlite://$work/contract.db" AGENTNEXUS_LISTEN="127.0.0.1:$port" \
   AGENTNEXUS_SECRET_KEY_FILE="$work/contract.key" AGENTNEXUS_BOOTSTRAP_EMAIL=contract@example.com \
   AGENTNEXUS_ADMIN_RATE_LIMIT_PER_SECOND=0 AGENTNEXUS_WEBHOOK_ALLOW_PRIVATE=1 \
   AGENTNEXUS_TIMEOUT_SWEEP_SECS=0 RUST_LOG=warn \
+  AGENTNEXUS_GITHUB_API_URL=http://127.0.0.1:9 AGENTNEXUS_GITHUB_POLL_SECS=0 \
   "$bin" serve >"$work/serve.out" 2>"$work/serve.err" &
 pid=$!
 for _ in $(seq 100); do

@@ -143,7 +143,8 @@ fn files_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// Runs every test file in `dir` against every policy in `dir`, like `opa test`.
+/// Runs every test file in `dir` against every policy in `dir`, like `opa test`, and says so
+/// as `cargo test` does: a line per case, the failures again, the totals.
 pub fn test(dir: &Path) -> ExitCode {
     let files = match files_in(dir) {
         Ok(f) => f,
@@ -165,15 +166,29 @@ pub fn test(dir: &Path) -> ExitCode {
         return ExitCode::FAILURE;
     }
     let set = PolicySet::new(compiled);
+    // Read every file first, so the count comes first, as `cargo test` prints it.
+    let files: Vec<(String, Result<TestFile, String>)> = tests
+        .iter()
+        .map(|path| {
+            let parsed = std::fs::read_to_string(path)
+                .map_err(|e| e.to_string())
+                .and_then(|t| TestFile::parse(&t));
+            (path.display().to_string(), parsed)
+        })
+        .collect();
+    let count: usize = files
+        .iter()
+        .map(|(_, f)| f.as_ref().map_or(1, |f| f.tests.len()))
+        .sum();
+    println!("running {count} test{}", if count == 1 { "" } else { "s" });
     let (mut passed, mut failed) = (0, 0);
-    for path in &tests {
-        let file = match std::fs::read_to_string(path)
-            .map_err(|e| e.to_string())
-            .and_then(|t| TestFile::parse(&t))
-        {
+    let mut failures = Vec::new();
+    for (path, file) in &files {
+        let file = match file {
             Ok(f) => f,
             Err(e) => {
-                println!("FAIL {}: {e}", path.display());
+                println!("test {path} ... FAILED");
+                failures.push(format!("{path}: {e}"));
                 failed += 1;
                 continue;
             }
@@ -182,16 +197,24 @@ pub fn test(dir: &Path) -> ExitCode {
             match run_case(&set, case) {
                 Ok(()) => {
                     passed += 1;
-                    println!("PASS {}: {}", path.display(), case.name);
+                    println!("test {path} :: {} ... ok", case.name);
                 }
                 Err(why) => {
                     failed += 1;
-                    println!("FAIL {}: {}: {why}", path.display(), case.name);
+                    println!("test {path} :: {} ... FAILED", case.name);
+                    failures.push(format!("{path} :: {}: {why}", case.name));
                 }
             }
         }
     }
-    println!("{passed} passed, {failed} failed");
+    if !failures.is_empty() {
+        println!("\nfailures:");
+        for f in &failures {
+            println!("    {f}");
+        }
+    }
+    let verdict = if failed > 0 { "FAILED" } else { "ok" };
+    println!("\ntest result: {verdict}. {passed} passed; {failed} failed");
     if failed > 0 {
         ExitCode::FAILURE
     } else {

@@ -270,7 +270,8 @@ fn lint_and_test_policy_directories() {
         .unwrap();
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     assert!(
-        stdout(&out).ends_with("2 passed, 0 failed\n"),
+        stdout(&out).starts_with("running 2 tests\n")
+            && stdout(&out).ends_with("\ntest result: ok. 2 passed; 0 failed\n"),
         "{}",
         stdout(&out)
     );
@@ -288,10 +289,15 @@ fn lint_and_test_policy_directories() {
     assert_eq!(out.status.code(), Some(1));
     let text = stdout(&out);
     assert!(
-        text.contains("FAIL") && text.contains("expected allow, got deny"),
+        text.contains("wrong_test.yaml :: expects the wrong thing ... FAILED\n")
+            && text.contains("\nfailures:\n")
+            && text.contains("expects the wrong thing: decision: expected allow, got deny"),
         "{text}"
     );
-    assert!(text.ends_with("2 passed, 1 failed\n"), "{text}");
+    assert!(
+        text.ends_with("\ntest result: FAILED. 2 passed; 1 failed\n"),
+        "{text}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -1390,9 +1390,103 @@ both_backends!(the_compliance_page_runs, |backend| async move {
     db.drop_database().await;
 });
 
+// docs/policy-as-code.md as written, against a stand-in for GitHub: the repository's tests, a
+// push (the page's `git` commands become commits on the stand-in and, once the page has set up
+// the webhook, GitHub's signed delivery to it), binding, syncing, versions, and a failing push
+// that leaves the active version in force.
+both_backends!(the_policy_as_code_page_runs, |backend| async move {
+    use agentnexus_testkit::github::{FakeGitHub, signature};
+    const TOKEN: &str = "github_pat_11AGENTNEXUSDOCS0example_readsThePolicyRepository";
+    let gh = FakeGitHub::start("acme/policies", TOKEN).await;
+    let db = TestDatabase::new(backend).await;
+    let server_dir = scratch();
+    let env = [
+        ("AGENTNEXUS_GITHUB_API_URL", gh.api_url.as_str()),
+        ("AGENTNEXUS_GITHUB_POLL_SECS", "0"),
+    ];
+    let mut server = serve_with(&db, &server_dir, &env);
+    let mut reader = Reader::new(&server, &db, &admin_key(&server));
+    let mut webhook: Option<(String, String)> = None;
+    let mut pushes = 0;
+    let ran = reader.run(
+        "docs/policy-as-code.md",
+        &page("docs/policy-as-code.md"),
+        |b, reader| {
+            if let Ok(answer) = serde_json::from_str::<Value>(&reader.last_answer)
+                && let (Some(url), Some(secret)) = (
+                    answer["webhook_url"].as_str(),
+                    answer["webhook_secret"].as_str(),
+                )
+            {
+                webhook = Some((url.to_owned(), secret.to_owned()));
+            }
+            if b.lang != "sh" || !b.text.contains("git push") {
+                return false;
+            }
+            // The block as written, git doing nothing; then its commit on GitHub.
+            let out = reader.bash(&format!("git() {{ :; }}\n{}", b.text), &[]);
+            assert!(out.status.success(), "{}{}", b.text, stderr(&out));
+            pushes += 1;
+            let read = |name: &str| std::fs::read_to_string(reader.dir.join(name)).unwrap();
+            let (policy, tests) = (
+                read("policies/payments.yaml"),
+                read("policies/payments_test.yaml"),
+            );
+            gh.commit(
+                "main",
+                "Alice Doe",
+                "alice@acme.test",
+                &format!("change {pushes}"),
+                &[
+                    ("policies/payments.yaml", Some(&policy)),
+                    ("policies/payments_test.yaml", Some(&tests)),
+                ],
+            );
+            if let Some((url, secret)) = &webhook {
+                let body = gh.push_event("main").to_string();
+                let out = Command::new("curl")
+                    .args([
+                        "-s",
+                        "-o",
+                        "/dev/null",
+                        "-w",
+                        "%{http_code}",
+                        "-X",
+                        "POST",
+                        url,
+                    ])
+                    .args([
+                        "-H",
+                        "Content-Type: application/json",
+                        "-H",
+                        "X-GitHub-Event: push",
+                    ])
+                    .arg("-H")
+                    .arg(format!(
+                        "X-Hub-Signature-256: {}",
+                        signature(secret, body.as_bytes())
+                    ))
+                    .args(["--data-binary", &body])
+                    .output()
+                    .unwrap();
+                assert_eq!(stdout(&out), "200", "GitHub's delivery");
+            }
+            true
+        },
+    );
+    assert_eq!(ran, 11);
+    assert_eq!(pushes, 3);
+    assert!(terminate(&mut server).success());
+    for dir in [&server_dir, &reader.dir] {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+    db.drop_database().await;
+});
+
 /// The pages whose commands and snippets a test above runs, each from top to bottom.
-const PAGES_RUN: [&str; 9] = [
+const PAGES_RUN: [&str; 10] = [
     "docs/agents.md",
+    "docs/policy-as-code.md",
     "docs/compliance.md",
     "docs/analytics.md",
     "docs/governance.md",

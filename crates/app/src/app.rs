@@ -31,6 +31,8 @@ pub struct App {
     pub(crate) notary: Option<Notary>,
     /// For outbound deliveries; see [`crate::outbound::http_client`].
     pub(crate) http: reqwest::Client,
+    /// For GitHub's API; see [`crate::github::http_client`].
+    pub(crate) github: reqwest::Client,
     pub(crate) keys: KeyCache,
     pub(crate) policies: PolicyCache,
     pub(crate) limits: Limits,
@@ -71,6 +73,7 @@ impl App {
         App {
             stopping: tokio::sync::watch::Sender::new(false),
             http: crate::outbound::http_client(config.webhook_allow_private),
+            github: crate::github::http_client(),
             limits: Limits::new(&config),
             store,
             config,

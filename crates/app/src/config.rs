@@ -181,6 +181,20 @@ pub struct Config {
     )]
     pub slack_api_url: String,
 
+    /// GitHub's REST API, which policy-as-code reads (GitHub Enterprise Server:
+    /// `https://HOST/api/v3`).
+    #[arg(
+        long,
+        env = "AGENTNEXUS_GITHUB_API_URL",
+        default_value = "https://api.github.com"
+    )]
+    pub github_api_url: String,
+
+    /// Seconds between looks at each bound policy's branch (0 turns the schedule off; pushes
+    /// and manual syncs still work). An unchanged branch costs one conditional request (304).
+    #[arg(long, env = "AGENTNEXUS_GITHUB_POLL_SECS", default_value_t = 300)]
+    pub github_poll_secs: u64,
+
     /// The bearer secret of `POST /api/cron/approval-timeouts`; the endpoint answers 401
     /// while it is unset.
     #[arg(long, env = "CRON_SECRET", hide_env_values = true)]
@@ -275,6 +289,8 @@ impl Config {
             timeout_sweep_secs: 0,
             smtp_from: "AgentNexus <agentnexus@localhost>".into(),
             slack_api_url: "http://127.0.0.1:9/api".into(),
+            github_api_url: "http://127.0.0.1:9".into(),
+            github_poll_secs: 0,
         }
     }
 }

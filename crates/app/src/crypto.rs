@@ -38,6 +38,13 @@ pub enum Purpose<'a> {
     InvitationToken { workspace_id: &'a str },
     /// An MCP `requestState` (it names its key inside).
     McpRequestState,
+    /// The GitHub token a policy's binding reads its repository with.
+    GitHubToken {
+        workspace_id: &'a str,
+        policy: &'a str,
+    },
+    /// A workspace's GitHub push-webhook secret.
+    GitHubWebhookSecret { workspace_id: &'a str },
 }
 
 impl Purpose<'_> {
@@ -60,6 +67,13 @@ impl Purpose<'_> {
                 format!("agentnexus/v2/invitation-token/{workspace_id}")
             }
             Purpose::McpRequestState => "agentnexus/v2/mcp-request-state".to_owned(),
+            Purpose::GitHubToken {
+                workspace_id,
+                policy,
+            } => format!("agentnexus/v2/github-token/{workspace_id}/{policy}"),
+            Purpose::GitHubWebhookSecret { workspace_id } => {
+                format!("agentnexus/v2/github-webhook-secret/{workspace_id}")
+            }
         }
     }
 }

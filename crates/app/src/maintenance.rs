@@ -14,8 +14,8 @@ use tokio::task::JoinHandle;
 
 use crate::App;
 
-/// The background tasks of one server: deliveries, deadlines, checkpoints and the refresh
-/// loop.
+/// The background tasks of one server: deliveries, deadlines, checkpoints, the policy-sync
+/// schedule and the refresh loop.
 pub struct Background {
     tasks: Vec<JoinHandle<()>>,
 }
@@ -28,7 +28,8 @@ impl Background {
                 tokio::spawn(refresh(app.clone(), stop.clone())),
                 tokio::spawn(crate::workers::run(app.clone(), stop.clone())),
                 tokio::spawn(crate::deadlines::run(app.clone(), stop.clone())),
-                tokio::spawn(crate::checkpoints::run(app.clone(), stop)),
+                tokio::spawn(crate::checkpoints::run(app.clone(), stop.clone())),
+                tokio::spawn(crate::sources::run(app.clone(), stop)),
             ],
         }
     }

@@ -186,7 +186,7 @@ pub(crate) fn without_query(url: &str) -> String {
 }
 
 /// A transport error in a sentence, without the URL's query (which may carry a token).
-fn describe(e: &reqwest::Error) -> String {
+pub(crate) fn describe(e: &reqwest::Error) -> String {
     let kind = if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {

@@ -80,12 +80,18 @@ impl App {
     /// Compiles a document and checks it against the workspace: a stage whose approvers are
     /// only roles nobody holds would wait for no one, and is refused naming its rule.
     pub async fn check_policy(&self, admin: &Admin, doc: &PolicyText) -> Result<CompiledPolicy> {
+        self.check_policy_in(admin.tenant(), doc).await
+    }
+
+    /// [`App::check_policy`] for a workspace, whoever asks (a sync from Git asks for itself).
+    pub(crate) async fn check_policy_in(
+        &self,
+        tenant: &agentnexus_store::Tenant,
+        doc: &PolicyText,
+    ) -> Result<CompiledPolicy> {
         let compiled = compile_policy(&doc.text, doc.format)
             .map_err(|e| Error::invalid(format!("the policy is invalid: {e}"), e))?;
-        let empty = self
-            .store
-            .empty_stages(admin.tenant(), &compiled.document)
-            .await?;
+        let empty = self.store.empty_stages(tenant, &compiled.document).await?;
         if empty.is_empty() {
             return Ok(compiled);
         }

@@ -5,12 +5,10 @@
 //! cost budget. One replay runs at a time in a workspace (a second answers 429).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use agentnexus_engine::{Effect, MatchedRule, PolicySet, Proposal, Spend, compile_policy};
 use agentnexus_store::{Evaluation, EvaluationFilter};
 
-use crate::app::compile_stored;
 use crate::error::{Error, Result};
 use crate::evaluations::id_at;
 use crate::policies::PolicyText;
@@ -79,18 +77,7 @@ impl App {
 
         let tenant = reader.tenant();
         let _alone = self.limits.begin_replay(tenant.workspace_id())?;
-        let mut policies = self
-            .store
-            .active_policies(tenant)
-            .await?
-            .iter()
-            .filter(|v| v.enabled && v.name != draft.name())
-            .map(|v| compile_stored(v).map(Arc::new))
-            .collect::<Result<Vec<_>>>()?;
-        if draft.document.enabled {
-            policies.push(Arc::new(draft));
-        }
-        let set = Arc::new(PolicySet::new(policies));
+        let set = self.set_with(tenant, draft).await?;
 
         let mut replay = Replay {
             evaluated: 0,

@@ -18,6 +18,9 @@ pub enum ApiError {
     Invalid { detail: String, errors: Value },
     #[error("missing or unknown API key")]
     Unauthorized,
+    /// A delivery without a valid signature (GitHub's push webhook).
+    #[error("missing or wrong signature")]
+    BadSignature,
     #[error("this key's scope does not allow it")]
     Forbidden,
     #[error("not found")]
@@ -80,6 +83,11 @@ impl ApiError {
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 "Missing, unknown or revoked API key",
+            ),
+            ApiError::BadSignature => (
+                StatusCode::UNAUTHORIZED,
+                "signature",
+                "Missing or wrong signature",
             ),
             ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden", "Insufficient scope"),
             ApiError::NotFound | ApiError::NoRoute => {
@@ -177,6 +185,9 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized => {
                 "Send an active API key as `Authorization: Bearer anx_…`.".to_owned()
             }
+            ApiError::BadSignature => "Sign the body with the workspace's webhook secret: \
+                                        `X-Hub-Signature-256: sha256=HMAC_HEX`."
+                .to_owned(),
             ApiError::Forbidden => "This requires an admin key.".to_owned(),
             ApiError::NotFound => "No such resource in this workspace.".to_owned(),
             ApiError::NoRoute => {

@@ -6,7 +6,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::api::{
     agents, analytics, approvals, audit, compliance, cron, evaluations, keys, members, policies,
-    settings, webhooks,
+    settings, sources, webhooks,
 };
 use crate::{error, ops};
 
@@ -57,6 +57,12 @@ use crate::{error, ops};
         policies::simulate,
         policies::replay,
         policies::diff,
+        sources::bind,
+        sources::get,
+        sources::unbind,
+        sources::sync,
+        sources::integration,
+        sources::webhook,
         webhooks::secret,
         webhooks::rotate,
         webhooks::deliveries,
@@ -79,6 +85,7 @@ use crate::{error, ops};
     tags(
         (name = "evaluate", description = "Proposals and their decisions"),
         (name = "policies", description = "Policy documents and versions"),
+        (name = "policy-as-code", description = "Policies bound to files on GitHub: sync, schedule and push webhook"),
         (name = "keys", description = "API keys"),
         (name = "agents", description = "The agent inventory and the kill switch"),
         (name = "analytics", description = "Reports over a period: governance and cost"),

@@ -1610,3 +1610,136 @@ both_backends!(
         app.stop().await;
     }
 );
+
+// A policy bound to GitHub shows where it comes from and its last sync on its page, syncs from
+// there, shows a failed sync's reason while the active version stays, names the commit of each
+// git version (and the evaluation page the commit of the version that decided); the editor
+// replays a draft over the last 30 days and shows what would change.
+both_backends!(
+    the_policy_page_shows_its_source_syncs_and_replays,
+    |backend| async move {
+        use agentnexus_testkit::github::FakeGitHub;
+        let gh = FakeGitHub::start("acme/policies", "ghp_token").await;
+        let api = gh.api_url.clone();
+        let app = TestApp::spawn_with(backend, move |c| c.github_api_url = api).await;
+        let doc = |limit: u32| {
+            format!(
+                "name: refunds\nrules:\n  - id: small\n    effect: allow\n    when: amount_cents <= {limit}\n"
+            )
+        };
+        let sha = gh.commit(
+            "main",
+            "Alice",
+            "alice@acme.test",
+            "first",
+            &[("refunds.yaml", Some(&doc(100)))],
+        );
+        let bound = app
+            .put(
+                "/api/v1/policies/refunds/source",
+                &app.admin_key,
+                &json!({"github": {"repo": "acme/policies", "branch": "main", "path": "refunds.yaml", "token": "ghp_token"}}),
+            )
+            .await;
+        assert_eq!(bound.status, 200, "{}", bound.body);
+        let mut b = signed_in_owner(&app).await;
+        // Not a policy until its first sync: the page cannot show it yet.
+        assert_eq!(b.get("/policies/refunds").await.status, 404);
+        assert_eq!(
+            app.post("/api/v1/policies/refunds/sync", &app.admin_key, &json!({}))
+                .await
+                .body["status"],
+            "updated"
+        );
+
+        let page = b.get("/policies/refunds").await;
+        assert_eq!(page.status, 200, "{}", page.html);
+        assert!(page.has("GitHub <code>acme/policies</code>, branch <code>main</code>, file <code>refunds.yaml</code>"), "{}", page.html);
+        assert!(
+            page.has(&format!(
+                "updated</span> at commit <code>{}</code>",
+                &sha[..7]
+            )),
+            "{}",
+            page.html
+        );
+        assert!(
+            page.has(&format!("<td>git {}</td>", &sha[..7])),
+            "{}",
+            page.html
+        );
+        assert!(page.has("Alice &#60;alice@acme.test&#62;"), "{}", page.html);
+
+        // A broken commit, synced from the page: the reason shows, version 1 stays.
+        gh.commit(
+            "main",
+            "Bob",
+            "bob@acme.test",
+            "broken",
+            &[("refunds.yaml", Some("name: refunds\nrules: [\n"))],
+        );
+        let synced = b
+            .submit("/policies/refunds", "/policies/refunds/sync", &[])
+            .await;
+        assert_eq!(synced.status, 303, "{}", synced.html);
+        let page = b.get("/policies/refunds").await;
+        assert!(page.has("failed</span>"), "{}", page.html);
+        assert!(
+            page.has("role=\"alert\">`refunds.yaml` at"),
+            "{}",
+            page.html
+        );
+        assert!(page.has("<span class=\"badge\">v1</span>"), "{}", page.html);
+
+        // The evaluation page names the commit of the version that decided.
+        let agent = app.key("agent").await;
+        let e = app
+            .evaluate(
+                &agent,
+                json!({"agent_id": "a", "action": "refund", "amount_cents": 150}),
+            )
+            .await
+            .body;
+        assert_eq!(e["decision"], "deny");
+        let id = e["evaluation_id"].as_str().unwrap().to_owned();
+        let page = b.get(&format!("/evaluations/{id}")).await;
+        assert!(
+            page.has(&format!("refunds v1</a> (git commit <code>{sha}</code>)")),
+            "{}",
+            page.html
+        );
+
+        // Replay from the editor: the draft raising the limit would allow that evaluation.
+        let replayed = b
+            .submit(
+                "/policies/refunds",
+                "/policies/refunds/replay",
+                &[("name", "refunds"), ("document", &doc(200))],
+            )
+            .await;
+        assert_eq!(replayed.status, 200, "{}", replayed.html);
+        assert!(replayed.has("1 evaluation(s) of the last 30 days decided again with this draft: <strong>1</strong> would change."), "{}", replayed.html);
+        assert!(
+            replayed.has("<code>deny-&#62;allow</code>: 1"),
+            "{}",
+            replayed.html
+        );
+        assert!(
+            replayed.has(&format!("<a href=\"/evaluations/{id}\">")),
+            "{}",
+            replayed.html
+        );
+        assert!(
+            replayed.has("amount_cents &#60;= 200"),
+            "the draft stays in the editor"
+        );
+        // Nothing changed by a replay.
+        assert_eq!(
+            app.get("/api/v1/policies/refunds", &app.admin_key)
+                .await
+                .body["version"],
+            1
+        );
+        app.stop().await;
+    }
+);

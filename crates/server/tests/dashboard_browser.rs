@@ -380,6 +380,26 @@ both_backends!(a_person_governs_from_the_browser, |backend| async move {
     }
     assert!(timeline.contains("IBAN checked"));
     shots.take(&c, "evaluation").await;
+
+    // Replaying a draft from the editor: the answer swapped in by htmx in place, the draft
+    // kept, the page not left.
+    c.goto(&format!("{base}/policies/payouts")).await.unwrap();
+    let editor = c.find(Locator::Css("#document")).await.unwrap();
+    editor.clear().await.unwrap();
+    editor
+        .send_keys(&PAYOUTS.replace("amount_cents > 100", "amount_cents > 100000000"))
+        .await
+        .unwrap();
+    click(&c, "#editor button[formaction='/policies/payouts/replay']").await;
+    wait_for_text(&c, "would change").await;
+    let replay = text_of(&c, "#replay").await;
+    assert!(replay.contains("require_approval->allow: 1"), "{replay}");
+    assert_eq!(path_of(&c).await, "/policies/payouts");
+    let draft = c
+        .execute("return document.querySelector('#document').value", vec![])
+        .await
+        .unwrap();
+    assert!(draft.as_str().unwrap().contains("100000000"), "{draft}");
     c.goto(&format!("{base}/audit")).await.unwrap();
     click(&c, "form[action='/audit/verify'] button").await;
     wait_for_text(&c, "Chain intact").await;

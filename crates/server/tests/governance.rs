@@ -212,18 +212,29 @@ both_backends!(
         assert_eq!(app.put_policy("refunds", REFUNDS).await.status, 200);
         let agent = app.key("agent").await;
         let start = chrono::Utc::now() - chrono::Duration::seconds(1);
-        // 1,200 refunds of 0, 10, 20 … 11,990 cents: 501 allowed, 699 denied.
-        let mut ids = Vec::new();
-        for i in 0..1200i64 {
-            let r = app
-                .evaluate(
-                    &agent,
-                    json!({"agent_id": "bot", "action": "refund", "amount_cents": i * 10}),
-                )
-                .await;
-            assert_eq!(r.status, 200, "{}", r.body);
-            ids.push((i * 10, r.body["evaluation_id"].as_str().unwrap().to_owned()));
-        }
+        // 10,000 refunds of 0, 10, 20 … 99,990 cents (501 allowed, 9,499 denied), recorded by
+        // four agents' calls at once.
+        let record = async |range: std::ops::Range<i64>| {
+            let mut ids = Vec::new();
+            for i in range {
+                let r = app
+                    .evaluate(
+                        &agent,
+                        json!({"agent_id": "bot", "action": "refund", "amount_cents": i * 10}),
+                    )
+                    .await;
+                assert_eq!(r.status, 200, "{}", r.body);
+                ids.push((i * 10, r.body["evaluation_id"].as_str().unwrap().to_owned()));
+            }
+            ids
+        };
+        let (a, b, c, d) = tokio::join!(
+            record(0..2500),
+            record(2500..5000),
+            record(5000..7500),
+            record(7500..10_000)
+        );
+        let ids: Vec<(i64, String)> = [a, b, c, d].concat();
         let audit = app.audit_len().await;
         let owned = app;
         let app = &owned;
@@ -238,7 +249,7 @@ both_backends!(
             .replace("> 5000", "> 3000");
         let r = replay(json!({"policy": draft})).await;
         assert_eq!(r.status, 200, "{}", r.body);
-        assert_eq!(r.body["evaluated"], 1200);
+        assert_eq!(r.body["evaluated"], 10_000);
         assert_eq!(r.body["changed"], 200);
         assert_eq!(r.body["transitions"], json!({"allow->deny": 200}));
         let mut flipped: Vec<&String> = ids
@@ -267,7 +278,7 @@ both_backends!(
         let r = replay(json!({"policy": REFUNDS})).await;
         assert_eq!(
             (r.body["evaluated"].as_i64(), r.body["changed"].as_i64()),
-            (Some(1200), Some(0))
+            (Some(10_000), Some(0))
         );
         let beside =
             "name: tiny\nrules:\n  - id: tiny\n    when: amount_cents < 100\n    effect: deny\n";

@@ -25,6 +25,7 @@ mod receipts;
 mod rows;
 mod sealed;
 mod sessions;
+mod sources;
 pub use policies::PolicyChange;
 pub use workspaces::{NewOwner, key_hash};
 mod workspaces;
@@ -52,6 +53,7 @@ pub use members::{EmptyStage, NewMember};
 pub use model::*;
 pub use sealed::{LegacySealed, SealedAt};
 pub use sessions::{ChainCheck, Invitation, Membership, NewInvitation, Session, WaitingApproval};
+pub use sources::{GitHubFile, PolicyBinding, SyncRecord, SyncResult};
 pub use writer::WriterConfig;
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -75,6 +75,11 @@ const SHARED: &[Embedded] = &[
         include_str!("../migrations/0016_receipts.sql"),
     ),
     (17, "agents", include_str!("../migrations/0017_agents.sql")),
+    (
+        19,
+        "policy sources",
+        include_str!("../migrations/0019_policy_sources.sql"),
+    ),
 ];
 
 const SQLITE: &[Embedded] = &[

@@ -83,6 +83,46 @@ impl Store {
         .await
     }
 
+    /// A document read from Git at `commit`, as a new active version with source `git:SHA`
+    /// and the commit's author. A commit this policy already has a version of changes
+    /// nothing (several servers syncing one push make one version between them), and neither
+    /// does a document identical to the active one; both answer the active version and `false`.
+    pub async fn put_git_policy(
+        &self,
+        tenant: &Tenant,
+        change: PolicyChange<'_>,
+        commit: &str,
+        commit_author: &str,
+    ) -> Result<(PolicyVersion, bool)> {
+        let ws = tenant.workspace_id();
+        let source = PolicySource::Git(commit.to_owned()).label();
+        self.audited(tenant, async |tx, chain| {
+            let active = active_version(tx, ws, change.name).await?;
+            let seen: Option<i64> = sqlx::query_scalar(
+                "SELECT version FROM policy_versions WHERE workspace_id = $1 AND name = $2 \
+                 AND source = $3",
+            )
+            .bind(ws)
+            .bind(change.name)
+            .bind(&source)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(a) = active
+                && (seen.is_some()
+                    || (a.document == change.document && a.enabled == change.enabled))
+            {
+                return Ok((a, false));
+            }
+            let extra = json!({"commit": commit, "commit_author": commit_author});
+            let author = commit_author.to_owned();
+            let kind = EventKind::PolicyChanged;
+            let v = write_version_by(tx, chain, ws, change, author, kind, extra).await?;
+            bump_generation(tx, ws).await?;
+            Ok((v, true))
+        })
+        .await
+    }
+
     /// Disables a policy as a new version with the same document; history stays.
     pub async fn disable_policy(
         &self,
@@ -297,6 +337,21 @@ async fn write_version(
     kind: EventKind,
     extra: serde_json::Value,
 ) -> Result<PolicyVersion> {
+    let author = c.actor.label();
+    write_version_by(conn, chain, ws, c, author, kind, extra).await
+}
+
+/// [`write_version`] naming the document's author, when that is not the actor (a commit's
+/// author).
+async fn write_version_by(
+    conn: &mut AnyConnection,
+    chain: &mut Chain,
+    ws: &str,
+    c: PolicyChange<'_>,
+    author: String,
+    kind: EventKind,
+    extra: serde_json::Value,
+) -> Result<PolicyVersion> {
     let current: Option<i64> = sqlx::query(
         "SELECT MAX(version) AS latest FROM policy_versions WHERE workspace_id = $1 AND name = $2",
     )
@@ -306,7 +361,6 @@ async fn write_version(
     .await?
     .try_get("latest")?;
     let version = current.unwrap_or(0) + 1;
-    let author = c.actor.label();
     let source = c.source.label();
     let now = micros(c.now);
     sqlx::query(

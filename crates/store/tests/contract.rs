@@ -293,6 +293,52 @@ both_backends!(tenants_see_only_their_own_rows, |backend| async move {
     db.drop_database().await;
 });
 
+// A commit read from Git is one version of a policy: a second document under the same commit
+// (another server's sync of it, or a rewritten history) changes nothing, and the store itself
+// refuses a second version of one commit.
+both_backends!(one_commit_is_one_version, |backend| async move {
+    let db = TestDatabase::new(backend).await;
+    let store = open(&db).await;
+    let tenant = workspace(&store, "acme").await;
+    let doc = |effect: &str| format!("name: p\nrules:\n  - id: r\n    effect: {effect}\n");
+    let change = |text: &'static str, source: PolicySource| PolicyChange {
+        name: "p",
+        document: text,
+        format: "yaml",
+        enabled: true,
+        actor: Actor::System,
+        source,
+        now: Utc::now(),
+    };
+    let (allow, deny) = (doc("allow").leak() as &str, doc("deny").leak() as &str);
+    let git = || PolicySource::Git("c0ffee".into());
+    let (v1, made) = store
+        .put_git_policy(&tenant, change(allow, git()), "c0ffee", "Alice <a@x>")
+        .await
+        .unwrap();
+    assert_eq!(
+        (v1.version, made, v1.author.as_str()),
+        (1, true, "Alice <a@x>")
+    );
+    let (again, made) = store
+        .put_git_policy(&tenant, change(deny, git()), "c0ffee", "Alice <a@x>")
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.version, made, again.document.as_str()),
+        (1, false, allow)
+    );
+    assert!(
+        store
+            .put_policy(&tenant, change(deny, git()))
+            .await
+            .is_err()
+    );
+    assert_eq!(store.policy_versions(&tenant, "p").await.unwrap().len(), 1);
+    store.close().await;
+    db.drop_database().await;
+});
+
 both_backends!(
     policy_versions_are_immutable_and_roll_back,
     |backend| async move {
@@ -300,7 +346,8 @@ both_backends!(
         let store = open(&db).await;
         let tenant = workspace(&store, "acme").await;
         let doc = |effect: &str| format!("name: p\nrules:\n  - id: r\n    effect: {effect}\n");
-        let put = |text: String| {
+        // Each document from its own commit: one commit is one version of a policy.
+        let put = |text: String, commit: &'static str| {
             let (store, tenant) = (store.clone(), tenant.clone());
             async move {
                 let compiled = compile_policy(&text, Format::Yaml).unwrap();
@@ -313,7 +360,7 @@ both_backends!(
                             format: "yaml",
                             enabled: true,
                             actor: Actor::Cli,
-                            source: PolicySource::Git("abc123".into()),
+                            source: PolicySource::Git(commit.into()),
                             now: Utc::now(),
                         },
                     )
@@ -321,11 +368,11 @@ both_backends!(
                     .unwrap()
             }
         };
-        assert_eq!(put(doc("allow")).await.0.version, 1);
+        assert_eq!(put(doc("allow"), "abc123").await.0.version, 1);
         // The same document again is not a change.
-        let (same, changed) = put(doc("allow")).await;
+        let (same, changed) = put(doc("allow"), "abc123").await;
         assert_eq!((same.version, changed), (1, false));
-        assert_eq!(put(doc("deny")).await.0.version, 2);
+        assert_eq!(put(doc("deny"), "def456").await.0.version, 2);
         let generation = store.policy_generation(&tenant).await.unwrap();
         let v3 = store
             .rollback_policy(&tenant, "p", 1, Actor::Cli, PolicySource::Cli, Utc::now())
@@ -346,7 +393,7 @@ both_backends!(
             versions.iter().map(|v| v.version).collect::<Vec<_>>(),
             vec![4, 3, 2, 1]
         );
-        assert_eq!(versions[2].source, "git:abc123");
+        assert_eq!(versions[2].source, "git:def456");
         assert_eq!(
             versions[2].document,
             doc("deny"),

@@ -42,15 +42,7 @@ impl FakeResponses {
         let app = Router::new()
             .route("/v1/responses", post(respond))
             .with_state(state.clone());
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
-        });
+        let stop = crate::serve_until_dropped(listener, app);
         FakeResponses {
             base_url: format!("{base}/v1"),
             state,

@@ -129,15 +129,7 @@ impl Receiver {
         let app = Router::new()
             .route("/hook", post(receive))
             .with_state((inner.clone(), default.clone()));
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
-        });
+        let stop = crate::serve_until_dropped(listener, app);
         Receiver {
             url: format!("http://127.0.0.1:{port}/hook"),
             port,

@@ -11,6 +11,7 @@ pub mod keys;
 pub mod members;
 pub mod policies;
 pub mod settings;
+pub mod sources;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -69,6 +70,16 @@ pub fn router() -> Router<Arc<App>> {
             get(policies::version),
         )
         .route("/api/v1/policies/{name}/rollback", post(policies::rollback))
+        .route(
+            "/api/v1/policies/{name}/source",
+            get(sources::get).put(sources::bind).delete(sources::unbind),
+        )
+        .route("/api/v1/policies/{name}/sync", post(sources::sync))
+        .route("/api/v1/integrations/github", get(sources::integration))
+        .route(
+            "/api/v1/integrations/github/webhook/{workspace_id}",
+            post(sources::webhook),
+        )
         .route("/api/v1/analytics/costs", get(analytics::costs))
         .route("/api/v1/analytics/governance", get(analytics::governance))
         .route("/api/v1/compliance/evidence.zip", get(compliance::evidence))

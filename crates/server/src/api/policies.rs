@@ -67,15 +67,32 @@ pub struct PolicyView {
     pub document: String,
     /// `yaml` or `json`.
     pub format: String,
+    /// Who wrote it: the key or member, or a commit's author (`Name <email>`).
     pub author: String,
-    /// `api`, `dashboard`, `cli` or `git:SHA`.
-    pub source: String,
+    /// Where this version came from: `api`, `dashboard`, `cli` or `git`. On `GET
+    /// /api/v1/policies/{name}` of a policy bound to GitHub, the binding instead: `{"github":
+    /// {"repo", "branch", "path"}, "last_sync": {"at", "commit", "status", "error"}}`.
+    pub source: SourceView,
+    /// The commit this version was read from (source `git`), else `null`.
+    pub commit: Option<String>,
     pub created_at: DateTime<Utc>,
+}
+
+/// A version's origin, or (for a bound policy) its binding.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum SourceView {
+    Origin(String),
+    Bound(crate::api::sources::BindingView),
 }
 
 impl From<PolicyVersion> for PolicyView {
     fn from(v: PolicyVersion) -> Self {
         let description = agentnexus_app::policies::description(&v);
+        let (source, commit) = match v.source.strip_prefix("git:") {
+            Some(sha) => ("git".to_owned(), Some(sha.to_owned())),
+            None => (v.source, None),
+        };
         PolicyView {
             name: v.name,
             version: v.version,
@@ -84,7 +101,8 @@ impl From<PolicyVersion> for PolicyView {
             document: v.document,
             format: v.format,
             author: v.author,
-            source: v.source,
+            source: SourceView::Origin(source),
+            commit,
             created_at: v.created_at,
         }
     }
@@ -134,7 +152,8 @@ pub async fn list(
     }))
 }
 
-/// The active version of a policy.
+/// The active version of a policy; for a policy bound to GitHub, `source` is its binding with
+/// the last sync.
 #[utoipa::path(get, path = "/api/v1/policies/{name}", tag = "policies",
     params(("name" = String, Path)),
     responses((status = 200, body = PolicyView), (status = 404, body = Problem, content_type = "application/problem+json")),
@@ -144,7 +163,12 @@ pub async fn get(
     Admin(admin): Admin,
     Path(name): Path<String>,
 ) -> ApiResult<axum::Json<PolicyView>> {
-    Ok(axum::Json(app.policy(&admin.reader(), &name).await?.into()))
+    let reader = admin.reader();
+    let mut view: PolicyView = app.policy(&reader, &name).await?.into();
+    if let Some(binding) = app.policy_binding(&reader, &name).await? {
+        view.source = SourceView::Bound(binding.into());
+    }
+    Ok(axum::Json(view))
 }
 
 /// Create or replace a policy; the document is compiled first and refused whole if invalid.

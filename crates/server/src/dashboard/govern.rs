@@ -128,9 +128,37 @@ struct PolicyPage {
     nav: Option<Nav>,
     name: String,
     active: PolicyVersion,
-    versions: Vec<(PolicyVersion, String)>,
+    versions: Vec<(PolicyVersion, String, String)>,
     draft: Draft,
     saved: bool,
+    binding: Option<BindingRow>,
+    replay: Option<ReplayRow>,
+}
+
+/// Where a bound policy comes from, as the page shows it.
+struct BindingRow {
+    repo: String,
+    branch: String,
+    path: String,
+    /// When, status, commit (short), error.
+    last: Option<(String, String, Option<String>, Option<String>)>,
+}
+
+/// What replaying the draft found, as the page shows it.
+struct ReplayRow {
+    evaluated: u64,
+    changed: u64,
+    transitions: Vec<(String, u64)>,
+    /// Evaluation id, before, after, the rules that matched after.
+    examples: Vec<(String, String, String, String)>,
+}
+
+/// A version's origin for people: `git abc1234` for a commit.
+fn origin(source: &str) -> String {
+    match source.strip_prefix("git:") {
+        Some(sha) => format!("git {}", &sha[..sha.len().min(7)]),
+        None => source.to_owned(),
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -145,16 +173,27 @@ async fn policy_page(
     name: &str,
     draft: Option<Draft>,
     saved: bool,
+    replay: Option<ReplayRow>,
 ) -> Response {
     let nav = Nav::of(signed, "/policies");
     let reader = signed.reader();
-    let (active, versions) = match tokio::try_join!(
+    let (active, versions, binding) = match tokio::try_join!(
         app.policy(&reader, name),
-        app.policy_versions(&reader, name)
+        app.policy_versions(&reader, name),
+        app.policy_binding(&reader, name),
     ) {
-        Ok(both) => both,
+        Ok(all) => all,
         Err(e) => return error_page(Some(nav), e),
     };
+    let binding = binding.map(|b| BindingRow {
+        repo: b.file.repo,
+        branch: b.file.branch,
+        path: b.file.path,
+        last: b.last_sync.map(|s| {
+            let commit = s.commit.map(|c| c.chars().take(7).collect());
+            (when(&s.at), s.status, commit, s.error)
+        }),
+    });
     let status = match &draft {
         Some(d) if !d.problems.is_empty() => StatusCode::UNPROCESSABLE_ENTITY,
         _ => StatusCode::OK,
@@ -175,11 +214,14 @@ async fn policy_page(
                 .into_iter()
                 .map(|v| {
                     let at = when(&v.created_at);
-                    (v, at)
+                    let origin = origin(&v.source);
+                    (v, at, origin)
                 })
                 .collect(),
             draft,
             saved,
+            binding,
+            replay,
         },
     )
 }
@@ -191,7 +233,67 @@ pub async fn policy(
     q: Result<Query<PolicyQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let saved = q.is_ok_and(|Query(q)| q.saved.is_some());
-    policy_page(&app, &signed, &name, None, saved).await
+    policy_page(&app, &signed, &name, None, saved, None).await
+}
+
+/// Syncs a bound policy from GitHub now, then shows the page with what the sync found.
+pub async fn sync_policy(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    Managed(signed, admin, _): Managed<Empty>,
+) -> Response {
+    match app.sync_policy(&admin, &name).await {
+        Ok(_) => see(&format!("/policies/{name}")),
+        Err(e) => error_page(Some(Nav::of(&signed, "/policies")), e),
+    }
+}
+
+/// Replays the editor's draft over the last 30 days (at most 10,000 evaluations): the page
+/// again, the draft kept, with what would have changed. With htmx only that part is swapped.
+pub async fn replay_policy(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    Managed(signed, _admin, form): Managed<PolicyForm>,
+) -> Response {
+    let input = agentnexus_app::replay::ReplayInput {
+        policy: PolicyText::sniff(form.document.clone()),
+        from: None,
+        to: None,
+        limit: None,
+    };
+    let mut draft = Draft {
+        name: name.clone(),
+        text: form.document,
+        ..Draft::default()
+    };
+    match app.replay(&signed.reader(), input).await {
+        Ok(r) => {
+            let row = ReplayRow {
+                evaluated: r.evaluated,
+                changed: r.changed,
+                transitions: r.transitions.into_iter().collect(),
+                examples: r
+                    .examples
+                    .into_iter()
+                    .map(|e| {
+                        let rules = e
+                            .matched_rules
+                            .iter()
+                            .map(|m| format!("{}/{}", m.policy, m.rule))
+                            .collect::<Vec<_>>()
+                            .join(", ");
+                        let (before, after) = (e.before.as_str(), e.after.as_str());
+                        (e.evaluation_id, before.to_owned(), after.to_owned(), rules)
+                    })
+                    .collect(),
+            };
+            policy_page(&app, &signed, &name, Some(draft), false, Some(row)).await
+        }
+        Err(e) => match refused(e, &mut draft) {
+            Ok(()) => policy_page(&app, &signed, &name, Some(draft), false, None).await,
+            Err(e) => error_page(Some(Nav::of(&signed, "/policies")), e),
+        },
+    }
 }
 
 pub async fn save_policy(
@@ -211,7 +313,7 @@ pub async fn save_policy(
                 ..Draft::default()
             };
             match refused(e, &mut draft) {
-                Ok(()) => policy_page(&app, &signed, &name, Some(draft), false).await,
+                Ok(()) => policy_page(&app, &signed, &name, Some(draft), false, None).await,
                 Err(e) => error_page(Some(Nav::of(&signed, "/policies")), e),
             }
         }

@@ -63,6 +63,8 @@ pub fn router() -> Router<Arc<App>> {
         .route("/policies/{name}/diff", get(govern::diff))
         .route("/policies/{name}/rollback", post(govern::rollback))
         .route("/policies/{name}/enabled", post(govern::set_enabled))
+        .route("/policies/{name}/sync", post(govern::sync_policy))
+        .route("/policies/{name}/replay", post(govern::replay_policy))
         .route("/reports", get(reports::reports))
         .route("/agents", get(govern::agents))
         .route("/agents/suspend", post(govern::suspend_agent))

@@ -330,7 +330,8 @@ struct EvaluationPage {
     e: Waiting,
     decision: &'static str,
     proposal_hash: String,
-    policy_versions: String,
+    /// Each policy that decided: name, version, and the commit it came from (source git).
+    policy_versions: Vec<(String, i64, Option<String>)>,
     waiting: bool,
     /// What the executing system reported, in words; none until it has.
     receipt: Option<(String, bool)>,
@@ -365,7 +366,19 @@ pub async fn evaluation(
     };
     let decision = item.evaluation.decision.as_str();
     let proposal_hash = item.evaluation.proposal_hash.clone();
-    let policy_versions = item.evaluation.policy_versions.to_string();
+    let mut policy_versions = Vec::new();
+    if let Some(used) = item.evaluation.policy_versions.as_object() {
+        for (name, version) in used {
+            let Some(version) = version.as_i64() else {
+                continue;
+            };
+            let commit = match app.policy_version(&reader, name, version).await {
+                Ok(v) => v.source.strip_prefix("git:").map(str::to_owned),
+                Err(_) => None,
+            };
+            policy_versions.push((name.clone(), version, commit));
+        }
+    }
     let receipt = item.evaluation.receipt.as_ref().map(|r| {
         let verdict = if r.conforms {
             "conforms to what was decided".to_owned()

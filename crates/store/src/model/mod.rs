@@ -463,6 +463,10 @@ pub enum EventKind {
     AgentResumed,
     KillSwitchEngaged,
     KillSwitchReleased,
+    PolicySourceBound,
+    PolicySourceUnbound,
+    PolicySyncFailed,
+    GitHubWebhookSecretCreated,
 }
 
 impl EventKind {
@@ -514,6 +518,10 @@ impl EventKind {
             EventKind::AgentResumed => "agent.resumed",
             EventKind::KillSwitchEngaged => "kill_switch.engaged",
             EventKind::KillSwitchReleased => "kill_switch.released",
+            EventKind::PolicySourceBound => "policy.source_bound",
+            EventKind::PolicySourceUnbound => "policy.source_unbound",
+            EventKind::PolicySyncFailed => "policy.sync_failed",
+            EventKind::GitHubWebhookSecretCreated => "integration.github_secret_created",
         }
     }
 }
