@@ -31,6 +31,8 @@ use crate::{Admin, App, Reader};
 /// Most test files run beside one policy, and most cases in all.
 pub const MAX_TEST_FILES: usize = 20;
 pub const MAX_TEST_CASES: usize = 1_000;
+/// The longest one sync may take, all its requests and tests together.
+pub const SYNC_TIME_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What `PUT /api/v1/policies/{name}/source` takes.
 #[derive(Debug, Clone)]
@@ -296,6 +298,21 @@ impl App {
             .map(Into::into))
     }
 
+    /// Every bound policy of the workspace, by name.
+    pub async fn policy_bindings(&self, reader: &Reader) -> Result<Vec<Binding>> {
+        let all = self.store.policy_sources(reader.tenant()).await?;
+        Ok(all.into_iter().map(Into::into).collect())
+    }
+
+    /// Where GitHub posts the workspace's pushes (the secret is [`App::github_integration`]).
+    pub fn github_webhook_url(&self, reader: &Reader) -> String {
+        format!(
+            "{}/api/v1/integrations/github/webhook/{}",
+            self.public_url(),
+            reader.tenant().workspace_id()
+        )
+    }
+
     /// Syncs a bound policy now (404 when it is not bound).
     pub async fn sync_policy(&self, admin: &Admin, name: &str) -> Result<Synced> {
         let binding = self
@@ -329,11 +346,7 @@ impl App {
             .open(&sealed, purpose)
             .map_err(|e| Error::Internal(format!("GitHub webhook secret: {e}")))?;
         Ok(GitHubIntegration {
-            webhook_url: format!(
-                "{}/api/v1/integrations/github/webhook/{}",
-                self.public_url(),
-                tenant.workspace_id()
-            ),
+            webhook_url: self.github_webhook_url(&admin.reader()),
             webhook_secret: secret,
         })
     }

@@ -1740,6 +1740,35 @@ both_backends!(
                 .body["version"],
             1
         );
+        // The settings page lists the bound policies and the webhook GitHub posts to; a
+        // manager sees its secret on asking, the one the API gives.
+        let settings = b.get("/settings").await;
+        assert!(settings.has("<a href=\"/policies/refunds\">refunds</a></td><td><code>acme/policies@main:refunds.yaml</code></td><td>failed "), "{}", settings.html);
+        let url = format!(
+            "{}/api/v1/integrations/github/webhook/{}",
+            app.url,
+            app.tenant.workspace_id()
+        );
+        assert!(
+            settings.has(&format!("id=\"github-webhook-url\">{url}</code>")),
+            "{}",
+            settings.html
+        );
+        assert!(!settings.has("id=\"github-secret\""));
+        let shown = b.submit("/settings", "/settings/github-secret", &[]).await;
+        assert_eq!(shown.status, 200, "{}", shown.html);
+        let secret = app
+            .get("/api/v1/integrations/github", &app.admin_key)
+            .await
+            .body["webhook_secret"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            shown.has(&format!("id=\"github-secret\">{secret}</code>")),
+            "{}",
+            shown.html
+        );
         app.stop().await;
     }
 );

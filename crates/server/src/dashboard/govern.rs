@@ -749,6 +749,11 @@ struct SettingsPage {
     tested: Option<String>,
     /// The ISO 4217 code amounts are shown in.
     currency: String,
+    /// Policies bound to GitHub: name, `repo@branch:path`, last sync's status and when.
+    bindings: Vec<(String, String, String)>,
+    github_webhook_url: String,
+    /// The GitHub webhook secret, when a manager asked to see it.
+    github_secret: Option<String>,
 }
 
 async fn settings_page(
@@ -757,12 +762,23 @@ async fn settings_page(
     secret: Option<(String, String)>,
     tested: Option<String>,
 ) -> Response {
+    settings_page_with(app, signed, secret, tested, None).await
+}
+
+async fn settings_page_with(
+    app: &App,
+    signed: &Signed,
+    secret: Option<(String, String)>,
+    tested: Option<String>,
+    github_secret: Option<String>,
+) -> Response {
     let nav = Nav::of(signed, "/settings");
     let reader = signed.reader();
-    let (channels, deadlines, workspace) = match tokio::try_join!(
+    let (channels, deadlines, workspace, bindings) = match tokio::try_join!(
         app.channels(&reader),
         app.deadline_status(&reader),
-        app.workspace_settings(&reader)
+        app.workspace_settings(&reader),
+        app.policy_bindings(&reader),
     ) {
         Ok(all) => all,
         Err(e) => return error_page(Some(nav), e),
@@ -796,8 +812,33 @@ async fn settings_page(
             secret,
             tested,
             currency: workspace.currency.as_str().to_owned(),
+            bindings: bindings
+                .into_iter()
+                .map(|b| {
+                    let f = &b.file;
+                    let file = format!("{}@{}:{}", f.repo, f.branch, f.path);
+                    let last = match &b.last_sync {
+                        Some(s) => format!("{} {}", s.status, when(&s.at)),
+                        None => "not synced yet".to_owned(),
+                    };
+                    (b.name, file, last)
+                })
+                .collect(),
+            github_webhook_url: app.github_webhook_url(&reader),
+            github_secret,
         },
     )
+}
+
+/// Shows the workspace's GitHub webhook secret (made on first ask), to paste into GitHub.
+pub async fn github_secret(
+    State(app): State<Arc<App>>,
+    Managed(signed, admin, _): Managed<Empty>,
+) -> Response {
+    match app.github_integration(&admin).await {
+        Ok(i) => settings_page_with(&app, &signed, None, None, Some(i.webhook_secret)).await,
+        Err(e) => error_page(Some(Nav::of(&signed, "/settings")), e),
+    }
 }
 
 #[derive(Deserialize)]

@@ -64,6 +64,7 @@ pub fn router() -> Router<Arc<App>> {
         .route("/policies/{name}/rollback", post(govern::rollback))
         .route("/policies/{name}/enabled", post(govern::set_enabled))
         .route("/policies/{name}/sync", post(govern::sync_policy))
+        .route("/settings/github-secret", post(govern::github_secret))
         .route("/policies/{name}/replay", post(govern::replay_policy))
         .route("/reports", get(reports::reports))
         .route("/agents", get(govern::agents))
