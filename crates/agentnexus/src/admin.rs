@@ -243,8 +243,11 @@ async fn policy(app: &App, command: PolicyCommand) -> Result<ExitCode, AnyError>
         )
     };
     match command {
-        PolicyCommand::Apply { workspace, files } => {
-            let admin = app.operator(&workspace.workspace).await?;
+        PolicyCommand::Apply {
+            workspace, files, ..
+        } => {
+            let workspace = workspace.ok_or("give --workspace (or --server and --key)")?;
+            let admin = app.operator(&workspace).await?;
             return Ok(policy_files::apply(app, &admin, &files).await?);
         }
         PolicyCommand::List { workspace } => {

@@ -3,6 +3,7 @@
 
 mod admin;
 mod policy_files;
+mod remote;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -58,6 +59,92 @@ enum Command {
     Audit(AuditCommand),
     /// Print the OpenAPI document of the REST API.
     Openapi,
+    /// Propose an action to a running server (--server, --key); prints the evaluation as JSON.
+    /// Exit status 0 when the agent may go ahead, 2 when it may not (denied, rejected,
+    /// expired, or still pending).
+    Evaluate(EvaluateArgs),
+    /// Print an evaluation from a running server (--server, --key) as JSON.
+    Get {
+        #[command(flatten)]
+        remote: RemoteArg,
+        /// The evaluation's id (`ev_…`).
+        id: String,
+        /// Wait up to this many seconds for a pending evaluation to be decided.
+        #[arg(long, value_name = "SECONDS")]
+        wait: Option<u64>,
+    },
+}
+
+/// A running server, reached over its REST API.
+#[derive(Args)]
+struct RemoteArg {
+    /// The server's URL (`http://127.0.0.1:8080`).
+    #[arg(long, value_name = "URL", env = "AGENTNEXUS_SERVER")]
+    server: String,
+    /// An API key of the workspace (`anx_…`): agent scope to evaluate and get, admin for
+    /// policy apply.
+    #[arg(long, value_name = "KEY", env = "AGENTNEXUS_API_KEY")]
+    key: String,
+}
+
+impl RemoteArg {
+    fn client(&self) -> Result<agentnexus_client::Client, AnyError> {
+        Ok(agentnexus_client::Client::new(&self.server, &self.key)?)
+    }
+}
+
+#[derive(Args)]
+struct EvaluateArgs {
+    #[command(flatten)]
+    remote: RemoteArg,
+    /// The whole proposal as JSON (`{"agent_id", "action", …}`, SPEC §4); the flags below
+    /// set or replace its fields.
+    #[arg(long, value_name = "JSON")]
+    json: Option<String>,
+    /// The proposing agent.
+    #[arg(long, value_name = "AGENT_ID")]
+    agent: Option<String>,
+    /// The action it proposes.
+    #[arg(long)]
+    action: Option<String>,
+    #[arg(long)]
+    resource: Option<String>,
+    #[arg(long, value_name = "CENTS")]
+    amount_cents: Option<i64>,
+    /// Retries and repeats of the command with the same key are one evaluation.
+    #[arg(long, value_name = "KEY")]
+    idempotency_key: Option<String>,
+    /// Wait up to this many seconds for a person's decision when approval is required.
+    #[arg(long, value_name = "SECONDS")]
+    wait: Option<u64>,
+}
+
+impl EvaluateArgs {
+    fn proposal(&self) -> Result<agentnexus_client::Proposal, AnyError> {
+        let mut p: agentnexus_client::Proposal = match &self.json {
+            Some(text) => serde_json::from_str(text).map_err(|e| format!("--json: {e}"))?,
+            None => agentnexus_client::Proposal::default(),
+        };
+        if let Some(a) = &self.agent {
+            p.agent_id = a.clone();
+        }
+        if let Some(a) = &self.action {
+            p.action = a.clone();
+        }
+        if self.resource.is_some() {
+            p.resource = self.resource.clone();
+        }
+        if self.amount_cents.is_some() {
+            p.amount_cents = self.amount_cents;
+        }
+        if self.idempotency_key.is_some() {
+            p.idempotency_key = self.idempotency_key.clone();
+        }
+        if p.agent_id.is_empty() || p.action.is_empty() {
+            return Err("give --agent and --action (or both in --json)".into());
+        }
+        Ok(p)
+    }
 }
 
 /// The workspace a command acts in.
@@ -143,10 +230,18 @@ enum MembersCommand {
 
 #[derive(Subcommand)]
 enum PolicyCommand {
-    /// Validate and store policy files as new versions (all or nothing).
+    /// Validate and store policy files as new versions: on a store, all or nothing; on a
+    /// running server (--server, --key), all checked first, then each stored.
     Apply {
-        #[command(flatten)]
-        workspace: WorkspaceArg,
+        /// The workspace's name, on a store.
+        #[arg(long, value_name = "NAME", required_unless_present = "server")]
+        workspace: Option<String>,
+        /// A running server's URL, to apply over its REST API with an admin key.
+        #[arg(long, value_name = "URL", env = "AGENTNEXUS_SERVER", requires = "key")]
+        server: Option<String>,
+        /// An admin key of the server's workspace.
+        #[arg(long, value_name = "KEY", env = "AGENTNEXUS_API_KEY")]
+        key: Option<String>,
         /// Policy documents (YAML or JSON); each one's `name` says which policy it is.
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
@@ -265,6 +360,26 @@ fn main() -> ExitCode {
         }
         Command::Policy(PolicyCommand::Lint { files }) => return policy_files::lint(&files),
         Command::Policy(PolicyCommand::Test { dir }) => return policy_files::test(&dir),
+        Command::Evaluate(args) => {
+            return remote_command(async move {
+                let proposal = args.proposal()?;
+                remote::evaluate(&args.remote.client()?, proposal, args.wait).await
+            });
+        }
+        Command::Get { remote, id, wait } => {
+            return remote_command(async move { remote::get(&remote.client()?, &id, wait).await });
+        }
+        Command::Policy(PolicyCommand::Apply {
+            server: Some(server),
+            key: Some(key),
+            files,
+            ..
+        }) => {
+            return remote_command(async move {
+                let client = agentnexus_client::Client::new(&server, &key)?;
+                remote::apply(&client, &files).await
+            });
+        }
         Command::Serve(config) => {
             let runtime = runtime(Some(worker_threads(&database, config.worker_threads)));
             return match runtime.block_on(serve(&database, *config)) {
@@ -286,8 +401,18 @@ fn main() -> ExitCode {
     }
 }
 
+/// A command against a running server, on a runtime of its own.
+fn remote_command(
+    command: impl std::future::Future<Output = Result<ExitCode, AnyError>>,
+) -> ExitCode {
+    match runtime(Some(1)).block_on(command) {
+        Ok(code) => code,
+        Err(e) => failed(&e),
+    }
+}
+
 /// Commands that need no store, which do not take `--database`.
-const STORELESS: [&str; 3] = ["lint", "test", "openapi"];
+const STORELESS: [&str; 5] = ["lint", "test", "openapi", "evaluate", "get"];
 
 /// `--database` on every command that uses a store, so that it may follow the command's name
 /// (a global argument would also show on the commands that use none); and help that shows

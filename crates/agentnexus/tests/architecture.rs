@@ -25,12 +25,15 @@ const LAYERS: &[(&str, &[&str])] = &[
         "agentnexus",
         &[
             "agentnexus-app",
+            "agentnexus-client",
             "agentnexus-engine",
             "agentnexus-server",
             "agentnexus-store",
         ],
     ),
     ("testkit", &[]),
+    // The REST API's client: HTTP only, nothing of ours.
+    ("client", &[]),
 ];
 
 /// What the use cases may not know: the HTTP edge.

@@ -1231,3 +1231,188 @@ both_backends!(
         db.drop_database().await;
     }
 );
+
+/// Runs the binary with `args` and no store in its environment: the remote commands need none.
+fn remote(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("AGENTNEXUS_DATABASE_URL")
+        .output()
+        .unwrap()
+}
+
+// The remote commands, through the typed client against a running server, with no database in
+// reach: policy apply (checked first, nothing stored when one file is invalid; unchanged files
+// said so), evaluate (exit 0 when the agent may go ahead, 2 when not; the same idempotency key
+// is the same evaluation; --wait for a pending one), get, and the server's refusals (a wrong
+// key, an agent key applying policies) as errors with the server's words.
+both_backends!(remote_commands_use_the_api, |backend| async move {
+    let db = TestDatabase::new(backend).await;
+    let dir = scratch();
+    let mut server = serve(&db, &dir);
+    let admin = admin_key(&server);
+    let url = server.url.clone();
+    let agent = cli(
+        &db,
+        &[
+            "keys",
+            "create",
+            "--workspace",
+            "default",
+            "--name",
+            "bot",
+            "--scope",
+            "agent",
+        ],
+    );
+    assert!(agent.status.success(), "{}", stderr(&agent));
+    let agent = stdout(&agent).trim().to_owned();
+    let policy = write(
+        &dir,
+        "payments.yaml",
+        "name: payments\nrules:\n  - id: large\n    when: amount_cents > 50000\n    effect: require_approval\n    approval:\n      stages:\n        - name: owners\n          approvers: [\"role:owner\"]\n          timeout: 1h\n  - id: deletes\n    when: action == \"db.delete\"\n    effect: deny\n    reason: no deletes\n  - id: rest\n    effect: allow\n",
+    );
+    let broken = write(
+        &dir,
+        "broken.yaml",
+        "name: broken\nrules:\n  - id: r\n    when: amount_cents >\n    effect: allow\n",
+    );
+
+    let apply = |files: &[&str], key: &str| {
+        let mut args = vec!["policy", "apply", "--server", &url, "--key", key];
+        args.extend_from_slice(files);
+        remote(&args)
+    };
+    let out = apply(&[&policy, &broken], &admin);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let said = stderr(&out);
+    assert!(
+        said.contains(&format!("{broken}:4:")) && said.ends_with("nothing applied\n"),
+        "{said}"
+    );
+    let r = reqwest::Client::new()
+        .get(format!("{url}/api/v1/policies/payments"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "nothing was applied");
+    let out = apply(&[&policy], &admin);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "applied payments version 1\n");
+    let out = apply(&[&policy], &admin);
+    assert_eq!(stdout(&out), "unchanged payments (version 1)\n");
+    let out = apply(&[&policy], &agent);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("403"), "{}", stderr(&out));
+
+    let evaluate = |extra: &[&str], key: &str| {
+        let mut args = vec![
+            "evaluate",
+            "--server",
+            &url,
+            "--key",
+            key,
+            "--agent",
+            "billing-bot",
+        ];
+        args.extend_from_slice(extra);
+        let out = remote(&args);
+        let ev: Value = serde_json::from_str(&stdout(&out)).unwrap_or(Value::Null);
+        (out, ev)
+    };
+    let (out, ev) = evaluate(
+        &["--action", "stripe.refund", "--amount-cents", "1200"],
+        &agent,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        (ev["status"].as_str(), ev["decision"].as_str()),
+        (Some("allowed"), Some("allow"))
+    );
+    let (out, ev) = evaluate(&["--action", "db.delete"], &agent);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        (ev["status"].as_str(), ev["reason"].as_str()),
+        (Some("denied"), Some("no deletes"))
+    );
+    let (out, first) = evaluate(
+        &[
+            "--json",
+            r#"{"action": "stripe.refund", "amount_cents": 90000}"#,
+            "--idempotency-key",
+            "refund-9",
+            "--wait",
+            "1",
+        ],
+        &agent,
+    );
+    assert_eq!(out.status.code(), Some(2), "pending after the wait");
+    assert_eq!(first["status"], "pending");
+    let (_, again) = evaluate(
+        &[
+            "--json",
+            r#"{"action": "stripe.refund", "amount_cents": 90000}"#,
+            "--idempotency-key",
+            "refund-9",
+        ],
+        &agent,
+    );
+    assert_eq!(
+        again["evaluation_id"], first["evaluation_id"],
+        "one evaluation"
+    );
+    // The same key with another proposal: the server's 409, in its words.
+    let (out, _) = evaluate(
+        &[
+            "--action",
+            "stripe.refund",
+            "--amount-cents",
+            "1",
+            "--idempotency-key",
+            "refund-9",
+        ],
+        &agent,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("409"), "{}", stderr(&out));
+
+    let id = first["evaluation_id"].as_str().unwrap();
+    let out = remote(&["get", id, "--server", &url, "--key", &agent]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let got: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(
+        (got["evaluation_id"].as_str(), got["status"].as_str()),
+        (Some(id), Some("pending"))
+    );
+    assert_eq!(got["proposal_hash"], first["proposal_hash"]);
+
+    let (out, _) = evaluate(
+        &["--action", "x"],
+        "anx_notakey0000000000000000000000000000",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("401"), "{}", stderr(&out));
+    let out = remote(&["get", "ev_nope", "--server", &url, "--key", &agent]);
+    assert!(stderr(&out).contains("404"), "{}", stderr(&out));
+    let out = remote(&[
+        "evaluate", "--server", &url, "--key", &agent, "--action", "x",
+    ]);
+    assert!(
+        stderr(&out).contains("give --agent and --action"),
+        "{}",
+        stderr(&out)
+    );
+
+    assert!(terminate(&mut server).success());
+    // No server: said plainly, after the retries.
+    let out = remote(&["get", id, "--server", &url, "--key", &agent]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no answer from the server"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    db.drop_database().await;
+});
