@@ -107,8 +107,10 @@ struct EvaluateArgs {
     /// The action it proposes.
     #[arg(long)]
     action: Option<String>,
+    /// What the action is done to (`customer/cus_123`).
     #[arg(long)]
     resource: Option<String>,
+    /// The amount at stake, in the minor unit of the workspace's currency.
     #[arg(long, value_name = "CENTS")]
     amount_cents: Option<i64>,
     /// Retries and repeats of the command with the same key are one evaluation.

@@ -293,13 +293,14 @@ impl Client {
     }
 
     /// Reports what the executing system did (`executed`, `failed` or `skipped`), with the
-    /// `proposal_hash` of what it ran; answers the receipt.
+    /// `proposal_hash` of what it ran; answers the evaluation carrying the receipt
+    /// (`other["receipt"]["conforms"]`).
     pub async fn report_receipt(
         &self,
         id: &str,
         outcome: &str,
         proposal_hash: Option<&str>,
-    ) -> Result<Value> {
+    ) -> Result<Evaluation> {
         let path = format!("/api/v1/evaluations/{}/receipt", segment(id)?);
         let mut body = serde_json::json!({"outcome": outcome});
         if let Some(h) = proposal_hash {
