@@ -11,6 +11,7 @@
 import { randomUUID } from "node:crypto";
 
 export { verifyWebhook, InvalidSignature } from "./webhooks.js";
+export { AgentsGovernor, type AgentsGovernorOptions } from "./openai-agents.js";
 export { AiGuard, type AiGuardOptions, type AiApprovalStatus, type AiToolApprovalResponse, type AiToolCall } from "./ai.js";
 
 /** A proposal, as `POST /api/v1/evaluate` takes it (SPEC §4). */
