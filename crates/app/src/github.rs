@@ -127,12 +127,6 @@ fn escape_path(path: &str) -> String {
         .join("/")
 }
 
-fn escape(segment: &str) -> String {
-    url::form_urlencoded::byte_serialize(segment.as_bytes())
-        .collect::<String>()
-        .replace('+', "%20")
-}
-
 /// When a rate-limited answer says to try again: `Retry-After`, else `x-ratelimit-reset`,
 /// else a minute from now (GitHub's advice for secondary limits).
 fn rate_limited(
@@ -216,7 +210,8 @@ impl Repo<'_> {
         etag: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<Head, GitHubError> {
-        let path = format!("/commits/{}", escape(branch));
+        // A branch's `/` stays a `/`: GitHub reads `commits/release/v1` as the branch.
+        let path = format!("/commits/{}", escape_path(branch));
         let (status, headers, body) = self.get(&path, etag, now).await?;
         if status == StatusCode::NOT_MODIFIED {
             return Ok(Head::Unchanged);
@@ -321,7 +316,7 @@ mod tests {
             escape_path("policies/pay ments.yaml"),
             "policies/pay%20ments.yaml"
         );
-        assert_eq!(escape("release/v1"), "release%2Fv1");
+        assert_eq!(escape_path("release/v1"), "release/v1");
         assert_eq!(escape_path("a/b?c#d.yaml"), "a/b%3Fc%23d.yaml");
     }
 

@@ -253,7 +253,7 @@ both_backends!(bound_policies_sync_and_fail_safely, |backend| async move {
             "branch `main` of `acme/policies` not found",
             Box::new(|gh: &FakeGitHub| {
                 gh.commit(
-                    "trunk",
+                    "release/v2",
                     "Bob",
                     "bob@acme.test",
                     "moved",
@@ -310,13 +310,13 @@ both_backends!(bound_policies_sync_and_fail_safely, |backend| async move {
         .put(
             "/api/v1/policies/payments/source",
             &app.admin_key,
-            &binding("trunk"),
+            &binding("release/v2"),
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     gh.set_token(TOKEN);
     let fixed = gh.commit(
-        "trunk",
+        "release/v2",
         "Carol",
         "carol@acme.test",
         "raise",

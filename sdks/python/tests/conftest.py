@@ -105,6 +105,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     admin_key = ""
     while not admin_key:
         line = proc.stdout.readline()
+        if not line:
+            pytest.fail("agentnexus serve printed no admin key: " + (work / "serve.log").read_text())
         found = re.search(r"anx_[A-Za-z0-9]+", line) if "admin key" in line else None
         admin_key = found.group(0) if found else admin_key
     url = f"http://127.0.0.1:{port}"
