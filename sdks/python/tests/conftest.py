@@ -18,25 +18,8 @@ import pytest
 OWNER = "owner@example.com"
 PASSWORD = "correct horse battery staple"
 
-POLICY = """name: payments
-rules:
-  - id: deletes
-    when: action == "db.delete"
-    effect: deny
-    reason: Deletes are not for agents
-  - id: large-refunds
-    when: action == "stripe.refund" && amount_cents > 1000
-    effect: require_approval
-    reason: Large refunds need an owner
-    approval:
-      stages:
-        - name: owners
-          approvers: ["role:owner"]
-          timeout: 1h
-  - id: refunds
-    when: action == "stripe.refund"
-    effect: allow
-"""
+# The policy both SDKs' suites test against.
+POLICY = (Path(__file__).resolve().parents[2] / "testdata" / "payments.yaml").read_text()
 
 
 @dataclass

@@ -5,29 +5,18 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, readFileSync, existsSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
 
 const OWNER = "owner@example.com";
 const PASSWORD = "correct horse battery staple";
 
-export const POLICY = `name: payments
-rules:
-  - id: deletes
-    when: action == "db.delete"
-    effect: deny
-    reason: Deletes are not for agents
-  - id: large-refunds
-    when: action == "stripe.refund" && amount_cents > 1000
-    effect: require_approval
-    approval:
-      stages:
-        - name: owners
-          approvers: ["role:owner"]
-          timeout: 1h
-  - id: refunds
-    when: action == "stripe.refund"
-    effect: allow
-`;
+
+/** The policy both SDKs' suites test against. */
+export const POLICY = readFileSync(
+  join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..", "testdata", "payments.yaml"),
+  "utf8",
+);
 
 export interface Server {
   url: string;
