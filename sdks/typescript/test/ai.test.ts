@@ -8,42 +8,15 @@ import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 
 import { generateText, jsonSchema, stepCountIs, tool, type ModelMessage } from "ai";
-import { MockLanguageModelV3 } from "ai/test";
 
 import { AgentNexus, AiGuard } from "../src/index.js";
+import { scripted } from "./models.js";
 import { startServer, type Server } from "./server.js";
 
 let server: Server;
 before(async () => (server = await startServer()));
 after(async () => server.stop());
 
-const usage = {
-  inputTokens: { total: 1, noCache: 1, cacheRead: undefined, cacheWrite: undefined },
-  outputTokens: { total: 1, text: 1, reasoning: undefined },
-};
-
-/** A model that asks to call `refund` once, then says what the tool answered. */
-function scripted(input: Record<string, unknown>, callId: string): MockLanguageModelV3 {
-  return new MockLanguageModelV3({
-    doGenerate: async ({ prompt }) => {
-      const results = prompt.flatMap((m) => (m.role === "tool" ? m.content : []));
-      if (results.length === 0) {
-        return {
-          content: [{ type: "tool-call", toolCallId: callId, toolName: "refund", input: JSON.stringify(input) }],
-          finishReason: { unified: "tool-calls", raw: undefined },
-          usage,
-          warnings: [],
-        };
-      }
-      return {
-        content: [{ type: "text", text: `tool said: ${JSON.stringify(results.at(-1))}` }],
-        finishReason: { unified: "stop", raw: undefined },
-        usage,
-        warnings: [],
-      };
-    },
-  });
-}
 
 const ran: number[] = [];
 const refund = tool({

@@ -7,10 +7,10 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 
-import { Agent, run, setTracingDisabled, tool, type Model, type ModelRequest, type ModelResponse } from "@openai/agents";
-import { Usage } from "@openai/agents-core";
+import { Agent, run, setTracingDisabled, tool, type Model } from "@openai/agents";
 
 import { AgentNexus, AgentsGovernor } from "../src/index.js";
+import { Scripted } from "./models.js";
 import { startServer, type Server } from "./server.js";
 
 setTracingDisabled(true);
@@ -19,34 +19,6 @@ let server: Server;
 before(async () => (server = await startServer()));
 after(async () => server.stop());
 
-/** Asks to call `refund` once, then says what the tool answered. */
-class Scripted implements Model {
-  constructor(
-    readonly args: Record<string, unknown>,
-    readonly callId: string,
-  ) {}
-
-  async getResponse(request: ModelRequest): Promise<ModelResponse> {
-    const items = Array.isArray(request.input) ? request.input : [];
-    const outputs = items.filter((i) => (i as { type?: string }).type === "function_call_result");
-    if (outputs.length === 0) {
-      return {
-        usage: new Usage(),
-        output: [{ type: "function_call", callId: this.callId, name: "refund", arguments: JSON.stringify(this.args), status: "completed" }],
-      };
-    }
-    const said = JSON.stringify((outputs.at(-1) as { output?: unknown }).output);
-    return {
-      usage: new Usage(),
-      output: [{ type: "message", role: "assistant", status: "completed", content: [{ type: "output_text", text: `tool said: ${said}` }] }],
-    };
-  }
-
-  // eslint-disable-next-line require-yield
-  async *getStreamedResponse(): AsyncIterable<never> {
-    throw new Error("not streamed");
-  }
-}
 
 test("the governor in the Agents SDK's loop", async () => {
   const client = new AgentNexus(server.url, server.agentKey);
