@@ -276,6 +276,27 @@ impl App {
         })
     }
 
+    /// The set a draft would be decided in: the workspace's other enabled policies, and the
+    /// draft itself if it is enabled (replay and a sync from Git decide with it).
+    pub(crate) async fn set_with(
+        &self,
+        tenant: &agentnexus_store::Tenant,
+        draft: CompiledPolicy,
+    ) -> Result<Arc<PolicySet>> {
+        let mut policies = self
+            .store
+            .active_policies(tenant)
+            .await?
+            .iter()
+            .filter(|v| v.enabled && v.name != draft.name())
+            .map(|v| crate::app::compile_stored(v).map(Arc::new))
+            .collect::<Result<Vec<_>>>()?;
+        if draft.document.enabled {
+            policies.push(Arc::new(draft));
+        }
+        Ok(Arc::new(PolicySet::new(policies)))
+    }
+
     /// Makes a stored change visible to this server's next request, and answers what it
     /// stored. The change is stored either way, so a failed reload is logged and left to the
     /// refresh loop, not reported.

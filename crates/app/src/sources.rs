@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use agentnexus_engine::testing::{TestFile, run_case};
-use agentnexus_engine::{CompiledPolicy, Format, PolicySet};
+use agentnexus_engine::{CompiledPolicy, Format};
 use agentnexus_store::{
     Actor, EventKind, GitHubFile, NewAuditEvent, PolicyBinding, PolicyChange, PolicySource,
     SyncRecord, SyncResult, Tenant,
@@ -738,29 +738,6 @@ fn changed_files(push: &Value) -> Option<Vec<String>> {
         }
     }
     Some(files)
-}
-
-/// The set a draft would be decided in: the workspace's other enabled policies, and the
-/// draft itself if it is enabled.
-impl App {
-    pub(crate) async fn set_with(
-        &self,
-        tenant: &Tenant,
-        draft: CompiledPolicy,
-    ) -> Result<Arc<PolicySet>> {
-        let mut policies = self
-            .store
-            .active_policies(tenant)
-            .await?
-            .iter()
-            .filter(|v| v.enabled && v.name != draft.name())
-            .map(|v| crate::app::compile_stored(v).map(Arc::new))
-            .collect::<Result<Vec<_>>>()?;
-        if draft.document.enabled {
-            policies.push(Arc::new(draft));
-        }
-        Ok(Arc::new(PolicySet::new(policies)))
-    }
 }
 
 #[cfg(test)]

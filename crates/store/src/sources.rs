@@ -273,12 +273,8 @@ impl Store {
 
     /// The workspace's push-webhook secret, sealed, if it has one.
     pub async fn github_webhook_secret(&self, tenant: &Tenant) -> Result<Option<String>> {
-        Ok(sqlx::query_scalar(
-            "SELECT webhook_secret FROM github_integrations WHERE workspace_id = $1",
-        )
-        .bind(tenant.workspace_id())
-        .fetch_optional(&self.pool)
-        .await?)
+        let found = self.github_integration_of(tenant.workspace_id()).await?;
+        Ok(found.map(|(_, sealed)| sealed))
     }
 
     /// Gives the workspace `sealed` as its push-webhook secret unless it has one already, and
