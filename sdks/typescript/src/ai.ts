@@ -19,7 +19,7 @@
  * Written against the SDK's shapes structurally: the package does not depend on `ai`.
  */
 
-import { type AgentNexus, type Evaluation, isFinal, mayExecute } from "./index.js";
+import { type AgentNexus, type Evaluation, isFinal, mayExecute } from "./client.js";
 
 export interface AiToolCall {
   toolCallId: string;

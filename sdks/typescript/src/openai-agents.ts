@@ -17,7 +17,7 @@
  * key. Written against the SDK's shapes structurally: the package does not depend on it.
  */
 
-import { type AgentNexus, type Evaluation, isFinal, mayExecute } from "./index.js";
+import { type AgentNexus, type Evaluation, isFinal, mayExecute } from "./client.js";
 
 export interface AgentsGovernorOptions {
   client: AgentNexus;
