@@ -33,6 +33,9 @@ pub struct App {
     pub(crate) http: reqwest::Client,
     /// For GitHub's API; see [`crate::github::http_client`].
     pub(crate) github: reqwest::Client,
+    /// For identity providers; see [`crate::oidc::Http`].
+    pub(crate) sso_http: crate::oidc::Http,
+    pub(crate) discovery: crate::oidc::Discovery,
     pub(crate) keys: KeyCache,
     pub(crate) policies: PolicyCache,
     pub(crate) limits: Limits,
@@ -74,6 +77,8 @@ impl App {
             stopping: tokio::sync::watch::Sender::new(false),
             http: crate::outbound::http_client(config.webhook_allow_private),
             github: crate::github::http_client(),
+            sso_http: crate::oidc::Http::new(config.sso_allow_private),
+            discovery: crate::oidc::Discovery::default(),
             limits: Limits::new(&config),
             store,
             config,

@@ -107,6 +107,8 @@ pub struct Signed {
     pub(crate) workspace: String,
     pub(crate) roles: Vec<String>,
     pub(crate) csrf: String,
+    /// Signed in through the workspace's identity provider (bound to the workspace).
+    pub(crate) sso: bool,
 }
 
 impl Signed {
@@ -121,6 +123,11 @@ impl Signed {
     /// The name of the workspace the session looks at.
     pub fn workspace(&self) -> &str {
         &self.workspace
+    }
+
+    /// Whether the workspace's identity provider signed this session in.
+    pub fn via_sso(&self) -> bool {
+        self.sso
     }
 
     pub fn roles(&self) -> &[String] {

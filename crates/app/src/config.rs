@@ -129,6 +129,13 @@ pub struct Config {
         action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
     pub webhook_allow_private: bool,
 
+    /// Let SSO identity providers (OIDC discovery, keys and tokens; SAML metadata URLs) be
+    /// reached over plain http and at private, loopback and link-local addresses (1/true to
+    /// allow): an on-premises provider needs it.
+    #[arg(long, env = "AGENTNEXUS_SSO_ALLOW_PRIVATE", default_value_t = false,
+        action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub sso_allow_private: bool,
+
     /// Deliveries one server performs at once.
     #[arg(long, env = "AGENTNEXUS_DELIVERY_CONCURRENCY", default_value_t = 16)]
     pub delivery_concurrency: usize,
@@ -275,6 +282,7 @@ impl Config {
             checkpoint_secs: 60,
             checkpoint_dir: None,
             webhook_allow_private: true,
+            sso_allow_private: true,
             delivery_concurrency: 16,
             delivery_per_workspace: 8,
             delivery_lease_secs: 60,

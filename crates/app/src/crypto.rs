@@ -45,6 +45,10 @@ pub enum Purpose<'a> {
     },
     /// A workspace's GitHub push-webhook secret.
     GitHubWebhookSecret { workspace_id: &'a str },
+    /// A workspace's SSO connection (an OIDC client secret inside).
+    SsoConnection { workspace_id: &'a str },
+    /// What a sign-in sent to an identity provider keeps until it is back.
+    SsoRequest { workspace_id: &'a str },
 }
 
 impl Purpose<'_> {
@@ -73,6 +77,12 @@ impl Purpose<'_> {
             } => format!("agentnexus/v2/github-token/{workspace_id}/{policy}"),
             Purpose::GitHubWebhookSecret { workspace_id } => {
                 format!("agentnexus/v2/github-webhook-secret/{workspace_id}")
+            }
+            Purpose::SsoConnection { workspace_id } => {
+                format!("agentnexus/v2/sso-connection/{workspace_id}")
+            }
+            Purpose::SsoRequest { workspace_id } => {
+                format!("agentnexus/v2/sso-request/{workspace_id}")
             }
         }
     }

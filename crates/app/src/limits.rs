@@ -29,6 +29,7 @@ pub struct Limits {
     links: DefaultKeyedRateLimiter<String>,
     sign_ins_by_account: DefaultKeyedRateLimiter<String>,
     sign_ins_by_address: DefaultKeyedRateLimiter<std::net::IpAddr>,
+    sso_starts_by_address: DefaultKeyedRateLimiter<std::net::IpAddr>,
     waits_per_key: usize,
     waits: Mutex<HashMap<String, usize>>,
     alone: Mutex<HashSet<String>>,
@@ -75,6 +76,9 @@ impl Limits {
             sign_ins_by_address: RateLimiter::keyed(Quota::per_minute(
                 NonZeroU32::new(SIGN_INS_PER_ADDRESS_PER_MINUTE).expect("not zero"),
             )),
+            sso_starts_by_address: RateLimiter::keyed(Quota::per_minute(
+                NonZeroU32::new(SIGN_INS_PER_ADDRESS_PER_MINUTE).expect("not zero"),
+            )),
             waits_per_key: config.waits_per_key.max(1),
             waits: Mutex::default(),
             alone: Mutex::default(),
@@ -105,6 +109,21 @@ impl Limits {
     /// Counts a sign-in attempt against its account's limit and its address's. The account is
     /// keyed as typed (trimmed, lower-cased), by a hash, so a password typed into the e-mail
     /// field is never kept.
+    /// An SSO sign-in: counted per address only (the provider, not a password, is what
+    /// vouches; a workspace's IdP-initiated sign-ins all name the same relay state).
+    pub fn check_sso_sign_in(&self, address: std::net::IpAddr) -> Result<()> {
+        self.sign_ins_by_address
+            .check_key(&address)
+            .map_err(limited)
+    }
+
+    /// Leaving for an identity provider (each start keeps a pending sign-in for a while).
+    pub fn check_sso_start(&self, address: std::net::IpAddr) -> Result<()> {
+        self.sso_starts_by_address
+            .check_key(&address)
+            .map_err(limited)
+    }
+
     pub fn check_sign_in(&self, email: &str, address: std::net::IpAddr) -> Result<()> {
         self.sign_ins_by_address
             .check_key(&address)
@@ -202,6 +221,7 @@ impl Limits {
         self.links.shrink_to_fit();
         self.sign_ins_by_account.retain_recent();
         self.sign_ins_by_address.retain_recent();
+        self.sso_starts_by_address.retain_recent();
     }
 }
 

@@ -109,6 +109,31 @@ pub fn http_client(allow_private: bool) -> reqwest::Client {
     builder.build().expect("the HTTP client builds")
 }
 
+/// The HTTP client for identity providers (SSO): as [`http_client`], 10 s in all.
+pub fn sso_client(allow_private: bool) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .user_agent(concat!("AgentNexus-SSO/", env!("CARGO_PKG_VERSION")));
+    if !allow_private {
+        builder = builder.dns_resolver(Arc::new(PublicOnly));
+    }
+    builder.build().expect("the HTTP client builds")
+}
+
+/// Whether a URL's host is a literal address in a private range (names are checked after
+/// resolution, by the clients' resolver).
+pub(crate) fn literal_private(url: &reqwest::Url) -> Option<IpAddr> {
+    let ip = match url.host()? {
+        url::Host::Ipv4(a) => IpAddr::V4(a),
+        url::Host::Ipv6(a) => IpAddr::V6(a),
+        url::Host::Domain(_) => return None,
+    };
+    (!is_public(ip)).then_some(ip)
+}
+
 /// What a receiver answered.
 pub(crate) struct Answer {
     pub status: reqwest::StatusCode,

@@ -127,14 +127,41 @@ impl App {
             }
             return Err(Error::Refused(WRONG.into()));
         }
-        self.start_session(&email, &memberships[0].tenant, now)
-            .await
+        // A workspace whose SSO is required takes passwords from its owners only (the
+        // break-glass path, audited); its other members sign in through its provider.
+        for m in &memberships {
+            if !self.sso_required(&m.tenant).await? {
+                return self
+                    .start_session(&email, &m.tenant, "password", false, now)
+                    .await;
+            }
+        }
+        for m in &memberships {
+            if m.roles.iter().any(|r| r == "owner") {
+                self.store
+                    .record_break_glass(&m.tenant, &email, now)
+                    .await?;
+                return self
+                    .start_session(&email, &m.tenant, "password", false, now)
+                    .await;
+            }
+        }
+        tracing::info!(%email, "a password sign-in to workspaces that require SSO was refused");
+        self.store
+            .record_sign_in_failure(&email, "single sign-on required", now)
+            .await?;
+        Err(Error::Refused(format!(
+            "{} signs in through its identity provider: use “Sign in with SSO”",
+            memberships[0].workspace.name
+        )))
     }
 
-    async fn start_session(
+    pub(crate) async fn start_session(
         &self,
         email: &str,
         tenant: &Tenant,
+        via: &str,
+        sso: bool,
         now: DateTime<Utc>,
     ) -> Result<(String, Signed)> {
         let token = new_token("ses_");
@@ -143,6 +170,8 @@ impl App {
                 &token_hash(&token),
                 email,
                 tenant,
+                via,
+                sso,
                 now + SESSION_LIFETIME,
                 now,
             )
@@ -164,17 +193,29 @@ impl App {
         if session.revoked || session.expires_at <= now || session.seen_at + SESSION_IDLE <= now {
             return Err(Error::Unauthorized);
         }
+        // A session the workspace's provider signed in acts there only.
+        if session.sso.as_ref().is_some_and(|t| *t != session.tenant) {
+            return Err(Error::Unauthorized);
+        }
         let memberships = self.store.memberships(&session.email).await?;
         let here = memberships
             .into_iter()
             .find(|m| m.tenant == session.tenant)
             .ok_or(Error::Unauthorized)?;
+        // A password session stops working where SSO became required (owners excepted).
+        if session.sso.is_none()
+            && !here.roles.iter().any(|r| r == "owner")
+            && self.sso_required(&here.tenant).await?
+        {
+            return Err(Error::Unauthorized);
+        }
         // Kept to the minute: a page view is not a write.
         if now - session.seen_at > Duration::minutes(1) {
             self.store.touch_session(&hash, now).await?;
         }
         Ok(Signed {
             csrf: csrf_for(token),
+            sso: session.sso.is_some(),
             token_hash: hash,
             email: session.email,
             tenant: here.tenant,
@@ -196,8 +237,13 @@ impl App {
     }
 
     /// The workspaces the signed-in person belongs to.
+    /// A session signed in through a provider sees only its own workspace.
     pub async fn workspaces_of(&self, signed: &Signed) -> Result<Vec<Membership>> {
-        Ok(self.store.memberships(&signed.email).await?)
+        let mut all = self.store.memberships(&signed.email).await?;
+        if signed.sso {
+            all.retain(|m| m.tenant == signed.tenant);
+        }
+        Ok(all)
     }
 
     /// Points the session at another of the person's workspaces, by name.
@@ -209,6 +255,22 @@ impl App {
             .into_iter()
             .find(|m| m.workspace.name == workspace)
             .ok_or(Error::NotFound)?;
+        if signed.sso && target.tenant != signed.tenant {
+            return Err(Error::Refused(format!(
+                "this session was signed in through {}'s identity provider: sign in to \
+                 {workspace} on its own",
+                signed.workspace
+            )));
+        }
+        if !signed.sso
+            && !target.roles.iter().any(|r| r == "owner")
+            && self.sso_required(&target.tenant).await?
+        {
+            return Err(Error::Refused(format!(
+                "{workspace} signs in through its identity provider: sign out and use “Sign in \
+                 with SSO”"
+            )));
+        }
         Ok(self
             .store
             .switch_session(&signed.token_hash, &target.tenant)
@@ -340,7 +402,13 @@ impl App {
             .store
             .accept_invitation(&token_hash(token), hash.as_deref(), now)
             .await?;
-        self.start_session(&invitation.email, &invitation.tenant, now)
-            .await
+        self.start_session(
+            &invitation.email,
+            &invitation.tenant,
+            "invitation",
+            false,
+            now,
+        )
+        .await
     }
 }

@@ -6,7 +6,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::api::{
     agents, analytics, approvals, audit, compliance, cron, evaluations, keys, members, policies,
-    settings, sources, webhooks,
+    settings, sources, sso, webhooks,
 };
 use crate::{error, ops};
 
@@ -76,6 +76,9 @@ use crate::{error, ops};
         settings::delete_slack,
         settings::put_teams,
         settings::delete_teams,
+        sso::get,
+        sso::put,
+        sso::delete,
         ops::healthz,
         ops::readyz,
         ops::metrics,

@@ -26,6 +26,7 @@ mod rows;
 mod sealed;
 mod sessions;
 mod sources;
+mod sso;
 pub use policies::PolicyChange;
 pub use workspaces::{NewOwner, key_hash};
 mod workspaces;
@@ -54,6 +55,7 @@ pub use model::*;
 pub use sealed::{LegacySealed, SealedAt};
 pub use sessions::{ChainCheck, Invitation, Membership, NewInvitation, Session, WaitingApproval};
 pub use sources::{GitHubFile, PolicyBinding, SyncRecord, SyncResult};
+pub use sso::{NewSsoConnection, SsoConnection};
 pub use writer::WriterConfig;
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -80,6 +80,7 @@ const SHARED: &[Embedded] = &[
         "policy sources",
         include_str!("../migrations/0019_policy_sources.sql"),
     ),
+    (20, "sso", include_str!("../migrations/0020_sso.sql")),
 ];
 
 const SQLITE: &[Embedded] = &[

@@ -29,6 +29,8 @@ pub struct Session {
     pub seen_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     pub revoked: bool,
+    /// The workspace whose identity provider signed this session in: it acts there only.
+    pub sso: Option<Tenant>,
 }
 
 /// An invitation, as stored.
@@ -150,31 +152,37 @@ impl Store {
         .await
     }
 
-    /// Starts a session for a member of `tenant`, audited there.
+    /// Starts a session for a member of `tenant`, audited there with how they signed in
+    /// (`via`: `password`, `invitation`, `oidc`, `saml`). A session signed in through the
+    /// workspace's identity provider (`sso`) is bound to that workspace.
+    #[allow(clippy::too_many_arguments)]
     pub async fn create_session(
         &self,
         token_hash: &str,
         email: &str,
         tenant: &Tenant,
+        via: &str,
+        sso: bool,
         expires_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<()> {
         self.audited(tenant, async |tx, chain| {
             sqlx::query(
                 "INSERT INTO sessions (token_hash, email, workspace_id, created_at, seen_at, \
-                 expires_at) VALUES ($1, $2, $3, $4, $4, $5)",
+                 expires_at, sso_workspace_id) VALUES ($1, $2, $3, $4, $4, $5, $6)",
             )
             .bind(token_hash)
             .bind(email)
             .bind(tenant.workspace_id())
             .bind(micros(now))
             .bind(micros(expires_at))
+            .bind(sso.then(|| tenant.workspace_id()))
             .execute(&mut *tx)
             .await?;
             chain.append(&event(
                 EventKind::SessionSignedIn,
                 &Actor::Member(email.to_owned()),
-                json!({"email": email}),
+                json!({"email": email, "via": via}),
                 now,
             ));
             Ok(())
@@ -206,8 +214,8 @@ impl Store {
 
     pub async fn session(&self, token_hash: &str) -> Result<Option<Session>> {
         let row = sqlx::query(
-            "SELECT email, workspace_id, created_at, seen_at, expires_at, revoked_at \
-             FROM sessions WHERE token_hash = $1",
+            "SELECT email, workspace_id, created_at, seen_at, expires_at, revoked_at, \
+             sso_workspace_id FROM sessions WHERE token_hash = $1",
         )
         .bind(token_hash)
         .fetch_optional(&self.pool)
@@ -220,6 +228,9 @@ impl Store {
                 seen_at: from_micros(r.try_get("seen_at")?),
                 expires_at: from_micros(r.try_get("expires_at")?),
                 revoked: r.try_get::<Option<i64>, _>("revoked_at")?.is_some(),
+                sso: r
+                    .try_get::<Option<String>, _>("sso_workspace_id")?
+                    .map(Tenant::new),
             })
         })
         .transpose()

@@ -4,12 +4,14 @@
 //! that check what they receive against the services' published formats (`chat`), one for
 //! GitHub's REST API that policy-as-code reads (`github`), and one for the model an agent
 //! framework calls (`openai`). Each is a real server on loopback, driven
-//! over the network as the real service would be. This crate depends on none of AgentNexus's
-//! own.
+//! over the network as the real service would be. For single sign-on, real identity providers
+//! run as Node.js child processes (`idp`: OpenID Connect and SAML 2.0). This crate depends on
+//! none of AgentNexus's own.
 
 pub mod chat;
 pub mod db;
 pub mod github;
+pub mod idp;
 pub mod openai;
 pub mod smtp;
 pub mod tools;

@@ -8,40 +8,48 @@
 
 import { randomUUID } from "node:crypto";
 
+import type { components } from "./openapi.js";
 
-/** A proposal, as `POST /api/v1/evaluate` takes it (SPEC §4). */
-export interface Proposal {
-  agent_id: string;
-  action: string;
-  resource?: string;
-  amount_cents?: number;
-  cost_cents?: number;
-  params?: Record<string, unknown>;
-  context?: Record<string, unknown>;
-  trace?: Record<string, unknown>;
-  idempotency_key?: string;
-  webhook_url?: string;
+/** The wire shapes: the types generated from the server's OpenAPI document (src/openapi.ts). */
+type Schemas = components["schemas"];
+
+/**
+ * A proposal, as `POST /api/v1/evaluate` takes it (SPEC §4): the document's `EvaluateRequest`,
+ * with `context` open to any field (the document names only `on_behalf_of`).
+ */
+export interface Proposal extends Omit<Schemas["EvaluateRequest"], "context"> {
+  /** What surrounds the action (environment, ticket, …); `on_behalf_of`, when present, is the
+   * e-mail of the person the agent acts for: that person cannot approve it. */
+  context?: (Schemas["ContextSchema"] & Record<string, unknown>) | null;
 }
 
-export interface MatchedRule {
-  policy: string;
-  rule: string;
-  effect: "allow" | "deny" | "require_approval";
-}
+export type Decision = "allow" | "deny" | "require_approval";
 
 export type Status = "allowed" | "denied" | "pending" | "approved" | "rejected" | "expired";
 
-/** An evaluation as the server answers it; other fields (stages, decisions, receipt) as sent. */
-export interface Evaluation {
-  evaluation_id: string;
-  decision: "allow" | "deny" | "require_approval";
+/** A rule that matched (the document types `matched_rules` as objects only). */
+export type MatchedRule = {
+  policy: string;
+  rule: string;
+  effect: Decision;
+};
+
+/**
+ * An evaluation as the server answers it: the document's `EvaluationResponse` (what
+ * `evaluate` answers), with `decision`, `status`, `matched_rules` and `policy_versions` narrowed
+ * to what the server sends (the document has plain strings and objects there), and the fields
+ * of `EvaluationDetail` (proposal, stages, decisions, receipt), present on what
+ * `getEvaluation`, `waitForDecision` and `reportReceipt` answer. test/openapi-types.ts checks
+ * at compile time that it stays within the document's types.
+ */
+export interface Evaluation
+  extends Omit<Schemas["EvaluationResponse"], "decision" | "status" | "matched_rules" | "policy_versions">,
+    Partial<Omit<Schemas["EvaluationDetail"], keyof Schemas["EvaluationResponse"]>> {
+  decision: Decision;
   status: Status;
-  reason?: string | null;
   matched_rules: MatchedRule[];
-  proposal_hash: string;
-  policy_versions?: Record<string, number>;
-  created_at?: string;
-  receipt?: { outcome: string; conforms: boolean; problems: string[] } | null;
+  /** Policy name to the version that decided. */
+  policy_versions: Record<string, number>;
   [field: string]: unknown;
 }
 
@@ -182,7 +190,10 @@ export class AgentNexus {
 
   /** Proposes an action and answers its decision. */
   evaluate(proposal: Proposal): Promise<Evaluation> {
-    const body = { ...proposal, idempotency_key: proposal.idempotency_key ?? `ts-${randomUUID()}` };
+    const body: Schemas["EvaluateRequest"] = {
+      ...proposal,
+      idempotency_key: proposal.idempotency_key ?? `ts-${randomUUID()}`,
+    };
     return this.#request<Evaluation>("POST", "/api/v1/evaluate", body);
   }
 
@@ -214,7 +225,8 @@ export class AgentNexus {
     outcome: "executed" | "failed" | "skipped",
     proposalHash?: string,
   ): Promise<Evaluation> {
-    const body = proposalHash === undefined ? { outcome } : { outcome, proposal_hash: proposalHash };
+    const body: Schemas["ReceiptRequest"] =
+      proposalHash === undefined ? { outcome } : { outcome, proposal_hash: proposalHash };
     return this.#request<Evaluation>("POST", `/api/v1/evaluations/${encodeURIComponent(evaluationId)}/receipt`, body);
   }
 }

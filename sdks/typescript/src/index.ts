@@ -5,6 +5,8 @@
  */
 
 export * from "./client.js";
+/** The types of the server's whole REST contract, generated from its OpenAPI document. */
+export type { components, operations, paths } from "./openapi.js";
 export { verifyWebhook, InvalidSignature } from "./webhooks.js";
 export { AgentsGovernor, type AgentsGovernorOptions } from "./openai-agents.js";
 export { AiGuard, type AiGuardOptions, type AiApprovalStatus, type AiToolApprovalResponse, type AiToolCall } from "./ai.js";

@@ -12,6 +12,7 @@ pub mod members;
 pub mod policies;
 pub mod settings;
 pub mod sources;
+pub mod sso;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -110,5 +111,9 @@ pub fn router() -> Router<Arc<App>> {
         .route(
             "/api/v1/settings/channels/teams",
             axum::routing::put(settings::put_teams).delete(settings::delete_teams),
+        )
+        .route(
+            "/api/v1/settings/sso",
+            get(sso::get).put(sso::put).delete(sso::delete),
         )
 }

@@ -70,11 +70,11 @@ fn client_address(
 
 #[derive(Template)]
 #[template(path = "sign_in.html")]
-struct SignInPage {
-    title: &'static str,
-    nav: Option<Nav>,
-    email: String,
-    error: Option<String>,
+pub(super) struct SignInPage {
+    pub title: &'static str,
+    pub nav: Option<Nav>,
+    pub email: String,
+    pub error: Option<String>,
 }
 
 pub async fn sign_in_page(State(app): State<Arc<App>>, headers: axum::http::HeaderMap) -> Response {
@@ -118,7 +118,7 @@ fn signed_in(app: &App, token: &str, to: &str) -> Response {
 /// submission and pass. The sign-in form has no session to bind a CSRF token to, so this is
 /// what keeps another site from signing a visitor in as someone else (login CSRF), as Go's
 /// `http.CrossOriginProtection` does.
-fn cross_site(headers: &axum::http::HeaderMap, public_url: &str) -> bool {
+pub(super) fn cross_site(headers: &axum::http::HeaderMap, public_url: &str) -> bool {
     let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
     if let Some(site) = text("sec-fetch-site") {
         return !matches!(site, "same-origin" | "none");

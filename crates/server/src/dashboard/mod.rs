@@ -10,6 +10,7 @@ mod account;
 mod govern;
 mod reports;
 mod review;
+mod sso;
 
 use std::sync::Arc;
 
@@ -33,6 +34,10 @@ pub fn router() -> Router<Arc<App>> {
             get(account::sign_in_page).post(account::sign_in),
         )
         .route("/sign-out", post(account::sign_out))
+        .route("/sso/start", get(sso::start_link).post(sso::start_form))
+        .route("/sso/oidc/callback", get(sso::oidc_callback))
+        .route("/sso/saml/acs", post(sso::saml_acs))
+        .route("/sso/saml/metadata", get(sso::saml_metadata))
         .route("/account", get(account::page))
         .route("/account/password", post(account::change_password))
         .route("/account/workspace", post(account::switch_workspace))

@@ -467,6 +467,10 @@ pub enum EventKind {
     PolicySourceUnbound,
     PolicySyncFailed,
     GitHubWebhookSecretCreated,
+    SettingsSsoUpdated,
+    SettingsSsoRemoved,
+    SsoSignInFailed,
+    SessionBreakGlass,
 }
 
 impl EventKind {
@@ -521,6 +525,10 @@ impl EventKind {
             EventKind::PolicySourceBound => "policy.source_bound",
             EventKind::PolicySourceUnbound => "policy.source_unbound",
             EventKind::PolicySyncFailed => "policy.sync_failed",
+            EventKind::SettingsSsoUpdated => "settings.sso_updated",
+            EventKind::SettingsSsoRemoved => "settings.sso_removed",
+            EventKind::SsoSignInFailed => "sso.sign_in_failed",
+            EventKind::SessionBreakGlass => "session.break_glass",
             EventKind::GitHubWebhookSecretCreated => "integration.github_secret_created",
         }
     }
