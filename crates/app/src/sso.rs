@@ -942,7 +942,7 @@ impl App {
             && !connection.domains.iter().any(|d| d == domain_of(&email))
         {
             return Err(refused(format!(
-                "{email} is outside the e-mail domains this workspace signs in through its \
+                "the address {email} is outside the e-mail domains this workspace signs in through its \
                  identity provider"
             )));
         }
@@ -1002,7 +1002,7 @@ impl App {
             }
             None => {
                 return Err(refused(format!(
-                    "{email} is not a member of this workspace (ask an admin to add you)"
+                    "the address {email} is not a member of this workspace (ask an admin to add you)"
                 )));
             }
         }

@@ -551,3 +551,129 @@ both_backends!(a_person_governs_from_the_browser, |backend| async move {
     dark.close().await.unwrap();
     app.stop().await;
 });
+
+/// Sets a form field by name on whatever page the browser is at (an identity provider's).
+async fn set_field(c: &Client, name: &str, value: &str) {
+    c.execute(
+        "const f = document.querySelector(`[name=\"${arguments[0]}\"]`); \
+         if (f) { f.value = arguments[1]; } return !!f;",
+        vec![json!(name), json!(value)],
+    )
+    .await
+    .unwrap();
+}
+
+/// Submits a form as its button would (an identity provider's page, whose buttons vary).
+async fn submit_form(c: &Client, css: &str) {
+    c.execute(
+        "const f = document.querySelector(arguments[0]); f.requestSubmit ? f.requestSubmit() : f.submit();",
+        vec![json!(css)],
+    )
+    .await
+    .unwrap();
+}
+
+both_backends!(single_sign_on_in_the_browser, |backend| async move {
+    use agentnexus_testkit::idp::{OidcIdp, SamlIdp};
+    let app = TestApp::spawn(backend).await;
+    let base = app.url.clone();
+    let oidc = OidcIdp::start(
+        &format!("{base}/sso/oidc/callback"),
+        json!({"alice": {"email": "alice@corp.example", "email_verified": true,
+                         "groups": ["admins"]}}),
+    )
+    .await;
+    let driver = Driver::start().await;
+    let shots = Shots::new(backend);
+
+    // The owner connects the workspace on the settings page.
+    let owner = driver.browser(false).await;
+    sign_in(&owner, &base, "owner@example.com", "pw").await;
+    expect_path(&owner, "/").await;
+    owner.goto(&format!("{base}/settings#sso")).await.unwrap();
+    assert!(page_has(&owner, "none: everyone signs in with a password").await);
+    fill(&owner, "#sso-issuer", &oidc.issuer).await;
+    fill(&owner, "#sso-client-id", &oidc.client_id).await;
+    fill(&owner, "#sso-client-secret", &oidc.client_secret).await;
+    fill(&owner, "#sso-role-claim", "groups").await;
+    fill(&owner, "#sso-role-map", "admins = admin").await;
+    fill(&owner, "#sso-domains", "corp.example").await;
+    click(&owner, "#sso-form input[name=jit]").await;
+    click(&owner, "#sso-form button").await;
+    wait_for_text(
+        &owner,
+        &format!("OpenID Connect with <code>{}</code>", oidc.issuer),
+    )
+    .await;
+    expect_path(&owner, "/settings").await;
+    assert!(page_has(&owner, "(set; leave empty to keep it)").await);
+    assert!(!page_has(&owner, &oidc.client_secret).await);
+    owner
+        .execute("document.getElementById('sso').scrollIntoView()", vec![])
+        .await
+        .unwrap();
+    shots.take(&owner, "settings-sso").await;
+
+    // Alice signs in from the sign-in page: her domain sends her to the provider, its login
+    // form, and back, a member with her group's role.
+    let alice = driver.browser(false).await;
+    alice.goto(&format!("{base}/sign-in")).await.unwrap();
+    fill(&alice, "#email", "alice@corp.example").await;
+    click(&alice, "button[formaction='/sso/start']").await;
+    wait_path(&alice, |p| p.starts_with("/interaction/")).await;
+    set_field(&alice, "login", "alice").await;
+    set_field(&alice, "password", "any password").await;
+    click(&alice, "button[type=submit]").await;
+    wait_for_text(&alice, "alice@corp.example").await;
+    let url = alice.current_url().await.unwrap();
+    assert_eq!(url.as_str(), format!("{base}/"));
+    alice.goto(&format!("{base}/members")).await.unwrap();
+    assert!(page_has(&alice, "alice@corp.example").await);
+
+    // The same workspace on SAML: the provider's form, its auto-posting page, the ACS.
+    let (acs, entity) = (
+        format!("{base}/sso/saml/acs"),
+        format!("{base}/sso/saml/metadata"),
+    );
+    let saml = SamlIdp::start(&acs, &entity).await;
+    let put = app
+        .put(
+            "/api/v1/settings/sso",
+            &app.admin_key,
+            &json!({"saml": {"idp_metadata_url": saml.metadata_url}, "domains": ["corp.example"],
+                    "jit": true}),
+        )
+        .await;
+    assert_eq!(put.status, 200, "{}", put.body);
+    let dana = driver.browser(true).await;
+    dana.goto(&format!("{base}/sign-in")).await.unwrap();
+    fill(&dana, "#email", "dana@corp.example").await;
+    click(&dana, "button[formaction='/sso/start']").await;
+    wait_path(&dana, |p| p.starts_with("/saml/sso")).await;
+    set_field(&dana, "userName", "dana@corp.example").await;
+    set_field(&dana, "email", "dana@corp.example").await;
+    submit_form(&dana, "form[action$='/signin']").await;
+    wait_for_text(&dana, "dana@corp.example").await;
+    assert_eq!(
+        dana.current_url().await.unwrap().as_str(),
+        format!("{base}/")
+    );
+
+    // A refusal is a page that says why: the same sign-in by an address outside the domains.
+    let eve = driver.browser(false).await;
+    eve.goto(&format!("{base}/sso/start?workspace=default"))
+        .await
+        .unwrap();
+    wait_path(&eve, |p| p.starts_with("/saml/sso")).await;
+    set_field(&eve, "userName", "eve@elsewhere.example").await;
+    set_field(&eve, "email", "eve@elsewhere.example").await;
+    submit_form(&eve, "form[action$='/signin']").await;
+    wait_for_text(&eve, "Single sign-on refused").await;
+    assert!(page_has(&eve, "outside the e-mail domains").await);
+    shots.take(&eve, "sso-refused").await;
+
+    for c in [owner, alice, dana, eve] {
+        c.close().await.unwrap();
+    }
+    app.stop().await;
+});

@@ -749,3 +749,66 @@ both_backends!(saml_refusals_and_replay, |backend| async move {
     replica.stop().await;
     app.stop().await;
 });
+
+/// The first `json` block after `heading` in docs/sso.md.
+fn documented_json(heading: &str) -> Value {
+    let page =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/sso.md")).unwrap();
+    let at = page
+        .find(heading)
+        .unwrap_or_else(|| panic!("{heading} in docs/sso.md"));
+    let rest = &page[at..];
+    let start = rest.find("```json\n").unwrap() + 8;
+    let end = start + rest[start..].find("```").unwrap();
+    serde_json::from_str(&rest[start..end]).unwrap()
+}
+
+// docs/sso.md's two examples, as written but for the provider's own values, are accepted and
+// read back as the page says.
+both_backends!(
+    the_documented_connections_are_accepted,
+    |backend| async move {
+        let app = TestApp::spawn(backend).await;
+        let idp = OidcIdp::start(&format!("{}/sso/oidc/callback", app.url), oidc_accounts()).await;
+        let mut body = documented_json("## OpenID Connect");
+        body["oidc"]["issuer"] = json!(idp.issuer);
+        body["oidc"]["client_id"] = json!(idp.client_id);
+        body["oidc"]["client_secret"] = json!(idp.client_secret);
+        let put = app.put("/api/v1/settings/sso", &app.admin_key, &body).await;
+        assert_eq!(put.status, 200, "{}", put.body);
+        assert_eq!(
+            put.body["oidc"]["role_map"]["Finance"],
+            json!(["approver", "finance"])
+        );
+        assert_eq!(put.body["oidc"]["scopes"], body["oidc"]["scopes"]);
+        assert_eq!(put.body["domains"], json!(["example.com"]));
+        assert_eq!(put.body["jit"], true);
+        // Put again without the secret: the stored one is kept.
+        body["oidc"]
+            .as_object_mut()
+            .unwrap()
+            .remove("client_secret");
+        let again = app.put("/api/v1/settings/sso", &app.admin_key, &body).await;
+        assert_eq!(again.status, 200, "{}", again.body);
+        assert_eq!(again.body["oidc"]["client_secret_set"], true);
+
+        let (acs, entity) = sp_urls(&app);
+        let saml = SamlIdp::start(&acs, &entity).await;
+        let mut body = documented_json("## SAML 2.0");
+        body["saml"]["idp_metadata_url"] = json!(saml.metadata_url);
+        let put = app.put("/api/v1/settings/sso", &app.admin_key, &body).await;
+        assert_eq!(put.status, 200, "{}", put.body);
+        assert_eq!(put.body["saml"]["idp_sso_url"], saml.sso_url);
+        assert_eq!(put.body["required"], true);
+        assert!(put.body["oidc"].is_null());
+        // The values to register are the ones the page's table names.
+        assert_eq!(put.body["service_provider"]["acs_url"], acs);
+        assert_eq!(put.body["service_provider"]["entity_id"], entity);
+        assert_eq!(put.body["service_provider"]["metadata_url"], entity);
+        // The same domain cannot be routed by a second workspace.
+        let other = app.other_workspace("acme").await;
+        let clash = app.put("/api/v1/settings/sso", &other, &body).await;
+        clash.problem(409);
+        app.stop().await;
+    }
+);

@@ -754,6 +754,7 @@ struct SettingsPage {
     github_webhook_url: String,
     /// The GitHub webhook secret, when a manager asked to see it.
     github_secret: Option<String>,
+    sso: super::sso::SsoSection,
 }
 
 async fn settings_page(
@@ -774,11 +775,12 @@ async fn settings_page_with(
 ) -> Response {
     let nav = Nav::of(signed, "/settings");
     let reader = signed.reader();
-    let (channels, deadlines, workspace, bindings) = match tokio::try_join!(
+    let (channels, deadlines, workspace, bindings, sso) = match tokio::try_join!(
         app.channels(&reader),
         app.deadline_status(&reader),
         app.workspace_settings(&reader),
         app.policy_bindings(&reader),
+        app.sso_settings(&reader),
     ) {
         Ok(all) => all,
         Err(e) => return error_page(Some(nav), e),
@@ -826,6 +828,7 @@ async fn settings_page_with(
                 .collect(),
             github_webhook_url: app.github_webhook_url(&reader),
             github_secret,
+            sso: super::sso::SsoSection::new(app, sso),
         },
     )
 }

@@ -85,6 +85,8 @@ pub fn router() -> Router<Arc<App>> {
         .route("/settings/webhook-secret", post(govern::webhook_secret))
         .route("/settings/test", post(govern::test_message))
         .route("/settings/workspace", post(govern::workspace))
+        .route("/settings/sso", post(sso::save_settings))
+        .route("/settings/sso/remove", post(sso::remove_settings))
         .layer(axum::middleware::map_response(security_headers))
         .route(
             "/assets/app.css",

@@ -6,7 +6,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use agentnexus_app::sessions::SESSION_LIFETIME;
-use agentnexus_app::sso::{REQUEST_LIFETIME, SsoRefused};
+use agentnexus_app::sso::{
+    OidcInput, REQUEST_LIFETIME, RoleMap, SamlInput, SsoInput, SsoRefused, SsoView,
+};
 use agentnexus_app::{App, Error};
 use askama::Template;
 use axum::extract::{Query, State};
@@ -15,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::account::{ClientAddr, SignInPage, cross_site};
-use super::{Message, Nav, error_page, render, see, session_cookie_header};
+use super::{Empty, Managed, Message, Nav, error_page, render, see, session_cookie_header};
 
 /// The cookie that ties an OIDC sign-in to the browser that started it.
 const STATE_COOKIE: &str = "anx_sso_state";
@@ -240,4 +242,221 @@ pub async fn saml_metadata(State(app): State<Arc<App>>) -> Response {
         app.saml_metadata(),
     )
         .into_response()
+}
+
+/// The settings page's single sign-on section: the connection as it is (never the client
+/// secret), the values to register at the provider, and the form's fields filled in.
+pub struct SsoSection {
+    pub connected: bool,
+    pub protocol: &'static str,
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret_set: bool,
+    pub scopes: String,
+    pub role_claim: String,
+    pub metadata_url: String,
+    pub idp_entity_id: String,
+    pub role_attribute: String,
+    pub allow_idp_initiated: bool,
+    /// One `value = role, role` per line.
+    pub role_map: String,
+    pub domains: String,
+    pub required: bool,
+    pub jit: bool,
+    pub updated: String,
+    pub redirect_uri: String,
+    pub entity_id: String,
+    pub acs_url: String,
+}
+
+fn role_map_lines(map: &RoleMap) -> String {
+    map.iter()
+        .map(|(k, v)| format!("{k} = {}", v.join(", ")))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl SsoSection {
+    pub fn new(app: &App, view: Option<SsoView>) -> SsoSection {
+        let urls = app.service_urls();
+        let mut section = SsoSection {
+            connected: false,
+            protocol: "oidc",
+            issuer: String::new(),
+            client_id: String::new(),
+            client_secret_set: false,
+            scopes: "openid email profile".into(),
+            role_claim: String::new(),
+            metadata_url: String::new(),
+            idp_entity_id: String::new(),
+            role_attribute: String::new(),
+            allow_idp_initiated: false,
+            role_map: String::new(),
+            domains: String::new(),
+            required: false,
+            jit: false,
+            updated: String::new(),
+            redirect_uri: urls.oidc_redirect_uri,
+            entity_id: urls.saml_entity_id,
+            acs_url: urls.saml_acs_url,
+        };
+        let Some(v) = view else {
+            return section;
+        };
+        section.connected = true;
+        section.domains = v.domains.join(", ");
+        section.required = v.required;
+        section.jit = v.jit;
+        section.updated = super::when(&v.updated_at);
+        if let Some(o) = v.oidc {
+            section.issuer = o.issuer;
+            section.client_id = o.client_id;
+            section.client_secret_set = o.client_secret_set;
+            section.scopes = o.scopes.join(" ");
+            section.role_claim = o.role_claim.unwrap_or_default();
+            section.role_map = role_map_lines(&o.role_map);
+        }
+        if let Some(s) = v.saml {
+            section.protocol = "saml";
+            section.metadata_url = s.idp_metadata_url.unwrap_or_default();
+            section.idp_entity_id = s.idp_entity_id;
+            section.role_attribute = s.role_attribute.unwrap_or_default();
+            section.allow_idp_initiated = s.allow_idp_initiated;
+            section.role_map = role_map_lines(&s.role_map);
+        }
+        section
+    }
+}
+
+/// The settings page's SSO form.
+#[derive(Deserialize)]
+pub struct SsoForm {
+    #[serde(default)]
+    protocol: String,
+    #[serde(default)]
+    issuer: String,
+    #[serde(default)]
+    client_id: String,
+    #[serde(default)]
+    client_secret: String,
+    #[serde(default)]
+    scopes: String,
+    #[serde(default)]
+    role_claim: String,
+    #[serde(default)]
+    metadata_url: String,
+    #[serde(default)]
+    metadata_xml: String,
+    #[serde(default)]
+    role_attribute: String,
+    #[serde(default)]
+    allow_idp_initiated: Option<String>,
+    #[serde(default)]
+    role_map: String,
+    #[serde(default)]
+    domains: String,
+    #[serde(default)]
+    required: Option<String>,
+    #[serde(default)]
+    jit: Option<String>,
+}
+
+fn filled(s: &str) -> Option<String> {
+    Some(s.trim().to_owned()).filter(|s| !s.is_empty())
+}
+
+/// Reads `value = role, role` lines.
+fn parse_role_map(text: &str) -> Result<RoleMap, Error> {
+    let mut map = RoleMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let Some((value, roles)) = line.rsplit_once('=') else {
+            return Err(Error::field(
+                "role_map",
+                format!("line {}: write `value = role, role`", n + 1),
+            ));
+        };
+        let roles: Vec<String> = roles
+            .split(',')
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .map(str::to_owned)
+            .collect();
+        map.insert(value.trim().to_owned(), roles);
+    }
+    Ok(map)
+}
+
+impl SsoForm {
+    fn input(self) -> Result<SsoInput, Error> {
+        let role_map = parse_role_map(&self.role_map)?;
+        let (oidc, saml) = if self.protocol == "saml" {
+            (
+                None,
+                Some(SamlInput {
+                    idp_metadata_url: filled(&self.metadata_url),
+                    idp_metadata_xml: filled(&self.metadata_xml),
+                    role_attribute: filled(&self.role_attribute),
+                    role_map,
+                    allow_idp_initiated: self.allow_idp_initiated.is_some(),
+                }),
+            )
+        } else {
+            (
+                Some(OidcInput {
+                    issuer: self.issuer.trim().to_owned(),
+                    client_id: self.client_id.trim().to_owned(),
+                    client_secret: filled(&self.client_secret),
+                    scopes: filled(&self.scopes)
+                        .map(|s| s.split_whitespace().map(str::to_owned).collect()),
+                    role_claim: filled(&self.role_claim),
+                    role_map,
+                }),
+                None,
+            )
+        };
+        Ok(SsoInput {
+            oidc,
+            saml,
+            domains: self
+                .domains
+                .split([',', ' ', '\n'])
+                .map(str::trim)
+                .filter(|d| !d.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            required: self.required.is_some(),
+            jit: self.jit.is_some(),
+        })
+    }
+}
+
+/// `POST /settings/sso`: sets the workspace's connection (owners and admins).
+pub async fn save_settings(
+    State(app): State<Arc<App>>,
+    Managed(signed, admin, form): Managed<SsoForm>,
+) -> Response {
+    let saved = match form.input() {
+        Ok(input) => app.put_sso(&admin, input).await,
+        Err(e) => Err(e),
+    };
+    match saved {
+        // The section shows the connection as it now is.
+        Ok(_) => see("/settings#sso"),
+        Err(e) => error_page(Some(Nav::of(&signed, "/settings")), e),
+    }
+}
+
+/// `POST /settings/sso/remove`: removes the connection; passwords work again for everyone.
+pub async fn remove_settings(
+    State(app): State<Arc<App>>,
+    Managed(signed, admin, _): Managed<Empty>,
+) -> Response {
+    match app.delete_sso(&admin).await {
+        Ok(()) => see("/settings#sso"),
+        Err(e) => error_page(Some(Nav::of(&signed, "/settings")), e),
+    }
 }
