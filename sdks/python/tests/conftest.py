@@ -42,6 +42,22 @@ class Server:
             decided = web.post(link, data={"decision": decision, "comment": "checked"})
             assert decided.status_code == 200, decided.text
 
+    def approve_at(self, approval_url: str, decision: str = "approve") -> None:
+        """Follows an approval link an adapter handed out, as the owner: signs in, opens the
+        link, goes on to review from there and decides."""
+        assert approval_url.startswith(self.url + "/"), approval_url
+        with httpx.Client(base_url=self.url, follow_redirects=False) as web:
+            r = web.post("/sign-in", data={"email": OWNER, "password": PASSWORD})
+            assert r.status_code == 303, r.text
+            page = web.get(approval_url)
+            assert page.status_code == 200, page.text
+            form = re.search(r'<form method="post" action="(/inbox/[^"]+)"><input type="hidden" name="csrf" value="([^"]+)"', page.text)
+            assert form, page.text
+            opened = web.post(form.group(1), data={"csrf": form.group(2)})
+            assert opened.status_code == 303, opened.text
+            decided = web.post(opened.headers["location"], data={"decision": decision, "comment": "checked"})
+            assert decided.status_code == 200, decided.text
+
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -28,22 +28,21 @@ for (let i = 0; i < args.length; i++) {
   }
 }
 
-// OpenAPI wants every operationId unique; the document gives some to several operations (`list`,
-// `get`, `put`: utoipa names them after the handler function). openapi-typescript would then
-// declare `operations["list"]` once per operation (a type error) and point every path at the
-// same one. Such operations lose their operationId here, so their types are written inline under
-// `paths` (correct, just unnamed); the header lists them, and they come back named by
-// themselves once the server gives them unique ids.
+// OpenAPI wants every operationId unique, and openapi-typescript names `operations[...]` by it:
+// a document that repeats one is refused here rather than typed wrongly.
 const doc = JSON.parse(readFileSync(input, "utf8"));
 const byId = new Map();
 for (const [path, item] of Object.entries(doc.paths ?? {})) {
   for (const [method, op] of Object.entries(item)) {
     if (typeof op !== "object" || op === null || typeof op.operationId !== "string") continue;
-    byId.set(op.operationId, [...(byId.get(op.operationId) ?? []), { path, method, op }]);
+    byId.set(op.operationId, [...(byId.get(op.operationId) ?? []), `${method.toUpperCase()} ${path}`]);
   }
 }
-const shared = [...byId].filter(([, ops]) => ops.length > 1).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-for (const [, ops] of shared) for (const { op } of ops) delete op.operationId;
+const shared = [...byId].filter(([, ops]) => ops.length > 1);
+if (shared.length > 0) {
+  console.error(`operationIds given to several operations: ${shared.map(([id, ops]) => `${id} (${ops.join(", ")})`).join("; ")}`);
+  process.exit(1);
+}
 
 const { version } = createRequire(import.meta.url)("openapi-typescript/package.json");
 
@@ -53,14 +52,7 @@ const header = `/**
  *
  * Regenerate with \`npm run generate\` in sdks/typescript, after the document changed
  * (\`UPDATE_OPENAPI=1 cargo test -p agentnexus-server --test openapi\`). test/openapi.test.ts
- * fails while this file differs from what the generator makes of the checked-in document.${
-  shared.length === 0
-    ? ""
-    : `
- *
- * Not in \`operations\` (their operationId is not unique in the document; typed under \`paths\`):
-${shared.map(([id, ops]) => ` * - ${id}: ${ops.map(({ method, path }) => `${method.toUpperCase()} ${path}`).join(", ")}`).join("\n")}`
-}
+ * fails while this file differs from what the generator makes of the checked-in document.
  */
 
 `;

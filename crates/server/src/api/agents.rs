@@ -142,7 +142,7 @@ fn agent_id(id: String) -> agentnexus_app::Result<AgentId> {
 
 /// Every agent seen (and those described before they were), most recently seen first; at most
 /// 1,000.
-#[utoipa::path(get, path = "/api/v1/agents", tag = "agents",
+#[utoipa::path(get, path = "/api/v1/agents", tag = "agents", operation_id = "list_agents",
     responses((status = 200, body = AgentList),
         (status = 403, description = "Not an admin key", body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
@@ -157,7 +157,7 @@ pub async fn list(
 }
 
 /// One agent of the inventory.
-#[utoipa::path(get, path = "/api/v1/agents/{agent_id}", tag = "agents",
+#[utoipa::path(get, path = "/api/v1/agents/{agent_id}", tag = "agents", operation_id = "get_agent",
     params(("agent_id" = String, Path, min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$",
         description = "1 to 256 characters, no control characters")),
     responses((status = 200, body = AgentView),
@@ -175,7 +175,7 @@ pub async fn get(
 
 /// Describe an agent: owner, purpose, model, tools, risk tier. An agent not seen yet joins
 /// the inventory. Audited as `agent.updated`.
-#[utoipa::path(put, path = "/api/v1/agents/{agent_id}", tag = "agents",
+#[utoipa::path(put, path = "/api/v1/agents/{agent_id}", tag = "agents", operation_id = "put_agent",
     params(("agent_id" = String, Path, min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$",
         description = "1 to 256 characters, no control characters")), request_body = AgentRequest,
     responses((status = 200, body = AgentView),

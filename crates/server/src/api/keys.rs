@@ -72,7 +72,7 @@ pub struct CreatedKey {
 }
 
 /// The workspace's API keys (never their secrets).
-#[utoipa::path(get, path = "/api/v1/keys", tag = "keys",
+#[utoipa::path(get, path = "/api/v1/keys", tag = "keys", operation_id = "list_keys",
     responses((status = 200, body = KeyList), (status = 403, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn list(

@@ -85,7 +85,7 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Strin
 }
 
 /// The workspace's members.
-#[utoipa::path(get, path = "/api/v1/members", tag = "members",
+#[utoipa::path(get, path = "/api/v1/members", tag = "members", operation_id = "list_members",
     responses((status = 200, body = MemberList), (status = 403, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn list(

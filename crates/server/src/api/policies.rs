@@ -140,7 +140,7 @@ pub struct VersionList {
 }
 
 /// The policies of the workspace.
-#[utoipa::path(get, path = "/api/v1/policies", tag = "policies",
+#[utoipa::path(get, path = "/api/v1/policies", tag = "policies", operation_id = "list_policies",
     responses((status = 200, body = PolicyList)), security(("api_key" = [])))]
 pub async fn list(
     State(app): State<Arc<App>>,
@@ -154,7 +154,7 @@ pub async fn list(
 
 /// The active version of a policy; for a policy bound to GitHub, `source` is its binding with
 /// the last sync.
-#[utoipa::path(get, path = "/api/v1/policies/{name}", tag = "policies",
+#[utoipa::path(get, path = "/api/v1/policies/{name}", tag = "policies", operation_id = "get_policy",
     params(("name" = String, Path)),
     responses((status = 200, body = PolicyView), (status = 404, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
@@ -173,7 +173,7 @@ pub async fn get(
 
 /// Create or replace a policy; the document is compiled first and refused whole if invalid.
 /// Sending the active document again changes nothing and answers its version.
-#[utoipa::path(put, path = "/api/v1/policies/{name}", tag = "policies",
+#[utoipa::path(put, path = "/api/v1/policies/{name}", tag = "policies", operation_id = "put_policy",
     params(("name" = String, Path)),
     request_body(content = Object, description = "The policy document (YAML, or JSON with `Content-Type: application/json`)", content_type = "application/yaml"),
     responses(

@@ -144,7 +144,7 @@ pub async fn bind(
 }
 
 /// A policy's binding and its last sync.
-#[utoipa::path(get, path = "/api/v1/policies/{name}/source", tag = "policy-as-code",
+#[utoipa::path(get, path = "/api/v1/policies/{name}/source", tag = "policy-as-code", operation_id = "get_policy_source",
     params(("name" = String, Path)),
     responses((status = 200, body = BindingView),
         (status = 404, description = "The policy is not bound", body = crate::error::Problem, content_type = "application/problem+json")),
