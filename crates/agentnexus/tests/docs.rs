@@ -722,17 +722,54 @@ fn docs_python(env_var: &str, requirements: &str, check: &str) -> String {
     agentnexus_testkit::tools::python(env_var, &venv, check, &["--no-deps", "-r", &path])
 }
 
-/// Waits until something listens on `port`.
-fn wait_for_port(port: u16, child: &mut std::process::Child) {
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(child.try_wait().unwrap().is_none(), "the receiver exited");
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "the receiver did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
+/// Whether process `pid` itself holds a socket listening on TCP `port` (read from /proc: a
+/// port picked free can be taken by another test's listener before the child binds it, and
+/// then connecting to it proves nothing).
+fn listens(pid: u32, port: u16) -> bool {
+    let inodes: Vec<String> = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .flat_map(|table| {
+            table
+                .lines()
+                .skip(1)
+                .filter_map(|line| {
+                    let cols: Vec<&str> = line.split_whitespace().collect();
+                    let local_port = cols.get(1)?.rsplit(':').next()?;
+                    (u16::from_str_radix(local_port, 16).ok()? == port && cols.get(3)? == &"0A")
+                        .then(|| format!("socket:[{}]", cols.get(9).unwrap_or(&"")))
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+        fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+            .any(|target| inodes.iter().any(|i| target.to_str() == Some(i)))
+    })
+}
+
+/// Starts a receiver by `start(port)` on a free port and waits until it listens there itself;
+/// when it could not (another listener took the port first), tries another port.
+fn start_listening(start: impl Fn(u16) -> std::process::Child) -> (std::process::Child, u16) {
+    for _ in 0..5 {
+        let port = free_port();
+        let mut child = start(port);
+        let since = Instant::now();
+        loop {
+            if listens(child.id(), port) {
+                return (child, port);
+            }
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            assert!(
+                since.elapsed() < Duration::from_secs(20),
+                "the receiver did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
+    panic!("the receiver could not listen on any of five free ports");
 }
 
 /// The first line `child` prints, within 20 seconds.
@@ -799,21 +836,22 @@ both_backends!(the_webhooks_page_runs, |backend| async move {
             .text
             .clone()
     };
-    let (py_port, js_port) = (free_port(), free_port());
-    std::fs::write(
-        reader.dir.join("receiver.py"),
-        receiver("python", "HTTPServer(").replace("8000", &py_port.to_string()),
-    )
-    .unwrap();
-    std::fs::write(
-        reader.dir.join("receiver.js"),
-        receiver("js", "createServer").replace("8000", &js_port.to_string()),
-    )
-    .unwrap();
-    let mut python = reader.start("python3", &["-u", "receiver.py"]);
-    let mut node = reader.start("node", &["receiver.js"]);
-    wait_for_port(py_port, &mut python);
-    wait_for_port(js_port, &mut node);
+    let (mut python, py_port) = start_listening(|port| {
+        std::fs::write(
+            reader.dir.join("receiver.py"),
+            receiver("python", "HTTPServer(").replace("8000", &port.to_string()),
+        )
+        .unwrap();
+        reader.start("python3", &["-u", "receiver.py"])
+    });
+    let (mut node, js_port) = start_listening(|port| {
+        std::fs::write(
+            reader.dir.join("receiver.js"),
+            receiver("js", "createServer").replace("8000", &port.to_string()),
+        )
+        .unwrap();
+        reader.start("node", &["receiver.js"])
+    });
     reader.placeholder(
         "https://integrator.example.com/hooks/agentnexus",
         &format!("http://127.0.0.1:{py_port}/hooks/agentnexus"),
