@@ -142,7 +142,7 @@ impl Http {
             .body(body)
             .send()
             .await
-            .map_err(|e| HttpError(without_url(&e)))?;
+            .map_err(|e| HttpError(crate::outbound::describe(&e)))?;
         let mut answer = openidconnect::http::Response::builder().status(response.status());
         for (name, value) in response.headers() {
             answer = answer.header(name, value);
@@ -151,7 +151,7 @@ impl Http {
         while let Some(chunk) = response
             .chunk()
             .await
-            .map_err(|e| HttpError(without_url(&e)))?
+            .map_err(|e| HttpError(crate::outbound::describe(&e)))?
         {
             if body.len() + chunk.len() > MAX_ANSWER {
                 return Err(HttpError(format!(
@@ -174,16 +174,6 @@ impl<'c> openidconnect::AsyncHttpClient<'c> for Http {
     fn call(&'c self, request: HttpRequest) -> Self::Future {
         Box::pin(self.send(request))
     }
-}
-
-fn without_url(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text = format!("{text}: {s}");
-        source = s.source();
-    }
-    text
 }
 
 /// Discovery documents (with their key sets) by issuer, each with when it was fetched.

@@ -183,14 +183,11 @@ pub(crate) fn check_destination(url: &str, allow_private: bool) -> Result<(), St
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err("webhook_url must be http or https".into());
     }
-    let literal = match parsed.host() {
-        Some(url::Host::Ipv4(a)) => Some(IpAddr::V4(a)),
-        Some(url::Host::Ipv6(a)) => Some(IpAddr::V6(a)),
-        Some(url::Host::Domain(_)) => None,
-        None => return Err("webhook_url has no host".into()),
-    };
-    match literal {
-        Some(ip) if !allow_private && !is_public(ip) => Err(format!(
+    if parsed.host().is_none() {
+        return Err("webhook_url has no host".into());
+    }
+    match literal_private(&parsed) {
+        Some(ip) if !allow_private => Err(format!(
             "{ip} is a private, loopback or link-local address; refused \
              (AGENTNEXUS_WEBHOOK_ALLOW_PRIVATE=1 allows it)"
         )),

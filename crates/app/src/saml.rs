@@ -21,8 +21,9 @@ use samael::metadata::{
 use samael::service_provider::{Error as SamlError, ServiceProvider};
 use samael::traits::ToXml;
 
-/// The largest `SAMLResponse` accepted (base64, as posted); real ones are a few KiB.
-pub const MAX_RESPONSE: usize = 256 * 1024;
+/// The largest `SAMLResponse` accepted (base64, as posted): the server's request body limit;
+/// real ones are a few KiB.
+pub const MAX_RESPONSE: usize = 64 * 1024;
 
 const PROTOCOL: &str = "urn:oasis:names:tc:SAML:2.0:protocol";
 const EMAIL_FORMAT: &str = "urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress";

@@ -150,6 +150,15 @@ pub struct ServiceUrls {
     pub saml_metadata_url: String,
 }
 
+/// Which workspace's provider a sign-in starts at.
+#[derive(Debug, Clone, Copy)]
+pub enum SsoStart<'a> {
+    /// By the workspace's name (a link, `/sso/start?workspace=`).
+    Workspace(&'a str),
+    /// By the routed domain of the e-mail address typed on the sign-in page.
+    Email(&'a str),
+}
+
 /// Where to send the browser to sign in, and (OIDC) the state to keep in a cookie, which the
 /// callback must bring back from the same browser.
 #[derive(Debug, Clone)]
@@ -569,19 +578,6 @@ impl App {
             .await?)
     }
 
-    /// The workspace whose provider signs in this e-mail address, by name, if its domain is
-    /// routed.
-    pub async fn sso_route(&self, email: &str) -> Result<Option<String>> {
-        let Ok(email) = Email::parse(email) else {
-            return Ok(None);
-        };
-        Ok(self
-            .store
-            .sso_route(domain_of(email.as_str()))
-            .await?
-            .map(|(w, _)| w.name))
-    }
-
     /// Whether password sign-in is off for the workspace's members (owners excepted).
     pub(crate) async fn sso_required(&self, tenant: &Tenant) -> Result<bool> {
         Ok(self
@@ -591,14 +587,19 @@ impl App {
             .is_some_and(|c| c.required))
     }
 
-    /// Starts a sign-in through the named workspace's provider.
-    pub async fn sso_begin(&self, workspace: &str, address: IpAddr) -> Result<SsoRedirect> {
+    /// Starts a sign-in through a workspace's provider: the workspace named, or the one the
+    /// e-mail address's domain is routed to. `NotFound` when there is none, or it has no
+    /// connection.
+    pub async fn sso_begin(&self, start: SsoStart<'_>, address: IpAddr) -> Result<SsoRedirect> {
         self.limits.check_sso_start(address)?;
-        let (_, tenant) = self
-            .store
-            .workspace_by_name(workspace)
-            .await?
-            .ok_or(Error::NotFound)?;
+        let found = match start {
+            SsoStart::Workspace(name) => self.store.workspace_by_name(name).await?,
+            SsoStart::Email(email) => match Email::parse(email) {
+                Ok(email) => self.store.sso_route(domain_of(email.as_str())).await?,
+                Err(_) => None,
+            },
+        };
+        let (_, tenant) = found.ok_or(Error::NotFound)?;
         let (_, stored) = self.stored_sso(&tenant).await?.ok_or(Error::NotFound)?;
         let now = self.now();
         let seal = |pending: &Pending| -> Result<String> {

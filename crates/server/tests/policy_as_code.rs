@@ -63,19 +63,6 @@ async fn refund(app: &TestApp, key: &str, cents: u64) -> String {
     r.body["decision"].as_str().unwrap().to_owned()
 }
 
-/// Every audit event of `kind`, oldest first.
-async fn audited(app: &TestApp, kind: &str) -> Vec<Value> {
-    let r = app.get("/api/v1/audit?limit=500", &app.admin_key).await;
-    assert_eq!(r.status, 200, "{}", r.body);
-    r.body["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["type"] == kind)
-        .cloned()
-        .collect()
-}
-
 // A policy bound to a file syncs on demand: the version records source git, the commit and
 // its author, and is in force at once; a branch with nothing new costs one conditional request
 // answered 304. Each way a sync can fail (invalid YAML, a failing test, a document of another
@@ -180,7 +167,7 @@ both_backends!(bound_policies_sync_and_fail_safely, |backend| async move {
     assert_eq!(versions["versions"][0]["commit"], first.as_str());
     assert_eq!(refund(&app, &agent, 100).await, "allow");
     assert_eq!(refund(&app, &agent, 101).await, "deny");
-    let changed = audited(&app, "policy.changed").await;
+    let changed = app.audited("policy.changed").await;
     assert_eq!(changed.len(), 1);
     assert_eq!(changed[0]["data"]["commit"], first.as_str());
     assert_eq!(changed[0]["data"]["source"], format!("git:{first}"));
@@ -292,7 +279,7 @@ both_backends!(bound_policies_sync_and_fail_safely, |backend| async move {
             "deny",
             "{why}: still version 1"
         );
-        let failed = audited(&app, "policy.sync_failed").await;
+        let failed = app.audited("policy.sync_failed").await;
         assert_eq!(failed.len(), i + 1, "{why}: {failed:?}");
         assert_eq!(failed[i]["data"]["error"], s["error"]);
     }
@@ -301,7 +288,7 @@ both_backends!(bound_policies_sync_and_fail_safely, |backend| async move {
     assert_eq!(sync(&app).await["status"], "failed");
     assert_eq!(sync(&app).await["status"], "failed");
     assert_eq!(
-        audited(&app, "policy.sync_failed").await.len(),
+        app.audited("policy.sync_failed").await.len(),
         failures.len() + 1
     );
 
@@ -328,7 +315,7 @@ both_backends!(bound_policies_sync_and_fail_safely, |backend| async move {
         json!({"status": "updated", "version": 2, "commit": fixed, "error": null})
     );
     assert_eq!(refund(&app, &agent, 500).await, "allow");
-    assert_eq!(audited(&app, "policy.source_bound").await.len(), 2);
+    assert_eq!(app.audited("policy.source_bound").await.len(), 2);
 
     // The token is nowhere: not in any answer, not in the audit trail.
     let trail = app
@@ -432,13 +419,11 @@ both_backends!(pushes_sync_what_they_touch, |backend| async move {
         "one secret per workspace"
     );
     assert_eq!(
-        audited(&app, "integration.github_secret_created")
-            .await
-            .len(),
+        app.audited("integration.github_secret_created").await.len(),
         1
     );
     assert!(
-        !audited(&app, "integration.github_secret_created").await[0]
+        !app.audited("integration.github_secret_created").await[0]
             .to_string()
             .contains(&secret)
     );

@@ -110,19 +110,6 @@ impl Browser {
     }
 }
 
-/// The audit events of the default workspace of this type, oldest first.
-async fn events(app: &TestApp, kind: &str) -> Vec<Value> {
-    let audit = app.get("/api/v1/audit?limit=1000", &app.admin_key).await;
-    assert_eq!(audit.status, 200, "{}", audit.body);
-    audit.body["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["type"] == kind)
-        .cloned()
-        .collect()
-}
-
 async fn member_roles(app: &TestApp, email: &str) -> Option<Vec<String>> {
     let members = app.get("/api/v1/members", &app.admin_key).await;
     assert_eq!(members.status, 200, "{}", members.body);
@@ -171,14 +158,14 @@ async fn oidc_attempt(browser: &mut Browser, idp: &OidcIdp, login: &str) -> Stri
 /// An OIDC sign-in that must be refused: the page says `why`, and one more
 /// `sso.sign_in_failed` event says it too.
 async fn oidc_refused(app: &TestApp, idp: &OidcIdp, login: &str, why: &str) {
-    let before = events(app, "sso.sign_in_failed").await.len();
+    let before = app.audited("sso.sign_in_failed").await.len();
     let mut browser = Browser::new(app);
     let callback = oidc_attempt(&mut browser, idp, login).await;
     let page = browser.get(&callback).await;
     assert_eq!(page.status, 403, "{why}: {}", page.html);
     assert!(page.html.contains(why), "{why} not in {}", page.html);
     assert!(browser.session().is_none());
-    let failed = events(app, "sso.sign_in_failed").await;
+    let failed = app.audited("sso.sign_in_failed").await;
     assert_eq!(failed.len(), before + 1, "{why}: {failed:?}");
     let reason = failed.last().unwrap()["data"]["reason"]
         .as_str()
@@ -231,7 +218,7 @@ both_backends!(oidc_sign_in_jit_roles_and_rotation, |backend| async move {
     assert_eq!(got.status, 200);
     assert!(!got.body.to_string().contains(&idp.client_secret));
     assert!(!set.to_string().contains(&idp.client_secret));
-    assert_eq!(events(&app, "settings.sso_updated").await.len(), 1);
+    assert_eq!(app.audited("settings.sso_updated").await.len(), 1);
     // A provider that is not one is refused at once, and nothing changes.
     let bad = app
         .put(
@@ -271,12 +258,12 @@ both_backends!(oidc_sign_in_jit_roles_and_rotation, |backend| async move {
         member_roles(&app, "alice@corp.example").await,
         Some(vec!["admin".into()])
     );
-    let signed_in = events(&app, "session.signed_in").await;
+    let signed_in = app.audited("session.signed_in").await;
     let last = signed_in.last().unwrap();
     assert_eq!(last["data"]["email"], "alice@corp.example");
     assert_eq!(last["data"]["via"], "oidc");
     assert!(
-        events(&app, "member.created")
+        app.audited("member.created")
             .await
             .iter()
             .any(|e| e.to_string().contains("alice@corp.example"))
@@ -302,7 +289,7 @@ both_backends!(oidc_sign_in_jit_roles_and_rotation, |backend| async move {
         Some(vec!["approver".into()])
     );
     assert!(
-        events(&app, "member.updated")
+        app.audited("member.updated")
             .await
             .iter()
             .any(|e| e.to_string().contains("approver"))
@@ -367,7 +354,7 @@ both_backends!(oidc_refusals_are_shown_and_audited, |backend| async move {
 
     // An address outside the routed domains, though the provider vouches for it.
     oidc_refused(&app, &idp, "carol", "outside the e-mail domains").await;
-    let failed = events(&app, "sso.sign_in_failed").await;
+    let failed = app.audited("sso.sign_in_failed").await;
     assert_eq!(
         failed.last().unwrap()["data"]["email"],
         "carol@elsewhere.example"
@@ -376,7 +363,7 @@ both_backends!(oidc_refusals_are_shown_and_audited, |backend| async move {
 
     // State mismatch: a callback finished in another browser (login CSRF) is refused and
     // spends the sign-in; the same callback again names nothing.
-    let before = events(&app, "sso.sign_in_failed").await.len();
+    let before = app.audited("sso.sign_in_failed").await.len();
     let mut victim = Browser::new(&app);
     let mut attacker = Browser::new(&app);
     let callback = oidc_attempt(&mut attacker, &idp, "alice").await;
@@ -384,12 +371,12 @@ both_backends!(oidc_refusals_are_shown_and_audited, |backend| async move {
     assert_eq!(page.status, 403);
     assert!(page.html.contains("state mismatch"), "{}", page.html);
     assert!(victim.session().is_none());
-    assert_eq!(events(&app, "sso.sign_in_failed").await.len(), before + 1);
+    assert_eq!(app.audited("sso.sign_in_failed").await.len(), before + 1);
     let replayed = attacker.get(&callback).await;
     assert_eq!(replayed.status, 403);
     assert!(attacker.session().is_none());
     // No sign-in was let through by any of it.
-    let signed = events(&app, "session.signed_in").await;
+    let signed = app.audited("session.signed_in").await;
     assert!(
         signed.iter().all(|e| e["data"]["via"] != "oidc"),
         "{signed:?}"
@@ -457,7 +444,7 @@ both_backends!(
             refused.html
         );
         assert!(vera.session().is_none_or(|s| *s != session));
-        let failed = events(&app, "session.sign_in_failed").await;
+        let failed = app.audited("session.sign_in_failed").await;
         let last = failed.last().unwrap();
         assert_eq!(last["data"]["email"], "vera@corp.example");
         assert_eq!(last["data"]["reason"], "single sign-on required");
@@ -472,7 +459,7 @@ both_backends!(
             .await;
         assert_eq!(page.status, 303, "{}", page.html);
         assert!(owner.session().is_some());
-        let glass = events(&app, "session.break_glass").await;
+        let glass = app.audited("session.break_glass").await;
         assert_eq!(glass.len(), 1, "{glass:?}");
         assert_eq!(glass[0]["data"]["email"], "owner@example.com");
 
@@ -489,7 +476,7 @@ both_backends!(
         // Turning SSO off gives passwords back.
         let removed = app.delete("/api/v1/settings/sso", &app.admin_key).await;
         assert!(removed.status.is_success(), "{}", removed.body);
-        assert_eq!(events(&app, "settings.sso_removed").await.len(), 1);
+        assert_eq!(app.audited("settings.sso_removed").await.len(), 1);
         let page = Browser::new(&app)
             .post(
                 "/sign-in",
@@ -546,12 +533,12 @@ async fn post_acs(app: &TestApp, response: &str, relay: Option<&str>) -> (Page, 
 
 /// A response that must be refused: the page says `why`, and so does a new audit event.
 async fn saml_refused(app: &TestApp, response: &str, relay: Option<&str>, why: &str) {
-    let before = events(app, "sso.sign_in_failed").await.len();
+    let before = app.audited("sso.sign_in_failed").await.len();
     let (page, browser) = post_acs(app, response, relay).await;
     assert_eq!(page.status, 403, "{why}: {}", page.html);
     assert!(page.html.contains(why), "{why} not in {}", page.html);
     assert!(browser.session().is_none());
-    let failed = events(app, "sso.sign_in_failed").await;
+    let failed = app.audited("sso.sign_in_failed").await;
     assert_eq!(failed.len(), before + 1, "{why}: {failed:?}");
     let reason = failed.last().unwrap()["data"]["reason"]
         .as_str()
@@ -632,7 +619,7 @@ both_backends!(saml_sign_in_sp_initiated, |backend| async move {
         member_roles(&app, "dana@corp.example").await,
         Some(vec!["admin".into()])
     );
-    let last = events(&app, "session.signed_in").await.pop().unwrap();
+    let last = app.audited("session.signed_in").await.pop().unwrap();
     assert_eq!(last["data"]["via"], "saml");
 
     // The same response again: the sign-in it answered is spent.
@@ -740,7 +727,7 @@ both_backends!(saml_refusals_and_replay, |backend| async move {
     let garbage = "PHNhbWxwOlJlc3BvbnNlLz4="; // <samlp:Response/>
     saml_refused(&app, garbage, Some("default"), "SAML response").await;
     // Only erin got in.
-    let signed = events(&app, "session.signed_in").await;
+    let signed = app.audited("session.signed_in").await;
     assert_eq!(
         signed.iter().filter(|e| e["data"]["via"] == "saml").count(),
         1,

@@ -2,12 +2,12 @@
 //! provider (by the e-mail's routed domain, or by workspace name), the OIDC redirect URI, the
 //! SAML assertion consumer service, and this server's SAML metadata.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use agentnexus_app::sessions::SESSION_LIFETIME;
 use agentnexus_app::sso::{
-    OidcInput, REQUEST_LIFETIME, RoleMap, SamlInput, SsoInput, SsoRefused, SsoView,
+    OidcInput, REQUEST_LIFETIME, RoleMap, SamlInput, SsoInput, SsoRedirect, SsoRefused, SsoStart,
+    SsoView,
 };
 use agentnexus_app::{App, Error};
 use askama::Template;
@@ -59,19 +59,7 @@ fn state_cookie(app: &App, state: &str, max_age: i64) -> HeaderValue {
 /// Sends the browser to the workspace's provider: a 303 for a link (`GET`), a page that moves
 /// on by itself for the sign-in form (a form's redirect elsewhere is what the pages' `form-action
 /// 'self'` policy refuses).
-async fn go(app: &App, workspace: &str, address: IpAddr, from_form: bool) -> Response {
-    let redirect = match app.sso_begin(workspace, address).await {
-        Ok(r) => r,
-        Err(Error::NotFound) => {
-            return error_page(
-                None,
-                Error::Refused(format!(
-                    "{workspace} has no single sign-on; sign in with your password"
-                )),
-            );
-        }
-        Err(e) => return error_page(None, e),
-    };
+fn go(app: &App, redirect: SsoRedirect, from_form: bool) -> Response {
     let mut response = if from_form {
         render(
             StatusCode::OK,
@@ -99,7 +87,17 @@ pub async fn start_link(
     ClientAddr(address): ClientAddr,
     Query(q): Query<StartQuery>,
 ) -> Response {
-    go(&app, q.workspace.trim(), address, false).await
+    let workspace = q.workspace.trim();
+    match app.sso_begin(SsoStart::Workspace(workspace), address).await {
+        Ok(redirect) => go(&app, redirect, false),
+        Err(Error::NotFound) => error_page(
+            None,
+            Error::Refused(format!(
+                "{workspace} has no single sign-on; sign in with your password"
+            )),
+        ),
+        Err(e) => error_page(None, e),
+    }
 }
 
 /// `POST /sso/start` from the sign-in page: the e-mail's domain names the workspace.
@@ -120,9 +118,12 @@ pub async fn start_form(
     let Ok(axum::Form(form)) = form else {
         return error_page(None, Error::field("email", "the form could not be read"));
     };
-    match app.sso_route(form.email.trim()).await {
-        Ok(Some(workspace)) => go(&app, &workspace, address, true).await,
-        Ok(None) => render(
+    match app
+        .sso_begin(SsoStart::Email(form.email.trim()), address)
+        .await
+    {
+        Ok(redirect) => go(&app, redirect, true),
+        Err(Error::NotFound) => render(
             StatusCode::UNPROCESSABLE_ENTITY,
             &SignInPage {
                 title: "Sign in",

@@ -147,6 +147,19 @@ impl TestApp {
         }
     }
 
+    /// The default workspace's audit events of type `kind`, oldest first.
+    pub async fn audited(&self, kind: &str) -> Vec<Value> {
+        let r = self.get("/api/v1/audit?limit=1000", &self.admin_key).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.body["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"] == kind)
+            .cloned()
+            .collect()
+    }
+
     /// Another workspace on the same store; answers its admin key.
     pub async fn other_workspace(&self, name: &str) -> String {
         agentnexus_app::accounts::create_workspace(
