@@ -320,21 +320,39 @@ async fn evaluations(app: &App, command: EvaluationsCommand) -> Result<(), AnyEr
             workspace,
             status,
             agent,
+            action,
+            policy,
             from,
             to,
             limit,
         } => {
             let admin = app.operator(&workspace.workspace).await?;
-            let input = ListInput {
+            let mut input = ListInput {
                 status,
                 agent_id: agent,
+                action,
+                policy,
                 limit: Some(limit),
                 cursor: None,
                 from,
                 to,
             };
-            for ev in app.evaluations(&admin.reader(), input).await?.evaluations {
-                json(&EvaluationDetail::from(ev))?;
+            // A filtered page may search only part of the history: on to the next until
+            // `limit` are printed or the history ends.
+            let mut left = limit;
+            loop {
+                let page = app.evaluations(&admin.reader(), input.clone()).await?;
+                left = left.saturating_sub(page.evaluations.len() as u32);
+                for ev in page.evaluations {
+                    json(&EvaluationDetail::from(ev))?;
+                }
+                match page.next_cursor {
+                    Some(cursor) if left > 0 => {
+                        input.cursor = Some(cursor);
+                        input.limit = Some(left);
+                    }
+                    _ => break,
+                }
             }
         }
         EvaluationsCommand::Show { workspace, id } => {

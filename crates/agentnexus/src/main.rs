@@ -306,6 +306,12 @@ enum EvaluationsCommand {
         /// Only this agent.
         #[arg(long, value_name = "AGENT_ID")]
         agent: Option<String>,
+        /// Only this action.
+        #[arg(long)]
+        action: Option<String>,
+        /// Only evaluations a rule of this policy matched.
+        #[arg(long, value_name = "NAME")]
+        policy: Option<String>,
         /// Only evaluations made at or after this time (RFC 3339).
         #[arg(long, value_name = "TIME")]
         from: Option<String>,

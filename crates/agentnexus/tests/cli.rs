@@ -939,6 +939,32 @@ both_backends!(
         ));
         assert_eq!(denied.len(), 1);
         assert_eq!(denied[0]["evaluation_id"], ids[1].as_str());
+        // By action and by policy, as the API filters.
+        reqwest::Client::new()
+            .post(format!("{}/api/v1/evaluate", server.url))
+            .bearer_auth(&key)
+            .json(&json!({"agent_id": "pay-bot", "action": "lookup"}))
+            .send()
+            .await
+            .unwrap();
+        for (args, query, n) in [
+            (
+                &["--action", "refund", "--policy", "gate"][..],
+                "action=refund&policy=gate",
+                2,
+            ),
+            (&["--action", "lookup"][..], "action=lookup", 1),
+            (&["--policy", "elsewhere"][..], "policy=elsewhere", 0),
+        ] {
+            let listed = json_lines(&cli(
+                &db,
+                &[&["evaluations", "list"][..], &ws, args].concat(),
+            ));
+            let path = format!("/api/v1/evaluations?{query}");
+            let api = rest(&server, &key, Method::GET, &path, None).await;
+            assert_eq!(json!(listed), api["evaluations"], "{query}");
+            assert_eq!(listed.len(), n, "{query}");
+        }
         let out = cli(
             &db,
             &[&["evaluations", "show"][..], &ws, &[ids[0].as_str()]].concat(),

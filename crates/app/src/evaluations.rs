@@ -197,6 +197,9 @@ fn count_decision(effect: Effect) {
 pub struct ListInput {
     pub status: Option<String>,
     pub agent_id: Option<String>,
+    pub action: Option<String>,
+    /// Only evaluations a rule of this policy matched.
+    pub policy: Option<String>,
     /// 1-500 (default 50).
     pub limit: Option<u32>,
     /// The `next_cursor` of the previous page.
@@ -422,6 +425,19 @@ impl App {
             .agent_id
             .map(|a| AgentId::parse("agent_id", a))
             .transpose()?;
+        // An action is named as an agent is: 1-256 characters, none of them control ones.
+        let action = input
+            .action
+            .map(|a| AgentId::parse("action", a))
+            .transpose()?;
+        if let Some(p) = &input.policy
+            && !agentnexus_engine::valid_policy_name(p)
+        {
+            return Err(Error::field(
+                "policy",
+                "must be a policy name: 1-64 of a-z, 0-9, `-`, `_`, `.`",
+            ));
+        }
         if input
             .cursor
             .as_ref()
@@ -446,16 +462,21 @@ impl App {
         let filter = EvaluationFilter {
             status,
             agent_id: agent.map(|a| a.as_str().to_owned()),
+            action: action.map(|a| a.as_str().to_owned()),
+            policy: input.policy,
             before,
             since,
             limit,
         };
         let page = self.store.evaluations(reader.tenant(), &filter).await?;
-        let next_cursor = (page.len() == limit as usize)
-            .then(|| page.last().map(|e| e.id.clone()))
-            .flatten();
+        // A full page continues below its last; one that searched only part of the history,
+        // below where it stopped.
+        let next_cursor = match page.evaluations.last() {
+            Some(last) if page.evaluations.len() == limit as usize => Some(last.id.clone()),
+            _ => page.searched_to,
+        };
         Ok(Page {
-            evaluations: page,
+            evaluations: page.evaluations,
             next_cursor,
         })
     }

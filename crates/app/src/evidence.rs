@@ -482,7 +482,11 @@ impl Bundle {
                 limit: PAGE,
                 ..EvaluationFilter::default()
             };
-            let page = app.store.evaluations(reader.tenant(), &filter).await?;
+            let page = app
+                .store
+                .evaluations(reader.tenant(), &filter)
+                .await?
+                .evaluations;
             for ev in &page {
                 n += 1;
                 self.write(&record([

@@ -69,13 +69,28 @@ impl App {
     pub async fn inbox(&self, signed: &Signed) -> Result<(Vec<InboxItem>, usize)> {
         let waiting = self.waiting_for(signed).await?;
         let total = waiting.len();
+        // The page's evaluations, a few at a time: one after another, their round trips were
+        // most of the page's time on PostgreSQL; all at once, one page would take most of the
+        // store's connections.
+        const AT_ONCE: usize = 4;
+        let shown: Vec<_> = waiting.into_iter().take(INBOX_PAGE).collect();
+        let mut read = Vec::with_capacity(shown.len());
+        for some in shown.chunks(AT_ONCE) {
+            let mut reads = tokio::task::JoinSet::new();
+            for (i, w) in some.iter().enumerate() {
+                let (store, tenant) = (self.store.clone(), signed.tenant.clone());
+                let id = w.evaluation_id.clone();
+                reads.spawn(async move { (i, store.evaluation(&tenant, &id).await) });
+            }
+            let mut chunk = reads.join_all().await;
+            chunk.sort_by_key(|(i, _)| *i);
+            for (_, evaluation) in chunk {
+                read.push(evaluation?);
+            }
+        }
         let mut items = Vec::new();
-        for w in waiting.into_iter().take(INBOX_PAGE) {
-            let Some(evaluation) = self
-                .store
-                .evaluation(&signed.tenant, &w.evaluation_id)
-                .await?
-            else {
+        for (w, evaluation) in shown.into_iter().zip(read) {
+            let Some(evaluation) = evaluation else {
                 continue;
             };
             let stage_name = evaluation

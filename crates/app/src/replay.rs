@@ -94,7 +94,7 @@ impl App {
                 limit: PAGE.min(u32::try_from(left).unwrap_or(PAGE)),
                 ..EvaluationFilter::default()
             };
-            let page = self.store.evaluations(tenant, &filter).await?;
+            let page = self.store.evaluations(tenant, &filter).await?.evaluations;
             let Some(last) = page.last() else { break };
             before = Some(last.id.clone());
             let full = page.len() == filter.limit as usize;

@@ -1,6 +1,6 @@
 //! How fast the dashboard's pages answer with a big history: seeds a workspace with
 //! `DASHBOARD_EVALUATIONS` evaluations (default 1,000,000) through the evaluate use case
-//! (99.8 % allowed, 0.1 % denied, 0.1 % waiting for an approver, 20 agents), serves it, signs
+//! (99.8 % allowed, 0.1 % denied, 0.1 % waiting for an approver, 20 agents, two policies), serves it, signs
 //! in, and times each page over loopback: 5 requests to warm, then 30, printing the median,
 //! the 95th percentile and the slowest in milliseconds. A client's time over loopback is an
 //! upper bound of the server's. On PostgreSQL the tables are analysed after seeding, as
@@ -32,6 +32,14 @@ rules:
           timeout: 7d
   - id: rest
     effect: allow
+";
+
+/// A second policy, whose rule only deletes match (one evaluation in 1,000).
+const AUDITS: &str = "name: audits
+rules:
+  - id: deletes
+    when: action == \"delete\"
+    effect: deny
 ";
 
 fn action(i: usize) -> &'static str {
@@ -72,6 +80,13 @@ async fn main() {
         &admin,
         "mixed",
         agentnexus_app::policies::PolicyText::sniff(POLICY.into()),
+    )
+    .await
+    .expect("policy");
+    app.put_policy(
+        &admin,
+        "audits",
+        agentnexus_app::policies::PolicyText::sniff(AUDITS.into()),
     )
     .await
     .expect("policy");
@@ -168,6 +183,14 @@ async fn main() {
         "/evaluations?status=pending".to_owned(),
         "/evaluations?status=denied".to_owned(),
         "/evaluations?agent_id=agent-7".to_owned(),
+        "/evaluations?action=delete".to_owned(),
+        "/evaluations?action=read".to_owned(),
+        "/evaluations?policy=audits".to_owned(),
+        "/evaluations?policy=mixed".to_owned(),
+        "/evaluations?action=pay&status=pending".to_owned(),
+        "/evaluations?agent_id=agent-0&policy=audits".to_owned(),
+        "/evaluations?agent_id=agent-1&action=delete".to_owned(),
+        "/evaluations?action=read&status=pending".to_owned(),
         format!("/evaluations/{some}"),
         "/audit".to_owned(),
         format!("/audit?after_seq={}", head - 100),

@@ -1148,6 +1148,121 @@ both_backends!(evaluations_filter_by_a_period, |backend| async move {
 });
 
 both_backends!(
+    evaluations_filter_by_action_and_policy,
+    |backend| async move {
+        let app = TestApp::spawn(backend).await;
+        assert_eq!(app.put_policy("mixed", MIXED).await.status, 200);
+        let refunds = "name: refunds.v2\nrules:\n  - id: small\n    when: action == \"refund\"\n    effect: allow\n";
+        assert_eq!(app.put_policy("refunds.v2", refunds).await.status, 200);
+        // Past a catch-up's worth (128 events), so both the index and the chain's tail answer.
+        let mut made: Vec<(String, &str, &str)> = Vec::new();
+        for i in 0..160 {
+            let (agent, action) = (
+                ["ops-bot", "pay-bot"][i % 2],
+                ["read", "delete", "refund", "read now"][i % 4],
+            );
+            let r = app
+                .evaluate(&app.admin_key, json!({"agent_id": agent, "action": action}))
+                .await;
+            assert_eq!(r.status, 200, "{}", r.body);
+            made.push((
+                r.body["evaluation_id"].as_str().unwrap().to_owned(),
+                agent,
+                action,
+            ));
+        }
+        made.sort_by(|a, b| b.0.cmp(&a.0));
+        let ids = |keep: &dyn Fn(&str, &str) -> bool| -> Vec<String> {
+            made.iter()
+                .filter(|(_, agent, action)| keep(agent, action))
+                .map(|(id, ..)| id.clone())
+                .collect()
+        };
+        let listed = |q: &'static str| {
+            let app = &app;
+            async move {
+                let r = app
+                    .get(
+                        &format!("/api/v1/evaluations?limit=500&{q}"),
+                        &app.admin_key,
+                    )
+                    .await;
+                assert_eq!(r.status, 200, "{}", r.body);
+                r.body["evaluations"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|e| e["evaluation_id"].as_str().unwrap().to_owned())
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(listed("action=delete").await, ids(&|_, a| a == "delete"));
+        assert_eq!(
+            listed("action=read%20now").await,
+            ids(&|_, a| a == "read now")
+        );
+        // A rule of `mixed` matched reads and deletes; of `refunds.v2`, refunds; none, "read now".
+        assert_eq!(
+            listed("policy=mixed").await,
+            ids(&|_, a| a == "read" || a == "delete")
+        );
+        assert_eq!(
+            listed("policy=refunds.v2").await,
+            ids(&|_, a| a == "refund")
+        );
+        assert_eq!(
+            listed("policy=mixed&agent_id=ops-bot&status=allowed").await,
+            ids(&|g, a| g == "ops-bot" && a == "read")
+        );
+        assert_eq!(
+            listed("policy=mixed&action=refund").await,
+            Vec::<String>::new()
+        );
+        assert_eq!(listed("policy=refunds").await, Vec::<String>::new());
+        for bad in ["policy=Refunds", "policy=a%20b", "action=%01", "action="] {
+            let r = app
+                .get(&format!("/api/v1/evaluations?{bad}"), &app.admin_key)
+                .await;
+            r.problem(422);
+        }
+
+        // The dashboard's form: both fields, policies offered, kept on the next page's link.
+        let mut b = signed_in_owner(&app).await;
+        let page = b.get("/evaluations?action=delete&policy=mixed").await;
+        assert_eq!(page.status, 200);
+        assert!(
+            page.has("name=\"action\" value=\"delete\""),
+            "{}",
+            page.html
+        );
+        assert!(page.has("name=\"policy\" value=\"mixed\""), "{}", page.html);
+        assert!(page.has("<option value=\"refunds.v2\">"), "{}", page.html);
+        let deletes = ids(&|_, a| a == "delete");
+        assert!(deletes.iter().all(|id| page.has(id)));
+        assert!(ids(&|_, a| a != "delete").iter().all(|id| !page.has(id)));
+        let page = b.get("/evaluations?policy=refunds.v2").await;
+        let refunds = ids(&|_, a| a == "refund");
+        assert!(refunds.iter().all(|id| page.has(id)), "{}", page.html);
+        assert!(ids(&|_, a| a != "refund").iter().all(|id| !page.has(id)));
+        // 80 reads and deletes: a second page, found by the same filters.
+        let first = b.get("/evaluations?policy=mixed").await;
+        let start = "/evaluations?status=&#38;agent_id=&#38;action=&#38;policy=mixed&#38;";
+        let at = first.html.find(start).expect("a link to the next page");
+        let link = &first.html[at..];
+        let next = b
+            .get(&link[..link.find('"').unwrap()].replace("&#38;", "&"))
+            .await;
+        let mixed = ids(&|_, a| a == "read" || a == "delete");
+        assert!(mixed[..50].iter().all(|id| first.has(id) && !next.has(id)));
+        assert!(mixed[50..].iter().all(|id| next.has(id) && !first.has(id)));
+        let bad = b.get("/evaluations?policy=No!").await;
+        assert_eq!(bad.status, 422);
+        assert!(bad.has("must be a policy name"), "{}", bad.html);
+        app.stop().await;
+    }
+);
+
+both_backends!(
     settings_show_deadlines_and_the_signing_secret,
     |backend| async move {
         let sink = SmtpSink::start().await;

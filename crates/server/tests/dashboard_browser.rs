@@ -365,9 +365,36 @@ both_backends!(a_person_governs_from_the_browser, |backend| async move {
     click(&c, "button.approve").await;
     wait_for_text(&c, "approved").await;
 
-    // The evaluation's page tells the whole story.
+    // The list, filtered through its form by action and by policy.
+    let other = app
+        .evaluate(
+            &app.admin_key,
+            json!({"agent_id": "payer", "action": "balance.read"}),
+        )
+        .await;
+    let other = other.body["evaluation_id"].as_str().unwrap().to_owned();
     c.goto(&format!("{base}/evaluations")).await.unwrap();
+    assert!(page_has(&c, &other).await && page_has(&c, &id).await);
+    fill(&c, "#action", "payout").await;
+    fill(&c, "#policy", "payouts").await;
+    click(&c, "form[role=search] button").await;
+    for _ in 0..100 {
+        if c.current_url()
+            .await
+            .unwrap()
+            .as_str()
+            .contains("policy=payouts")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(path_of(&c).await.contains("action=payout"));
+    assert!(page_has(&c, &id).await);
+    assert!(!page_has(&c, &other).await);
     shots.take(&c, "evaluations").await;
+
+    // The evaluation's page tells the whole story.
     c.goto(&format!("{base}/evaluations/{id}")).await.unwrap();
     let timeline = text_of(&c, "#timeline").await;
     for kind in [

@@ -76,7 +76,7 @@ pub struct Lot {
 }
 
 /// The policies of an evaluation's `matched_rules` (as its event holds them), each once.
-fn matched_policies(matched_rules: Option<&str>) -> Vec<String> {
+pub(crate) fn matched_policies(matched_rules: Option<&str>) -> Vec<String> {
     #[derive(serde::Deserialize)]
     struct Matched {
         policy: String,

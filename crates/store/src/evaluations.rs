@@ -197,6 +197,8 @@ pub(crate) async fn insert<'a>(
         id: ev.id.clone(),
         seq,
         agent: p.agent_id.clone(),
+        action: p.action.clone(),
+        policies: crate::listing::set(ev.matched_rules.iter().map(|m| m.policy.as_str())),
         status: status.as_str().to_owned(),
         decision: ev.decision.as_str().to_owned(),
         cost: p.cost_cents,

@@ -102,6 +102,14 @@ impl Cells {
             ))),
         }
     }
+
+    /// Text, or `None` for NULL.
+    pub(crate) fn opt_text(&self, name: &str) -> Result<Option<String>> {
+        match self.get(name) {
+            Some(Cell::Null) => Ok(None),
+            _ => self.text(name).map(Some),
+        }
+    }
 }
 
 fn names_of(row: &sqlx::any::AnyRow) -> std::sync::Arc<[String]> {

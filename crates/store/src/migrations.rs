@@ -81,6 +81,11 @@ const SHARED: &[Embedded] = &[
         include_str!("../migrations/0019_policy_sources.sql"),
     ),
     (20, "sso", include_str!("../migrations/0020_sso.sql")),
+    (
+        21,
+        "evaluation batches",
+        include_str!("../migrations/0021_evaluation_batches.sql"),
+    ),
 ];
 
 const SQLITE: &[Embedded] = &[
@@ -109,6 +114,11 @@ const SQLITE: &[Embedded] = &[
         "evaluation hours",
         include_str!("../migrations/sqlite/0018_evaluation_hours.sql"),
     ),
+    (
+        22,
+        "evaluation batches filled",
+        include_str!("../migrations/sqlite/0022_evaluation_batches_filled.sql"),
+    ),
 ];
 
 const POSTGRES: &[Embedded] = &[
@@ -136,6 +146,11 @@ const POSTGRES: &[Embedded] = &[
         18,
         "evaluation hours",
         include_str!("../migrations/postgres/0018_evaluation_hours.sql"),
+    ),
+    (
+        22,
+        "evaluation batches filled",
+        include_str!("../migrations/postgres/0022_evaluation_batches_filled.sql"),
     ),
 ];
 

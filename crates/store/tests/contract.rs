@@ -517,7 +517,11 @@ both_backends!(
             limit: 10,
             ..Default::default()
         };
-        let listed = store.evaluations(&tenant, &denied).await.unwrap();
+        let listed = store
+            .evaluations(&tenant, &denied)
+            .await
+            .unwrap()
+            .evaluations;
         assert_eq!(listed, vec![expected.clone()]);
         for _ in 0..130 {
             store
@@ -532,7 +536,11 @@ both_backends!(
                 .await
                 .unwrap();
         assert_eq!(indexed, vec!["denied".to_owned()]);
-        let listed = store.evaluations(&tenant, &denied).await.unwrap();
+        let listed = store
+            .evaluations(&tenant, &denied)
+            .await
+            .unwrap()
+            .evaluations;
         assert_eq!(listed, vec![expected.clone()]);
         // Found by the seq the index keeps, once caught up, as it was in the tail before.
         let read = store.evaluation(&tenant, &expected.id).await.unwrap();
@@ -547,7 +555,11 @@ both_backends!(
                 .unwrap()
                 .is_empty()
         );
-        let elsewhere = store.evaluations(&other, &denied).await.unwrap();
+        let elsewhere = store
+            .evaluations(&other, &denied)
+            .await
+            .unwrap()
+            .evaluations;
         assert!(elsewhere.is_empty());
         store.close().await;
         db.drop_database().await;
@@ -594,6 +606,7 @@ both_backends!(
                     .evaluations(&tenant, &filter)
                     .await
                     .unwrap()
+                    .evaluations
                     .into_iter()
                     .map(|e| e.id)
                     .collect();
@@ -650,7 +663,12 @@ both_backends!(a_failing_evaluation_fails_alone, |backend| async move {
         ..Default::default()
     };
     assert_eq!(
-        store.evaluations(&tenant, &all).await.unwrap().len(),
+        store
+            .evaluations(&tenant, &all)
+            .await
+            .unwrap()
+            .evaluations
+            .len(),
         21 + 130
     );
     store.close().await;
@@ -689,7 +707,15 @@ both_backends!(
             limit: 10,
             ..Default::default()
         };
-        assert_eq!(store.evaluations(&tenant, &pending).await.unwrap().len(), 1);
+        assert_eq!(
+            store
+                .evaluations(&tenant, &pending)
+                .await
+                .unwrap()
+                .evaluations
+                .len(),
+            1
+        );
         store.close().await;
         db.drop_database().await;
     }
@@ -711,13 +737,17 @@ both_backends!(
                 status,
                 agent_id: agent.map(str::to_owned),
                 before: before.map(str::to_owned),
-                since: None,
                 limit,
+                ..Default::default()
             };
             let store = &store;
             let tenant = &tenant;
             async move {
-                let page = store.evaluations(tenant, &filter).await.unwrap();
+                let page = store
+                    .evaluations(tenant, &filter)
+                    .await
+                    .unwrap()
+                    .evaluations;
                 page.into_iter().map(|e| e.id).collect::<Vec<_>>()
             }
         };
@@ -807,6 +837,314 @@ both_backends!(
             list(Some(Status::Expired), Some("approver"), None, 1).await,
             both[..1]
         );
+        store.close().await;
+        db.drop_database().await;
+    }
+);
+
+/// One evaluation of the filter test: what it is listed by.
+struct Listed {
+    id: String,
+    agent: &'static str,
+    action: &'static str,
+    policies: Vec<&'static str>,
+    pending: bool,
+}
+
+both_backends!(
+    evaluation_lists_filter_by_action_and_policy,
+    |backend| async move {
+        let db = TestDatabase::new(backend).await;
+        let store = open(&db).await;
+        let tenant = workspace(&store, "acme").await;
+        let stage = "        - {name: ops, approvers: [role:ops], timeout: 30m}\n";
+        let mut all = Vec::new();
+        for i in 0..700 {
+            let agent = ["a", "b", "c"][i % 3];
+            let action = match i % 7 {
+                0 => "refund",
+                1 => "wire transfer",
+                _ => "read",
+            };
+            // Names one another's prefix ("pay", "payments") or alike but for a character
+            // that `LIKE` would take for any ("ops_x", "opsax"); "payments" twice at times.
+            let mut policies = Vec::new();
+            for (every, at, policy) in [
+                (5, 0, "payments"),
+                (10, 1, "pay"),
+                (11, 0, "ops_x"),
+                (17, 3, "opsax"),
+                (20, 0, "payments"),
+            ] {
+                if i % every == at {
+                    policies.push(policy);
+                }
+            }
+            let pending = i % 50 == 10;
+            let mut ev = match pending {
+                true => pending_evaluation(&tenant, agent, stage),
+                false => evaluation(&tenant, agent, None),
+            };
+            ev.proposal = Proposal::new(ProposalFields {
+                agent_id: Some(agent.into()),
+                action: Some(action.into()),
+                cost_cents: Some(3),
+                ..Default::default()
+            })
+            .unwrap();
+            ev.proposal_hash = ev.proposal.hash();
+            ev.matched_rules = policies
+                .iter()
+                .enumerate()
+                .map(|(n, p)| agentnexus_engine::MatchedRule {
+                    policy: (*p).to_owned(),
+                    rule: format!("r{n}"),
+                    effect: ev.decision,
+                })
+                .collect();
+            policies.dedup();
+            all.push(Listed {
+                id: ev.id.clone(),
+                agent,
+                action,
+                policies,
+                pending,
+            });
+            store.record_evaluation(ev).await.unwrap();
+        }
+        all.sort_unstable_by(|l, r| r.id.cmp(&l.id));
+        // The index has caught up with most, not the newest: both halves are read.
+        let indexed: Vec<String> = sqlx::query_scalar("SELECT id FROM evaluation_index")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+        assert!(indexed.len() >= 500, "{}", indexed.len());
+        assert!(!indexed.contains(&all[0].id));
+
+        type Filter = agentnexus_store::EvaluationFilter;
+        let expect = |f: &Filter| -> Vec<String> {
+            all.iter()
+                .filter(|e| {
+                    f.agent_id.as_ref().is_none_or(|a| a == e.agent)
+                        && f.action.as_ref().is_none_or(|a| a == e.action)
+                        && f.policy
+                            .as_ref()
+                            .is_none_or(|p| e.policies.contains(&p.as_str()))
+                        && f.status.is_none_or(|s| (s == Status::Pending) == e.pending)
+                        && f.since.as_ref().is_none_or(|s| e.id >= *s)
+                        && f.before.as_ref().is_none_or(|b| e.id < *b)
+                })
+                .take(f.limit as usize)
+                .map(|e| e.id.clone())
+                .collect()
+        };
+        let filter = |action: Option<&str>, policy: Option<&str>| Filter {
+            action: action.map(str::to_owned),
+            policy: policy.map(str::to_owned),
+            limit: 500,
+            ..Default::default()
+        };
+        let filters = [
+            filter(Some("refund"), None),
+            filter(Some("wire transfer"), None),
+            filter(Some("nothing"), None),
+            filter(None, Some("pay")),
+            filter(None, Some("payments")),
+            filter(None, Some("ops_x")),
+            filter(None, Some("opsax")),
+            filter(None, Some("nothing")),
+            filter(Some("refund"), Some("payments")),
+            Filter {
+                agent_id: Some("b".into()),
+                ..filter(None, Some("payments"))
+            },
+            Filter {
+                agent_id: Some("c".into()),
+                ..filter(Some("wire transfer"), None)
+            },
+            Filter {
+                status: Some(Status::Pending),
+                ..filter(Some("read"), None)
+            },
+            Filter {
+                status: Some(Status::Pending),
+                ..filter(None, Some("payments"))
+            },
+            Filter {
+                since: Some(all[400].id.clone()),
+                before: Some(all[30].id.clone()),
+                ..filter(None, Some("payments"))
+            },
+            Filter {
+                limit: 7,
+                ..filter(Some("read"), Some("pay"))
+            },
+            // Pages the index alone answers, each full: a range read that took in one
+            // evaluation too many would leave one out.
+            Filter {
+                before: Some(all[300].id.clone()),
+                limit: 7,
+                ..filter(None, Some("pay"))
+            },
+            Filter {
+                before: Some(all[300].id.clone()),
+                limit: 5,
+                ..filter(None, Some("ops_x"))
+            },
+            Filter {
+                before: Some(all[300].id.clone()),
+                limit: 9,
+                ..filter(Some("refund"), None)
+            },
+        ];
+        let check = async |store: &Store| {
+            for f in &filters {
+                let listed: Vec<String> = store
+                    .evaluations(&tenant, f)
+                    .await
+                    .unwrap()
+                    .evaluations
+                    .into_iter()
+                    .map(|e| e.id)
+                    .collect();
+                assert_eq!(listed, expect(f), "{f:?}");
+                assert!(
+                    !listed.is_empty()
+                        || f.action.as_deref() == Some("nothing")
+                        || f.policy.as_deref() == Some("nothing"),
+                    "{f:?}"
+                );
+            }
+            // Page by page, each evaluation once.
+            let f = filter(None, Some("payments"));
+            let mut paged = Vec::new();
+            let mut before: Option<String> = None;
+            loop {
+                let page_filter = Filter {
+                    before: before.clone(),
+                    limit: 40,
+                    ..f.clone()
+                };
+                let page = store.evaluations(&tenant, &page_filter).await.unwrap();
+                assert_eq!(page.searched_to, None, "{page_filter:?}");
+                let page = page.evaluations;
+                before = (page.len() == 40).then(|| page[39].id.clone());
+                paged.extend(page.into_iter().map(|e| e.id));
+                if before.is_none() {
+                    break;
+                }
+            }
+            assert_eq!(paged, expect(&f));
+        };
+        check(&store).await;
+
+        // A store whose index was filled before evaluations were listed by action and policy
+        // gets them when it is opened: as if migration 22 had not run yet.
+        for sql in [
+            "UPDATE evaluation_index SET action = NULL, policies = NULL",
+            "DELETE FROM evaluation_batches",
+            "DELETE FROM _sqlx_migrations WHERE version = 22",
+        ] {
+            sqlx::query(sql).execute(store.pool()).await.unwrap();
+        }
+        store.close().await;
+        let store = open(&db).await;
+        check(&store).await;
+        store.close().await;
+        db.drop_database().await;
+    }
+);
+
+both_backends!(
+    a_filtered_page_searches_a_bounded_part_of_the_history,
+    |backend| async move {
+        let db = TestDatabase::new(backend).await;
+        let store = open(&db).await;
+        let tenant = workspace(&store, "acme").await;
+        // 130 catch-ups' worth, each naming agents a and b and actions read and write; b
+        // read only once, first.
+        let acme = tenant.clone();
+        let made = move |i: usize| {
+            let (agent, action) = match i {
+                0 => ("b", "read"),
+                _ if i.is_multiple_of(2) => ("a", "read"),
+                _ => ("b", "write"),
+            };
+            let mut ev = evaluation(&acme, agent, None);
+            ev.proposal = Proposal::new(ProposalFields {
+                agent_id: Some(agent.into()),
+                action: Some(action.into()),
+                ..Default::default()
+            })
+            .unwrap();
+            ev.proposal_hash = ev.proposal.hash();
+            ev
+        };
+        let first = made(0);
+        let first_id = first.id.clone();
+        store.record_evaluation(first).await.unwrap();
+        // Ids order by the millisecond they were made in: every other is newer.
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        // A catch-up takes whole commits of the group-commit writer, so it may take more
+        // than 128 events: made until there are more batches than a page reads.
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(1));
+        loop {
+            let batches: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM evaluation_batches")
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+            if batches > 130 {
+                break;
+            }
+            let mut tasks = Vec::new();
+            for _ in 0..32 {
+                let (store, next, made) = (store.clone(), next.clone(), made.clone());
+                tasks.push(tokio::spawn(async move {
+                    for _ in 0..64 {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        store.record_evaluation(made(i)).await.unwrap();
+                    }
+                }));
+            }
+            for t in tasks {
+                t.await.unwrap();
+            }
+        }
+        let filter = agentnexus_store::EvaluationFilter {
+            agent_id: Some("b".into()),
+            action: Some("read".into()),
+            limit: 50,
+            ..Default::default()
+        };
+        // The first page reads as far as a page may, finds nothing, and says where it stopped.
+        let page = store.evaluations(&tenant, &filter).await.unwrap();
+        assert!(page.evaluations.is_empty());
+        let searched = page.searched_to.expect("searched part of the history");
+        assert!(searched > first_id);
+        // The next pages, each below where the last stopped, find the one and reach the end.
+        let mut ids = Vec::new();
+        let mut before = Some(searched);
+        let mut pages = 1;
+        while let Some(b) = before.take() {
+            let rest = agentnexus_store::EvaluationFilter {
+                before: Some(b),
+                ..filter.clone()
+            };
+            let page = store.evaluations(&tenant, &rest).await.unwrap();
+            ids.extend(page.evaluations.into_iter().map(|e| e.id));
+            before = page.searched_to;
+            pages += 1;
+        }
+        assert_eq!(ids, vec![first_id]);
+        assert!((3..=4).contains(&pages), "{pages}");
+        // A filter the newest ranges answer is never cut short.
+        let reads = agentnexus_store::EvaluationFilter {
+            agent_id: Some("a".into()),
+            ..filter.clone()
+        };
+        let page = store.evaluations(&tenant, &reads).await.unwrap();
+        assert_eq!(page.evaluations.len(), 50);
+        assert_eq!(page.searched_to, None);
         store.close().await;
         db.drop_database().await;
     }
@@ -986,7 +1324,15 @@ async fn sqlite_checkpoints_beside_the_writer() {
         limit: 500,
         ..Default::default()
     };
-    assert_eq!(store.evaluations(&tenant, &all).await.unwrap().len(), 130);
+    assert_eq!(
+        store
+            .evaluations(&tenant, &all)
+            .await
+            .unwrap()
+            .evaluations
+            .len(),
+        130
+    );
     assert!(store.verify_audit(&tenant).await.unwrap().is_ok());
     store.close().await;
     db.drop_database().await;
@@ -1039,7 +1385,11 @@ both_backends!(
                     limit: 10,
                     ..Default::default()
                 };
-                let page = store.evaluations(&tenant, &filter).await.unwrap();
+                let page = store
+                    .evaluations(&tenant, &filter)
+                    .await
+                    .unwrap()
+                    .evaluations;
                 page.into_iter().map(|e| e.id).collect::<Vec<_>>()
             }
         };

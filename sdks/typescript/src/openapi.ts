@@ -1252,7 +1252,11 @@ export interface components {
         };
         EvaluationList: {
             evaluations: components["schemas"]["EvaluationDetail"][];
-            /** @description Pass as `cursor` for the next page; null on the last. */
+            /**
+             * @description Pass as `cursor` for the next page; null on the last. A page filtered by agent,
+             *     status, action or policy searches a bounded part of the history, so it may hold fewer
+             *     than `limit` evaluations, or none, and still not be the last.
+             */
             next_cursor?: string | null;
         };
         /** @description The answer to an evaluation. */
@@ -3297,6 +3301,10 @@ export interface operations {
                 status?: string;
                 /** @description Only this agent. */
                 agent_id?: string;
+                /** @description Only this action. */
+                action?: string;
+                /** @description Only evaluations a rule of this policy matched. */
+                policy?: string;
                 /** @description Page size, 1-500 (default 50). */
                 limit?: number;
                 /** @description `next_cursor` of the previous page. */

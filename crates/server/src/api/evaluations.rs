@@ -128,6 +128,12 @@ pub struct ListParams {
     /// Only this agent.
     #[param(min_length = 1, max_length = 256)]
     pub agent_id: Option<String>,
+    /// Only this action.
+    #[param(min_length = 1, max_length = 256)]
+    pub action: Option<String>,
+    /// Only evaluations a rule of this policy matched.
+    #[param(pattern = "^[a-z0-9._-]{1,64}$")]
+    pub policy: Option<String>,
     /// Page size, 1-500 (default 50).
     #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
@@ -145,7 +151,9 @@ pub struct ListParams {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EvaluationList {
     pub evaluations: Vec<EvaluationDetail>,
-    /// Pass as `cursor` for the next page; null on the last.
+    /// Pass as `cursor` for the next page; null on the last. A page filtered by agent,
+    /// status, action or policy searches a bounded part of the history, so it may hold fewer
+    /// than `limit` evaluations, or none, and still not be the last.
     pub next_cursor: Option<String>,
 }
 
@@ -167,6 +175,8 @@ pub async fn list_evaluations(
     let input = ListInput {
         status: params.status,
         agent_id: params.agent_id,
+        action: params.action,
+        policy: params.policy,
         limit: params.limit,
         cursor: params.cursor,
         from: params.from,

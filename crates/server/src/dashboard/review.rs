@@ -208,6 +208,10 @@ pub struct Filters {
     #[serde(default)]
     agent_id: String,
     #[serde(default)]
+    action: String,
+    #[serde(default)]
+    policy: String,
+    #[serde(default)]
     cursor: String,
     /// `datetime-local` values, taken as UTC.
     #[serde(default)]
@@ -242,6 +246,11 @@ struct EvaluationsPage {
     rows: Vec<Row>,
     status: String,
     agent_id: String,
+    action: String,
+    policy: String,
+    /// The workspace's policies, offered for `policy` (any name may be typed: evaluations
+    /// keep the names of policies since deleted).
+    policies: Vec<String>,
     from: String,
     to: String,
     statuses: [&'static str; 6],
@@ -258,6 +267,8 @@ pub async fn evaluations(
     let input = ListInput {
         status: given(&f.status),
         agent_id: given(&f.agent_id),
+        action: given(&f.action),
+        policy: given(&f.policy),
         limit: Some(50),
         cursor: given(&f.cursor),
         from: utc(&f.from),
@@ -266,13 +277,16 @@ pub async fn evaluations(
     let reader = signed.reader();
     match tokio::try_join!(
         app.evaluations(&reader, input),
-        app.currency(signed.tenant())
+        app.currency(signed.tenant()),
+        app.policies(&reader)
     ) {
-        Ok((page, currency)) => {
+        Ok((page, currency, policies)) => {
             let next = page.next_cursor.map(|c| {
                 let mut q = url::form_urlencoded::Serializer::new(String::new());
                 q.append_pair("status", f.status.trim())
                     .append_pair("agent_id", f.agent_id.trim())
+                    .append_pair("action", f.action.trim())
+                    .append_pair("policy", f.policy.trim())
                     .append_pair("from", f.from.trim())
                     .append_pair("to", f.to.trim())
                     .append_pair("cursor", &c);
@@ -290,6 +304,9 @@ pub async fn evaluations(
                         .collect(),
                     status: f.status,
                     agent_id: f.agent_id,
+                    action: f.action,
+                    policy: f.policy,
+                    policies: policies.into_iter().map(|p| p.name).collect(),
                     from: f.from,
                     to: f.to,
                     statuses: [

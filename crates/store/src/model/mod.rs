@@ -392,11 +392,24 @@ pub struct Receipt {
 pub struct EvaluationFilter {
     pub status: Option<Status>,
     pub agent_id: Option<String>,
+    pub action: Option<String>,
+    /// Only evaluations a rule of this policy matched.
+    pub policy: Option<String>,
     /// Only evaluations older than this id (the previous page's last, or an end of a period).
     pub before: Option<String>,
     /// Only evaluations this id or newer (the start of a period).
     pub since: Option<String>,
     pub limit: u32,
+}
+
+/// A page of evaluations, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct EvaluationPage {
+    pub evaluations: Vec<Evaluation>,
+    /// When a filtered page searched only part of the history: the id it searched down to.
+    /// Every evaluation that passes the filter with this id or a newer one is on the page (it
+    /// may hold fewer than the limit, or none); older ones are for the next page, `before` it.
+    pub searched_to: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
