@@ -75,21 +75,6 @@ pub struct Lot {
     pub policies: Vec<String>,
 }
 
-/// The policies of an evaluation's `matched_rules` (as its event holds them), each once.
-pub(crate) fn matched_policies(matched_rules: Option<&str>) -> Vec<String> {
-    #[derive(serde::Deserialize)]
-    struct Matched {
-        policy: String,
-    }
-    let rules: Vec<Matched> = matched_rules
-        .and_then(|m| serde_json::from_str(m).ok())
-        .unwrap_or_default();
-    let mut policies: Vec<String> = rules.into_iter().map(|m| m.policy).collect();
-    policies.sort_unstable();
-    policies.dedup();
-    policies
-}
-
 /// A report's evaluations: for each grouping asked for, the whole hours summed by those columns
 /// (of `hour`, `agent_id`, `action`, `decision`); and, once, the evaluations of the partial
 /// hours and the chain's tail one by one, which each grouping adds up itself.
@@ -178,7 +163,7 @@ impl Store {
                 decision: r.try_get("decision")?,
                 n: 1,
                 cents: r.try_get("cost_cents")?,
-                policies: matched_policies(
+                policies: crate::rows::matched_policies(
                     r.try_get::<Option<String>, _>("matched_rules")?.as_deref(),
                 ),
             })
@@ -499,7 +484,7 @@ impl Store {
                     let (hour, decision): (i64, String) =
                         (hour_of(r.try_get("occurred_at")?), r.try_get("decision")?);
                     let matched: Option<String> = r.try_get("matched_rules")?;
-                    for policy in matched_policies(matched.as_deref()) {
+                    for policy in crate::rows::matched_policies(matched.as_deref()) {
                         *policies
                             .entry((hour, policy, decision.clone()))
                             .or_default() += 1;

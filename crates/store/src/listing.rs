@@ -348,7 +348,7 @@ async fn read_back(conn: &mut impl Exec, workspace_id: &str, indexed: i64) -> Re
                 seq: r.int("seq")?,
                 agent: r.text("agent_id")?,
                 action: r.text("action")?,
-                policies: set(crate::analytics::matched_policies(
+                policies: set(crate::rows::matched_policies(
                     r.opt_text("matched_rules")?.as_deref(),
                 )
                 .iter()

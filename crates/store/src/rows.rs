@@ -139,3 +139,18 @@ pub(crate) fn stage_from_row(row: &AnyRow) -> Result<StageRecord> {
         decided_at: time("decided_at")?,
     })
 }
+
+/// The policies of an evaluation's `matched_rules` (as its event holds them), each once.
+pub(crate) fn matched_policies(matched_rules: Option<&str>) -> Vec<String> {
+    #[derive(serde::Deserialize)]
+    struct Matched {
+        policy: String,
+    }
+    let rules: Vec<Matched> = matched_rules
+        .and_then(|m| serde_json::from_str(m).ok())
+        .unwrap_or_default();
+    let mut policies: Vec<String> = rules.into_iter().map(|m| m.policy).collect();
+    policies.sort_unstable();
+    policies.dedup();
+    policies
+}
