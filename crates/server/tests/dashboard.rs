@@ -1072,12 +1072,7 @@ both_backends!(evaluations_filter_by_a_period, |backend| async move {
                 .get(&format!("/api/v1/evaluations?{q}"), &app.admin_key)
                 .await;
             assert_eq!(r.status, 200, "{}", r.body);
-            r.body["evaluations"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|e| e["evaluation_id"].as_str().unwrap().to_owned())
-                .collect::<Vec<_>>()
+            r.evaluation_ids()
         }
     };
     // Newest first by id; ids made in the same millisecond order among themselves at random,
@@ -1109,12 +1104,7 @@ both_backends!(evaluations_filter_by_a_period, |backend| async move {
         )
         .await;
     let cursor = first.body["next_cursor"].as_str().unwrap().to_owned();
-    let mut paged: Vec<String> = first.body["evaluations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["evaluation_id"].as_str().unwrap().to_owned())
-        .collect();
+    let mut paged = first.evaluation_ids();
     let rest = listed(format!("{window}&limit=2&cursor={cursor}")).await;
     assert_eq!(rest.len(), 1);
     paged.extend(rest);
@@ -1188,12 +1178,7 @@ both_backends!(
                     )
                     .await;
                 assert_eq!(r.status, 200, "{}", r.body);
-                r.body["evaluations"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|e| e["evaluation_id"].as_str().unwrap().to_owned())
-                    .collect::<Vec<_>>()
+                r.evaluation_ids()
             }
         };
         assert_eq!(listed("action=delete").await, ids(&|_, a| a == "delete"));

@@ -378,14 +378,7 @@ both_backends!(listing_filters_and_pages, |backend| async move {
             &key,
         )
         .await;
-    let ids = |r: &common::Response| {
-        r.body["evaluations"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["evaluation_id"].as_str().unwrap().to_owned())
-            .collect::<Vec<_>>()
-    };
+    let ids = common::Response::evaluation_ids;
     assert!(ids(&next).iter().all(|id| !ids(&page).contains(id)));
     let pending = app.get("/api/v1/evaluations?status=pending", &key).await;
     assert_eq!(pending.body["evaluations"].as_array().unwrap().len(), 1);

@@ -76,6 +76,19 @@ fn pending_evaluation(tenant: &Tenant, agent: &str, stages: &str) -> NewEvaluati
     ev
 }
 
+/// `ev`, proposing `action` instead (the same agent, a cost of 3).
+fn doing(mut ev: NewEvaluation, action: &str) -> NewEvaluation {
+    ev.proposal = Proposal::new(ProposalFields {
+        agent_id: Some(ev.proposal.agent_id.clone()),
+        action: Some(action.into()),
+        cost_cents: Some(3),
+        ..Default::default()
+    })
+    .unwrap();
+    ev.proposal_hash = ev.proposal.hash();
+    ev
+}
+
 fn head(v: &Verification) -> (i64, String) {
     match v {
         Verification::Ok {
@@ -881,18 +894,13 @@ both_backends!(
                 }
             }
             let pending = i % 50 == 10;
-            let mut ev = match pending {
-                true => pending_evaluation(&tenant, agent, stage),
-                false => evaluation(&tenant, agent, None),
-            };
-            ev.proposal = Proposal::new(ProposalFields {
-                agent_id: Some(agent.into()),
-                action: Some(action.into()),
-                cost_cents: Some(3),
-                ..Default::default()
-            })
-            .unwrap();
-            ev.proposal_hash = ev.proposal.hash();
+            let mut ev = doing(
+                match pending {
+                    true => pending_evaluation(&tenant, agent, stage),
+                    false => evaluation(&tenant, agent, None),
+                },
+                action,
+            );
             ev.matched_rules = policies
                 .iter()
                 .enumerate()
@@ -1070,15 +1078,7 @@ both_backends!(
                 _ if i.is_multiple_of(2) => ("a", "read"),
                 _ => ("b", "write"),
             };
-            let mut ev = evaluation(&acme, agent, None);
-            ev.proposal = Proposal::new(ProposalFields {
-                agent_id: Some(agent.into()),
-                action: Some(action.into()),
-                ..Default::default()
-            })
-            .unwrap();
-            ev.proposal_hash = ev.proposal.hash();
-            ev
+            doing(evaluation(&acme, agent, None), action)
         };
         let first = made(0);
         let first_id = first.id.clone();

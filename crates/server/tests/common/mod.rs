@@ -65,6 +65,16 @@ pub struct Response {
 }
 
 impl Response {
+    /// The `evaluation_id`s of a list of evaluations, in its order.
+    pub fn evaluation_ids(&self) -> Vec<String> {
+        self.body["evaluations"]
+            .as_array()
+            .expect("a list of evaluations")
+            .iter()
+            .map(|e| e["evaluation_id"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
     pub fn content_type(&self) -> &str {
         self.headers
             .get("content-type")
